@@ -1,0 +1,5 @@
+import sys
+
+from dnsflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""Bus interface shared by the Kafka and in-process implementations."""
+
+from __future__ import annotations
+
+import abc
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dnsflow.topics import Topics
+
+
+class BusError(RuntimeError):
+    """The bus could not accept or deliver records (e.g. Kafka unreachable)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """One record read from a topic partition."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def partition_for(key: bytes | None, partitions: int, fallback: int = 0) -> int:
+    """Stable key → partition mapping, so one tenant's events stay in order."""
+    if key is None:
+        return fallback % partitions
+    return zlib.crc32(key) % partitions
+
+
+class Consumer(abc.ABC):
+    """A group member reading topics; offsets are committed only when asked."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def getmany(self, timeout_ms: int = 1000, max_records: int = 1000) -> list[Message]:
+        """Next records after the current position, waiting at most ``timeout_ms``."""
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Commit the position of everything returned by :meth:`getmany` so far."""
+
+    @abc.abstractmethod
+    async def seek_to_end(self) -> None:
+        """Skip what is already there (used by tail-like readers)."""
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class Bus(abc.ABC):
+    """Producer side plus a consumer factory."""
+
+    def __init__(self, topics: Topics | None = None) -> None:
+        self.topics = topics or Topics()
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and create the contract topics (idempotent)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> None:
+        """Deliver ``(key, value)`` records in order; returns when all are acknowledged.
+
+        Raises :class:`BusError` if any could not be delivered, so callers can spool them.
+        """
+
+    async def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
+        await self.send_many(topic, [(key, value)])
+
+    @abc.abstractmethod
+    def consumer(
+        self, topics: Iterable[str], group: str | None, *, from_beginning: bool = True
+    ) -> Consumer:
+        """A consumer of ``topics``; ``group=None`` means no committed offsets (a reader)."""
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

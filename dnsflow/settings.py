@@ -1,0 +1,108 @@
+"""Settings from flags, environment (``DNSFLOW_*``) and a YAML config file, in that order.
+
+The core owns the shared keys (home, kafka, clickhouse, topic prefix). Each component owns
+one section (``edge:``, ``streams:``, ``sink:``, ``policies:``) and validates it with its own
+pydantic model via :func:`section`, so an error names ``FILE: edge.listen: ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+ENV_PREFIX = "DNSFLOW_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with where it came from (file, env var or flag)."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Field(default=Path(".dnsflow"), description="embedded data directory")
+    kafka: str | None = Field(default=None, description="Kafka bootstrap; none = in-process")
+    clickhouse: str | None = Field(default=None, description="ClickHouse DSN; none = chDB")
+    topic_prefix: str = "dnsflow."
+    edge: dict[str, Any] = Field(default_factory=dict)
+    streams: dict[str, Any] = Field(default_factory=dict)
+    sink: dict[str, Any] = Field(default_factory=dict)
+    policies: dict[str, Any] = Field(default_factory=dict)
+    source: str = Field(default="defaults", exclude=True)
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The configured DSN, or chDB under the data directory (the embedded default)."""
+        if self.clickhouse:
+            return self.clickhouse
+        return f"chdb://{(self.home / 'chdb').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka is None
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("home", "kafka", "clickhouse", "topic_prefix"):
+        value = environ.get(ENV_PREFIX + key.upper())
+        if value:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge file < environment < flags and validate; raise :class:`ConfigError` on problems."""
+    environ = dict(os.environ if environ is None else environ)
+    config = config or environ.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if config:
+        data = _load_file(Path(config))
+        source = str(config)
+    data.update(_from_env(environ))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{source}: {loc}: {err['msg']}") from None
+    settings.source = source
+    return settings
+
+
+def section(settings: Settings, name: str, model: type[M]) -> M:
+    """Validate one component's section; errors name the file and the field path."""
+    try:
+        return model.model_validate(getattr(settings, name))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join([name, *(str(p) for p in err["loc"])])
+        raise ConfigError(f"{settings.source}: {loc}: {err['msg']}") from None
