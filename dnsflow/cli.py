@@ -34,6 +34,10 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit 2."""
 
 
+class CommandError(Exception):
+    """A command could not do its job (e.g. a component is missing): one line, exit 1."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, named, non-zero
         raise UsageError(f"{self.prog}: {message}")
@@ -121,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"dnsflow {args.verb}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
