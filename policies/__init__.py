@@ -1,0 +1,1 @@
+"""dnsflow policies: model, validation, matcher, sources and publication (see README.md)."""

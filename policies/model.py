@@ -1,0 +1,420 @@
+"""The policy documents users write: ``DNSPolicy`` (per tenant) and ``ClusterDNSPolicy``.
+
+Field names follow Kubernetes conventions (camelCase) so the same YAML works as a file and
+as a custom resource. Every model forbids unknown fields, so a typo is an error with a field
+path instead of a silently ignored rule. Semantics (precedence, isolation) are in README.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import dns.exception
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from policies.names import check_name
+
+API_VERSION = "dnsflow.io/v1"
+TENANT_LABEL = "dnsflow.io/tenant"
+
+Action = Literal["allow", "deny", "rewrite", "redirect"]
+DenyMode = Literal["NXDOMAIN", "REFUSED", "NODATA", "DROP"]
+Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
+Isolation = Literal["tenant", "namespace", "none"]
+Tier = Literal["guardrail", "baseline"]
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+_LABEL_KEY = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+MAX_REGEX_LEN = 512
+
+
+def _k8s_name(value: str, what: str) -> str:
+    if not value or len(value) > 253 or not _DNS1123.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid DNS-1123 name (lower case "
+                         "letters, digits, '-' and '.')")
+    return value
+
+
+def check_upstream(url: str) -> str:
+    """Validate ``udp://host[:port]``, ``tcp://..``, ``tls://host[:port][@sni]``, ``https://host/path``."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"upstream {url!r}: expected udp://, tcp://, tls:// or https://")
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("udp", "tcp", "tls", "https"):
+        raise ValueError(f"upstream {url!r}: unknown scheme {scheme!r} "
+                         "(use udp, tcp, tls or https)")
+    sni = ""
+    if scheme == "tls" and "@" in rest:
+        rest, sni = rest.rsplit("@", 1)
+        if not sni:
+            raise ValueError(f"upstream {url!r}: empty SNI after '@'")
+        check_name(sni)
+    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ValueError(f"upstream {url!r}: {exc}") from None
+    if not host:
+        raise ValueError(f"upstream {url!r}: missing host")
+    if port == 0:
+        raise ValueError(f"upstream {url!r}: port 0")
+    if scheme != "https" and parts.path not in ("", "/"):
+        raise ValueError(f"upstream {url!r}: a path is only allowed for https://")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        check_name(host)
+    return url
+
+
+def check_rdata(rtype: str, value: str) -> str:
+    """Validate presentation-format rdata for ``rtype`` with dnspython."""
+    try:
+        rdtype = dns.rdatatype.from_text(rtype)
+        rd = dns.rdata.from_text(dns.rdataclass.IN, rdtype, value)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise ValueError(f"invalid {rtype} record data {value!r}: {exc}") from None
+    return rd.to_text()
+
+
+def check_qtype(value: str) -> str:
+    text = str(value).upper()
+    try:
+        dns.rdatatype.from_text(text)
+    except (dns.exception.DNSException, ValueError):
+        raise ValueError(f"unknown query type {value!r}") from None
+    return text
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Metadata(_Strict):
+    name: str
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _k8s_name(v, "name")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        return None if v is None else _k8s_name(v, "namespace")
+
+
+class ResponseMatch(_Strict):
+    """Conditions on the upstream answer: evaluated by ``check_response``."""
+
+    answer_cidrs: list[str] = Field(default_factory=list, alias="answerCIDRs")
+    rcodes: list[Rcode] = Field(default_factory=list)
+
+    @field_validator("answer_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        out = []
+        for i, cidr in enumerate(v):
+            try:
+                out.append(str(ipaddress.ip_network(cidr, strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"[{i}] bad CIDR {cidr!r}: {exc}") from None
+        return out
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ResponseMatch:
+        if not self.answer_cidrs and not self.rcodes:
+            raise ValueError("response match needs answerCIDRs or rcodes")
+        return self
+
+
+def _check_list(values: list[str], check: Any) -> list[str]:
+    out = []
+    for i, item in enumerate(values):
+        try:
+            out.append(check(item))
+        except ValueError as exc:
+            raise ValueError(f"[{i}] {exc}") from None
+    return out
+
+
+def _check_regex(pattern: str) -> str:
+    if len(pattern) > MAX_REGEX_LEN:
+        raise ValueError(f"regex longer than {MAX_REGEX_LEN} characters")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+    return pattern
+
+
+class Match(_Strict):
+    """What a rule matches. Empty name lists match every name; empty types every type."""
+
+    names: list[str] = Field(default_factory=list,
+                             description="exact names, or '*.zone' for names strictly below zone")
+    suffixes: list[str] = Field(default_factory=list,
+                                description="a zone: the name itself and everything below")
+    regex: list[str] = Field(default_factory=list,
+                             description="Python regular expressions matched against the whole "
+                                         "lower-case name without trailing dot")
+    types: list[str] = Field(default_factory=list)
+    response: ResponseMatch | None = None
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return _check_list(v, lambda n: check_name(n, allow_wildcard=True))
+
+    @field_validator("suffixes")
+    @classmethod
+    def _suffixes(cls, v: list[str]) -> list[str]:
+        return _check_list(v, check_name)
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: list[str]) -> list[str]:
+        return _check_list(v, _check_regex)
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        return _check_list(v, check_qtype)
+
+    @property
+    def all_names(self) -> bool:
+        return not (self.names or self.suffixes or self.regex)
+
+
+class RecordData(_Strict):
+    """One local answer of a rewrite; its owner name is the query name."""
+
+    type: str
+    value: str
+    ttl: int = Field(default=60, ge=0, le=604800)
+
+    @model_validator(mode="after")
+    def _rdata(self) -> RecordData:
+        rtype = check_qtype(self.type)
+        object.__setattr__(self, "type", rtype)
+        object.__setattr__(self, "value", check_rdata(rtype, self.value))
+        return self
+
+
+class ViewRecord(RecordData):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, allow_wildcard=True)
+
+
+class Rewrite(_Strict):
+    records: list[RecordData] = Field(default_factory=list)
+    cname: str | None = None
+
+    @field_validator("cname")
+    @classmethod
+    def _cname(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v)
+
+    @model_validator(mode="after")
+    def _one(self) -> Rewrite:
+        if bool(self.records) == bool(self.cname):
+            raise ValueError("rewrite needs exactly one of 'records' or 'cname'")
+        return self
+
+
+class Redirect(_Strict):
+    upstreams: list[str] = Field(min_length=1)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _ups(cls, v: list[str]) -> list[str]:
+        return _check_list(v, check_upstream)
+
+
+class RateLimit(_Strict):
+    qps: float = Field(gt=0)
+    burst: int = Field(default=0, ge=0, description="0 means max(1, qps)")
+
+
+class Rule(_Strict):
+    id: str | None = Field(default=None, description="stable id; default '<policy>#<n>'")
+    match: Match = Field(default_factory=Match)
+    action: Action
+    deny_mode: DenyMode | None = None
+    rewrite: Rewrite | None = None
+    redirect: Redirect | None = None
+    rate_limit: RateLimit | None = None
+    log: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not _RULE_ID.match(v):
+            raise ValueError(f"rule id {v!r}: use letters, digits and _ . : / - "
+                             "(at most 128)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        a = self.action
+        if (a == "rewrite") != (self.rewrite is not None):
+            raise ValueError("'rewrite' is required with action rewrite and only allowed "
+                             "with it")
+        if (a == "redirect") != (self.redirect is not None):
+            raise ValueError("'redirect' is required with action redirect and only allowed "
+                             "with it")
+        if self.deny_mode is not None and a != "deny":
+            raise ValueError("'denyMode' is only allowed with action deny")
+        if self.rate_limit is not None and a == "deny":
+            raise ValueError("'rateLimit' makes no sense with action deny")
+        if self.match.response is not None and a == "redirect":
+            raise ValueError("a response rule (match.response) cannot redirect: the query "
+                             "was already answered")
+        return self
+
+
+class ClientSelector(_Strict):
+    """Which of the tenant's clients a DNSPolicy applies to (all conditions must hold)."""
+
+    namespaces: list[str] = Field(default_factory=list,
+                                  description="default: the policy's own namespace; '*': all "
+                                              "namespaces of the tenant")
+    labels: dict[str, str] = Field(default_factory=dict)
+    service_accounts: list[str] = Field(default_factory=list)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _ns(cls, v: list[str]) -> list[str]:
+        return _check_list(v, lambda n: n if n == "*" else _k8s_name(n, "namespace"))
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"bad label key {key!r}")
+        return v
+
+
+class ClusterClientSelector(ClientSelector):
+    """For ClusterDNSPolicy: empty lists mean every tenant / every namespace."""
+
+    tenants: list[str] = Field(default_factory=list)
+
+
+class View(_Strict):
+    records: list[ViewRecord] = Field(default_factory=list)
+    search_domains: list[str] = Field(default_factory=list)
+    upstreams: list[str] = Field(default_factory=list)
+
+    @field_validator("search_domains")
+    @classmethod
+    def _search(cls, v: list[str]) -> list[str]:
+        return _check_list(v, check_name)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _ups(cls, v: list[str]) -> list[str]:
+        return _check_list(v, check_upstream)
+
+
+class Export(_Strict):
+    """A service of the policy's namespace that other tenants may resolve."""
+
+    service: str
+    to: list[str] = Field(min_length=1, description="tenant names, or '*' for every tenant")
+
+    @field_validator("service")
+    @classmethod
+    def _svc(cls, v: str) -> str:
+        return _k8s_name(v, "service")
+
+
+class DNSPolicySpec(_Strict):
+    tenant: str | None = Field(default=None,
+                               description="default: the namespace's tenant label, or the "
+                                           "namespace name for files")
+    priority: int = Field(default=100, ge=0, le=1000,
+                          description="lower is evaluated first among the tenant's policies")
+    clients: ClientSelector = Field(default_factory=ClientSelector)
+    rules: list[Rule] = Field(default_factory=list)
+    view: View | None = None
+    isolation: Isolation | None = None
+    exports: list[Export] = Field(default_factory=list)
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str | None) -> str | None:
+        return None if v is None else _k8s_name(v, "tenant")
+
+
+class ClusterDNSPolicySpec(_Strict):
+    tier: Tier = Field(default="guardrail",
+                       description="guardrail: before tenant rules; baseline: after them")
+    priority: int = Field(default=100, ge=0, le=1000)
+    clients: ClusterClientSelector = Field(default_factory=ClusterClientSelector)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class DNSPolicy(_Strict):
+    api_version: Literal["dnsflow.io/v1"]
+    kind: Literal["DNSPolicy"]
+    metadata: Metadata
+    spec: DNSPolicySpec
+
+    @model_validator(mode="after")
+    def _ns(self) -> DNSPolicy:
+        if not self.metadata.namespace:
+            raise ValueError("metadata.namespace is required for a DNSPolicy")
+        return self
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant or str(self.metadata.namespace)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+class ClusterDNSPolicy(_Strict):
+    api_version: Literal["dnsflow.io/v1"]
+    kind: Literal["ClusterDNSPolicy"]
+    metadata: Metadata
+    spec: ClusterDNSPolicySpec
+
+    @model_validator(mode="after")
+    def _no_ns(self) -> ClusterDNSPolicy:
+        if self.metadata.namespace:
+            raise ValueError("a ClusterDNSPolicy is cluster-scoped: remove metadata.namespace")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return self.metadata.name
+
+
+AnyPolicy = Annotated[DNSPolicy | ClusterDNSPolicy, Field(discriminator="kind")]
+KINDS = {"DNSPolicy": DNSPolicy, "ClusterDNSPolicy": ClusterDNSPolicy}
+
+
+def dump(policy: DNSPolicy | ClusterDNSPolicy) -> dict[str, Any]:
+    """Canonical JSON-able form (aliases, defaults dropped) used for records and hashes."""
+    return policy.model_dump(mode="json", by_alias=True, exclude_defaults=True)
