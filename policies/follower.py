@@ -1,0 +1,106 @@
+"""Follow the policies topic into a PolicyStore, as an edge does.
+
+Bad records go to the DLQ with the reason and the last good policy stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from dnsflow.bus import Bus
+from dnsflow.bus.base import BusError, Message
+from dnsflow.schema import now_us
+from policies.store import PolicyStore
+from policies.types import PolicyRecordError
+
+log = logging.getLogger(__name__)
+
+
+class PolicyFollower:
+    """A Service: reads the compacted topic from the beginning, then keeps applying."""
+
+    name = "policy-follower"
+
+    def __init__(self, bus: Bus, store: PolicyStore, *,
+                 on_change: Callable[[str, dict[str, Any] | None], None] | None = None,
+                 poll_ms: int = 200) -> None:
+        self.bus = bus
+        self.store = store
+        self.on_change = on_change
+        self.poll_ms = poll_ms
+        self.applied = 0
+        self.rejected = 0
+        self.last_error = ""
+        self._task: asyncio.Task[None] | None = None
+        self._consumer = bus.consumer([bus.topics.policies], None, from_beginning=True)
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="policy-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._consumer.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {"applied": self.applied, "rejected": self.rejected,
+                "last_error": self.last_error, "keys": self.store.keys()}
+
+    async def poll_once(self, timeout_ms: int | None = None) -> int:
+        """Apply what arrived; returns how many records changed what is in force."""
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms or self.poll_ms,
+                                             max_records=1000)
+        changed = 0
+        for m in batch:
+            if self._apply(m):
+                changed += 1
+        return changed
+
+    def _apply(self, m: Message) -> bool:
+        try:
+            if not self.store.apply_record(m.key, m.value):
+                return False
+        except PolicyRecordError as exc:
+            self.rejected += 1
+            self.last_error = str(exc)
+            log.warning("policy record rejected (offset %d): %s", m.offset, exc)
+            asyncio.get_running_loop().create_task(self._dlq(m, str(exc)))
+            return False
+        self.applied += 1
+        if self.on_change is not None:
+            key = m.key.decode("utf-8", "replace") if m.key else ""
+            self.on_change(key, self.store.record(key))
+        return True
+
+    async def _dlq(self, m: Message, reason: str) -> None:
+        value = orjson.dumps({
+            "ts": now_us(), "source_topic": m.topic, "partition": m.partition,
+            "offset": m.offset, "key": m.key.decode("utf-8", "replace") if m.key else None,
+            "value": m.value.decode("utf-8", "replace") if m.value else None,
+            "reason": reason, "component": "policies",
+        })
+        try:
+            await self.bus.send(self.bus.topics.dlq, value, key=m.topic.encode())
+        except BusError as exc:
+            log.error("could not send rejected policy record to the DLQ: %s", exc)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep following; the store keeps the last good policy
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("policy follower")
+                await asyncio.sleep(1.0)

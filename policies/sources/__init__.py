@@ -1,0 +1,1 @@
+"""Where policy documents come from: a YAML directory, the Kubernetes API."""
