@@ -25,7 +25,7 @@ import orjson
 from dnsflow.bus import Bus
 from dnsflow.schema import now_us
 from policies import records
-from policies.topic import read_compacted
+from policies.topic import ensure_topic, read_compacted
 from policies.types import PolicyRecordError
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class Publisher:
         self.current: dict[str, dict[str, Any]] = {}
         self.published = 0
         self.loaded = False
+        self._log_topic_ready = False
 
     async def load(self) -> dict[str, dict[str, Any]]:
         """Read back what is on the topic (latest valid record per key)."""
@@ -174,6 +175,9 @@ class Publisher:
             "previous_hash": c.previous_hash, "source": self.source, "actor": who,
             "change": c.summary, "document": records.canonical(c.document).decode(),
         })) for c in changes]
+        if not self._log_topic_ready:
+            await ensure_topic(self.bus, self.bus.topics.name(POLICY_LOG))
+            self._log_topic_ready = True
         await self.bus.send_many(self.bus.topics.name(POLICY_LOG), logs)
         for c, (_, value) in zip(changes, out, strict=True):
             self.current[c.key] = orjson.loads(value)

@@ -343,6 +343,21 @@ class PolicyStore:
         info = self._iso.get(ns)
         return info.owner if info else None
 
+    def namespace_info(self, ns: str) -> tuple[str, str, dict[str, frozenset[str]]] | None:
+        """(owner tenant, isolation mode, exports service -> tenants) of a namespace."""
+        info = self._iso.get(ns)
+        return (info.owner, info.mode, dict(info.exports)) if info else None
+
+    def cluster_zone(self, name: str) -> tuple[str, str, str] | None:
+        """For a name in the cluster zones: (namespace, service or '', 'svc' | 'pod')."""
+        name = _normalize(name)
+        for zone, kind in ((self._svc_zone, "svc"), (self._pod_zone, "pod")):
+            if name.endswith(zone):
+                parts = name[: -len(zone)].rsplit(".", 2)
+                svc = parts[-2] if kind == "svc" and len(parts) >= 2 else ""
+                return parts[-1], svc, kind
+        return None
+
     def rule(self, tenant: str, rule_id: str) -> CompiledRule | None:
         m, resp = self.rules_for(tenant)
         for matcher in (m, resp):

@@ -54,9 +54,9 @@ async def _read_kafka(bootstrap: str, topic: str, timeout_s: float) -> dict[str,
         await consumer.stop()
         raise BusError(f"kafka {bootstrap}: {exc}") from exc
     try:
-        if topic not in await consumer.topics():  # also refreshes the metadata
-            return out
-        ids = consumer.partitions_for_topic(topic)
+        # the consumer's public metadata only covers subscribed topics; ask the cluster
+        meta = await consumer._client.fetch_all_metadata()
+        ids = meta.partitions_for_topic(topic)
         if not ids:
             return out
         tps = [TopicPartition(topic, p) for p in sorted(ids)]
@@ -81,3 +81,25 @@ async def _read_kafka(bootstrap: str, topic: str, timeout_s: float) -> dict[str,
     finally:
         await consumer.stop()
     return out
+
+
+async def ensure_topic(bus: Bus, topic: str, partitions: int = 1) -> None:
+    """Create ``topic`` on Kafka if missing (the core only creates the contract topics)."""
+    bootstrap = getattr(bus, "bootstrap", None)
+    if not isinstance(bootstrap, str):
+        return
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        if topic not in set(await admin.list_topics()):
+            try:
+                await admin.create_topics([NewTopic(topic, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise BusError(f"kafka {bootstrap}: creating {topic}: {exc}") from exc
+    finally:
+        await admin.close()

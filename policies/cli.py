@@ -1,0 +1,278 @@
+"""``dnsflow policy validate|apply|diff|show|explain``.
+
+Heavy imports stay inside the handlers: ``dnsflow --help`` imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+EPILOG = """exit codes: 0 ok; 1 invalid policy (validate/apply/diff/explain) or, for diff,
+differences found; 2 bad usage or configuration; 3 Kafka unreachable."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """The common options again after the action (defaults suppressed so values given
+    before the action are kept)."""
+    g = p.add_argument_group("common (also accepted before the action)")
+    s = argparse.SUPPRESS
+    g.add_argument("--config", metavar="FILE", default=s, help="YAML config file")
+    g.add_argument("--kafka", metavar="BOOTSTRAP", default=s, help="Kafka bootstrap servers")
+    g.add_argument("--home", metavar="DIR", default=s, help="data directory")
+    g.add_argument("--topic-prefix", metavar="PREFIX", default=s, help="topic prefix")
+    g.add_argument("--log-level", metavar="LEVEL", default=s,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                parser_class=type(parser))
+    p = sub.add_parser("validate", help="check policy files (errors one per line)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="YAML files or directories")
+    _common(p)
+    p = sub.add_parser("apply", help="publish policy files to the policies topic")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--dry-run", action="store_true", help="show what would be published")
+    p.add_argument("--prune", action="store_true",
+                   help="empty tenants previously applied from the CLI that are not in PATH")
+    p.add_argument("--actor", help="who to record in the policy_log (default user@host)")
+    _common(p)
+    p = sub.add_parser("diff", help="what apply would change against what is published "
+                                    "(exit 1 if anything differs)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    _common(p)
+    p = sub.add_parser("show", help="what is in force for a tenant (from the topic)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--json", action="store_true", help="print the raw records")
+    _common(p)
+    p = sub.add_parser("explain", help="which rule decides a query, why, and what the "
+                                       "client gets")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--client", metavar="IP", help="client address (needs --tenant-map)")
+    who.add_argument("--tenant", help="the client's tenant")
+    p.add_argument("--tenant-map", metavar="FILE", help="static tenant map (edge format)")
+    p.add_argument("--namespace", help="the client's namespace (default: the tenant)")
+    p.add_argument("--service-account", default="")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--name", required=True, help="query name")
+    p.add_argument("--type", default="A", help="query type (default A)")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="explain against these files instead of what is published")
+    _common(p)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = {"validate": _validate, "apply": _apply, "diff": _diff, "show": _show,
+               "explain": _explain}[args.action]
+    return handler(args)
+
+
+def _load(paths: list[str]) -> tuple[dict[str, dict[str, Any]] | None, int]:
+    from policies import policyset
+    from policies.loader import PolicySetError, load_paths
+
+    docs, problems = load_paths(paths)
+    try:
+        return policyset.build(docs, problems), len(docs)
+    except PolicySetError as exc:
+        for p in exc.problems:
+            print(p)
+        print(f"{len(exc.problems)} problem(s); nothing published", file=sys.stderr)
+        return None, 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    built, n = _load(args.paths)
+    if built is None:
+        return 1
+    keys = ", ".join(sorted(built)) or "none"
+    print(f"ok: {n} document(s) valid; keys: {keys}")
+    return 0
+
+
+def _bus(args: argparse.Namespace, need_kafka: str | None = None) -> Any:
+    from dnsflow.bus import open_bus
+    from dnsflow.cli import UsageError, settings_from_args
+
+    settings = settings_from_args(args)
+    if need_kafka and not settings.kafka:
+        raise UsageError(f"dnsflow policy {args.action}: {need_kafka} needs --kafka BOOTSTRAP "
+                         "(or DNSFLOW_KAFKA): the in-process bus only lives inside `dnsflow up`")
+    return open_bus(settings.kafka, settings.topic_prefix)
+
+
+def _kafka_down(args: argparse.Namespace, exc: Exception) -> int:
+    print(f"dnsflow policy {args.action}: {exc}", file=sys.stderr)
+    return 3
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from dnsflow.bus.base import BusError
+    from policies.publisher import Publisher
+
+    built, _ = _load(args.paths)
+    if built is None:
+        return 1
+    bus = _bus(args, None if args.dry_run else "publishing")
+
+    async def go() -> list[Any]:
+        pub = Publisher(bus, source="cli", actor=args.actor)
+        if args.dry_run:
+            await pub.load()
+            return await pub.publish(built, prune=args.prune, dry_run=True)
+        await bus.start()
+        try:
+            return await pub.publish(built, prune=args.prune)
+        finally:
+            await bus.stop()
+
+    try:
+        changes = asyncio.run(go())
+    except BusError as exc:
+        return _kafka_down(args, exc)
+    verb = "would publish" if args.dry_run else "published"
+    for c in changes:
+        print(f"{verb} {c}")
+    if not changes:
+        print("no changes: everything is already published")
+    return 0
+
+
+def _published(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from policies.publisher import Publisher
+
+    return asyncio.run(Publisher(_bus(args, "reading the policies topic"), source="cli").load())
+
+
+def _diff(args: argparse.Namespace) -> int:
+    import difflib
+
+    import yaml
+
+    from dnsflow.bus.base import BusError
+    from policies.publisher import Publisher
+
+    built, _ = _load(args.paths)
+    if built is None:
+        return 1
+    try:
+        current = _published(args)
+    except BusError as exc:
+        return _kafka_down(args, exc)
+    pub = Publisher(_bus(args), source="cli")
+    pub.current, pub.loaded = current, True
+    changes = pub.plan(built)
+    for c in changes:
+        old = yaml.safe_dump_all((c.previous or {}).get("policies", []), sort_keys=False)
+        new = yaml.safe_dump_all(c.document.get("policies", []), sort_keys=False)
+        head_old = f"{c.key} v{c.previous_version} (published)" if c.previous else \
+            f"{c.key} (not published)"
+        sys.stdout.writelines(difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), head_old,
+            f"{c.key} v{c.version} ({', '.join(args.paths)})"))
+        print(f"# {c.summary}")
+    if not changes:
+        print("no differences")
+    return 1 if changes else 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    import orjson
+    import yaml
+
+    from dnsflow.bus.base import BusError
+    from policies.records import AUTO_PREFIX, GLOBAL
+
+    try:
+        current = _published(args)
+    except BusError as exc:
+        return _kafka_down(args, exc)
+    keys = [k for k in (args.tenant, GLOBAL, AUTO_PREFIX + args.tenant) if k in current]
+    if args.json:
+        for k in keys:
+            print(orjson.dumps(current[k]).decode())
+        return 0
+    if args.tenant not in current:
+        print(f"# tenant {args.tenant}: no policy published (default allow, isolation only)")
+    for k in keys:
+        rec = current[k]
+        print(f"# {k}: version {rec['version']} {rec['hash']} published_at {rec['published_at']}"
+              f" by {rec.get('actor', '?')} from {rec.get('source', '?')}")
+        if rec["kind"] == "AutoDeny":
+            for d in rec["denies"]:
+                print(f"#   auto-deny {d['domain']} until {d['expires_at_us']} ({d['kind']}: "
+                      f"{d['cause']})")
+            continue
+        if k == GLOBAL:
+            pols = [p for p in rec["policies"]
+                    if not p.get("spec", {}).get("clients", {}).get("tenants")
+                    or args.tenant in p["spec"]["clients"]["tenants"]]
+        else:
+            pols = rec["policies"]
+        if pols:
+            print("---")
+            print(yaml.safe_dump_all(pols, sort_keys=False, explicit_start=False).rstrip())
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from types import MappingProxyType
+
+    import orjson
+
+    from dnsflow.bus.base import BusError
+    from dnsflow.cli import UsageError
+    from policies import records
+    from policies.explain import explain
+    from policies.store import PolicyStore
+    from policies.tenant_map import TenantMapError, load_tenant_map
+    from policies.types import ClientInfo
+
+    ns_map: dict[str, str] = {}
+    try:
+        tmap = load_tenant_map(args.tenant_map) if args.tenant_map else None
+        if args.client:
+            if tmap is None:
+                raise UsageError("dnsflow policy explain: --client needs --tenant-map FILE")
+            client = tmap.client(args.client)
+        else:
+            labels = {}
+            for item in args.label:
+                k, sep, v = item.partition("=")
+                if not sep:
+                    raise UsageError(f"dnsflow policy explain: --label {item!r}: use KEY=VALUE")
+                labels[k] = v
+            client = ClientInfo("", args.tenant, args.namespace or args.tenant, "",
+                                args.service_account, MappingProxyType(labels))
+    except TenantMapError as exc:
+        raise UsageError(f"dnsflow policy explain: {exc}") from None
+    if tmap is not None:
+        ns_map = tmap.namespace_tenants()
+    store = PolicyStore()
+    if args.paths:
+        built, _ = _load(args.paths)
+        if built is None:
+            return 1
+        for key in sorted(built, key=lambda k: (k != records.GLOBAL, k)):
+            store.apply_record(*records.encode(built[key], 0, 0, "files", "explain"))
+        source = f"files {', '.join(args.paths)}"
+    else:
+        try:
+            current = _published(args)
+        except BusError as exc:
+            return _kafka_down(args, exc)
+        for key in sorted(current, key=lambda k: (k != records.GLOBAL, k)):
+            store.apply_record(key.encode(), orjson.dumps(current[key]))
+        source = "the published policies topic"
+    if ns_map:
+        store.set_namespace_tenants(ns_map)
+    result = explain(store, client, args.name, args.type)
+    print(f"policy:   {source}")
+    for line in result.lines():
+        print(line)
+    return 0
