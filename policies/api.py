@@ -4,6 +4,7 @@ Import from here only; the modules behind it may be reorganised.
 """
 
 from policies.autodeny import AutoDeny, auto_deny_record
+from policies.follower import PolicyFollower
 from policies.loader import Located, PolicySetError, Problem
 from policies.model import API_VERSION, TENANT_LABEL, ClusterDNSPolicy, DNSPolicy
 from policies.records import GLOBAL
@@ -20,6 +21,7 @@ __all__ = [
     "DNSPolicy",
     "LocalRecord",
     "Located",
+    "PolicyFollower",
     "PolicyRecordError",
     "PolicySetError",
     "PolicyStore",
