@@ -1,0 +1,134 @@
+"""Pane-driven detectors: NXDOMAIN bursts and rate spikes, from per-pane client counts.
+
+The stream logic counts ``[queries, nxdomain]`` per (tenant, client) per pane — one dict
+increment per event — and hands each closed pane here, so these detectors cost nothing per
+event.
+
+*NXDOMAIN burst* looks at NXDOMAIN answers for names with a public suffix over the last
+``window_s`` per client and per tenant (count and ratio). Why: misconfiguration, random
+subdomain (water-torture) attacks and malware all show as a wall of NXDOMAIN. Internal names
+(``*.svc.cluster.local`` search-path expansions) are NXDOMAIN by design and are not counted.
+
+*Rate spike* keeps an EWMA mean and variance of queries per pane for every client and every
+tenant (the learned baseline) and flags a pane above ``mean + k·sigma`` and ``factor x mean``
+and an absolute minimum, after ``warmup_panes``. Why: a compromised or looping workload
+shows as a sudden jump against its own history, whatever its normal volume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from streams.config import NxBurstConfig, RateConfig
+from streams.incidents import Detection
+from streams.windows import to_us
+
+
+class NxBurstDetector:
+    kind = "nxdomain_burst"
+
+    def __init__(self, cfg: NxBurstConfig, pane_us: int,
+                 report: Callable[[Detection], None]) -> None:
+        self.cfg = cfg
+        self.report = report
+        self.span = max(1, round(to_us(cfg.window_s) / pane_us))
+        self.hist: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+        self.pane = pane_us
+
+    def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
+        tenants: dict[str, list[int]] = {}
+        oldest = ps - (self.span - 1) * self.pane
+        for key, (n, nx) in counts.items():
+            t = tenants.setdefault(key[0], [0, 0])
+            t[0] += n
+            t[1] += nx
+            self._push(ps, key, n, nx, oldest, self.cfg.client_min, self.cfg.client_ratio)
+        for tenant, (n, nx) in sorted(tenants.items()):
+            self._push(ps, (tenant, ""), n, nx, oldest, self.cfg.tenant_min,
+                       self.cfg.tenant_ratio)
+        for key in [k for k, h in self.hist.items() if h[-1][0] < oldest]:
+            del self.hist[key]
+
+    def _push(self, ps: int, key: tuple[str, str], n: int, nx: int, oldest: int,
+              minimum: int, ratio: float) -> None:
+        h = self.hist.setdefault(key, [])
+        h.append((ps, n, nx))
+        while h and h[0][0] < oldest:
+            h.pop(0)
+        if not nx:
+            return
+        total = sum(x[1] for x in h)
+        nxs = sum(x[2] for x in h)
+        r = nxs / total if total else 0.0
+        if nxs < minimum or r < ratio:
+            return
+        score = min(1.0, 0.5 * min(1.0, nxs / (4 * minimum)) + 0.5 * r)
+        self.report(Detection(
+            ts=ps + self.pane, kind=self.kind, tenant=key[0], client_ip=key[1], score=score,
+            key=(self.kind, key[0], key[1]),
+            evidence={"window_s": self.cfg.window_s, "nxdomain": nxs, "queries": total,
+                      "ratio": round(r, 3), "scope": "client" if key[1] else "tenant"},
+        ))
+
+
+class _Baseline:
+    __slots__ = ("last", "mean", "panes", "var")
+
+    def __init__(self, ps: int) -> None:
+        self.mean = 0.0
+        self.var = 0.0
+        self.panes = 0
+        self.last = ps
+
+
+class RateSpikeDetector:
+    kind = "rate_spike"
+
+    def __init__(self, cfg: RateConfig, pane_us: int,
+                 report: Callable[[Detection], None]) -> None:
+        self.cfg = cfg
+        self.report = report
+        self.pane = pane_us
+        self.base: dict[tuple[str, str], _Baseline] = {}
+        self.started: dict[str, int] = {}
+
+    def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
+        tenants: dict[str, int] = {}
+        for key, (n, _) in counts.items():
+            tenants[key[0]] = tenants.get(key[0], 0) + n
+            self._update(ps, key, n, self.cfg.client_min)
+        for tenant, n in sorted(tenants.items()):
+            self._update(ps, (tenant, ""), n, self.cfg.tenant_min)
+
+    def _update(self, ps: int, key: tuple[str, str], n: int, minimum: int) -> None:
+        cfg = self.cfg
+        b = self.base.get(key)
+        if b is None:
+            b = self.base[key] = _Baseline(ps - self.pane)
+            # First sight: earlier panes of this tenant count as zeros once warm.
+            first = self.started.setdefault(key[0], ps)
+            b.panes = int((ps - first) // self.pane)
+        gap = max(0, int((ps - b.last) // self.pane) - 1)
+        if gap:  # idle panes were zero: decay the baseline
+            decay = (1 - cfg.alpha) ** gap
+            b.mean *= decay
+            b.var *= decay
+            b.panes += gap
+        sigma = math.sqrt(b.var)
+        if (b.panes >= cfg.warmup_panes and n >= minimum
+                and n > b.mean + cfg.k_sigma * sigma and n >= cfg.factor * b.mean):
+            excess = (n - b.mean) / (cfg.k_sigma * sigma + 1.0)
+            score = min(1.0, 0.5 + 0.1 * excess)
+            self.report(Detection(
+                ts=ps + self.pane, kind=self.kind, tenant=key[0], client_ip=key[1],
+                score=score, key=(self.kind, key[0], key[1]),
+                evidence={"pane_s": cfg.pane_s, "queries": n,
+                          "baseline_mean": round(b.mean, 1), "baseline_std": round(sigma, 1),
+                          "scope": "client" if key[1] else "tenant"},
+            ))
+        diff = n - b.mean
+        b.mean += cfg.alpha * diff
+        b.var = (1 - cfg.alpha) * (b.var + cfg.alpha * diff * diff)
+        b.panes += 1
+        b.last = ps

@@ -1,0 +1,254 @@
+"""The stream logic: plain Python, no Kafka, no faust — one instance per partition set.
+
+Feed events in (roughly) event-time order with :meth:`StreamLogic.process`; take what it
+produced with :meth:`StreamLogic.drain`. Outputs are ``telemetry`` (key tenant), ``anomaly``
+(key tenant), ``alert`` (key rule id) and ``policy_update`` (key ``auto:<tenant>``, carrying
+the policies-topic record). The watermark is the highest event time seen minus
+``grace_s`` (the slowest active tenant's, see ``_maybe_advance``); a pane closes when the
+watermark passes its end, so late events within the grace
+period still count in their window, and older ones are counted as ``late_dropped``.
+Given the same events in the same order the outputs are identical, whatever the driver.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, NamedTuple
+
+from streams.alerts import DEFAULT_RULES, AlertEngine, RuleSet
+from streams.config import StreamsConfig
+from streams.detectors.dga import DgaDetector
+from streams.detectors.discovery import CrossTenantDetector, NewDomainDetector
+from streams.detectors.ngram import NgramModel, default_model
+from streams.detectors.tunneling import TunnelingDetector
+from streams.detectors.volume import NxBurstDetector, RateSpikeDetector
+from streams.domains import INTERNAL, NORMAL, DomainIndex
+from streams.incidents import Incidents
+from streams.response import AutoResponder
+from streams.telemetry import Telemetry
+from streams.windows import pane_size, to_us
+
+OUTPUT_TYPES = ("telemetry", "anomaly", "alert", "policy_update")
+FAR_FUTURE = 1 << 62
+
+
+class Output(NamedTuple):
+    type: str                 # telemetry | anomaly | alert | policy_update
+    key: str                  # tenant, rule id, or auto:<tenant>
+    value: dict[str, Any]
+    record: tuple[bytes, bytes] | None = None  # policy_update: (key, value) for the topic
+
+
+class StreamLogic:
+    def __init__(self, cfg: StreamsConfig | None = None, rules: RuleSet | None = None,
+                 model: NgramModel | None = None) -> None:
+        cfg = cfg or StreamsConfig()
+        self.cfg = cfg
+        det = cfg.detectors
+        self.grace = to_us(cfg.grace_s)
+        windows = [to_us(w) for w in cfg.windows]
+        self.pane = pane_size([*windows, to_us(det.rate_spike.pane_s)])
+        self.names = DomainIndex([*det.allowlist, *det.extra_allowlist]).info
+        self.model = model or default_model()
+        self.out: list[Output] = []
+        self.telemetry = Telemetry(cfg.telemetry, windows, self.pane, self._emit)
+        self.incidents = Incidents(cfg.incidents, self._anomaly)
+        report = self.incidents.report
+        self.dga = DgaDetector(det.dga, self.model, report) if det.dga.enabled else None
+        self.tunnel = (TunnelingDetector(det.tunneling, self.model, report)
+                       if det.tunneling.enabled else None)
+        self.min_sub = det.tunneling.min_sub_len
+        self.nxburst = (NxBurstDetector(det.nxdomain_burst, self.pane, report)
+                        if det.nxdomain_burst.enabled else None)
+        self.rate = (RateSpikeDetector(det.rate_spike, self.pane, report)
+                     if det.rate_spike.enabled else None)
+        self.cross = (CrossTenantDetector(det.cross_tenant, report)
+                      if det.cross_tenant.enabled else None)
+        self.cross_prefix = det.cross_tenant.rule_prefix
+        self.newdom = (NewDomainDetector(det.new_domain, report)
+                       if det.new_domain.enabled else None)
+        self.alerts = AlertEngine(rules if rules is not None else DEFAULT_RULES, self._alert)
+        self.responder = AutoResponder(cfg.auto_response, self._policy)
+        self.counts: dict[int, dict[tuple[str, str], list[int]]] = {}
+        self.max_ts = -FAR_FUTURE
+        self.tmax: dict[str, int] = {}
+        self.holder = ""
+        self.blocked = False
+        self.skew = to_us(cfg.max_skew_s)
+        self.watermark = -FAR_FUTURE
+        self.next_close = FAR_FUTURE
+        self.cur_ps = -FAR_FUTURE
+        self.events = 0
+        self.late_dropped = 0
+        self.emitted = dict.fromkeys(OUTPUT_TYPES, 0)
+        self.recent: dict[str, deque[dict[str, Any]]] = {
+            t: deque(maxlen=cfg.recent) for t in OUTPUT_TYPES}
+        self.tenants: dict[str, dict[str, int]] = {}
+        self.min_window = min(windows)
+
+    # ------------------------------------------------------------------ input
+
+    def process(self, ev: dict[str, Any]) -> None:
+        """Account one validated event (see ``streams.records.check``)."""
+        ts: int = ev["ts"]
+        tenant: str = ev["tenant"]
+        tmax = self.tmax
+        if ts > tmax.get(tenant, -FAR_FUTURE):
+            tmax[tenant] = ts
+            if ts > self.max_ts:
+                self.max_ts = ts
+                ps_new = ts - ts % self.pane
+                if ps_new != self.cur_ps:
+                    self.cur_ps = ps_new
+                    self._maybe_advance()
+                elif not self.blocked and ts - self.grace >= self.next_close:
+                    self._maybe_advance()
+            elif self.blocked and tenant == self.holder:
+                self._maybe_advance()
+        pane = self.pane
+        ps = ts - ts % pane
+        if ps + pane <= self.watermark:
+            self.late_dropped += 1
+            return
+        self.events += 1
+        qname: str = ev["qname"]
+        client: str = ev["client_ip"]
+        rcode: str = ev["rcode"]
+        decision: str = ev["decision"]
+        self.telemetry.add(ps, tenant, qname, client, rcode, ev["qtype"], decision,
+                           ev["cache"], ev["latency_us"], ps < self.cur_ps)
+        info = self.names(qname)
+        kind = info[3]
+        pc = self.counts.get(ps)
+        if pc is None:
+            pc = self.counts[ps] = {}
+        key = (tenant, client)
+        c = pc.get(key)
+        if c is None:
+            c = pc[key] = [0, 0]
+        c[0] += 1
+        if rcode == "NXDOMAIN" and kind != INTERNAL:
+            c[1] += 1
+        if kind == NORMAL:
+            if self.dga is not None:
+                self.dga.observe(ts, tenant, client, info[0], info[1], rcode)
+            if self.tunnel is not None and len(info[2]) >= self.min_sub:
+                self.tunnel.observe(ts, tenant, client, info[0], info[2], ev["qtype"])
+            if self.newdom is not None and rcode == "NOERROR":
+                self.newdom.observe(ts, tenant, client, info[0], qname,
+                                    self.dga.label_score(info[1]) if self.dga else 0.0)
+        if decision == "deny" and self.cross is not None:
+            rule = ev.get("rule") or ""
+            if rule.startswith(self.cross_prefix):
+                self.cross.observe(ts, tenant, client, qname, rule)
+
+    # ------------------------------------------------------------------ time
+
+    def _maybe_advance(self) -> None:
+        """Watermark = slowest *active* tenant's newest event - grace.
+
+        Events are partitioned by tenant, so one partition may lag another; taking the
+        minimum over tenants keeps the lagging tenant's events on time. A tenant more than
+        ``max_skew_s`` behind the newest event counts as idle and no longer holds time back.
+        """
+        floor = self.max_ts - self.skew
+        holder, low = "", self.max_ts
+        for t, m in self.tmax.items():
+            if floor <= m < low:
+                holder, low = t, m
+        self.holder = holder
+        wm = low - self.grace
+        self.blocked = bool(holder) and wm < self.next_close
+        if wm >= self.next_close or self.next_close == FAR_FUTURE:
+            if self.next_close == FAR_FUTURE:
+                self.next_close = wm - wm % self.pane + self.pane
+                if wm < self.next_close:
+                    return
+            self._advance(wm, lift=True)
+        if len(self.tmax) > 4 * max(16, len(self.tenants)):
+            self.tmax = {t: m for t, m in self.tmax.items() if m >= floor}
+
+    def advance_to(self, watermark: int) -> None:
+        """Move the watermark forward (the live driver calls this when input idles)."""
+        if watermark > self.watermark:
+            self._advance(watermark, lift=True)
+
+    def flush(self) -> None:
+        """End of input: close every open window (auto-denies stay until they expire)."""
+        if self.max_ts > -FAR_FUTURE:
+            self._advance(self.max_ts + max(self.cfg.windows) * 1_000_000 + self.pane,
+                          lift=False)
+
+    def _advance(self, watermark: int, lift: bool) -> None:
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        pane = self.pane
+        self.next_close = watermark - watermark % pane + pane
+        self.telemetry.close(watermark)
+        for ps in sorted(k for k in self.counts if k + pane <= watermark):
+            counts = self.counts.pop(ps)
+            if self.nxburst is not None:
+                self.nxburst.on_pane(ps, counts)
+            if self.rate is not None:
+                self.rate.on_pane(ps, counts)
+        for det in (self.dga, self.tunnel, self.cross):
+            if det is not None:
+                det.prune(watermark)
+        self.incidents.expire(watermark)
+        if lift:
+            self.responder.expire(watermark)
+
+    # ------------------------------------------------------------------ output
+
+    def _emit(self, type_: str, key: str, value: dict[str, Any],
+              record: tuple[bytes, bytes] | None = None) -> None:
+        self.out.append(Output(type_, key, value, record))
+        self.emitted[type_] += 1
+        self.recent[type_].append(value)
+        if type_ == "telemetry" and value["window_end"] - value["window_start"] == \
+                self.min_window:
+            t = self.tenants.setdefault(value["tenant"], {
+                "queries": 0, "nxdomain": 0, "denied": 0, "anomalies": 0, "alerts": 0})
+            t["queries"] += value["queries"]
+            t["nxdomain"] += value["rcode"].get("NXDOMAIN", 0)
+            t["denied"] += value["decision"].get("deny", 0)
+
+    def _anomaly(self, a: dict[str, Any]) -> None:
+        self._emit("anomaly", a["tenant"], a)
+        self.tenants.setdefault(a["tenant"], {"queries": 0, "nxdomain": 0, "denied": 0,
+                                              "anomalies": 0, "alerts": 0})["anomalies"] += 1
+        self.alerts.on_anomaly(a)
+        self.responder.on_anomaly(a)
+
+    def _alert(self, rule_id: str, alert: dict[str, Any]) -> None:
+        self._emit("alert", rule_id, alert)
+        t = self.tenants.get(alert["tenant"])
+        if t is not None:
+            t["alerts"] += 1
+
+    def _policy(self, update: dict[str, Any], record: tuple[bytes, bytes]) -> None:
+        self._emit("policy_update", update["key"], update, record)
+
+    def drain(self) -> list[Output]:
+        out, self.out = self.out, []
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "late_dropped": self.late_dropped,
+            "watermark_us": self.watermark if self.watermark > -FAR_FUTURE else None,
+            "open_panes": self.telemetry.open_panes(),
+            "emitted": dict(self.emitted),
+            "suppressed_duplicates": self.incidents.suppressed,
+            "open_incidents": len(self.incidents.open),
+            "alerts_suppressed": self.alerts.suppressed,
+            "alert_rules": [r.id for r in self.alerts.rules.rules],
+            "alert_rules_error": self.alerts.last_error,
+            "auto_denies": self.responder.status(),
+            "tenants": {t: dict(v) for t, v in sorted(self.tenants.items())},
+            "recent_anomalies": list(self.recent["anomaly"])[-10:],
+            "recent_alerts": list(self.recent["alert"])[-10:],
+            "recent_policy_updates": list(self.recent["policy_update"])[-10:],
+        }

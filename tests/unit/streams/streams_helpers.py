@@ -1,0 +1,28 @@
+"""Helpers for the streams unit tests (imported via sys.path set in conftest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.config import StreamsConfig
+from streams.logic import Output, StreamLogic
+
+T0 = 1_699_999_980_000_000  # minute-aligned event time (µs)
+
+
+def make_logic(**overrides: Any) -> StreamLogic:
+    return StreamLogic(StreamsConfig.model_validate(overrides))
+
+
+def run(logic: StreamLogic, events: list[dict[str, Any]], flush: bool = True) -> list[Output]:
+    for e in sorted(events, key=lambda e: e["ts"]):
+        logic.process(e)
+    if flush:
+        logic.flush()
+    return logic.drain()
+
+
+def anomalies(outputs: list[Output], kind: str | None = None) -> list[dict[str, Any]]:
+    return [o.value for o in outputs if o.type == "anomaly" and (kind is None or
+                                                                 o.value["kind"] == kind)]
+
