@@ -50,6 +50,8 @@ class DgaConfig(BaseModel):
     suspicious_score: float = Field(0.6, ge=0, le=1)
     nx_min: int = Field(8, ge=1, description="distinct NXDOMAIN registered domains per client")
     susp_min: int = Field(4, ge=1, description="distinct suspicious registered domains")
+    c2_score: float = Field(0.8, ge=0, le=1, description="a resolving domain needs this "
+                            "score to be named as the live C2 (and be auto-denied)")
     nx_share: float = Field(0.2, ge=0, le=1, description="NXDOMAIN share of a client's "
                             "queries needed when its NXDOMAIN names look benign")
 

@@ -58,7 +58,9 @@ class DgaDetector:
         self.thr = cfg.suspicious_score
 
     def label_score(self, label: str) -> float:
-        return self.model.score(label) if len(label) >= self.min_len else 0.0
+        if len(label) < self.min_len or label.startswith("xn--"):
+            return 0.0  # too short to judge; IDN (punycode) labels are not random
+        return self.model.score(label)
 
     def observe(self, ts: int, tenant: str, client: str, reg: str, label: str,
                 rcode: str) -> None:
@@ -73,7 +75,7 @@ class DgaDetector:
             st.prev_nx, st.prev_susp, st.prev_n, st.prev_nxq = prev
         st.n += 1
         nx = rcode == "NXDOMAIN"
-        s = self.model.score(label) if len(label) >= self.min_len else 0.0
+        s = self.label_score(label)
         if not nx and s < self.thr:
             return
         new_resolved = False
@@ -84,7 +86,7 @@ class DgaDetector:
             st.nx[reg] = s
         if s >= self.thr and reg not in st.susp:
             st.susp[reg] = (s, nx)
-            if rcode == "NOERROR":
+            if rcode == "NOERROR" and s >= self.cfg.c2_score:
                 st.resolved[reg] = s
                 new_resolved = True
         n_nx = len(st.nx) + st.prev_nx
@@ -98,7 +100,7 @@ class DgaDetector:
         cfg = self.cfg
         susp_nx = sum(1 for _, was_nx in st.susp.values() if was_nx)
         scored = dict(st.nx)
-        scored.update({d: s for d, (s, _) in st.susp.items()})
+        scored.update({d: s for d, (s, was_nx) in st.susp.items() if was_nx})
         top = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
         char = sum(s for _, s in top) / len(top) if top else 0.0
         share = (st.nxq + st.prev_nxq) / max(1, st.n + st.prev_n)

@@ -290,3 +290,97 @@ def iter_names(tool: str, seed: int, domain: str, count: int) -> Iterator[str]:
     rng = random.Random(seed)
     for i in range(count):
         yield make(rng, domain, i)
+
+
+# ---------------------------------------------------------------- evaluation scenario
+
+def benign_pool() -> list[str]:
+    """Benign registered domains: popular sites plus PSL private-section domains."""
+    import tldextract
+
+    ext = tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=False)
+    out: set[str] = set()
+    for name in top_sites() + psl_private_domains():
+        r = ext(name)
+        if r.domain and r.suffix:
+            out.add(f"{r.domain}.{r.suffix}")
+    return sorted(out)
+
+
+BENIGN_SUBS = ("www", "api", "cdn", "static", "login", "mail", "img", "m", "app", "auth")
+
+
+def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
+             infected_per_family: int = 20, tunnels_per_tool: int = 10,
+             t0: int = 1_699_999_980_000_000) -> tuple[list[dict[str, object]], dict[str, str]]:
+    """A tenant's traffic with ground truth: ``(events sorted by ts, {client: label})``.
+
+    Labels: ``benign``, ``dga:<family>``, ``tunnel:<tool>``. Every client, infected or not,
+    also makes ordinary queries (popular domains with subdomains, the odd NXDOMAIN typo,
+    Kubernetes search-path NXDOMAINs).
+    """
+    rng = random.Random(seed)
+    pool = benign_pool()
+    weights = [1.0 / (i + 1) ** 0.8 for i in range(len(pool))]
+    rng.shuffle(pool)
+    span_us = minutes * 60 * 1_000_000
+    events: list[dict[str, object]] = []
+    truth: dict[str, str] = {}
+
+    def background(client: str, per_min: float) -> None:
+        n = int(per_min * minutes)
+        picks = rng.choices(pool, weights, k=n)
+        for reg in picks:
+            ts = t0 + rng.randrange(span_us)
+            r = rng.random()
+            if r < 0.15:
+                name = f"{rng.choice(('db', 'cache', 'api'))}.default.svc.cluster.local"
+                events.append(event(ts, "corp", client, name, rcode="NXDOMAIN"))
+                continue
+            name = f"{rng.choice(BENIGN_SUBS)}.{reg}" if r < 0.7 else reg
+            rcode = "NOERROR"
+            if rng.random() < 0.005:  # a typo
+                i = rng.randrange(len(name))
+                name = name[:i] + rng.choice(LETTERS) + name[i + 1:]
+                rcode = "NXDOMAIN"
+            events.append(event(ts, "corp", client, name, rcode=rcode,
+                                cache="hit" if rng.random() < 0.6 else "miss"))
+
+    octet = 0
+
+    def new_client() -> str:
+        nonlocal octet
+        octet += 1
+        return f"10.{octet // 250}.{octet % 250}.{rng.randint(1, 250)}"
+
+    for _ in range(benign_clients):
+        c = new_client()
+        truth[c] = "benign"
+        background(c, 30)
+    for family in DGA_FAMILIES:
+        for k in range(infected_per_family):
+            c = new_client()
+            truth[c] = f"dga:{family}"
+            background(c, 10)
+            names = dga_family(family, seed * 1000 + k, 60)
+            start = t0 + rng.randrange(span_us // 2)
+            live = rng.randrange(len(names))
+            for i, name in enumerate(names):  # a burst walking the list, ~1 per 2 s
+                ts = start + i * 2_000_000 + rng.randrange(500_000)
+                events.append(event(ts, "corp", c, name,
+                                    rcode="NOERROR" if i == live else "NXDOMAIN"))
+    for tool, (make, qtypes, gap) in TUNNEL_TOOLS.items():
+        for k in range(tunnels_per_tool):
+            c = new_client()
+            truth[c] = f"tunnel:{tool}"
+            background(c, 10)
+            domain = f"{''.join(rng.choice(LETTERS) for _ in range(8))}-relay.net"
+            n = int(min(span_us * 0.9 / (gap * 1e6), 300 if gap < 5 else 10_000))
+            start = t0 + (rng.randrange(span_us - int(n * gap * 1e6)) if gap < 5 else 0)
+            trng = random.Random(seed * 31 + k)
+            for i in range(n):
+                ts = start + int(i * gap * 1e6) + rng.randrange(100_000)
+                events.append(event(ts, "corp", c, make(trng, domain, i),
+                                    qtype=qtypes[i % len(qtypes)]))
+    events.sort(key=lambda e: e["ts"])  # type: ignore[arg-type, return-value]
+    return events, truth
