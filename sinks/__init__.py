@@ -1,0 +1,1 @@
+"""ClickHouse storage for dnsflow: schema migrations, the exactly-once sink, SQL access."""

@@ -1,0 +1,30 @@
+"""The ``sink:`` section of the config file, validated here so errors name ``sink.<field>``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dnsflow.settings import Settings, section
+
+
+class SinkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(default="dnsflow-sink", min_length=1, description="Kafka consumer group")
+    topics: list[str] = Field(
+        default_factory=lambda: ["events", "telemetry", "anomalies", "alerts", "policy_log"],
+        description="short topic names to store (each maps to its table)",
+    )
+    batch_rows: int = Field(default=50_000, ge=1, le=1_000_000,
+                            description="insert when this many records are gathered ...")
+    batch_ms: int = Field(default=1000, ge=10, le=600_000,
+                          description="... or when the oldest gathered record is this old")
+    events_ttl_days: int = Field(default=30, ge=1, le=36_500, description="dns_events retention")
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+    query_endpoint: bool = Field(default=True, description="embedded: serve `dnsflow query` "
+                                 "on loopback while this process owns chDB")
+
+
+def sink_config(settings: Settings) -> SinkConfig:
+    return section(settings, "sink", SinkConfig)

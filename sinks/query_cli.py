@@ -1,0 +1,150 @@
+"""``dnsflow query SQL``: run SQL against the configured ClickHouse and print the result.
+
+Where it runs, in order: an ``http(s)://`` DSN directly; for chDB, the query endpoint of the
+process that owns the data directory (``<home>/query.endpoint``) when that process is alive,
+else the chDB directory itself; if another process holds it without an endpoint, say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sql", metavar="SQL", help="one SQL statement ('-' reads it from stdin)")
+    parser.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table",
+                        help="table (default), json (one object per row) or csv")
+    parser.set_defaults(func=run)
+
+
+class Unavailable(RuntimeError):
+    """ClickHouse cannot be reached from here; the message says why and what to do."""
+
+
+def run(args: argparse.Namespace) -> int:
+    from dnsflow.cli import UsageError, settings_from_args
+    from sinks.dsn import DsnError, parse
+    from sinks.query import QueryError, render
+
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    if not sql.strip():
+        raise UsageError("dnsflow query: empty SQL")
+    settings = settings_from_args(args)
+    try:
+        dsn = parse(settings.clickhouse_dsn)
+    except DsnError as exc:
+        raise UsageError(f"dnsflow query: {exc}") from None
+    try:
+        result = execute(dsn, Path(settings.home), sql)
+    except QueryError as exc:
+        print(f"dnsflow query: {exc}", file=sys.stderr)
+        return 1
+    except Unavailable as exc:
+        print(f"dnsflow query: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(render(result, args.format))
+    return 0
+
+
+def execute(dsn: Any, home: Path, sql: str) -> Any:
+    if dsn.embedded:
+        via = _through_endpoint(home, dsn.path, sql)
+        if via is not None:
+            return via
+        return _direct_chdb(dsn, sql)
+    return _direct(dsn, sql)
+
+
+def _direct(dsn: Any, sql: str) -> Any:
+    from sinks.dsn import connect, one_line
+    from sinks.query import run_sql
+
+    try:
+        client = connect(dsn)
+    except Exception as exc:
+        raise Unavailable(f"cannot reach ClickHouse at {dsn}: {one_line(exc, dsn.raw)}") from None
+    try:
+        return run_sql(client, sql, dsn.raw)
+    finally:
+        client.close()
+
+
+def _direct_chdb(dsn: Any, sql: str) -> Any:
+    path = Path(dsn.path)
+    if not (path / "metadata").is_dir():
+        raise Unavailable(
+            f"no data at {path}: nothing has been stored there yet (run `dnsflow demo`, "
+            "`dnsflow up` or `dnsflow sink`, or pass --home/--clickhouse)"
+        )
+    try:
+        return _direct(dsn, sql)
+    except Unavailable:
+        owner = _owner_pid(path)
+        if owner is not None:
+            raise Unavailable(
+                f"chDB data directory {path} is held by process {owner}, which serves no "
+                "query endpoint (only one process may open chDB): stop it, or query it "
+                "through ClickHouse server with --clickhouse http://..."
+            ) from None
+        raise
+
+
+def _owner_pid(path: Path) -> int | None:
+    """The live process that holds a chDB directory, from ClickHouse's ``status`` file."""
+    try:
+        for line in (path / "status").read_text().splitlines():
+            if line.startswith("PID:"):
+                pid = int(line.split(":", 1)[1])
+                if pid != os.getpid() and _alive(pid):
+                    return pid
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _through_endpoint(home: Path, chdb_path: str, sql: str) -> Any:
+    """Ask the owning process, or None when there is no live endpoint for this directory."""
+    import httpx
+    import orjson
+
+    from sinks.endpoint import ENDPOINT_FILE
+    from sinks.query import QueryError, QueryResult
+
+    candidates = [home / ENDPOINT_FILE, Path(chdb_path).parent / ENDPOINT_FILE]
+    for file in dict.fromkeys(candidates):
+        try:
+            info = orjson.loads(file.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if info.get("path") != os.path.realpath(chdb_path) or not _alive(int(info.get("pid", 0))):
+            continue
+        try:
+            r = httpx.post(
+                f"{info['url']}/query", content=orjson.dumps({"sql": sql}),
+                headers={"Authorization": f"Bearer {info['token']}"}, timeout=300,
+                trust_env=False,
+            )
+        except httpx.HTTPError:
+            continue  # stale file: the process is gone or restarting
+        if r.status_code == 200:
+            return QueryResult.from_json(r.content)
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text
+        raise QueryError(message)
+    return None

@@ -1,0 +1,317 @@
+"""The sink loop: Kafka topics → validated columnar batches → ClickHouse → commit.
+
+Order of operations per batch, which is what makes it exactly-once for stored rows:
+
+1. gather records until ``batch_rows`` or ``batch_ms`` (never more than what was fetched);
+2. for each partition whose first offset is not the one this process expected next (start,
+   restart, rebalance), ask ClickHouse which offsets of it are already stored and skip them;
+3. send rejected records to the DLQ (with reason and coordinates), insert the rest with a
+   deduplication token naming their offsets, retrying with back-off while ClickHouse is away;
+4. only then commit the consumer offsets.
+
+A crash before (4) replays the batch; step 2 finds what step 3 already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from dnsflow.bus import Bus, BusError, Consumer, Message
+from dnsflow.schema import RecordError, now_us
+from sinks.config import SinkConfig
+from sinks.rows import TABLES, TableSpec
+from sinks.store import COORDINATES, Store, StoreError, batch_token
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class SinkStats:
+    batches: int = 0
+    records: int = 0
+    stored: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    skipped_replayed: int = 0
+    retries: int = 0
+    last_error: str = ""
+    committed_at: float = 0.0
+
+
+@dataclass
+class _TableBatch:
+    spec: TableSpec
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    ranges: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first, last]
+
+
+def dlq_record(msg: Message, reason: str) -> bytes:
+    """What a rejected record becomes on the DLQ: enough to find, fix and replay it."""
+    body: dict[str, Any] = {
+        "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+        "reason": reason, "ts": now_us(), "stage": "sink",
+        "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+    }
+    if msg.value is None:
+        body["value"] = None
+    else:
+        try:
+            body["value"] = msg.value.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            body["value_base64"] = base64.b64encode(msg.value).decode()
+    return orjson.dumps(body)
+
+
+class Sink:
+    """Consumes the configured topics of ``bus`` into ``store``; one instance per process."""
+
+    def __init__(self, bus: Bus, store: Store, config: SinkConfig | None = None) -> None:
+        self.bus = bus
+        self.store = store
+        self.config = config or SinkConfig()
+        self.specs: dict[str, TableSpec] = {}
+        for spec in TABLES:
+            if spec.topic in self.config.topics:
+                self.specs[bus.topics.name(spec.topic)] = spec
+        unknown = set(self.config.topics) - {s.topic for s in TABLES}
+        if unknown:
+            raise ValueError(f"sink.topics: unknown topic(s) {sorted(unknown)}; "
+                             f"known: {[s.topic for s in TABLES]}")
+        self.dlq_topic = bus.topics.dlq
+        self.stats = SinkStats()
+        self._consumer: Consumer | None = None
+        self._next: dict[tuple[str, int], int] = {}  # offset expected next per partition
+        self._skip: dict[tuple[str, int], set[int]] = {}  # stored before this start
+        self._skip_max: dict[tuple[str, int], int] = {}
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self.last_activity = time.monotonic()  # when records last arrived
+        self.busy = False  # a gathered batch is being stored
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await ensure_topics(self.bus, list(self.specs))
+        self._consumer = self.bus.consumer(list(self.specs), self.config.group)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def run(self) -> None:
+        """Batch, store and commit until :meth:`stop`; the last batch is flushed."""
+        assert self._consumer is not None, "start() first"
+        while not self._stop.is_set():
+            await self.step()
+        await self.step(final=True)
+
+    # ---- one batch ----------------------------------------------------------------------
+
+    async def gather(self, final: bool = False) -> list[Message]:
+        assert self._consumer is not None
+        cfg = self.config
+        msgs: list[Message] = []
+        first_at: float | None = None
+        while len(msgs) < cfg.batch_rows:
+            if first_at is None:
+                wait_ms = 0 if final else 200
+            else:
+                wait_ms = int(cfg.batch_ms - (time.monotonic() - first_at) * 1000)
+                if wait_ms <= 0:
+                    break
+            got = await self._consumer.getmany(
+                timeout_ms=min(wait_ms, 200), max_records=cfg.batch_rows - len(msgs)
+            )
+            if got:
+                self.last_activity = time.monotonic()
+                if first_at is None:
+                    first_at = time.monotonic()
+                msgs.extend(got)
+            elif final or self._stop.is_set():
+                break
+        return msgs
+
+    async def step(self, final: bool = False) -> int:
+        """Gather one batch and store it; return how many records it held."""
+        msgs = await self.gather(final)
+        if not msgs:
+            return 0
+        self.busy = True
+        try:
+            await self.store_batch(msgs)
+            await self._commit()
+        finally:
+            self.busy = False
+            self.last_activity = time.monotonic()
+        self.stats.batches += 1
+        self.stats.records += len(msgs)
+        return len(msgs)
+
+    async def store_batch(self, msgs: list[Message]) -> None:
+        await self._reconcile(msgs)
+        batches: dict[str, _TableBatch] = {}
+        rejects: list[tuple[Message, str]] = []
+        skip = self._skip
+        for msg in msgs:
+            key = (msg.topic, msg.partition)
+            self._next[key] = msg.offset + 1
+            spec = self.specs[msg.topic]
+            replayed = False
+            if skip:
+                done = skip.get(key)
+                if done is not None:
+                    if msg.offset in done:
+                        self.stats.skipped_replayed += 1
+                        continue
+                    replayed = msg.offset < self._skip_max[key]
+                    if not replayed:
+                        del skip[key]  # past everything stored before
+            try:
+                if spec.hot:
+                    row = spec.convert(msg.value, spec.topic)
+                else:
+                    row = spec.convert(msg.value, spec.topic, msg.timestamp_ms)
+            except RecordError as exc:
+                # Below a stored offset, a reject went to the DLQ before its batch was
+                # stored: it is not sent again.
+                if not replayed:
+                    rejects.append((msg, str(exc)))
+                continue
+            tb = batches.get(spec.table)
+            if tb is None:
+                tb = batches[spec.table] = _TableBatch(spec)
+            tb.rows.append(row)
+            tb.partitions.append(msg.partition)
+            tb.offsets.append(msg.offset)
+            rng = tb.ranges.get(msg.partition)
+            if rng is None:
+                tb.ranges[msg.partition] = [msg.offset, msg.offset]
+            else:
+                rng[1] = msg.offset
+        if rejects:
+            records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
+            await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
+                              f"DLQ {self.dlq_topic}")
+            self.stats.rejected += len(rejects)
+            for m, reason in rejects[:3]:
+                log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
+        for table, tb in batches.items():
+            data: list[Any] = [list(c) for c in zip(*tb.rows, strict=True)]
+            data.append(tb.partitions)
+            data.append(tb.offsets)
+            columns = (*tb.spec.columns, *COORDINATES)
+            token = batch_token(table, ((p, a, b) for p, (a, b) in tb.ranges.items()))
+            await self._retry(
+                lambda t=table, c=columns, d=data, k=token: asyncio.to_thread(
+                    self.store.insert, t, c, d, k
+                ),
+                f"insert into {table}",
+            )
+            self.stats.stored[table] = self.stats.stored.get(table, 0) + len(tb.rows)
+
+    async def _reconcile(self, msgs: list[Message]) -> None:
+        """Learn which offsets are already stored for partitions that did not continue where
+        this process left off (start, restart, rebalance); :meth:`store_batch` skips them."""
+        firsts: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            key = (msg.topic, msg.partition)
+            if key not in firsts:
+                firsts[key] = msg.offset
+        by_table: dict[str, tuple[str, dict[int, int]]] = {}
+        for (topic, p), first in firsts.items():
+            if self._next.get((topic, p)) == first:
+                continue
+            self._skip.pop((topic, p), None)
+            table = self.specs[topic].table
+            by_table.setdefault(table, (topic, {}))[1][p] = first
+        for table, (topic, starts) in by_table.items():
+            found = await self._retry(
+                lambda t=table, s=starts: asyncio.to_thread(self.store.stored_offsets, t, s),
+                f"reading {table}",
+            )
+            for p, offsets in found.items():
+                if offsets:
+                    log.info("%s[%d]: %d records from offset %d already stored; skipping them",
+                             topic, p, len(offsets), starts[p])
+                    self._skip[(topic, p)] = offsets
+                    self._skip_max[(topic, p)] = max(offsets)
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit()
+            self.stats.committed_at = time.time()
+        except Exception as exc:  # e.g. a rebalance: the replay is reconciled, not duplicated
+            self._next.clear()
+            self._skip.clear()
+            self.stats.last_error = f"commit: {exc}"
+            log.warning("offset commit failed (%s); the batch will be replayed and "
+                        "reconciled, not duplicated", exc)
+
+    async def _retry(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``op`` until it succeeds, backing off; never skip (stopping only aborts)."""
+        delay = self.config.retry_initial_s
+        while True:
+            try:
+                return await op()
+            except (StoreError, BusError) as exc:
+                self.stats.retries += 1
+                self.stats.last_error = str(exc)
+                log.warning("%s failed (%s); retrying in %.1fs, offsets not committed",
+                            what, exc, delay)
+            if self._abandon.is_set():
+                raise SinkAborted(f"{what}: gave up while stopping: {self.stats.last_error}")
+            try:
+                await asyncio.wait_for(self._abandon.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    def abandon(self) -> None:
+        """Stop retrying (shutdown deadline passed); uncommitted records will be replayed."""
+        self._stop.set()
+        self._abandon.set()
+
+
+class SinkAborted(RuntimeError):
+    """The sink stopped while a batch could not be stored; its offsets stay uncommitted."""
+
+
+async def ensure_topics(bus: Bus, topics: list[str]) -> None:
+    """Create sink input topics the core does not (``policy_log``) on a Kafka bus."""
+    bootstrap = getattr(bus, "bootstrap", None)
+    if not bootstrap:
+        return
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, 1, 1) for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise BusError(f"kafka {bootstrap}: cannot create sink topics: {exc}") from exc
+    finally:
+        await admin.close()

@@ -1,0 +1,117 @@
+"""The ClickHouse side of the sink: idempotent batch inserts and "what is already stored".
+
+Two mechanisms make replays harmless (see README "Exactly once"):
+
+* every insert carries an ``insert_deduplication_token`` derived from the exact Kafka
+  coordinates it holds, so retrying an insert whose outcome was unknown (timeout, lost
+  connection) cannot store it twice (``non_replicated_deduplication_window`` on each table);
+* after a restart or rebalance the sink asks :meth:`Store.stored_offsets` which offsets of
+  the not-yet-committed range are already in the table and skips those rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sinks.dsn import Dsn, connect, one_line
+
+log = logging.getLogger(__name__)
+
+DATABASE = "dnsflow"
+COORDINATES = ("kafka_partition", "kafka_offset")
+
+
+class StoreError(RuntimeError):
+    """ClickHouse refused or could not be reached; the message is one redacted line."""
+
+
+def batch_token(table: str, ranges: Iterable[tuple[int, int, int]]) -> str:
+    """A token naming exactly the (partition, first, last) offset ranges a batch carries."""
+    text = table + ";" + ";".join(f"{p}:{a}-{b}" for p, a, b in sorted(ranges))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class Store:
+    def __init__(self, dsn: Dsn, client: Any | None = None) -> None:
+        self.dsn = dsn
+        self._client = client
+        self._contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = connect(self.dsn)
+            except Exception as exc:
+                raise StoreError(f"clickhouse {self.dsn}: {one_line(exc, self.dsn.raw)}") from None
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+                self._contexts.clear()
+
+    def _reset(self) -> None:
+        """Drop the client after a failure so the next attempt reconnects."""
+        if not self.dsn.embedded:
+            try:
+                self.close()
+            except Exception:  # already failing; reconnect next time
+                self._client = None
+                self._contexts.clear()
+
+    def insert(
+        self, table: str, columns: Sequence[str], data: list[Sequence[Any]], token: str
+    ) -> None:
+        """Insert column-oriented ``data`` atomically per part; raise :class:`StoreError`."""
+        key = (table, tuple(columns))
+        try:
+            ctx = self._contexts.get(key)
+            if ctx is None:
+                ctx = self.client.create_insert_context(
+                    table=table, database=DATABASE, column_names=list(columns),
+                    column_oriented=True,
+                )
+                self._contexts[key] = ctx
+            ctx.data = data
+            ctx.column_oriented = True
+            ctx.settings["insert_deduplication_token"] = token
+            self.client.insert(context=ctx)
+        except Exception as exc:
+            self._reset()
+            raise StoreError(
+                f"insert into {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
+            ) from exc
+
+    def stored_offsets(self, table: str, starts: dict[int, int]) -> dict[int, set[int]]:
+        """Offsets at or after ``starts[partition]`` that ``table`` already holds."""
+        if not starts:
+            return {}
+        where = " OR ".join(
+            f"(kafka_partition = {int(p)} AND kafka_offset >= {int(o)})" for p, o in starts.items()
+        )
+        sql = f"SELECT kafka_partition, kafka_offset FROM {DATABASE}.{table} WHERE {where}"
+        try:
+            rows = self.client.query(sql).result_rows
+        except Exception as exc:
+            self._reset()
+            raise StoreError(
+                f"reading {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
+            ) from exc
+        out: dict[int, set[int]] = {p: set() for p in starts}
+        for p, o in rows:
+            out[int(p)].add(int(o))
+        return out
+
+    def ping(self) -> None:
+        try:
+            self.client.query("SELECT 1")
+        except Exception as exc:
+            self._reset()
+            raise StoreError(f"clickhouse {self.dsn}: {one_line(exc, self.dsn.raw)}") from exc

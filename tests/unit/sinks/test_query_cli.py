@@ -1,0 +1,76 @@
+"""`dnsflow sink --migrate` and `dnsflow query` as a user runs them (chDB under --home)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+import pytest
+
+from dnsflow.cli import main
+from sinks.dsn import connect
+
+
+@pytest.fixture
+def home(tmp_path, events):
+    """A data directory with the schema and three stored events."""
+    assert main(["sink", "--migrate", "--home", str(tmp_path)]) == 0
+    client = connect(f"chdb://{tmp_path / 'chdb'}")
+    try:
+        client.command(
+            "INSERT INTO dnsflow.dns_events (ts, tenant, namespace, edge, client_ip, transport, "
+            "qname, qtype, rcode, latency_us, cache, decision, rule, upstream, v, "
+            "kafka_partition, kafka_offset) VALUES "
+            "(now64(6), 'acme', 'web', 'e', '10.0.0.1', 'udp', 'a.example', 'A', 'NOERROR', 5, "
+            "'miss', 'allow', '', '', 1, 0, 0), "
+            "(now64(6), 'acme', 'web', 'e', '10.0.0.1', 'udp', 'b.example', 'A', 'NXDOMAIN', 7, "
+            "'miss', 'deny', 'isolation:acme', '', 1, 0, 1), "
+            "(now64(6), 'zeta', 'db', 'e', '10.0.1.1', 'tcp', 'c.example', 'AAAA', 'NOERROR', 9, "
+            "'hit', 'allow', '', '', 1, 1, 0)"
+        )
+    finally:
+        client.close()
+    return tmp_path
+
+
+SQL = "SELECT tenant, count() AS n FROM dnsflow.dns_events GROUP BY tenant ORDER BY tenant"
+
+
+def test_migrate_twice_applies_nothing_the_second_time(tmp_path, capsys):
+    assert main(["sink", "--migrate", "--home", str(tmp_path)]) == 0
+    assert "applied 002_dns_events.sql" in capsys.readouterr().out
+    assert main(["sink", "--migrate", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "applied" not in out.replace("0 applied", "") and "schema up to date" in out
+
+
+def test_table_json_and_csv(home, capsys):
+    assert main(["query", "--home", str(home), SQL]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["tenant", "n"] and table[2].split() == ["acme", "2"]
+    assert table[-1] == "(2 rows)"
+    assert main(["query", "--home", str(home), "--format", "json", SQL]) == 0
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [{"tenant": "acme", "n": 2}, {"tenant": "zeta", "n": 1}]
+    assert main(["query", "--home", str(home), "-f", "csv", SQL]) == 0
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [
+        ["tenant", "n"], ["acme", "2"], ["zeta", "1"]]
+
+
+def test_bad_sql_is_one_line_with_clickhouse_reason(home, capsys):
+    assert main(["query", "--home", str(home), "SELECT nope FROM dnsflow.dns_events"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("dnsflow query: ") and "Unknown expression identifier" in err
+    assert "Traceback" not in err and "FORMAT Native" not in err
+
+
+def test_no_data_yet_says_so(tmp_path, capsys):
+    assert main(["query", "--home", str(tmp_path / "empty"), "SELECT 1"]) == 1
+    assert "nothing has been stored there yet" in capsys.readouterr().err
+
+
+def test_sink_without_kafka_explains(tmp_path, capsys):
+    assert main(["sink", "--home", str(tmp_path)]) == 2
+    assert "needs --kafka" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""The sink over the in-process bus into chDB: counts, DLQ, replay after a crash, outages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from dnsflow.bus.memory import MemoryBus
+from sinks.config import SinkConfig
+from sinks.dsn import connect, parse
+from sinks.migrate import migrate
+from sinks.sink import Sink
+from sinks.store import Store, StoreError
+
+CONFIG = SinkConfig(batch_rows=200, batch_ms=50, retry_initial_s=0.01, retry_max_s=0.02)
+
+
+@pytest.fixture
+def store(chdb_dsn):
+    s = Store(parse(chdb_dsn))
+    migrate(s.client)
+    yield s
+    s.close()
+
+
+def count(store: Store, sql: str = "SELECT count() FROM dnsflow.dns_events") -> int:
+    return store.client.query(sql).result_rows[0][0]
+
+
+async def drain(sink: Sink, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        if not await sink.step(final=True):
+            return
+
+
+async def test_n_events_become_n_rows_and_poison_goes_to_dlq(store, events):
+    bus = MemoryBus()
+    await bus.send_many(bus.topics.events, events.encoded(500))
+    await bus.send(bus.topics.events, b'{"v": 1, "tenant": "a"}', key=b"a")
+    sink = Sink(bus, store, CONFIG)
+    await sink.start()
+    await drain(sink)
+    assert count(store) == 500
+    assert bus.count(bus.topics.dlq) == 1
+    dlq = bus.consumer([bus.topics.dlq], None)
+    await dlq.start()
+    [msg] = await dlq.getmany(timeout_ms=100)
+    body = orjson.loads(msg.value)
+    assert body["topic"] == bus.topics.events and "ts: Field required" in body["reason"]
+    assert orjson.loads(body["value"]) == {"v": 1, "tenant": "a"}
+    assert msg.key == bus.topics.events.encode()
+
+
+async def test_crash_after_insert_before_commit_does_not_duplicate(store, events):
+    bus = MemoryBus()
+    await bus.send_many(bus.topics.events, events.encoded(300))
+    first = Sink(bus, store, CONFIG)
+    await first.start()
+    msgs = await first.gather(final=True)
+    await first.store_batch(msgs)  # stored ... and the process dies before commit
+    assert count(store) == len(msgs) > 0
+    await bus.send_many(bus.topics.events, events.encoded(100, start=300))
+
+    second = Sink(bus, store, CONFIG)  # same group: starts at the committed offsets (none)
+    await second.start()
+    await drain(second)
+    assert count(store) == 400
+    assert second.stats.skipped_replayed == len(msgs)
+    assert count(store, "SELECT uniqExact(kafka_partition, kafka_offset) "
+                       "FROM dnsflow.dns_events") == 400
+
+
+class FlakyStore(Store):
+    """ClickHouse refusing the first ``failures`` inserts, as when the server is down."""
+
+    def __init__(self, inner: Store, failures: int) -> None:
+        super().__init__(inner.dsn, inner.client)
+        self.failures = failures
+
+    def insert(self, *a, **kw):
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("insert into dnsflow.dns_events: Connection refused")
+        return super().insert(*a, **kw)
+
+
+async def test_outage_backs_off_and_keeps_offsets_uncommitted(store, events):
+    bus = MemoryBus()
+    await bus.send_many(bus.topics.events, events.encoded(50))
+    flaky = FlakyStore(store, failures=3)
+    sink = Sink(bus, flaky, CONFIG)
+    await sink.start()
+    msgs = await sink.gather(final=True)
+    task = asyncio.create_task(sink.store_batch(msgs))
+    await asyncio.sleep(0.01)
+    assert all(bus.committed(CONFIG.group, bus.topics.events, p) is None for p in range(3))
+    await asyncio.wait_for(task, 5)
+    await sink._commit()
+    assert sink.stats.retries == 3 and "Connection refused" in sink.stats.last_error
+    assert count(store) == 50
+
+
+async def test_abandon_while_clickhouse_is_down_leaves_offsets_for_replay(store, events):
+    bus = MemoryBus()
+    await bus.send_many(bus.topics.events, events.encoded(20))
+    sink = Sink(bus, FlakyStore(store, failures=10**6), CONFIG)
+    await sink.start()
+    run = asyncio.create_task(sink.run())
+    await asyncio.sleep(0.2)
+    sink.abandon()
+    with pytest.raises(Exception, match="gave up while stopping"):
+        await asyncio.wait_for(run, 5)
+    assert all(bus.committed(CONFIG.group, bus.topics.events, p) is None for p in range(3))
+    assert count(store) == 0
+
+
+async def test_other_topics_land_in_their_tables(store):
+    bus = MemoryBus()
+    await bus.send(bus.topics.telemetry, b'{"ts": 1767323045000000, "tenant": "a", "q": 1}')
+    await bus.send(bus.topics.anomalies, orjson.dumps({
+        "ts": 1767323045000000, "kind": "dga", "tenant": "a", "severity": "high",
+        "score": 0.9, "evidence": {"names": ["x.example"]}}))
+    await bus.send(bus.topics.alerts, b'{"ts": 1767323045000000, "rule": "r1", "tenant": "a"}')
+    await bus.send(bus.topics.name("policy_log"), orjson.dumps({
+        "ts": 1767323045000000, "tenant": "a", "version": 2, "hash": "h2",
+        "previous_hash": "h1", "source": "yaml", "actor": "ops", "change": "+deny",
+        "document": "{}"}))
+    sink = Sink(bus, store, CONFIG)
+    await sink.start()
+    await drain(sink)
+    for table in ("telemetry", "anomalies", "alerts", "policy_log"):
+        assert count(store, f"SELECT count() FROM dnsflow.{table}") == 1, table
+    assert store.client.query(
+        "SELECT evidence FROM dnsflow.anomalies").result_rows[0][0] == '{"names":["x.example"]}'
+
+
+def test_migrate_is_idempotent_and_retention_follows_config(chdb_dsn):
+    client = connect(chdb_dsn)
+    try:
+        first = migrate(client, events_ttl_days=30)
+        again = migrate(client, events_ttl_days=7)
+        assert "002_dns_events.sql" in first.applied and again.applied == []
+        engine = client.query("SELECT engine_full FROM system.tables "
+                              "WHERE database='dnsflow' AND name='dns_events'").result_rows[0][0]
+        assert "toIntervalDay(7)" in engine
+        tables = {r[0] for r in client.query("SHOW TABLES FROM dnsflow").result_rows}
+        assert {"dns_events", "telemetry", "anomalies", "alerts", "policy_log"} <= tables
+    finally:
+        client.close()
