@@ -1,0 +1,1 @@
+"""dnsflow edge resolver: identity-aware, policy-enforcing DNS forwarder with telemetry."""

@@ -1,0 +1,104 @@
+"""``dnsflow edge``: run one edge resolver (heavy imports stay inside :func:`run`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("edge")
+    g.add_argument("--listen", metavar="HOST:PORT", help="UDP+TCP address (default "
+                   "127.0.0.1:5353)")
+    g.add_argument("--dot-listen", metavar="HOST:PORT", help="DNS-over-TLS address")
+    g.add_argument("--doh-listen", metavar="HOST:PORT", help="DNS-over-HTTPS address")
+    g.add_argument("--tls-cert", metavar="FILE", help="PEM cert for DoT/DoH (default: "
+                   "self-signed under the data directory)")
+    g.add_argument("--tls-key", metavar="FILE", help="PEM key for --tls-cert")
+    g.add_argument("--upstream", action="append", metavar="URL", dest="upstreams",
+                   help="udp://IP:PORT, tcp://.., tls://HOST:853@SNI, https://HOST/dns-query;"
+                   " repeat for failover (default: resolv.conf)")
+    g.add_argument("--upstream-ca", metavar="FILE", help="CA bundle for DoT/DoH upstreams")
+    g.add_argument("--insecure-upstream", action="store_true",
+                   help="do not verify DoT/DoH upstream certificates")
+    g.add_argument("--tenant-map", metavar="FILE", help="static CIDR -> tenant/namespace YAML")
+    g.add_argument("--kubernetes", action="store_true",
+                   help="identify clients from a watch of pods and namespaces")
+    g.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    g.add_argument("--default-tenant", metavar="NAME", help="tenant of unknown clients")
+    g.add_argument("--cache-size", type=int, metavar="N", help="cached answers (LRU)")
+    g.add_argument("--serve-stale", action="store_true", default=None,
+                   help="answer from expired cache when upstreams fail (RFC 8767)")
+    g.add_argument("--spool-dir", metavar="DIR", help="event spool while Kafka is away")
+    g.add_argument("--spool-limit-mb", type=float, metavar="MB", help="spool size bound")
+    g.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve /metrics /healthz /readyz here")
+    g.add_argument("--cluster-domain", metavar="DOMAIN")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="processes sharing the ports with SO_REUSEPORT (needs --kafka)")
+    g.add_argument("--name", metavar="NAME", help="edge name in events (default hostname)")
+    g.add_argument("--no-events", action="store_true", help="do not publish events")
+    parser.set_defaults(func=run)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    for key in ("listen", "dot_listen", "doh_listen", "tls_cert", "tls_key", "upstreams",
+                "upstream_ca", "tenant_map", "kubeconfig", "default_tenant", "cache_size",
+                "serve_stale", "spool_dir", "spool_limit_mb", "metrics_listen",
+                "cluster_domain", "workers", "name"):
+        value = getattr(args, key, None)
+        if value is not None:
+            kw[key] = value
+    if getattr(args, "kubernetes", False):
+        kw["kubernetes"] = True
+    if getattr(args, "insecure_upstream", False):
+        kw["upstream_verify"] = False
+    if getattr(args, "no_events", False):
+        kw["events"] = False
+    return kw
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from dnsflow.bus import BusError, open_bus
+    from dnsflow.cli import UsageError, settings_from_args
+    from edge.service import build
+
+    settings = settings_from_args(args)
+    kw = overrides(args)
+    if (kw.get("workers") or 1) > 1 and not settings.kafka:
+        raise UsageError("dnsflow edge: --workers N > 1 needs --kafka (each worker publishes "
+                         "its own events)")
+    log = logging.getLogger("edge")
+
+    async def main() -> int:
+        bus = open_bus(settings.kafka, settings.topic_prefix)
+        try:
+            await bus.start()
+        except BusError as exc:
+            log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
+        services = build(settings, bus, **kw)
+        for s in services:
+            await s.start()
+        for s in services:
+            print(f"dnsflow edge: serving {s.status()['ports']}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for s in services:
+            await s.stop()
+        await bus.stop()
+        return 0
+
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:
+        return asyncio.run(main())

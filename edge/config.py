@@ -1,0 +1,82 @@
+"""``edge:`` settings section (validated with pydantic; errors name the field)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge.upstream.base import parse_upstream
+
+
+def system_upstreams(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
+    """Nameservers from resolv.conf (the embedded default when none are configured)."""
+    out = []
+    try:
+        for line in Path(resolv_conf).read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                host = parts[1]
+                out.append(f"udp://[{host}]:53" if ":" in host else f"udp://{host}:53")
+    except OSError:
+        pass
+    return out or ["udp://127.0.0.1:53"]
+
+
+class EdgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default_factory=socket.gethostname, description="edge name in events")
+    listen: str = Field(default="127.0.0.1:5353", description="UDP+TCP host:port")
+    dot_listen: str | None = Field(default=None, description="DNS-over-TLS host:port")
+    doh_listen: str | None = Field(default=None, description="DNS-over-HTTPS host:port")
+    doh_path: str = "/dns-query"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    upstreams: list[str] = Field(default_factory=list, description="default: resolv.conf")
+    upstream_timeout: float = Field(default=2.0, gt=0, le=30)
+    upstream_ca: str | None = Field(default=None, description="CA file for DoT/DoH upstreams")
+    upstream_verify: bool = True
+    health_interval: float = Field(default=2.0, gt=0)
+    tenant_map: str | None = None
+    kubernetes: bool = False
+    kubeconfig: str | None = None
+    default_tenant: str = "default"
+    default_namespace: str = ""
+    cache_size: int = Field(default=100_000, ge=0)
+    serve_stale: bool = False
+    spool_dir: str | None = None
+    spool_limit_mb: float = Field(default=1024, gt=0)
+    events: bool = True
+    event_queue: int = Field(default=200_000, ge=1000)
+    metrics_listen: str | None = Field(default=None, description="host:port for /metrics")
+    cluster_domain: str = "cluster.local"
+    workers: int = Field(default=1, ge=1, le=64)
+    worker_index: int = Field(default=0, ge=0)
+    idle_timeout: float = Field(default=10.0, gt=0)
+    policy_snapshot: str | None = None
+    subscribe_policies: bool = True
+    reuse_port: bool = True
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams(cls, value: list[str]) -> list[str]:
+        for u in value:
+            parse_upstream(u)  # raises ValueError naming the bad one
+        return value
+
+    @field_validator("listen", "dot_listen", "doh_listen", "metrics_listen")
+    @classmethod
+    def _hostport(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from edge.listeners.sockets import split_hostport
+
+        try:
+            _host, port = split_hostport(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not host:port") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{value!r}: port out of range")
+        return value

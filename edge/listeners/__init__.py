@@ -1,0 +1,1 @@
+"""Where queries come in: UDP, TCP, DNS-over-TLS and DNS-over-HTTPS."""

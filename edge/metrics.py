@@ -1,0 +1,99 @@
+"""Prometheus metrics, counted in plain dicts on the answer path and exposed on scrape.
+
+Why not ``Counter.labels().inc()`` per query: label lookup plus histogram observe cost a few
+microseconds, a noticeable share of a cache hit; a dict increment costs ~50 ns.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+BOUNDS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000,
+             500_000, 1_000_000, 2_500_000)
+
+
+class EdgeMetrics:
+    def __init__(self, edge: str) -> None:
+        self.edge = edge
+        self.queries: dict[tuple[str, str, str, str], int] = {}
+        self.lat = [0] * (len(BOUNDS_US) + 1)
+        self.lat_sum_us = 0
+        self.sources: list[Callable[[], dict[str, Any]]] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]
+
+    def observe(self, tenant: str, rcode: str, decision: str, cache: str, lat_us: int) -> None:
+        k = (tenant, rcode, decision, cache)
+        q = self.queries
+        q[k] = q.get(k, 0) + 1
+        self.lat[bisect.bisect_left(BOUNDS_US, lat_us)] += 1
+        self.lat_sum_us += lat_us
+
+    def add_source(self, fn: Callable[[], dict[str, Any]]) -> None:
+        """A callable returning {'cache': {...}, 'upstreams': {...}, 'events': {...}}."""
+        self.sources.append(fn)
+
+    def collect(self):  # prometheus collector protocol
+        c = CounterMetricFamily("dnsflow_edge_queries", "queries answered",
+                                labels=["edge", "tenant", "rcode", "decision", "cache"])
+        for (tenant, rcode, decision, cache), n in list(self.queries.items()):
+            c.add_metric([self.edge, tenant, rcode, decision, cache], n)
+        yield c
+        buckets = []
+        acc = 0
+        for bound, n in zip(BOUNDS_US, self.lat, strict=False):
+            acc += n
+            buckets.append((str(bound / 1e6), acc))
+        acc += self.lat[-1]
+        buckets.append(("+Inf", acc))
+        h = HistogramMetricFamily("dnsflow_edge_latency_seconds", "answer latency",
+                                  labels=["edge"])
+        h.add_metric([self.edge], buckets, self.lat_sum_us / 1e6)
+        yield h
+        merged: dict[str, Any] = {}
+        for fn in self.sources:
+            merged.update(fn())
+        cache = merged.get("cache") or {}
+        if cache:
+            g = GaugeMetricFamily("dnsflow_edge_cache_hit_ratio", "cache hits / lookups",
+                                  labels=["edge"])
+            g.add_metric([self.edge], cache.get("hit_ratio", 0.0))
+            yield g
+            g = GaugeMetricFamily("dnsflow_edge_cache_entries", "cached answers",
+                                  labels=["edge"])
+            g.add_metric([self.edge], cache.get("entries", 0))
+            yield g
+        ups = merged.get("upstreams") or {}
+        if ups:
+            g = GaugeMetricFamily("dnsflow_edge_upstream_up", "1 if the upstream is healthy",
+                                  labels=["edge", "upstream"])
+            e = CounterMetricFamily("dnsflow_edge_upstream_errors", "upstream failures",
+                                    labels=["edge", "upstream"])
+            for name, st in ups.items():
+                g.add_metric([self.edge, name], 1.0 if st.get("up") else 0.0)
+                e.add_metric([self.edge, name], st.get("errors", 0))
+            yield g
+            yield e
+        ev = merged.get("events") or {}
+        if ev:
+            for key in ("published", "spooled", "dropped"):
+                m = CounterMetricFamily(f"dnsflow_edge_events_{key}", f"events {key}",
+                                        labels=["edge"])
+                m.add_metric([self.edge], ev.get(key, 0))
+                yield m
+            g = GaugeMetricFamily("dnsflow_edge_spool_pending", "events waiting in the spool",
+                                  labels=["edge"])
+            g.add_metric([self.edge], ev.get("spool_pending", 0))
+            yield g
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

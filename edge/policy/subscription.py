@@ -1,0 +1,174 @@
+"""Follow the compacted policies topic; apply atomically; keep the last good policy on disk.
+
+Fail-static: on start the edge loads ``edge-policy.snapshot`` (if any) before touching Kafka,
+so it enforces the last known policy even when Kafka is down. Invalid records go to the DLQ
+with the reason and never replace what is in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dnsflow.bus import Bus, BusError, Message
+from edge.policy.compat import POLICIES_AVAILABLE, PolicyRecordError, PolicyStore
+from edge.resolver import PolicyHolder
+
+log = logging.getLogger(__name__)
+
+
+class PolicySubscription:
+    def __init__(self, bus: Bus, holder: PolicyHolder, snapshot_path: Path, *,
+                 cluster_domain: str = "cluster.local", ns_tenants: Any = None,
+                 retry: float = 2.0) -> None:
+        self.bus = bus
+        self.holder = holder
+        self.snapshot_path = snapshot_path
+        self.cluster_domain = cluster_domain
+        self.ns_tenants = ns_tenants
+        self.retry = retry
+        self.applied = 0
+        self.ignored = 0
+        self.rejected = 0
+        self.ready = False
+        self.from_snapshot = False
+        self.last_error = ""
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def load_snapshot(self) -> bool:
+        if not POLICIES_AVAILABLE:
+            return False
+        try:
+            data = self.snapshot_path.read_bytes()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("policy snapshot %s unreadable: %s", self.snapshot_path, exc)
+            return False
+        try:
+            store = PolicyStore.from_snapshot(data, self.cluster_domain)
+        except Exception as exc:
+            log.error("policy snapshot %s is invalid (%s); starting without it",
+                      self.snapshot_path, exc)
+            return False
+        if self.ns_tenants is not None:
+            store.set_namespace_tenants(self.ns_tenants())
+        self.holder.store = store
+        self.holder.changed()
+        self.from_snapshot = True
+        self.ready = True
+        log.info("policy loaded from snapshot %s", self.snapshot_path)
+        return True
+
+    def save_snapshot(self) -> None:
+        try:
+            data = self.holder.store.snapshot()
+            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.snapshot_path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            tmp.replace(self.snapshot_path)
+        except Exception as exc:
+            log.error("cannot write policy snapshot %s: %s", self.snapshot_path, exc)
+
+    async def start(self) -> None:
+        self.load_snapshot()
+        if not POLICIES_AVAILABLE:
+            self.ready = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-sub")
+
+    async def _run(self) -> None:
+        topic = self.bus.topics.policies
+        while not self._stopping:
+            consumer = self.bus.consumer([topic], group=None, from_beginning=True)
+            try:
+                await consumer.start()
+            except Exception as exc:
+                self.last_error = f"policies topic: {exc}"
+                log.warning("cannot follow %s (%s); enforcing the last good policy", topic, exc)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                await asyncio.sleep(self.retry)
+                continue
+            try:
+                while not self._stopping:
+                    msgs = await consumer.getmany(timeout_ms=500, max_records=1000)
+                    if msgs:
+                        await self.apply(msgs)
+                    else:
+                        self.ready = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"policies topic: {exc}"
+                log.warning("following %s failed (%s); retrying", topic, exc)
+                await asyncio.sleep(self.retry)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def apply(self, msgs: list[Message]) -> None:
+        changed = False
+        store = self.holder.store
+        for m in msgs:
+            try:
+                if store.apply_record(m.key, m.value):
+                    self.applied += 1
+                    changed = True
+                else:
+                    self.ignored += 1
+            except PolicyRecordError as exc:
+                self.rejected += 1
+                log.error("policy record %s[%d]@%d rejected: %s", m.topic, m.partition,
+                          m.offset, exc)
+                await self._dlq(m, str(exc))
+            except Exception as exc:  # a bug in the store must not kill the subscription
+                self.rejected += 1
+                log.exception("policy record %s@%d failed to apply", m.topic, m.offset)
+                await self._dlq(m, f"apply failed: {exc!r}")
+        if changed:
+            self.holder.changed()
+            self.save_snapshot()
+
+    async def _dlq(self, m: Message, reason: str) -> None:
+        value = m.value or b""
+        try:
+            text: Any = value.decode()
+        except UnicodeDecodeError:
+            text = None
+        rec = {"source_topic": m.topic, "partition": m.partition, "offset": m.offset,
+               "key": (m.key or b"").decode("utf-8", "replace"), "reason": reason,
+               "component": "edge", "ts": int(time.time() * 1e6),
+               "value": text if text is not None else base64.b64encode(value).decode(),
+               "value_encoding": "utf-8" if text is not None else "base64"}
+        try:
+            await self.bus.send(self.bus.topics.dlq, orjson.dumps(rec), key=m.topic.encode())
+        except BusError as exc:
+            log.error("cannot send rejected policy record to the DLQ: %s", exc)
+
+    async def stop(self) -> None:
+        # A stop flag first: a consumer's getmany may swallow a cancellation (asyncio.wait_for
+        # on Python 3.11), so cancelling alone could leave this task running forever.
+        self._stopping = True
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._task), 2.0)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self._task, 1.0)
+            self._task = None
+
+    def status(self) -> dict[str, Any]:
+        return {"available": POLICIES_AVAILABLE, "applied": self.applied,
+                "ignored": self.ignored, "rejected": self.rejected, "ready": self.ready,
+                "from_snapshot": self.from_snapshot, "last_error": self.last_error}

@@ -1,0 +1,263 @@
+"""``build(settings, bus, **kw) -> [EdgeService]``: what the embedded runner and the CLI run.
+
+Keyword overrides are ``edge:`` config fields (e.g. ``listen="127.0.0.1:0"``,
+``upstreams=[...]``); ``policy_store=`` injects a ready PolicyStore (tests, embedded demo).
+``status()`` exposes the bound ports so callers can find an edge started on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from dnsflow.bus import Bus
+from dnsflow.settings import ConfigError, Settings, section
+from edge.cache import AnswerCache
+from edge.config import EdgeConfig, system_upstreams
+from edge.identity import IdentityTable, StaticMapError, load_static_map
+from edge.listeners.sockets import split_hostport
+from edge.listeners.stream import StreamListener
+from edge.listeners.udp import UdpListener
+from edge.metrics import EdgeMetrics
+from edge.policy.compat import POLICIES_AVAILABLE, PolicyStore
+from edge.policy.subscription import PolicySubscription
+from edge.resolver import PolicyHolder, Resolver
+from edge.telemetry import EventPublisher, Spool
+from edge.tls import client_context, self_signed, server_context
+from edge.upstream.pool import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+
+class EdgeService:
+    name = "edge"
+
+    def __init__(self, settings: Settings, bus: Bus | None, cfg: EdgeConfig,
+                 policy_store: Any = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.cfg = cfg
+        self.home = Path(settings.home)
+        self.identity = IdentityTable(cfg.default_tenant, cfg.default_namespace)
+        self.holder = PolicyHolder(policy_store or PolicyStore(cfg.cluster_domain))
+        self._injected_policy = policy_store is not None
+        self.identity.listeners.append(self._ns_changed)
+        self.metrics = EdgeMetrics(cfg.name)
+        self.cache = AnswerCache(cfg.cache_size or 1, serve_stale=cfg.serve_stale)
+        self.publisher: EventPublisher | None = None
+        self.subscription: PolicySubscription | None = None
+        self.pool: UpstreamPool | None = None
+        self.resolver: Resolver | None = None
+        self.listeners: list[Any] = []
+        self.ops: Any = None
+        self.k8s: Any = None
+        self.ports: dict[str, int] = {}
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.started = False
+
+    def _ns_changed(self, mapping: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.holder.store.set_namespace_tenants(mapping)
+        self.holder.changed()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        if cfg.tenant_map:
+            try:
+                self.identity.set_static(load_static_map(cfg.tenant_map))
+            except StaticMapError as exc:
+                raise ConfigError(str(exc)) from None
+        if cfg.kubernetes:
+            from edge.identity.k8s import KubernetesIdentity
+
+            self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig)
+            await self.k8s.start()
+        if self.bus is not None and cfg.subscribe_policies and not self._injected_policy:
+            snap = Path(cfg.policy_snapshot) if cfg.policy_snapshot else (
+                self.home / "edge-policy.snapshot")
+            self.subscription = PolicySubscription(
+                self.bus, self.holder, snap, cluster_domain=cfg.cluster_domain,
+                ns_tenants=lambda: self.identity.namespace_tenants)
+            await self.subscription.start()
+        ssl_up = client_context(cfg.upstream_ca, cfg.upstream_verify)
+        self.pool = UpstreamPool.from_urls(cfg.upstreams or system_upstreams(), ssl_up,
+                                           timeout=cfg.upstream_timeout,
+                                           check_interval=cfg.health_interval)
+        self.pool.start()
+        if cfg.events and self.bus is not None:
+            spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else (
+                self.home / "spool" / f"{cfg.name}-w{cfg.worker_index}")
+            self.publisher = EventPublisher(
+                self.bus, Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20))),
+                edge=cfg.name, max_queue=cfg.event_queue)
+            await self.publisher.start()
+        self.resolver = Resolver(
+            identity=self.identity, policy=self.holder, cache=self.cache, pool=self.pool,
+            publisher=self.publisher, edge=cfg.name, metrics=self.metrics,
+            pool_factory=lambda urls: _started(UpstreamPool.from_urls(
+                urls, ssl_up, timeout=cfg.upstream_timeout, check_interval=cfg.health_interval)))
+        await self._start_listeners()
+        self.metrics.add_source(lambda: {
+            "cache": self.cache.stats(), "upstreams": self.pool.status() if self.pool else {},
+            "events": self.publisher.status() if self.publisher else {}})
+        if cfg.metrics_listen:
+            from edge.ops import OpsServer
+
+            host, port = split_hostport(cfg.metrics_listen, 9153)
+            self.ops = OpsServer(self.metrics, host, port, self.readiness)
+            await self.ops.start()
+            self.ports["metrics"] = self.ops.port
+        if cfg.workers > 1 and cfg.worker_index == 0:
+            self._spawn_workers()
+        self.started = True
+        log.info("edge %s serving %s", cfg.name, self.ports)
+
+    async def _start_listeners(self) -> None:
+        cfg = self.cfg
+        assert self.resolver is not None
+        host, port = split_hostport(cfg.listen)
+        udp = UdpListener(self.resolver, host, port, cfg.reuse_port)
+        await udp.start()
+        # TCP on the same port as UDP (port 0 resolves to UDP's choice)
+        tcp = StreamListener(self.resolver, host, udp.port, idle_timeout=cfg.idle_timeout,
+                             reuse_port=cfg.reuse_port)
+        await tcp.start()
+        self.listeners += [udp, tcp]
+        self.ports.update(udp=udp.port, tcp=tcp.port)
+        if cfg.dot_listen or cfg.doh_listen:
+            if cfg.tls_cert and cfg.tls_key:
+                cert, key = Path(cfg.tls_cert), Path(cfg.tls_key)
+            else:
+                cert, key = self_signed(self.home / "tls", cfg.name)
+            self.tls_cert_path = cert
+            if cfg.dot_listen:
+                h, p = split_hostport(cfg.dot_listen, 853)
+                dot = StreamListener(self.resolver, h, p, ssl_context=server_context(
+                    cert, key, ["dot"]), idle_timeout=cfg.idle_timeout,
+                    reuse_port=cfg.reuse_port)
+                await dot.start()
+                self.listeners.append(dot)
+                self.ports["dot"] = dot.port
+            if cfg.doh_listen:
+                from edge.listeners.doh import DohListener
+
+                h, p = split_hostport(cfg.doh_listen, 443)
+                doh = DohListener(self.resolver, h, p, ssl_context=server_context(
+                    cert, key, ["http/1.1"]), path=cfg.doh_path, reuse_port=cfg.reuse_port)
+                await doh.start()
+                self.listeners.append(doh)
+                self.ports["doh"] = doh.port
+
+    def _spawn_workers(self) -> None:
+        """Extra processes binding the same ports with SO_REUSEPORT (one core each)."""
+        cfg = self.cfg.model_dump()
+        host, _ = split_hostport(self.cfg.listen)
+        cfg["listen"] = f"[{host}]:{self.ports['udp']}" if ":" in host else (
+            f"{host}:{self.ports['udp']}")
+        for key in ("dot", "doh"):
+            if key in self.ports:
+                h, _ = split_hostport(cfg[f"{key}_listen"])
+                cfg[f"{key}_listen"] = f"{h}:{self.ports[key]}"
+        cfg["metrics_listen"] = None
+        settings = self.settings.model_dump(mode="json")
+        settings.pop("source", None)
+        for i in range(1, self.cfg.workers):
+            spec = {"settings": settings, "edge": {**cfg, "worker_index": i, "workers": 1}}
+            self.workers.append(subprocess.Popen(
+                [sys.executable, "-m", "edge.worker", json.dumps(spec)],
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}))
+
+    def _addr(self, kind: str) -> str | None:
+        port = self.ports.get(kind)
+        if port is None:
+            return None
+        host, _ = split_hostport(self.cfg.listen)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        policy_ok = self.subscription is None or self.subscription.ready
+        up_ok = bool(self.pool) and any(h.up for h in self.pool.health.values())
+        ok = self.started and policy_ok and up_ok
+        return ok, {"listening": self.started, "policy_ready": policy_ok,
+                    "upstream_up": up_ok}
+
+    async def stop(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                w.terminate()
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                await listener.stop()
+        if self.ops is not None:
+            await self.ops.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self.subscription is not None:
+            await self.subscription.stop()
+        if self.k8s is not None:
+            await self.k8s.stop()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.resolver is not None:
+            for p in self.resolver._pools.values():
+                await p.close()
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(w.wait, 15)
+        self.started = False
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "edge": self.cfg.name,
+            "ports": dict(self.ports),
+            "listen": self._addr("udp"),
+            "udp": self._addr("udp"),
+            "tcp": self._addr("tcp"),
+            "udp_port": self.ports.get("udp"),
+            "tcp_port": self.ports.get("tcp"),
+            "dot_port": self.ports.get("dot"),
+            "doh_port": self.ports.get("doh"),
+            "metrics_port": self.ports.get("metrics"),
+            "events": self.publisher.status() if self.publisher else {},
+            "cache": self.cache.stats(),
+            "upstreams": self.pool.status() if self.pool else {},
+            "policy": (self.subscription.status() if self.subscription else
+                       {"available": POLICIES_AVAILABLE, "injected": self._injected_policy}),
+            "identity": self.identity.size(),
+            "queries": dict(self.resolver.counters) if self.resolver else {},
+            "workers": [w.pid for w in self.workers],
+        }
+
+
+def _started(pool: UpstreamPool) -> UpstreamPool:
+    with contextlib.suppress(RuntimeError):
+        pool.start()
+    return pool
+
+
+def config_from(settings: Settings, **kw: Any) -> EdgeConfig:
+    base = dict(settings.edge)
+    fields = EdgeConfig.model_fields
+    for k, v in kw.items():
+        if k in fields and v is not None:
+            base[k] = v
+    tmp = Settings.model_validate({**settings.model_dump(exclude={"source"}), "edge": base})
+    tmp.source = settings.source
+    return section(tmp, "edge", EdgeConfig)
+
+
+def build(settings: Settings, bus: Bus | None, **kw: Any) -> list[EdgeService]:
+    policy_store = kw.pop("policy_store", None)
+    unknown = [k for k in kw if k not in EdgeConfig.model_fields]
+    if unknown:
+        log.warning("edge.build: ignoring unknown options %s", ", ".join(sorted(unknown)))
+    cfg = config_from(settings, **kw)
+    return [EdgeService(settings, bus, cfg, policy_store=policy_store)]

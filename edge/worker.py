@@ -1,0 +1,46 @@
+"""One extra edge worker process (``--workers N``): same config, same ports (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+
+async def _main(spec: dict) -> None:
+    from dnsflow.bus import open_bus
+    from dnsflow.settings import Settings
+    from edge.config import EdgeConfig
+    from edge.service import EdgeService
+
+    settings = Settings.model_validate(spec["settings"])
+    cfg = EdgeConfig.model_validate(spec["edge"])
+    bus = open_bus(settings.kafka, settings.topic_prefix)
+    await bus.start()
+    svc = EdgeService(settings, bus, cfg)
+    await svc.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await svc.stop()
+    await bus.stop()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = json.loads(sys.argv[1])
+    try:
+        import uvloop
+
+        uvloop.run(_main(spec))
+    except ImportError:
+        asyncio.run(_main(spec))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Events are never lost: spooled in order while the bus fails, drained when it returns,
+dropped (and counted) only beyond the spool limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from dnsflow.bus import BusError
+from dnsflow.bus.memory import MemoryBus
+from dnsflow.topics import Topics
+from edge.telemetry import EventPublisher, Spool
+
+
+class FlakyBus(MemoryBus):
+    def __init__(self) -> None:
+        super().__init__(Topics("t."))
+        self.down = False
+
+    async def send_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
+                        ) -> None:
+        if self.down:
+            raise BusError("broker unreachable (test)")
+        await super().send_many(topic, records)
+
+    def values(self) -> list[dict]:
+        t = self.topic("t.events")
+        values = [orjson.loads(m.value) for p in t.partitions for m in p]
+        return sorted(values, key=lambda v: v["ts"])
+
+
+def ev(i: int, tenant: str = "shop") -> tuple:
+    return (i, tenant, "ns", "pod", "sa", "10.0.0.1", "udp", f"n{i}.example", "A", "NOERROR",
+            [], 10, "miss", "allow", "", 0, "udp://127.0.0.1:53")
+
+
+async def wait_for(cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_outage_spools_in_order_and_drains(tmp_path: Path) -> None:
+    bus = FlakyBus()
+    pub = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", drain_interval=0.05)
+    await pub.start()
+    for i in range(100):
+        pub.emit(ev(i))
+    await wait_for(lambda: pub.published == 100)
+    bus.down = True
+    for i in range(100, 400):
+        pub.emit(ev(i))
+    await wait_for(lambda: pub.spooled == 300)
+    assert pub.status()["spool_pending"] == 300
+    assert not pub.kafka_ok
+    bus.down = False
+    await wait_for(lambda: pub.published == 400)
+    await pub.stop()
+    got = [e["ts"] for e in bus.values()]
+    assert got == list(range(400))          # each event once, in order
+    assert pub.dropped == 0 and pub.status()["spool_pending"] == 0
+    assert not list((tmp_path / "spool").glob("*.seg"))
+
+
+async def test_stop_while_down_spools_everything_and_restart_drains(tmp_path: Path) -> None:
+    bus = FlakyBus()
+    bus.down = True
+    pub = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", drain_interval=0.05)
+    await pub.start()
+    for i in range(50):
+        pub.emit(ev(i))
+    await pub.stop()
+    assert pub.status()["spool_pending"] == 50 and pub.dropped == 0
+    bus.down = False
+    pub2 = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", drain_interval=0.05)
+    await pub2.start()
+    await wait_for(lambda: pub2.published == 50)
+    await pub2.stop()
+    assert [e["ts"] for e in bus.values()] == list(range(50))
+
+
+async def test_spool_limit_drops_loudly(tmp_path: Path, caplog) -> None:
+    bus = FlakyBus()
+    bus.down = True
+    pub = EventPublisher(bus, Spool(tmp_path / "spool", limit_bytes=20_000), edge="e1")
+    await pub.start()
+    for i in range(500):
+        pub.emit(ev(i))
+    await wait_for(lambda: pub.spooled + pub.dropped == 500)
+    await pub.stop()
+    assert pub.dropped > 0 and pub.spooled > 0
+    assert any(r.levelname == "ERROR" and "dropped" in r.getMessage() for r in caplog.records)
