@@ -119,7 +119,7 @@ def _sorted(rules: Iterable[CompiledRule]) -> tuple[CompiledRule, ...]:
 class Matcher:
     """First-match lookup over an ordered rule list (compiled once per policy version)."""
 
-    __slots__ = ("_any", "_regex", "_rules", "_table", "size")
+    __slots__ = ("_any", "_min_depth", "_regex", "_rules", "_table", "_want", "size")
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         exact: dict[str, list[CompiledRule]] = {}
@@ -145,6 +145,10 @@ class Matcher:
             table[key] = (_sorted(dict.fromkeys(exact.get(key, ()))),
                           _sorted(dict.fromkeys(below.get(key, ()))))
         self._table = table
+        # Only suffixes with as many labels as some key can hit: skip the other probes.
+        depths = {k.count(".") + 1 for k in table}
+        self._want = tuple(d in depths for d in range(130))
+        self._min_depth = min(depths) if depths else 1 << 30
         self._any = _sorted(anyname)
         regex.sort(key=lambda t: t[0].index)
         self._regex = tuple(regex)
@@ -159,27 +163,34 @@ class Matcher:
         best: CompiledRule | None = None
         bi = _BIG
         table = self._table
-        e = table.get(name)
-        if e is not None:
-            for r in e[0]:
-                if (r.qtypes is None or qtype in r.qtypes) and (
-                        r.selector is None or r.selector.matches(client)):
-                    best = r
-                    bi = r.index
-                    break
-        i = name.find(".")
-        while i >= 0:
-            e = table.get(name[i + 1:])
+        want = self._want
+        k = name.count(".") + 1  # labels in the name
+        if k < 130 and want[k]:
+            e = table.get(name)
             if e is not None:
-                for r in e[1]:
-                    if r.index >= bi:
-                        break
+                for r in e[0]:
                     if (r.qtypes is None or qtype in r.qtypes) and (
                             r.selector is None or r.selector.matches(client)):
                         best = r
                         bi = r.index
                         break
+        k -= 1  # labels in the suffix after the next dot
+        min_depth = self._min_depth
+        i = name.find(".")
+        while i >= 0 and k >= min_depth:
+            if k < 130 and want[k]:
+                e = table.get(name[i + 1:])
+                if e is not None:
+                    for r in e[1]:
+                        if r.index >= bi:
+                            break
+                        if (r.qtypes is None or qtype in r.qtypes) and (
+                                r.selector is None or r.selector.matches(client)):
+                            best = r
+                            bi = r.index
+                            break
             i = name.find(".", i + 1)
+            k -= 1
         for r in self._any:
             if r.index >= bi:
                 break
