@@ -1,0 +1,167 @@
+"""The faust-streaming driver: the same ``StreamLogic`` wired to Kafka by a faust agent.
+
+* one agent reads ``<prefix>events`` (raw bytes, so a malformed record reaches our own
+  decoder and goes to the DLQ with partition, offset and reason, and the worker goes on);
+* outputs go to the telemetry/anomalies/alerts topics and auto-denies to the policies topic;
+* a table (``<group>-state``, backed by a compacted changelog topic) holds a checkpoint of
+  the logic's open windows, detector state and auto-denies, written whenever a pane closes,
+  so a restarted worker resumes its windows instead of starting empty.
+
+Checkpoints are pickled: the changelog is this worker's own internal topic, never input.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from typing import Any
+
+import faust
+
+from dnsflow.schema import RecordError, now_us
+from dnsflow.settings import Settings
+from dnsflow.topics import Topics
+from streams.logic import StreamLogic
+from streams.records import decode, dlq_record
+from streams.service import build_logic
+
+log = logging.getLogger("streams.faust")
+
+STATE_KEY = "logic"
+# Mutable state of the logic that a restart must resume (everything else is config).
+STATE_ATTRS = ("max_ts", "tmax", "holder", "blocked", "watermark", "next_close", "cur_ps",
+               "events", "late_dropped", "emitted", "tenants", "counts")
+
+
+def snapshot(logic: StreamLogic) -> bytes:
+    parts: dict[str, Any] = {a: getattr(logic, a) for a in STATE_ATTRS}
+    parts["telemetry"] = (logic.telemetry.panes, logic.telemetry.merged)
+    parts["detectors"] = {name: vars_of(getattr(logic, name)) for name in
+                          ("dga", "tunnel", "nxburst", "rate", "cross", "newdom")
+                          if getattr(logic, name) is not None}
+    parts["incidents"] = (logic.incidents.open, logic.incidents.suppressed)
+    parts["responder"] = (logic.responder.active, logic.responder.version)
+    parts["alerts"] = (logic.alerts.windows, logic.alerts.quiet_until)
+    return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_DET_STATE = {"dga": ("clients",), "tunnel": ("pairs",), "nxburst": ("hist",),
+              "rate": ("base", "started"), "cross": ("state",),
+              "newdom": ("known", "first", "budget", "unreported")}
+
+
+def vars_of(det: Any) -> dict[str, Any]:
+    name = next(k for k, v in _DET_STATE.items() if all(hasattr(det, a) for a in v))
+    return {a: getattr(det, a) for a in _DET_STATE[name]}
+
+
+def restore(logic: StreamLogic, data: bytes) -> None:
+    parts = pickle.loads(data)  # our own changelog topic, never input
+    for a in STATE_ATTRS:
+        setattr(logic, a, parts[a])
+    logic.telemetry.panes, logic.telemetry.merged = parts["telemetry"]
+    for name, attrs in parts["detectors"].items():
+        det = getattr(logic, name, None)
+        if det is not None:
+            for a, v in attrs.items():
+                setattr(det, a, v)
+    logic.incidents.open, logic.incidents.suppressed = parts["incidents"]
+    logic.responder.active, logic.responder.version = parts["responder"]
+    logic.alerts.windows, logic.alerts.quiet_until = parts["alerts"]
+
+
+def newest_checkpoint(table: Any) -> bytes | None:
+    best: tuple[int, bytes] | None = None
+    for key, value in list(table.items()):
+        if not str(key).startswith(STATE_KEY) or not value:
+            continue
+        wm = pickle.loads(value)["watermark"]
+        if best is None or wm > best[0]:
+            best = (wm, value)
+    return best[1] if best else None
+
+
+def make_app(settings: Settings, *, batch: int = 2000, flush_s: float = 0.5,
+             partitions: int = 6) -> faust.App:
+    """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``)."""
+    assert settings.kafka, "the faust worker needs a Kafka bootstrap"
+    logic = build_logic(settings)
+    cfg = logic.cfg
+    topics = Topics(settings.topic_prefix)
+    # The app id names the consumer group and the changelog topics: keep it under the prefix.
+    app = faust.App(
+        f"{settings.topic_prefix}{cfg.group}",
+        broker=[f"kafka://{b.strip()}" for b in settings.kafka.split(",")],
+        store="memory://",
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        producer_acks=1,
+        broker_commit_every=batch,
+        broker_commit_interval=1.0,
+        topic_partitions=partitions,
+    )
+    events = app.topic(topics.events, key_type=bytes, value_type=bytes)
+    out = {name: app.topic(topics.name(name), key_type=bytes, value_type=bytes)
+           for name in ("telemetry", "anomalies", "alerts", "policies", "dlq")}
+    # Co-partitioned with the events topic: a checkpoint is written under the key of the
+    # partition being processed; on restart the newest (highest watermark) one is resumed.
+    state = app.Table(f"{cfg.group}-state", default=None, partitions=partitions,
+                      key_type=str, value_type=bytes)
+    app.streams_logic = logic  # type: ignore[attr-defined]
+    stats = {"dlq": 0, "restored": False, "checkpoints": 0}
+    app.streams_stats = stats  # type: ignore[attr-defined]
+    topic_of = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
+
+    async def publish() -> None:
+        for o in logic.drain():
+            if o.type == "policy_update":
+                if o.record is not None:
+                    await out["policies"].send(key=o.record[0], value=o.record[1])
+                continue
+            import orjson
+
+            await out[topic_of[o.type]].send(key=o.key.encode(), value=orjson.dumps(o.value))
+
+    @app.agent(events)
+    async def process(stream: Any) -> None:
+        if not stats["restored"]:
+            saved = newest_checkpoint(state)
+            if saved:
+                restore(logic, saved)
+                log.info("streams: resumed windows from checkpoint (watermark %s)",
+                         logic.watermark)
+            stats["restored"] = True
+        last_flush = time.monotonic()
+        last_wm = logic.watermark
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ev = decode(event.value or b"", f"{msg.topic}[{msg.partition}]@{msg.offset}")
+            except RecordError as exc:
+                stats["dlq"] += 1
+                await out["dlq"].send(key=msg.topic.encode(), value=dlq_record(
+                    msg.topic, msg.partition, msg.offset, str(exc), event.value, event.key))
+                continue
+            logic.process(ev)
+            now = time.monotonic()
+            if logic.out or now - last_flush >= flush_s:
+                last_flush = now
+                await publish()
+            if logic.watermark != last_wm:
+                last_wm = logic.watermark
+                state[f"{STATE_KEY}:{msg.partition}"] = snapshot(logic)
+                stats["checkpoints"] += 1
+
+    @app.timer(interval=max(0.5, cfg.idle_advance_s))
+    async def idle_advance() -> None:
+        # no input for a while: let wall clock move event time so windows close
+        if logic.max_ts > -(1 << 61) and now_us() - logic.max_ts > cfg.idle_advance_s * 1e6:
+            logic.advance_to(now_us() - logic.grace)
+            await publish()
+
+    return app
