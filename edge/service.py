@@ -124,12 +124,19 @@ class EdgeService:
         cfg = self.cfg
         assert self.resolver is not None
         host, port = split_hostport(cfg.listen)
-        udp = UdpListener(self.resolver, host, port, cfg.reuse_port)
-        await udp.start()
-        # TCP on the same port as UDP (port 0 resolves to UDP's choice)
-        tcp = StreamListener(self.resolver, host, udp.port, idle_timeout=cfg.idle_timeout,
-                             reuse_port=cfg.reuse_port)
-        await tcp.start()
+        # TCP on the same port as UDP; with port 0 retry until a port is free for both
+        for attempt in range(20 if port == 0 else 1):
+            udp = UdpListener(self.resolver, host, port, cfg.reuse_port)
+            await udp.start()
+            tcp = StreamListener(self.resolver, host, udp.port, idle_timeout=cfg.idle_timeout,
+                                 reuse_port=cfg.reuse_port)
+            try:
+                await tcp.start()
+                break
+            except OSError:
+                await udp.stop()
+                if port != 0 or attempt == 19:
+                    raise
         self.listeners += [udp, tcp]
         self.ports.update(udp=udp.port, tcp=tcp.port)
         if cfg.dot_listen or cfg.doh_listen:

@@ -50,7 +50,7 @@ def local_answer(q: wire.Query, records: list[Any], follow: bytes | None = None
         reply.header.rcode = wire.NXDOMAIN
     if q.edns:
         reply.add_ar(RR(rtype=QTYPE.OPT, rclass=1232, ttl=0x8000 if q.do else 0))
-    data = reply.pack()
+    data = bytes(reply.pack())
     # echo the client's exact question bytes (dnslib keeps case, but be exact)
     qlen = len(q.qwire)
     data = data[:12] + q.qwire + data[12 + qlen:]
