@@ -21,6 +21,7 @@ from dnsflow.schema import RecordError, decode_json, parse_anomaly, parse_event
 
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
+UINT64_MAX = 2**64 - 1
 # DateTime64(6) covers 1900-01-01 .. 2299-12-31; keep to the epoch onwards.
 TS_MIN_US = 0
 TS_MAX_US = 10_413_791_999_000_000
@@ -100,7 +101,7 @@ def _fast_event(obj: dict[str, Any]) -> tuple[Any, ...] | None:
         or type(client_ip) is not str or type(qname) is not str
         or type(qtype) is not str or type(rcode) is not str
         or type(latency) is not int or not 0 <= latency <= UINT32_MAX
-        or type(pv) is not int or not 0 <= pv <= UINT32_MAX
+        or type(pv) is not int or not 0 <= pv <= UINT64_MAX
         or type(rule) is not str or type(upstream) is not str
         or type(pod) is not str or type(sa) is not str
         or transport not in TRANSPORTS or cache not in CACHE_STATES
@@ -139,11 +140,9 @@ def event_row(raw: bytes | None, where: str) -> tuple[Any, ...]:
         if key in data and not isinstance(data[key], str):
             data[key] = orjson.dumps(data[key]).decode()
     data["ts"] = ts_to_us(data["ts"], f"{where}: ts")
-    for key in ("latency_us", "policy_version"):
-        if data[key] > UINT32_MAX:
-            raise RecordError(
-                f"{where}: {key}: {data[key]} is too large to store (max {UINT32_MAX})"
-            )
+    for key, limit in (("latency_us", UINT32_MAX), ("policy_version", UINT64_MAX)):
+        if data[key] > limit:
+            raise RecordError(f"{where}: {key}: {data[key]} is too large to store (max {limit})")
     row = _fast_event(data)
     if row is None:  # pragma: no cover - the model guarantees the shape
         raise RecordError(f"{where}: event cannot be stored")

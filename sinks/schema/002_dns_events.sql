@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS dnsflow.dns_events
     cache           LowCardinality(String),
     decision        LowCardinality(String),
     rule            LowCardinality(String),
-    policy_version  UInt32                          CODEC(T64, ZSTD(1)),
+    policy_version  UInt64                          CODEC(T64, ZSTD(1)),
     upstream        LowCardinality(String),
     v               UInt8                           CODEC(T64, ZSTD(1)),
     extra           String                          DEFAULT '' CODEC(ZSTD(3)),
