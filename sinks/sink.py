@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -155,6 +157,7 @@ class Sink:
         self.busy = True
         try:
             await self.store_batch(msgs)
+            _fault_point("after-insert")
             await self._commit()
         finally:
             self.busy = False
@@ -224,6 +227,7 @@ class Sink:
                 f"insert into {table}",
             )
             self.stats.stored[table] = self.stats.stored.get(table, 0) + len(tb.rows)
+            log.debug("stored %d rows in %s (%s)", len(tb.rows), table, tb.ranges)
 
     async def _reconcile(self, msgs: list[Message]) -> None:
         """Learn which offsets are already stored for partitions that did not continue where
@@ -287,6 +291,21 @@ class Sink:
         """Stop retrying (shutdown deadline passed); uncommitted records will be replayed."""
         self._stop.set()
         self._abandon.set()
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def _fault_point(name: str) -> None:
+    """Crash testing: ``DNSFLOW_SINK_FAULT=after-insert:3`` SIGKILLs this process at the 3rd
+    time it reaches ``after-insert`` (stored, not committed: the worst moment to die)."""
+    spec = os.environ.get("DNSFLOW_SINK_FAULT", "")
+    if not spec.startswith(name + ":"):
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] >= int(spec.split(":", 1)[1]):
+        log.warning("fault injection: SIGKILL at %s", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SinkAborted(RuntimeError):

@@ -1,0 +1,60 @@
+"""The embedded sink service: migrates on start, stores, and answers `dnsflow query` while it
+holds chDB (through the loopback endpoint), then releases chDB on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import orjson
+
+from dnsflow.bus.memory import MemoryBus
+from dnsflow.settings import Settings
+from sinks.config import SinkConfig
+from sinks.service import build
+
+
+async def dnsflow_query(home, sql: str) -> tuple[int, str, str]:
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dnsflow", "query", "--home", str(home), "-f", "json", sql,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(p.communicate(), 60)
+    return p.returncode, out.decode(), err.decode()
+
+
+async def test_query_answers_through_the_running_service(tmp_path, events):
+    bus = MemoryBus()
+    [svc] = build(Settings(home=tmp_path), bus,
+                  config=SinkConfig(batch_rows=100, batch_ms=20))
+    await svc.start()
+    try:
+        assert (tmp_path / "query.endpoint").exists()
+        await bus.send_many(bus.topics.events, events.encoded(250))
+        deadline = time.monotonic() + 10
+        while svc.status()["stored"].get("dns_events", 0) < 250 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        rc, out, err = await dnsflow_query(
+            tmp_path, "SELECT count() AS n FROM dnsflow.dns_events")
+        assert rc == 0, err
+        assert orjson.loads(out) == {"n": 250}
+        rc, out, err = await dnsflow_query(tmp_path, "SELECT nope")
+        assert rc == 1 and "Unknown expression identifier" in err
+    finally:
+        await svc.stop()
+    assert not (tmp_path / "query.endpoint").exists()
+    rc, out, err = await dnsflow_query(tmp_path, "SELECT count() AS n FROM dnsflow.dns_events")
+    assert rc == 0 and orjson.loads(out) == {"n": 250}, err
+
+
+async def test_stop_flushes_what_was_gathered(tmp_path, events):
+    bus = MemoryBus()
+    [svc] = build(Settings(home=tmp_path), bus,
+                  config=SinkConfig(batch_rows=10_000, batch_ms=60_000, query_endpoint=False))
+    await svc.start()
+    await bus.send_many(bus.topics.events, events.encoded(40))
+    await asyncio.sleep(0.3)
+    await svc.stop()
+    assert svc.status()["stored"] == {"dns_events": 40}
+    assert sum(bus.committed("dnsflow-sink", bus.topics.events, p) or 0 for p in range(3)) == 40
