@@ -57,17 +57,65 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report["answered"] > 0 else 1
 
 
+DEMO_POLICIES = """\
+# Written by `dnsflow demo`; edit and re-run, or validate with `dnsflow policy validate`.
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {name: base, namespace: shop}
+spec:
+  tenant: shop
+  exports:
+    - {service: catalog, to: [payments]}    # payments may resolve catalog.shop.svc
+  rules:
+    - id: no-ad-trackers
+      match: {suffixes: [doubleclick.net, tracker.example]}
+      action: deny
+      log: true
+---
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {name: base, namespace: payments}
+spec:
+  tenant: payments
+  clients: {namespaces: ["*"]}
+  view:
+    records: [{name: vault.payments.internal, type: A, value: 10.20.0.5, ttl: 60}]
+  rules:
+    - id: card-network-pin
+      match: {names: [api.cardnet.example]}
+      action: rewrite
+      rewrite: {records: [{type: A, value: 10.20.0.9, ttl: 30}]}
+    - id: no-paste-sites
+      match: {suffixes: [pastebin.com]}
+      action: deny
+      denyMode: REFUSED
+---
+apiVersion: dnsflow.io/v1
+kind: ClusterDNSPolicy
+metadata: {name: guardrails}
+spec:
+  tier: guardrail
+  rules:
+    - id: no-tor
+      match: {suffixes: [onion]}
+      action: deny
+"""
+
+
 def write_demo_inputs(world: World, home: Path) -> dict[str, Path]:
     """The static identity map and the demo policies the edge and policy source read."""
     demo_dir = home / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
+    policies = demo_dir / "policies"
+    policies.mkdir(exist_ok=True)
+    (policies / "demo.yaml").write_text(DEMO_POLICIES)
     tenant_map = demo_dir / "tenants.yaml"
     tenant_map.write_text(yaml.safe_dump({
         "default": {"tenant": "unknown", "namespace": "unknown"},
         "clients": world.tenant_map(),
         "namespaces": world.namespace_tenant,
     }, sort_keys=False))
-    return {"tenant_map": tenant_map}
+    return {"tenant_map": tenant_map, "policies": policies}
 
 
 def demo_settings(settings: Settings, world: World, upstream: str) -> Settings:
@@ -80,7 +128,8 @@ def demo_settings(settings: Settings, world: World, upstream: str) -> Settings:
         **settings.edge,
     }
     streams = {"windows": [10], "auto_response": {"enabled": True}, **settings.streams}
-    return settings.model_copy(update={"edge": edge, "streams": streams})
+    policies = {"dir": str(inputs["policies"]), **settings.policies}
+    return settings.model_copy(update={"edge": edge, "streams": streams, "policies": policies})
 
 
 async def _read_topic(bus: Bus, topic: str) -> list[Message]:
@@ -214,6 +263,17 @@ def stored_rows(settings: Settings, since_us: int) -> int | None:
         return None
 
 
+def _latest_per_incident(anomalies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Anomalies are one record per incident plus updates: show each incident once, latest."""
+    latest: dict[str, dict[str, Any]] = {}
+    for a in anomalies:
+        evidence = a.get("evidence") or {}
+        key = str(evidence.get("incident") or (a.get("kind"), a.get("tenant"),
+                                               a.get("client_ip"), a.get("domain")))
+        latest[key] = a
+    return list(latest.values())
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"dnsflow demo: {report['sent']} queries in {report['seconds']:g}s, "
@@ -231,8 +291,10 @@ def render(report: dict[str, Any]) -> str:
             f"{(p50 / 1000 if p50 is not None else 0):>8.2f}"
         )
     lines += ["", f"telemetry windows published: {report['telemetry_windows']}"]
-    lines.append(f"anomalies: {len(report['anomalies'])}")
-    for a in report["anomalies"][:15]:
+    incidents = _latest_per_incident(report["anomalies"])
+    lines.append(f"anomalies: {len(incidents)} incidents ({len(report['anomalies'])} records "
+                 "incl. updates)")
+    for a in incidents[:15]:
         lines.append(
             f"  {a.get('severity', '?'):<8} {a.get('kind', '?'):<15} tenant={a.get('tenant')} "
             f"client={a.get('client_ip') or '-'} domain={a.get('domain') or '-'} "
@@ -240,11 +302,17 @@ def render(report: dict[str, Any]) -> str:
         )
     lines.append(f"alerts: {len(report['alerts'])}")
     for a in report["alerts"][:10]:
-        lines.append(f"  {a.get('rule', a.get('rule_id', '?'))}: {a.get('summary', a)}")
+        lines.append(f"  [{a.get('rule', '?')}] {a.get('summary', '')}")
     lines.append(f"policy changes: {len(report['policy_updates'])}")
     for p in report["policy_updates"][:10]:
-        lines.append(f"  {p.get('key')}: version={p.get('version')} "
-                     f"{p.get('cause') or p.get('source') or ''}")
+        denies = p.get("denies")
+        if denies is None:
+            lines.append(f"  {p.get('key')}: version {p.get('version')} from {p.get('source')}")
+            continue
+        for d in denies:
+            minutes = (int(d.get("expires_at_us", 0)) - int(p.get("published_at", 0))) / 60e6
+            lines.append(f"  {p.get('key')}: auto-deny {d.get('domain')} for {minutes:.0f} min "
+                         f"({d.get('kind')}: {str(d.get('cause', ''))[:60]})")
     if report.get("dlq"):
         lines.append(f"rejected records (dnsflow.dlq): {report['dlq']}")
     rows = report.get("stored_rows")

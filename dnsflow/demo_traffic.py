@@ -44,6 +44,7 @@ class World:
     namespace_tenant: dict[str, str]
     pods: list[Pod]
     nxdomain: set[str] = field(default_factory=set)
+    extras: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def tenant_map(self) -> list[dict[str, str]]:
         """CIDR → tenant/namespace entries for the edge's static identity map."""
@@ -76,7 +77,13 @@ def demo_world() -> World:
         Pod("analytics", "analytics", "etl-4f7a", "127.0.3.11"),
         Pod("analytics", "analytics", "notebook-3a9c", "127.0.3.77", role="tunnel"),
     ]
-    return World(services, ns_tenant, pods)
+    extras = {  # names only some tenants ask for, which their demo policies act on
+        "shop": ("ads.doubleclick.net", "pixel.tracker.example", "catalog.shop.svc.cluster.local"),
+        "payments": ("vault.payments.internal", "api.cardnet.example", "pastebin.com",
+                     "catalog.shop.svc.cluster.local"),
+        "analytics": ("hidden-service.onion", "warehouse", "etl"),
+    }
+    return World(services, ns_tenant, pods, extras=extras)
 
 
 class QueryMaker:
@@ -96,6 +103,9 @@ class QueryMaker:
             return self._tunnel(), rng.choice(("TXT", "TXT", "TXT", "A", "CNAME"))
         if pod.role == "discovery" and rng.random() < 0.5:
             return self._discovery(pod)
+        extras = self.world.extras.get(pod.tenant)
+        if extras and rng.random() < 0.08:
+            return rng.choice(extras), "A"
         if rng.random() < 0.45:
             own = self.world.services.get(pod.namespace, {})
             if own:

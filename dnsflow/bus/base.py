@@ -67,6 +67,12 @@ class Bus(abc.ABC):
 
     def __init__(self, topics: Topics | None = None) -> None:
         self.topics = topics or Topics()
+        self.source_id = "unknown"
+        """Names the log behind the offsets (Kafka cluster id, or one in-process bus instance).
+
+        Offsets are only unique per source: a consumer that records offsets durably (the sink)
+        keys them by ``source_id`` so a fresh in-process bus, whose offsets restart at 0, is
+        never mistaken for a replay of an earlier one."""
 
     @abc.abstractmethod
     async def start(self) -> None:

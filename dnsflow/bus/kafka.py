@@ -39,6 +39,7 @@ class KafkaBus(Bus):
         self._request_timeout_ms = request_timeout_ms
         self._create_topics = create_topics
         self._producer: AIOKafkaProducer | None = None
+        self.source_id = f"kafka:{bootstrap}"
 
     async def start(self) -> None:
         if self._create_topics:
@@ -70,6 +71,9 @@ class KafkaBus(Bus):
             await admin.close()
             raise BusError(f"kafka {self.bootstrap}: {exc}") from exc
         try:
+            cluster = await admin.describe_cluster()
+            if cluster.get("cluster_id"):
+                self.source_id = f"kafka:{cluster['cluster_id']}"
             existing = set(await admin.list_topics())
             new = [
                 NewTopic(s.name, s.partitions, 1, topic_configs=s.configs)

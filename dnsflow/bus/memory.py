@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 
 from dnsflow.bus.base import Bus, Consumer, Message, partition_for
@@ -27,6 +28,7 @@ class MemoryBus(Bus):
 
     def __init__(self, topics: Topics | None = None, partitions: int = 3) -> None:
         super().__init__(topics)
+        self.source_id = f"memory:{uuid.uuid4().hex[:16]}"
         self._default_partitions = partitions
         self._topics: dict[str, _Topic] = {}
         self._committed: dict[tuple[str, str, int], int] = {}

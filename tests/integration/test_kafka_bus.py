@@ -24,6 +24,7 @@ async def _drain(consumer, want: int, rounds: int = 40):
 
 async def test_topics_created_with_contract_configs(kafka_bootstrap, topic_prefix):
     async with KafkaBus(kafka_bootstrap, Topics(topic_prefix)) as bus:
+        assert bus.source_id.startswith("kafka:") and kafka_bootstrap not in bus.source_id
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
         await admin.start()
         try:

@@ -61,3 +61,7 @@ async def test_reader_from_end_sees_only_new_records_and_waits_for_them():
     assert await c.getmany(timeout_ms=10) == []
     await bus.send("x.alerts", b"new", key=b"r")
     assert [m.value for m in await c.getmany(timeout_ms=100)] == [b"new"]
+
+
+def test_each_in_process_bus_is_its_own_offset_source():
+    assert MemoryBus().source_id != MemoryBus().source_id
