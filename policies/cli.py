@@ -34,8 +34,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("validate", help="check policy files (errors one per line)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="YAML files or directories")
     _common(p)
-    p = sub.add_parser("apply", help="publish policy files to the policies topic")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = sub.add_parser("apply", help="publish policy files (and/or the cluster's DNSPolicy "
+                                      "resources) to the policies topic")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="also publish DNSPolicy/ClusterDNSPolicy resources (tenant = the "
+                        "namespace's dnsflow.io/tenant label)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="default: in-cluster, ~/.kube/config")
+    p.add_argument("--watch", action="store_true",
+                   help="keep running: republish on every change (files polled, Kubernetes "
+                        "watched) until SIGTERM/SIGINT")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="file polling interval for --watch (default 1s)")
     p.add_argument("--dry-run", action="store_true", help="show what would be published")
     p.add_argument("--prune", action="store_true",
                    help="empty tenants previously applied from the CLI that are not in PATH")
@@ -113,8 +123,18 @@ def _kafka_down(args: argparse.Namespace, exc: Exception) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     from dnsflow.bus.base import BusError
+    from dnsflow.cli import UsageError
     from policies.publisher import Publisher
 
+    if not args.paths and not args.kubernetes:
+        raise UsageError("dnsflow policy apply: give PATH... and/or --kubernetes")
+    if args.watch or args.kubernetes:
+        if args.dry_run:
+            raise UsageError("dnsflow policy apply: --dry-run works with PATH... only")
+        try:
+            return asyncio.run(_follow_sources(args, _bus(args, "publishing")))
+        except BusError as exc:
+            return _kafka_down(args, exc)
     built, _ = _load(args.paths)
     if built is None:
         return 1
@@ -141,6 +161,73 @@ def _apply(args: argparse.Namespace) -> int:
     if not changes:
         print("no changes: everything is already published")
     return 0
+
+
+async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
+    """`apply --watch` and/or `--kubernetes`: the policy service outside `dnsflow up`."""
+    import signal
+
+    from policies.loader import PolicySetError
+    from policies.publisher import Publisher
+    from policies.service import send_rejection
+    from policies.sources.yaml_dir import YamlDirSource
+
+    await bus.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    started: list[Any] = []
+    rc = 0
+    try:
+        if args.paths:
+            pub = Publisher(bus, source="cli", actor=args.actor)
+            await pub.load()
+
+            async def publish(docs: dict[str, dict[str, Any]]) -> None:
+                for c in await pub.publish(docs, prune=args.prune):
+                    print(f"published {c}", flush=True)
+
+            async def rejected(exc: PolicySetError) -> None:
+                nonlocal rc
+                rc = 1
+                for p in exc.problems:
+                    print(p, flush=True)
+                print(f"{len(exc.problems)} problem(s); last good version stays", file=sys.stderr)
+                await send_rejection(bus, "cli", exc)
+
+            src = YamlDirSource(list(args.paths), publish, rejected, args.interval)
+            await src.start()
+            started.append(src)
+        if args.kubernetes:
+            from policies.sources.kubernetes import KubernetesSource
+
+            kube = KubernetesSource(bus, kubeconfig=args.kubeconfig)
+            await kube.start()
+            started.append(kube)
+            if not args.watch:  # one pass: wait for the first complete sync
+                deadline = loop.time() + 60
+                while kube.syncs == 0 and loop.time() < deadline and not stop.is_set():
+                    await asyncio.sleep(0.05)
+                if kube.syncs == 0:
+                    print(f"dnsflow policy apply: no complete Kubernetes sync within 60s "
+                          f"({kube.last_error or 'no answer'})", file=sys.stderr)
+                    return 3
+                for key, errs in kube.status()["problems"].items():
+                    rc = 1
+                    for p in errs:
+                        print(f"{key}: {p}")
+                print(f"kubernetes: versions {kube.status()['versions']}")
+        if args.watch:
+            await stop.wait()
+        return rc
+    finally:
+        for s in reversed(started):
+            await s.stop()
+        await bus.stop()
 
 
 def _published(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

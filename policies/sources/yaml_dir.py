@@ -23,8 +23,8 @@ OnSet = Callable[[dict[str, dict[str, Any]]], Awaitable[None]]
 OnError = Callable[[PolicySetError], Awaitable[None]]
 
 
-def fingerprint(directory: Path) -> Fingerprint:
-    files, _ = policy_files([directory]) if directory.is_dir() else ([], [])
+def fingerprint(paths: list[Path]) -> Fingerprint:
+    files, _ = policy_files([p for p in paths if p.exists()])
     out = []
     for f in files:
         try:
@@ -39,9 +39,11 @@ class YamlDirSource:
     """Calls ``on_set`` with the publishable documents whenever the directory changes and
     the new set is valid; calls ``on_error`` (and keeps the last good set) otherwise."""
 
-    def __init__(self, directory: str | Path, on_set: OnSet, on_error: OnError,
-                 interval_s: float = 1.0) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: str | Path | list[str | Path], on_set: OnSet,
+                 on_error: OnError, interval_s: float = 1.0) -> None:
+        self.paths = [Path(p) for p in (directory if isinstance(directory, list)
+                                        else [directory])]
+        self.directory = self.paths[0]
         self.on_set = on_set
         self.on_error = on_error
         self.interval_s = interval_s
@@ -52,18 +54,19 @@ class YamlDirSource:
 
     @property
     def source(self) -> str:
-        return f"yaml:{self.directory.resolve()}"
+        return "yaml:" + ",".join(str(p.resolve()) for p in self.paths)
 
     async def check(self) -> bool:
         """Reload if anything changed; True if a new valid set was handed over."""
-        fp = fingerprint(self.directory)
+        fp = fingerprint(self.paths)
         if fp == self._seen:
             return False
         self._seen = fp
-        if not self.directory.is_dir():
-            log.warning("policy directory %s does not exist (yet)", self.directory)
+        missing = [p for p in self.paths if not p.exists()]
+        if missing:
+            log.warning("policy path %s does not exist (yet)", missing[0])
             return False
-        docs, problems = await asyncio.to_thread(load_paths, [self.directory])
+        docs, problems = await asyncio.to_thread(load_paths, self.paths)
         try:
             built = policyset.build(docs, problems)
         except PolicySetError as exc:
