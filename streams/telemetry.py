@@ -14,6 +14,7 @@ per-event cost does not grow with the number of windows. Approximations, stated:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,19 @@ def _percentile(hist: dict[int, int], total: int, q: float) -> int:
     return latency_value(max(hist))
 
 
+def top_names(names: dict[str, int], n: int) -> list[tuple[str, int]]:
+    """The ``n`` most queried names, ties by name; only candidates at the cut are sorted."""
+    if n <= 0 or not names:
+        return []
+    if len(names) > 4 * n:
+        cut = heapq.nlargest(n, names.values())[-1]
+        cand = [kv for kv in names.items() if kv[1] >= cut]
+    else:
+        cand = list(names.items())
+    cand.sort(key=lambda kv: (-kv[1], kv[0]))
+    return cand[:n]
+
+
 def render(tenant: str, start: int, size: int, p: Pane, top_n: int) -> dict[str, Any]:
     """The telemetry record published for one tenant and window."""
     rcode: dict[str, int] = {}
@@ -97,7 +111,7 @@ def render(tenant: str, start: int, size: int, p: Pane, top_n: int) -> dict[str,
         cache[ca] = cache.get(ca, 0) + n
     lookups = cache.get("hit", 0) + cache.get("miss", 0) + cache.get("stale", 0)
     overflow = p.overflow.count() if p.overflow is not None else 0
-    top = sorted(p.names.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
+    top = top_names(p.names, top_n)
     return {
         "v": 1,
         "ts": start + size,
