@@ -92,7 +92,9 @@ def compile_policies(
             cr = CompiledRule(
                 index=index,
                 rule_id=rid,
-                qtypes=frozenset(m.types) if m.types else None,
+                # both cases: a caller passing "a" must not slip past a rule for "A"
+                qtypes=frozenset(t for x in m.types for t in (x, x.lower())) if m.types
+                else None,
                 selector=sel,
                 verdict=_verdict(rule, rid, version),
                 response=response_cond(rule),

@@ -55,7 +55,7 @@ class Explanation:
 
 def _skip_reason(r: CompiledRule, client: ClientInfo, qtype: str) -> str | None:
     if r.qtypes is not None and qtype not in r.qtypes:
-        return f"type {qtype} not in {sorted(r.qtypes)}"
+        return f"type {qtype} not in {sorted(t for t in r.qtypes if t.isupper())}"
     s = r.selector
     if s is not None and not s.matches(client):
         if s.namespaces is not None and client.namespace not in s.namespaces:
@@ -151,7 +151,7 @@ def explain(store: PolicyStore, client: ClientInfo, qname: str, qtype: str) -> E
         why = f"first matching rule in precedence order ({_tier(decider)}): " \
               f"{_pattern(decider, name)}"
         if decider.qtypes:
-            why += f", types {sorted(decider.qtypes)}"
+            why += f", types {sorted(t for t in decider.qtypes if t.isupper())}"
     elif not verdict.rule:
         why = "no rule matches: default allow"
     else:  # cannot happen unless decide and the trace diverge

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +112,11 @@ class CompiledRule:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _sorted(rules: Iterable[CompiledRule]) -> tuple[CompiledRule, ...]:
-    return tuple(sorted(rules, key=lambda r: r.index))
+def _ordered(rules: list[CompiledRule]) -> tuple[CompiledRule, ...]:
+    """Rules are appended in index order; only duplicates (a pattern listed twice) go."""
+    if len(rules) <= 1:
+        return tuple(rules)
+    return tuple(sorted(dict.fromkeys(rules), key=lambda r: r.index))
 
 
 class Matcher:
@@ -141,15 +144,17 @@ class Matcher:
             for rx in r.regexes:
                 regex.append((r, re.compile(rx)))
         table: dict[str, tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]] = {}
-        for key in exact.keys() | below.keys():
-            table[key] = (_sorted(dict.fromkeys(exact.get(key, ()))),
-                          _sorted(dict.fromkeys(below.get(key, ()))))
+        none: tuple[CompiledRule, ...] = ()
+        for key, rs in exact.items():
+            table[key] = (_ordered(rs), none)
+        for key, rs in below.items():
+            table[key] = (table[key][0] if key in table else none, _ordered(rs))
         self._table = table
         # Only suffixes with as many labels as some key can hit: skip the other probes.
         depths = {k.count(".") + 1 for k in table}
         self._want = tuple(d in depths for d in range(130))
         self._min_depth = min(depths) if depths else 1 << 30
-        self._any = _sorted(anyname)
+        self._any = _ordered(anyname)
         regex.sort(key=lambda t: t[0].index)
         self._regex = tuple(regex)
         self.size = len(rules)

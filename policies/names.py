@@ -9,6 +9,10 @@ from __future__ import annotations
 import re
 
 _LABEL = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?|\*)$")
+_LABEL_SRC = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+# the common case in one match; the label-by-label loop below only explains failures
+_PLAIN = re.compile(rf"(?:{_LABEL_SRC}\.)*{_LABEL_SRC}")
+_WILD = re.compile(rf"\*\.(?:{_LABEL_SRC}\.)*{_LABEL_SRC}")
 
 
 def normalize(name: str) -> str:
@@ -24,6 +28,8 @@ def check_name(name: str, *, allow_wildcard: bool = False) -> str:
     norm = normalize(name.strip())
     if len(norm) > 253:
         raise ValueError(f"name {name!r} is longer than 253 characters")
+    if _PLAIN.fullmatch(norm) or (allow_wildcard and _WILD.fullmatch(norm)):
+        return norm
     labels = norm.split(".")
     for i, label in enumerate(labels):
         if label == "":

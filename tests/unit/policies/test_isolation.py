@@ -145,3 +145,17 @@ def test_isolation_applies_with_no_policy_at_all(mk_client):
     store.set_namespace_tenants(NS_MAP)
     v = store.decide(mk_client("acme", "shop"), "db.bank.svc.cluster.local", "A")
     assert v.isolated and v.policy_version == 0
+
+
+def test_answer_names_checked_with_hides(store, mk_client):
+    """The edge checks every name of an upstream answer: CNAME chains, SRV targets and the
+    targets of PTR answers for other tenants' addresses."""
+    c = mk_client("acme", "shop")
+    answer_names = {
+        "10-2-96-10.bank.pod.cluster.local.": True,     # PTR target, another tenant's pod
+        "db-0.db.vault.svc.cluster.local": True,        # SRV target
+        "web.shop.svc.cluster.local": False,            # own tenant
+        "api.bank.svc.cluster.local.": False,           # exported to acme
+        "cdn.example.net": False,
+    }
+    assert {n: store.hides(c, n) for n in answer_names} == answer_names
