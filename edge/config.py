@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -50,6 +51,10 @@ class EdgeConfig(BaseModel):
     spool_limit_mb: float = Field(default=1024, gt=0)
     events: bool = True
     event_queue: int = Field(default=200_000, ge=1000)
+    producer: Literal["librdkafka", "bus"] = Field(
+        default="librdkafka", description="events via librdkafka (fast) or the bus API")
+    kafka_timeout: float = Field(default=10.0, gt=0, description="seconds before an "
+                                 "undelivered event is spooled")
     metrics_listen: str | None = Field(default=None, description="host:port for /metrics")
     cluster_domain: str = "cluster.local"
     workers: int = Field(default=1, ge=1, le=64)

@@ -95,9 +95,8 @@ class EdgeService:
         if cfg.events and self.bus is not None:
             spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else (
                 self.home / "spool" / f"{cfg.name}-w{cfg.worker_index}")
-            self.publisher = EventPublisher(
-                self.bus, Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20))),
-                edge=cfg.name, max_queue=cfg.event_queue)
+            spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
+            self.publisher = make_publisher(self.bus, spool, cfg)
             await self.publisher.start()
         self.resolver = Resolver(
             identity=self.identity, policy=self.holder, cache=self.cache, pool=self.pool,
@@ -242,6 +241,21 @@ class EdgeService:
             "queries": dict(self.resolver.counters) if self.resolver else {},
             "workers": [w.pid for w in self.workers],
         }
+
+
+def make_publisher(bus: Bus, spool: Spool, cfg: EdgeConfig) -> EventPublisher:
+    """librdkafka for a Kafka bus (one event per record at ~2 µs), the bus API otherwise."""
+    bootstrap = getattr(bus, "bootstrap", None)
+    if bootstrap and cfg.producer == "librdkafka":
+        try:
+            from edge.telemetry.rdkafka import RdKafkaPublisher
+        except ImportError:
+            log.warning("confluent-kafka is not installed: publishing events through aiokafka")
+        else:
+            return RdKafkaPublisher(bus, spool, bootstrap=bootstrap, edge=cfg.name,
+                                    max_queue=cfg.event_queue,
+                                    message_timeout_ms=int(cfg.kafka_timeout * 1000))
+    return EventPublisher(bus, spool, edge=cfg.name, max_queue=cfg.event_queue)
 
 
 def _started(pool: UpstreamPool) -> UpstreamPool:

@@ -1,0 +1,273 @@
+"""dnsflow edge vs unbound (plain and with dnstap) under dnsperf, same query set, same core.
+
+    python -m bench.edge_qps [--kafka BOOTSTRAP] [--seconds 10] [--names 2000]
+
+The edge runs with identity (static map), policy (a tenant DNSPolicy from the policies topic)
+and telemetry on: every event is published to Kafka (a private local broker started with
+scripts/kafka-local unless --kafka is given) and counted there at the end. Each server is
+pinned to the same CPU (taskset), dnsperf to the other; caches are warmed before measuring.
+Server CPU per answered query comes from /proc/<pid>/stat. Cache-miss added latency = edge
+(forwarding to unbound) minus asking that unbound directly, for fresh names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from edge.peers import (
+    FstrmCapture,
+    KafkaLocal,
+    Unbound,
+    cpu_seconds,
+    free_port,
+    stop_process,
+    wait_dns,
+)
+
+POLICY = """
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {name: bench, namespace: bench-ns}
+spec:
+  tenant: bench
+  rules:
+    - {id: no-ads, match: {suffixes: [ads.example.com, tracker.example.net]}, action: deny}
+    - {id: no-doh, match: {names: [dns.google, cloudflare-dns.com]}, action: deny}
+    - id: pin
+      match: {names: [pinned.bench.test]}
+      action: rewrite
+      rewrite: {records: [{type: A, value: 192.0.2.1}]}
+"""
+
+TENANT_MAP = """
+default: {tenant: guests, namespace: guests}
+namespaces: {bench-ns: bench, other-ns: other}
+clients:
+  - {cidr: 127.0.0.0/8, tenant: bench, namespace: bench-ns, pod: dnsperf-0}
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[edge_qps] {msg}", file=sys.stderr, flush=True)
+
+
+def cpus() -> tuple[str, str]:
+    """(server cpu, load cpu): different cores when there are two or more."""
+    n = os.cpu_count() or 1
+    return ("1", "0") if n >= 2 else ("0", "0")
+
+
+def dnsperf(port: int, datafile: Path, seconds: float, load_cpu: str) -> dict[str, float]:
+    cmd = ["taskset", "-c", load_cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
+           str(datafile), "-l", str(seconds), "-c", "4", "-T", "1", "-q", "256", "-t", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    text = out.stdout
+    def grab(pattern: str) -> float:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else 0.0
+    return {"qps": grab(r"Queries per second:\s+([\d.]+)"),
+            "completed": grab(r"Queries completed:\s+(\d+)"),
+            "sent": grab(r"Queries sent:\s+(\d+)"),
+            "lost": grab(r"Queries lost:\s+(\d+)")}
+
+
+def measure(name: str, pid: int, port: int, datafile: Path, seconds: float,
+            load_cpu: str) -> dict[str, float]:
+    warm = dnsperf(port, datafile, 2, load_cpu)
+    c0 = cpu_seconds(pid)
+    r = dnsperf(port, datafile, seconds, load_cpu)
+    c1 = cpu_seconds(pid)
+    r["cpu_us_per_query"] = (c1 - c0) * 1e6 / r["completed"] if r["completed"] else 0.0
+    r["warm_completed"] = warm["completed"]
+    log(f"{name}: {r['qps']:.0f} qps, {r['completed']:.0f} answered, lost {r['lost']:.0f}, "
+        f"cpu {r['cpu_us_per_query']:.1f} us/query")
+    return r
+
+
+def query(port: int, name: str, sock: socket.socket) -> float:
+    """One UDP A query; microseconds until the reply."""
+    qid = int.from_bytes(os.urandom(2), "big")
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack("!HH", 1, 1)
+    t0 = time.perf_counter_ns()
+    sock.sendto(q, ("127.0.0.1", port))
+    while True:
+        data = sock.recv(65535)
+        if data[:2] == q[:2]:
+            return (time.perf_counter_ns() - t0) / 1000
+
+
+def miss_latency(edge_port: int, up_port: int, n: int) -> tuple[float, float, int]:
+    """p50/p99 of (edge miss - direct upstream) over n fresh names each."""
+    direct, via = [], []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for i in range(n):
+            direct.append(query(up_port, f"m{i}.bench.test", s))
+            via.append(query(edge_port, f"e{i}.bench.test", s))
+    direct.sort()
+    via.sort()
+    def pct(xs: list[float], p: float) -> float:
+        return xs[min(len(xs) - 1, int(p * len(xs)))]
+    return (pct(via, 0.5) - pct(direct, 0.5), pct(via, 0.99) - pct(direct, 0.99), 2 * n)
+
+
+async def publish_policy(bootstrap: str, prefix: str) -> None:
+    from dnsflow.bus import open_bus
+    from policies import policyset, records
+
+    bus = open_bus(bootstrap, prefix)
+    await bus.start()
+    try:
+        recs = [records.encode(doc, 1, time.time_ns() // 1000, "bench", "bench")
+                for doc in policyset.from_text(POLICY, "bench.yaml").values()]
+        await bus.send_many(bus.topics.policies, recs)
+    finally:
+        await bus.stop()
+
+
+async def count_events(bootstrap: str, topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic)
+        if parts is None:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        begin = await c.beginning_offsets(tps)
+        end = await c.end_offsets(tps)
+        return sum(end[tp] - begin[tp] for tp in tps)
+    finally:
+        await c.stop()
+
+
+def start_edge(work: Path, bootstrap: str, prefix: str, up_port: int, cpu: str,
+               extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    tmap = work / "tenants.yaml"
+    tmap.write_text(TENANT_MAP)
+    cmd = ["taskset", "-c", cpu, sys.executable, "-m", "dnsflow", "edge", "--kafka", bootstrap,
+           "--topic-prefix", prefix, "--home", str(work / "edge-home"), "--listen",
+           f"127.0.0.1:{port}", "--upstream", f"udp://127.0.0.1:{up_port}", "--tenant-map",
+           str(tmap), "--name", "bench-edge", "--log-level", "WARNING", *(extra or [])]
+    logf = open(work / "edge.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+    wait_dns(port, 30, proc)
+    return proc, port
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.edge_qps", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kafka", help="use this Kafka instead of starting a private one")
+    ap.add_argument("--seconds", type=float, default=10.0, help="each dnsperf run (default 10)")
+    ap.add_argument("--names", type=int, default=2000, help="distinct names in the query set")
+    ap.add_argument("--miss-samples", type=int, default=300)
+    args = ap.parse_args(argv)
+    server_cpu, load_cpu = cpus()
+    work = Path(tempfile.mkdtemp(prefix="bench-edge-qps-"))
+    names = [f"host{i}.bench.test" for i in range(args.names)]
+    local = [f"{n}. 3600 IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
+             for i, n in enumerate(names)]
+    local += [f"m{i}.bench.test. 3600 IN A 10.200.{i // 256}.{i % 256}"
+              for i in range(args.miss_samples)]
+    local += [f"e{i}.bench.test. 3600 IN A 10.201.{i // 256}.{i % 256}"
+              for i in range(args.miss_samples)]
+    datafile = work / "queries.txt"
+    datafile.write_text("".join(f"{n} A\n" for n in names))
+    kafka = None
+    procs: list[subprocess.Popen] = []
+    result: dict[str, float] = {}
+    try:
+        bootstrap = args.kafka
+        if not bootstrap:
+            log("starting a private Kafka (scripts/kafka-local)")
+            kafka = KafkaLocal(work / "kafka")
+            bootstrap = kafka.start()
+        prefix = f"bench{uuid.uuid4().hex[:8]}."
+        asyncio.run(publish_policy(bootstrap, prefix))
+
+        # upstream for the edge's misses (not on the measured core's critical path once warm)
+        upstream = Unbound(local, workdir=work / "ub-upstream", cpu=int(load_cpu)).start()
+        try:
+            edge, edge_port = start_edge(work, bootstrap, prefix, upstream.port, server_cpu)
+            procs.append(edge)
+            time.sleep(1.0)  # policy subscription catches up
+            r = measure("dnsflow", edge.pid, edge_port, datafile, args.seconds, load_cpu)
+            result["dnsflow_qps"] = r["qps"]
+            result["cpu_us_per_query_dnsflow"] = r["cpu_us_per_query"]
+            answered = r["completed"] + r["warm_completed"]
+            p50, p99, _ = miss_latency(edge_port, upstream.port, args.miss_samples)
+            answered += args.miss_samples + 1  # + the readiness probe
+            result["miss_p50_added_us"] = p50
+            result["miss_p99_added_us"] = p99
+            log("stopping the edge (graceful: flushes every event)")
+            stop_process(edge, 120)
+        finally:
+            upstream.stop()
+
+        ub = Unbound(local, workdir=work / "ub-plain", cpu=int(server_cpu)).start()
+        try:
+            r = measure("unbound", ub.pid, ub.port, datafile, args.seconds, load_cpu)
+            result["unbound_qps"] = r["qps"]
+            result["cpu_us_per_query_unbound"] = r["cpu_us_per_query"]
+        finally:
+            ub.stop()
+
+        cap = FstrmCapture(work).start()
+        try:
+            ubt = Unbound(local, workdir=work / "ub-dnstap", cpu=int(server_cpu),
+                          dnstap_socket=cap.socket).start()
+            try:
+                r = measure("unbound+dnstap", ubt.pid, ubt.port, datafile, args.seconds,
+                            load_cpu)
+                result["unbound_dnstap_qps"] = r["qps"]
+            finally:
+                ubt.stop()
+        finally:
+            cap.stop()
+        log(f"dnstap capture: {cap.size()} bytes")
+
+        events = asyncio.run(count_events(bootstrap, prefix + "events"))
+        result["events_in_kafka"] = events
+        result["edge_answered"] = answered
+        log(f"events in Kafka: {events} for {answered:.0f} answered queries")
+    finally:
+        for p in procs:
+            stop_process(p)
+        if kafka is not None:
+            kafka.stop()
+    ratio = result["dnsflow_qps"] / result["unbound_qps"] if result.get("unbound_qps") else 0
+    ratio_t = (result["dnsflow_qps"] / result["unbound_dnstap_qps"]
+               if result.get("unbound_dnstap_qps") else 0)
+    print(f"bench edge_qps: dnsflow_qps={result['dnsflow_qps']:.0f} "
+          f"unbound_qps={result['unbound_qps']:.0f} "
+          f"unbound_dnstap_qps={result['unbound_dnstap_qps']:.0f} ratio={ratio:.2f} "
+          f"ratio_dnstap={ratio_t:.2f} "
+          f"cpu_us_per_query_dnsflow={result['cpu_us_per_query_dnsflow']:.1f} "
+          f"cpu_us_per_query_unbound={result['cpu_us_per_query_unbound']:.1f} "
+          f"events_in_kafka={result['events_in_kafka']} "
+          f"edge_answered={result['edge_answered']:.0f} "
+          f"miss_p50_added_us={result['miss_p50_added_us']:.0f} "
+          f"miss_p99_added_us={result['miss_p99_added_us']:.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

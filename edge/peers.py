@@ -1,0 +1,258 @@
+"""Real peers on loopback for integration tests and benchmarks: unbound (plain, DoT, DoH,
+dnstap), fstrm_capture, and the local Kafka script. Every process is started here and stopped
+by its PID; nothing listens beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port for UDP+TCP on 127.0.0.1")
+
+
+def dns_probe(port: int, name: str = "probe.invalid", host: str = "127.0.0.1",
+              timeout: float = 0.5) -> bytes | None:
+    """One UDP query; the raw reply or None."""
+    q = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(q, (host, port))
+            return s.recv(65535)
+        except OSError:
+            return None
+
+
+def wait_dns(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before answering DNS")
+        if dns_probe(port) is not None:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answered DNS on 127.0.0.1:{port} within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    from edge.tls import self_signed
+
+    return self_signed(directory, "localhost")
+
+
+class Unbound:
+    """``unbound -d`` with a generated config: local-data zones, no recursion to the internet.
+
+    ``tls_port``/``https_port`` make it a DoT/DoH server too; ``dnstap_socket`` logs every
+    client query and response to that unix socket (for ``fstrm_capture``).
+    """
+
+    def __init__(self, local_data: Iterable[str], *, zones: Sequence[str] = ("bench.test",),
+                 port: int | None = None, threads: int = 1, tls_port: int | None = None,
+                 https_port: int | None = None, dnstap_socket: str | None = None,
+                 workdir: Path | None = None, cpu: int | None = None,
+                 extra: Sequence[str] = ()) -> None:
+        self.local_data = list(local_data)
+        self.zones = list(zones)
+        self.port = port or free_port()
+        self.threads = threads
+        self.tls_port = tls_port
+        self.https_port = https_port
+        self.dnstap_socket = dnstap_socket
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="unbound-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cpu = cpu
+        self.extra = list(extra)
+        self.proc: subprocess.Popen | None = None
+        self.cert: Path | None = None
+
+    def config(self) -> str:
+        lines = [
+            "server:",
+            "  verbosity: 0",
+            f"  num-threads: {self.threads}",
+            f"  interface: 127.0.0.1@{self.port}",
+            f"  port: {self.port}",
+            "  do-daemonize: no",
+            '  chroot: ""',
+            '  username: ""',
+            f'  directory: "{self.dir}"',
+            f'  pidfile: "{self.dir}/unbound.pid"',
+            '  logfile: ""',
+            "  use-syslog: no",
+            "  do-ip6: no",
+            "  access-control: 127.0.0.0/8 allow",
+            "  so-reuseport: no",
+            "  msg-cache-size: 64m",
+            "  rrset-cache-size: 64m",
+            "  num-queries-per-thread: 4096",
+            "  outgoing-range: 64",
+            "  do-not-query-localhost: yes",
+            "  qname-minimisation: no",
+            "  module-config: \"iterator\"",
+            "  minimal-responses: yes",
+            "  edns-buffer-size: 1232",
+        ]
+        if self.tls_port or self.https_port:
+            cert, key = make_cert(self.dir / "tls")
+            self.cert = cert
+            lines += [f'  tls-service-key: "{key}"', f'  tls-service-pem: "{cert}"']
+            if self.tls_port:
+                lines += [f"  interface: 127.0.0.1@{self.tls_port}", f"  tls-port: {self.tls_port}"]
+            if self.https_port:
+                lines += [f"  interface: 127.0.0.1@{self.https_port}",
+                          f"  https-port: {self.https_port}", "  http-notls-downstream: no"]
+        for z in self.zones:
+            lines.append(f'  local-zone: "{z}." static')
+        for rr in self.local_data:
+            lines.append(f'  local-data: "{rr}"')
+        lines += [f"  {x}" for x in self.extra]
+        if self.dnstap_socket:
+            lines += [
+                "dnstap:",
+                "  dnstap-enable: yes",
+                f'  dnstap-socket-path: "{self.dnstap_socket}"',
+                "  dnstap-send-identity: yes",
+                "  dnstap-send-version: yes",
+                "  dnstap-log-client-query-messages: yes",
+                "  dnstap-log-client-response-messages: yes",
+            ]
+        lines += ["remote-control:", "  control-enable: no"]
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 15.0) -> Unbound:
+        if not shutil.which("unbound"):
+            raise RuntimeError("unbound is not installed (scripts/install-peers)")
+        conf = self.dir / "unbound.conf"
+        conf.write_text(self.config())
+        cmd = ["unbound", "-d", "-c", str(conf)]
+        if self.cpu is not None:
+            cmd = ["taskset", "-c", str(self.cpu), *cmd]
+        self.log = open(self.dir / "unbound.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_dns(self.port, timeout, self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"unbound: {exc}: {(self.dir / 'unbound.log').read_text()[-800:]}"
+                               ) from None
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        with contextlib.suppress(Exception):
+            self.log.close()
+
+    def __enter__(self) -> Unbound:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FstrmCapture:
+    """``fstrm_capture`` reading dnstap frames from a unix socket into a file."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.socket = str(workdir / "dnstap.sock")
+        self.out = workdir / "dnstap.fstrm"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> FstrmCapture:
+        self.proc = subprocess.Popen(
+            ["fstrm_capture", "-t", "protobuf:dnstap.Dnstap", "-u", self.socket,
+             "-w", str(self.out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.socket):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("fstrm_capture did not create its socket")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def size(self) -> int:
+        return self.out.stat().st_size if self.out.exists() else 0
+
+
+class KafkaLocal:
+    """``scripts/kafka-local`` in a private state directory (stopped by its own PID file)."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.script = ROOT / "scripts" / "kafka-local"
+        self.bootstrap = ""
+
+    def _run(self, verb: str, timeout: float) -> str:
+        env = {**os.environ, "KAFKA_LOCAL_DIR": str(self.state)}
+        out = subprocess.run(["bash", str(self.script), verb], env=env, capture_output=True,
+                             text=True, timeout=timeout)
+        if out.returncode != 0 and verb == "start":
+            raise RuntimeError(f"kafka-local start failed: {out.stderr.strip()[-500:]}")
+        return out.stdout.strip()
+
+    def start(self) -> str:
+        self.bootstrap = self._run("start", 300).splitlines()[-1]
+        return self.bootstrap
+
+    def stop(self) -> None:
+        self._run("stop", 120)
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.state / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (and its reaped children) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+    return (utime + stime + cutime + cstime) / ticks

@@ -1,0 +1,174 @@
+"""Event publisher on librdkafka (confluent-kafka): one event per Kafka record at ~2 µs each.
+
+Why: aiokafka's ``send`` costs ~13 µs of Python per record, more than answering a cached
+query twice over. librdkafka batches, compresses and talks to the broker in its own C
+threads; the edge only calls ``produce`` (~1 µs). Success is not reported per record
+(``delivery.report.only.error``), so a delivered event costs no Python callback.
+
+Failure model: when the broker is away, librdkafka keeps records for ``message.timeout.ms``
+and then reports each one as failed; those go to the spool (in the order reported) and from
+then on new events are spooled too, behind them. A drainer re-produces spooled chunks and
+commits a chunk only after a flush reported no failure for it, so nothing is lost; an event
+is duplicated only if a broker wrote it but its acknowledgement was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from dnsflow.bus import Bus
+from edge.telemetry.publisher import EventPublisher
+from edge.telemetry.spool import Record, Spool
+
+log = logging.getLogger(__name__)
+
+
+class RdKafkaPublisher(EventPublisher):
+    def __init__(self, bus: Bus, spool: Spool, *, bootstrap: str, edge: str,
+                 topic: str | None = None, max_queue: int = 200_000,
+                 message_timeout_ms: int = 10_000, linger: float = 0.01,
+                 drain_interval: float = 1.0) -> None:
+        super().__init__(bus, spool, edge=edge, topic=topic, max_queue=max_queue,
+                         linger=linger, drain_interval=drain_interval, batch=5_000)
+        self.bootstrap = bootstrap
+        self._failed: list[Record] = []
+        self._drain_failed = 0
+        self.produced = 0
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "client.id": f"dnsflow-edge-{edge}",
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "compression.type": "lz4",
+            "acks": 1,
+            "enable.idempotence": False,
+            "message.timeout.ms": message_timeout_ms,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 1 << 20,
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_failed,
+            "error_cb": self._on_error,
+            "log_level": 3,
+        })
+
+    # librdkafka callbacks (run inside poll/flush, on the caller's thread)
+    def _on_failed(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failed.append((msg.key(), msg.value()))
+
+    def _on_drain_failed(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._drain_failed += 1
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.last_error = str(err)
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT) and self.kafka_ok:
+            log.warning("kafka %s unreachable: %s (events are kept, then spooled)",
+                        self.bootstrap, err)
+
+    def _produce(self, records: list[Record], drain: bool = False) -> int:
+        """Hand records to librdkafka; returns how many it refused (queue full)."""
+        produce = self.producer.produce
+        topic = self.topic
+        cb = self._on_drain_failed if drain else None
+        for i, (key, value) in enumerate(records):
+            try:
+                if cb is None:
+                    produce(topic, value, key)
+                else:
+                    produce(topic, value, key, on_delivery=cb)
+            except BufferError:
+                return len(records) - i
+            except KafkaException as exc:
+                self.last_error = str(exc)
+                return len(records) - i
+        self.produced += len(records)
+        return 0
+
+    def _collect_failures(self) -> None:
+        self.producer.poll(0)
+        if self._failed:
+            failed, self._failed = self._failed, []
+            self.send_errors += len(failed)
+            self.produced -= len(failed)
+            if self.kafka_ok:
+                log.warning("kafka %s: %d events not delivered; spooling to %s",
+                            self.bootstrap, len(failed), self.spool.dir)
+            self.kafka_ok = False
+            self._spool_records(failed)
+
+    async def _pump(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.linger)
+            self._collect_failures()
+            while self.queue:
+                await self.flush_once()
+
+    async def flush_once(self) -> None:
+        records = self.encode(self._take(self.batch))
+        if self.kafka_ok and self.spool.empty:
+            refused = self._produce(records)
+            if refused:
+                self._spool_records(records[len(records) - refused:])
+        else:
+            self._spool_records(records)
+
+    async def drain_once(self) -> bool:
+        self.spool.flush()
+        records, cursor = self.spool.peek(self.batch * 4)
+        if cursor is None:
+            return False
+        if records:
+            self._drain_failed = 0
+            refused = self._produce(records, drain=True)
+            remaining = await asyncio.to_thread(self.producer.flush, 30.0)
+            if refused or self._drain_failed or remaining:
+                self.produced -= len(records) - refused
+                return False
+        self.spool.commit(cursor, len(records))
+        if self.spool.empty and not self._failed and not self.kafka_ok:
+            log.warning("kafka is back: spool drained")
+            self.kafka_ok = True
+        return True
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        deadline = time.monotonic() + timeout
+        while self.queue:
+            await self.flush_once()
+        # wait for in-flight records; what fails (or is still queued at the deadline) spools
+        remaining = await asyncio.to_thread(self.producer.flush,
+                                            max(1.0, deadline - time.monotonic()))
+        if remaining:
+            # not confirmed in time: purge them so their failure reports put them in the spool
+            log.warning("kafka: %d events unconfirmed at shutdown; spooling them", remaining)
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.poll(0.5)
+        self._collect_failures()
+        while not self.spool.empty and self.kafka_ok and time.monotonic() < deadline:
+            if not await self.drain_once():
+                break
+        self.spool.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.producer)
+
+    def status(self) -> dict[str, Any]:
+        st = super().status()
+        inflight = len(self.producer)
+        st["published"] = max(0, self.produced - inflight)
+        st["in_flight"] = inflight
+        st["producer"] = "librdkafka"
+        return st
