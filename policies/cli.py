@@ -223,6 +223,7 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
                 print(f"kubernetes: versions {kube.status()['versions']}")
         if args.watch:
             await stop.wait()
+            return 0  # a graceful stop; problems along the way were reported as they came
         return rc
     finally:
         for s in reversed(started):

@@ -123,3 +123,39 @@ async def test_apply_changed_file_is_enforced_by_follower(kafka_bootstrap, topic
     assert logs[1]["previous_hash"] == logs[0]["hash"]
     assert logs[1]["change"] == "changed shop/base: ~rule ads"
     assert logs[1]["source"] == "cli"
+
+
+async def test_apply_watch_republishes_on_change(kafka_bootstrap, topic_prefix, tmp_path):
+    """`dnsflow policy apply --watch DIR`: the policy source as its own process."""
+    import signal
+
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "acme.yaml").write_text(V1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dnsflow", "policy", "apply", "--watch", "--interval", "0.1",
+         "--kafka", kafka_bootstrap, "--topic-prefix", topic_prefix, str(pdir)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
+    await bus.start()
+    store = PolicyStore()
+    follower = PolicyFollower(bus, store, poll_ms=50)
+    await follower.start()
+    try:
+        await _wait(lambda: store.version("acme") == 1, 60)
+        (pdir / "acme.yaml").write_text(V2)
+        await _wait(lambda: store.version("acme") == 2)
+        assert store.decide(ACME, "x.tracker.net", "A").action == "deny"
+        # a broken edit is reported and changes nothing
+        (pdir / "acme.yaml").write_text(V2 + "---\nkind: Nope\n")
+        await asyncio.sleep(1.0)
+        assert store.version("acme") == 2
+    finally:
+        await follower.stop()
+        await bus.stop()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert "published acme: new -> v1" in out and "published acme: v1 -> v2" in out, out + err
+    assert "document 2: kind: unknown kind 'Nope'" in out
+    assert proc.returncode == 0  # graceful stop on SIGTERM
