@@ -93,3 +93,32 @@ def test_replay_cli_text_and_missing_file(tmp_path, ev, lt):
                               str(tmp_path / "nope.jsonl")], capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 2 and "nope.jsonl" in missing.stderr
+
+
+async def test_same_input_same_output_under_service_and_replay(ev, lt):
+    from streams.config import StreamsConfig
+    from streams.logic import StreamLogic
+
+    events = traffic(ev, lt)
+    direct = StreamLogic(StreamsConfig())
+    for e in events:
+        direct.process(dict(e))
+    direct.flush()
+    expected = sorted(orjson.dumps(o.value) for o in direct.drain()
+                      if o.type in ("telemetry", "anomaly", "alert"))
+    bus = MemoryBus()
+    (svc,) = build(Settings(), bus)
+    await svc.start()
+    await bus.send_many(bus.topics.events, [(e["tenant"].encode(), orjson.dumps(e))
+                                            for e in events])
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if svc.status()["events"] >= len(events):
+            break
+    await svc.stop()
+    t = bus.topics
+    got = []
+    for topic in (t.telemetry, t.anomalies, t.alerts):
+        got += [m.value for m in await read_all(bus, topic)]
+    got.sort()
+    assert got == expected

@@ -1,0 +1,77 @@
+import asyncio
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+
+from streams_helpers import T0, make_logic
+
+from streams.alerts import Webhook
+from streams.faust_app import restore, snapshot
+from streams.webhook import WebhookSender
+
+
+def traffic(ev, lt):
+    events = [ev(T0 + i * 100_000, "shop", f"10.0.0.{i % 4}", f"n{i % 9}.example.com")
+              for i in range(1500)]
+    events += [ev(T0 + i * 500_000, "shop", "10.0.0.66", name, rcode="NXDOMAIN")
+               for i, name in enumerate(lt.dga_family("necurs", 2, 200))]
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def test_restarted_logic_resumes_windows_from_checkpoint(ev, lt):
+    events = traffic(ev, lt)
+    whole = make_logic()
+    for e in events:
+        whole.process(e)
+    whole.flush()
+    expected = [(o.type, o.key, o.value) for o in whole.drain()]
+
+    first = make_logic()
+    half = len(events) // 2
+    for e in events[:half]:
+        first.process(e)
+    got = [(o.type, o.key, o.value) for o in first.drain()]
+    data = snapshot(first)  # the worker dies here; a new one restores the checkpoint
+    second = make_logic()
+    restore(second, data)
+    for e in events[half:]:
+        second.process(e)
+    second.flush()
+    got += [(o.type, o.key, o.value) for o in second.drain()]
+    assert got == expected
+    assert any(t == "anomaly" for t, _, _ in got)
+
+
+class _Hook(BaseHTTPRequestHandler):
+    calls: list[dict] = []
+    fail_first = 2
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Hook.calls.append(body)
+        code = 503 if len(_Hook.calls) <= _Hook.fail_first else 204
+        self.send_response(code)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+async def test_webhook_retries_until_delivered_and_counts_failures():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    sender = WebhookSender()
+    await sender.start()
+    try:
+        ok = await sender.post(Webhook(url=url, retries=3, backoff_s=0.01), {"rule": "r1"})
+        assert ok and len(_Hook.calls) == 3 and _Hook.calls[-1] == {"rule": "r1"}
+        dead = Webhook(url="http://127.0.0.1:9/none", retries=1, backoff_s=0.01, timeout_s=1)
+        assert not await sender.post(dead, {"rule": "r2"})
+        assert sender.status()["sent"] == 1 and sender.status()["failed"] == 1
+        sender.submit(Webhook(url=url, retries=0), {"rule": "r3"})
+        await asyncio.wait_for(sender.queue.join(), 5)
+        assert _Hook.calls[-1] == {"rule": "r3"}
+    finally:
+        await sender.stop()
+        server.shutdown()
