@@ -143,8 +143,13 @@ class Unbound:
                           f"  https-port: {self.https_port}", "  http-notls-downstream: no"]
         for z in self.zones:
             lines.append(f'  local-zone: "{z}." static')
+            if not any(" SOA " in rr and rr.split()[0].rstrip(".") == z for rr in self.local_data):
+                # negative answers carry the zone SOA, as a real authoritative zone's do
+                lines.append(f'  local-data: "{z}. 3600 IN SOA ns.{z}. hostmaster.{z}. '
+                             f'1 3600 600 86400 60"')
         for rr in self.local_data:
-            lines.append(f'  local-data: "{rr}"')
+            quote = "'" if '"' in rr else '"'
+            lines.append(f"  local-data: {quote}{rr}{quote}")
         lines += [f"  {x}" for x in self.extra]
         if self.dnstap_socket:
             lines += [

@@ -109,7 +109,7 @@ class _StreamProtocol(asyncio.Protocol):
         # half-close: finish pending answers, then close
         if not self.pending and self.transport is not None:
             self.transport.close()
-        return True
+        return self.l.ssl is None  # TLS transports cannot stay half-open
 
 
 class StreamListener:
