@@ -43,6 +43,9 @@ class EdgeConfig(BaseModel):
     tenant_map: str | None = None
     kubernetes: bool = False
     kubeconfig: str | None = None
+    kube_api: str | None = Field(default=None, description="API server URL without auth "
+                                 "(kubectl proxy, tests); default in-cluster or kubeconfig")
+    kube_sync_timeout: float = Field(default=10.0, ge=0)
     default_tenant: str = "default"
     default_namespace: str = ""
     cache_size: int = Field(default=100_000, ge=0)

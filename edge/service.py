@@ -78,8 +78,14 @@ class EdgeService:
         if cfg.kubernetes:
             from edge.identity.k8s import KubernetesIdentity
 
-            self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig)
+            self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig,
+                                          host=cfg.kube_api)
             await self.k8s.start()
+            try:  # serve with a synced identity map when the API answers quickly
+                await asyncio.wait_for(self.k8s.ready.wait(), cfg.kube_sync_timeout)
+            except TimeoutError:
+                log.warning("kubernetes identity not synced after %.0fs; unknown clients get "
+                            "the default tenant until it is", cfg.kube_sync_timeout)
         if self.bus is not None and cfg.subscribe_policies and not self._injected_policy:
             snap = Path(cfg.policy_snapshot) if cfg.policy_snapshot else (
                 self.home / "edge-policy.snapshot")
@@ -237,7 +243,8 @@ class EdgeService:
             "upstreams": self.pool.status() if self.pool else {},
             "policy": (self.subscription.status() if self.subscription else
                        {"available": POLICIES_AVAILABLE, "injected": self._injected_policy}),
-            "identity": self.identity.size(),
+            "identity": {**self.identity.size(),
+                         **({"kubernetes": self.k8s.status()} if self.k8s else {})},
             "queries": dict(self.resolver.counters) if self.resolver else {},
             "workers": [w.pid for w in self.workers],
         }

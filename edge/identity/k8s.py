@@ -1,0 +1,201 @@
+"""Client identity from a Kubernetes watch of pods and namespaces (the ``kubernetes`` client).
+
+pod IP -> (tenant, namespace, pod, service account, labels); a namespace's tenant is its
+``dnsflow.io/tenant`` label, else the namespace name. The client is synchronous, so each
+list+watch runs in a daemon thread and posts changes to the event loop, which rebuilds the
+identity table (debounced) and swaps it in whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from edge.identity.table import IdentityTable
+from edge.policy.compat import ClientInfo
+
+log = logging.getLogger(__name__)
+
+TENANT_LABEL = "dnsflow.io/tenant"
+
+
+def api_client(kubeconfig: str | None = None, host: str | None = None) -> Any:
+    """In-cluster config, else the kubeconfig; ``host`` alone for tests and proxies."""
+    from kubernetes import client, config
+
+    if host:
+        cfg = client.Configuration()
+        cfg.host = host
+        return client.ApiClient(cfg)
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config()
+            return client.ApiClient()
+        except config.ConfigException:
+            pass
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+class _Watch(threading.Thread):
+    """list, then watch, forever; re-list after any disconnect (so nothing is missed)."""
+
+    def __init__(self, owner: KubernetesIdentity, what: str, list_fn: Callable[..., Any]) -> None:
+        super().__init__(name=f"edge-k8s-{what}", daemon=True)
+        self.owner = owner
+        self.what = what
+        self.list_fn = list_fn
+        self.stopped = threading.Event()
+        self.watch: Any = None
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            return obj
+        return self.owner.api.sanitize_for_serialization(obj)
+
+    def run(self) -> None:
+        from kubernetes import watch
+        from urllib3.exceptions import ReadTimeoutError
+
+        backoff = 0.2
+        timeout = self.owner.timeout
+        while not self.stopped.is_set():
+            try:
+                listing = self.list_fn(_request_timeout=timeout)
+                items = [self._dict(i) for i in (listing["items"] if isinstance(listing, dict)
+                                                 else listing.items)]
+                self.owner.post(self.what, "RESET", items)
+                self.watch = watch.Watch()
+                for ev in self.watch.stream(self.list_fn, timeout_seconds=max(1, int(timeout) - 1),
+                                            _request_timeout=timeout):
+                    if self.stopped.is_set():
+                        break
+                    obj = ev.get("raw_object") or ev.get("object")
+                    self.owner.post(self.what, ev.get("type", ""), [self._dict(obj)])
+                backoff = 0.2
+            except ReadTimeoutError:
+                continue
+            except Exception as exc:
+                if self.stopped.is_set():
+                    break
+                self.owner.errors += 1
+                self.owner.last_error = f"{self.what}: {type(exc).__name__}: {exc}"
+                log.warning("kubernetes watch of %s failed: %s (retrying)", self.what, exc)
+                self.stopped.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.watch is not None:
+            with contextlib.suppress(Exception):
+                self.watch.stop()
+
+
+class KubernetesIdentity:
+    def __init__(self, table: IdentityTable, *, kubeconfig: str | None = None,
+                 host: str | None = None, api: Any = None, timeout: float = 30.0,
+                 debounce: float = 0.05) -> None:
+        self.table = table
+        self.api = api if api is not None else api_client(kubeconfig, host)
+        self.timeout = timeout
+        self.debounce = debounce
+        self.pods: dict[str, dict[str, Any]] = {}        # "ns/name" -> pod
+        self.namespaces: dict[str, dict[str, str]] = {}  # name -> labels
+        self.errors = 0
+        self.last_error = ""
+        self.synced: set[str] = set()
+        self._threads: list[_Watch] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: asyncio.TimerHandle | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        from kubernetes import client
+
+        self._loop = asyncio.get_running_loop()
+        core = client.CoreV1Api(self.api)
+        self._threads = [_Watch(self, "namespaces", core.list_namespace),
+                         _Watch(self, "pods", core.list_pod_for_all_namespaces)]
+        for t in self._threads:
+            t.start()
+
+    def post(self, what: str, kind: str, objs: list[dict[str, Any]]) -> None:
+        """From a watch thread: apply on the loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._apply, what, kind, objs)
+
+    def _apply(self, what: str, kind: str, objs: list[dict[str, Any]]) -> None:
+        if what == "namespaces":
+            if kind == "RESET":
+                self.namespaces = {}
+            for o in objs:
+                meta = o.get("metadata") or {}
+                name = meta.get("name")
+                if not name:
+                    continue
+                if kind == "DELETED":
+                    self.namespaces.pop(name, None)
+                else:
+                    self.namespaces[name] = dict(meta.get("labels") or {})
+        else:
+            if kind == "RESET":
+                self.pods = {}
+            for o in objs:
+                meta = o.get("metadata") or {}
+                key = f"{meta.get('namespace')}/{meta.get('name')}"
+                phase = (o.get("status") or {}).get("phase")
+                if kind == "DELETED" or phase in ("Succeeded", "Failed"):
+                    self.pods.pop(key, None)
+                else:
+                    self.pods[key] = o
+        if kind == "RESET":
+            self.synced.add(what)
+        if self._pending is None and self._loop is not None:
+            self._pending = self._loop.call_later(self.debounce, self._rebuild)
+
+    def tenant_of(self, namespace: str) -> str:
+        labels = self.namespaces.get(namespace) or {}
+        return labels.get(TENANT_LABEL) or namespace
+
+    def _rebuild(self) -> None:
+        self._pending = None
+        pods: dict[str, ClientInfo] = {}
+        for pod in self.pods.values():
+            meta = pod.get("metadata") or {}
+            status = pod.get("status") or {}
+            spec = pod.get("spec") or {}
+            ns = meta.get("namespace") or ""
+            ips = [p.get("ip") for p in status.get("podIPs") or [] if p.get("ip")]
+            if status.get("podIP") and status["podIP"] not in ips:
+                ips.append(status["podIP"])
+            if spec.get("hostNetwork"):
+                continue  # node addresses are shared: not a pod identity
+            labels = MappingProxyType({str(k): str(v)
+                                       for k, v in (meta.get("labels") or {}).items()})
+            for ip in ips:
+                pods[ip] = ClientInfo(ip=ip, tenant=self.tenant_of(ns), namespace=ns,
+                                      pod=meta.get("name") or "",
+                                      service_account=spec.get("serviceAccountName") or "",
+                                      labels=labels)
+        ns_tenants = {ns: self.tenant_of(ns) for ns in self.namespaces}
+        self.table.set_namespaces(ns_tenants)
+        self.table.set_pods(pods)
+        if {"namespaces", "pods"} <= self.synced:
+            self.ready.set()
+
+    async def stop(self) -> None:
+        for t in self._threads:
+            t.stop()
+        for t in self._threads:
+            await asyncio.to_thread(t.join, 2.0)
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def status(self) -> dict[str, Any]:
+        return {"pods": len(self.pods), "namespaces": len(self.namespaces),
+                "synced": sorted(self.synced), "errors": self.errors,
+                "last_error": self.last_error}
