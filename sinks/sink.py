@@ -28,6 +28,7 @@ import orjson
 from dnsflow.bus import Bus, BusError, Consumer, Message
 from dnsflow.schema import RecordError, now_us
 from sinks.config import SinkConfig
+from sinks.gcpause import gc_paused
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
 
@@ -168,6 +169,39 @@ class Sink:
 
     async def store_batch(self, msgs: list[Message]) -> None:
         await self._reconcile(msgs)
+        with gc_paused():
+            batches, rejects = self._convert(msgs)
+        if rejects:
+            records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
+            await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
+                              f"DLQ {self.dlq_topic}")
+            self.stats.rejected += len(rejects)
+            for m, reason in rejects[:3]:
+                log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
+        for table, tb in batches.items():
+            with gc_paused():
+                data: list[Any] = [list(c) for c in zip(*tb.rows, strict=True)]
+                tb.rows.clear()
+                if tb.spec.finish is not None:
+                    tb.spec.finish(data)
+            data.append(tb.partitions)
+            data.append(tb.offsets)
+            columns = (*tb.spec.columns, *COORDINATES)
+            token = batch_token(table, ((p, a, b) for p, (a, b) in tb.ranges.items()))
+            await self._retry(
+                lambda t=table, c=columns, d=data, k=token: asyncio.to_thread(
+                    self.store.insert, t, c, d, k
+                ),
+                f"insert into {table}",
+            )
+            n = len(tb.offsets)
+            self.stats.stored[table] = self.stats.stored.get(table, 0) + n
+            log.debug("stored %d rows in %s (%s)", n, table, tb.ranges)
+
+    def _convert(
+        self, msgs: list[Message]
+    ) -> tuple[dict[str, _TableBatch], list[tuple[Message, str]]]:
+        """Rows per table and rejects with reasons; skips offsets already stored."""
         batches: dict[str, _TableBatch] = {}
         rejects: list[tuple[Message, str]] = []
         skip = self._skip
@@ -207,27 +241,7 @@ class Sink:
                 tb.ranges[msg.partition] = [msg.offset, msg.offset]
             else:
                 rng[1] = msg.offset
-        if rejects:
-            records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
-            await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
-                              f"DLQ {self.dlq_topic}")
-            self.stats.rejected += len(rejects)
-            for m, reason in rejects[:3]:
-                log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
-        for table, tb in batches.items():
-            data: list[Any] = [list(c) for c in zip(*tb.rows, strict=True)]
-            data.append(tb.partitions)
-            data.append(tb.offsets)
-            columns = (*tb.spec.columns, *COORDINATES)
-            token = batch_token(table, ((p, a, b) for p, (a, b) in tb.ranges.items()))
-            await self._retry(
-                lambda t=table, c=columns, d=data, k=token: asyncio.to_thread(
-                    self.store.insert, t, c, d, k
-                ),
-                f"insert into {table}",
-            )
-            self.stats.stored[table] = self.stats.stored.get(table, 0) + len(tb.rows)
-            log.debug("stored %d rows in %s (%s)", len(tb.rows), table, tb.ranges)
+        return batches, rejects
 
     async def _reconcile(self, msgs: list[Message]) -> None:
         """Learn which offsets are already stored for partitions that did not continue where

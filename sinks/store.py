@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sinks.dsn import Dsn, connect, one_line
+from sinks.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class Store:
             ctx.data = data
             ctx.column_oriented = True
             ctx.settings["insert_deduplication_token"] = token
-            self.client.insert(context=ctx)
+            with gc_paused():
+                self.client.insert(context=ctx)
         except Exception as exc:
             self._reset()
             raise StoreError(

@@ -6,11 +6,14 @@ import orjson
 import pytest
 
 from dnsflow.schema import RecordError, parse_event
-from sinks.rows import EVENT_COLUMNS, event_row, policy_log_row, telemetry_row
+from sinks.rows import EVENT_COLUMNS, event_row, finish_events, policy_log_row, telemetry_row
 
 
 def row_dict(raw: bytes) -> dict:
-    return dict(zip(EVENT_COLUMNS, event_row(raw, "event"), strict=True))
+    """One stored row as the sink builds it: row, then per-column normalisation."""
+    columns = [[v] for v in event_row(raw, "event")]
+    finish_events(columns)
+    return {name: col[0] for name, col in zip(EVENT_COLUMNS, columns, strict=True)}
 
 
 def test_well_formed_event_is_normalised_like_the_model(events):
@@ -33,7 +36,7 @@ def test_pod_and_service_account_are_columns_and_unknown_fields_kept(events):
 @pytest.mark.parametrize(
     "over",
     [{"ts": "2026-01-02T03:04:05.000006Z"}, {"ts": 1767323045.5}, {"latency_us": 12.0},
-     {"policy_version": "7"}],
+     {"policy_version": "7"}, {"v": True}, {"pod": 5}],
 )
 def test_unusual_but_valid_values_take_the_model_path(events, over):
     e = events.one(3, **over)
@@ -70,6 +73,9 @@ def test_invalid_events_are_rejected_with_the_core_reason(events, over, drop, ne
 def test_values_the_columns_cannot_hold_are_rejected_not_stored(events):
     with pytest.raises(RecordError, match="latency_us"):
         event_row(orjson.dumps(events.one(5, latency_us=2**40)), "event")
+    with pytest.raises(RecordError, match="policy_version"):
+        raw = orjson.dumps(events.one(5, policy_version=7)).replace(b":7,", b":%d," % 2**64)
+        event_row(raw, "event")
     with pytest.raises(RecordError, match="outside the storable range"):
         event_row(orjson.dumps(events.one(5, ts=-5)), "event")
 
