@@ -119,10 +119,28 @@ def _ordered(rules: list[CompiledRule]) -> tuple[CompiledRule, ...]:
     return tuple(sorted(dict.fromkeys(rules), key=lambda r: r.index))
 
 
-class Matcher:
-    """First-match lookup over an ordered rule list (compiled once per policy version)."""
+def _packed(rules: list[CompiledRule]) -> CompiledRule | tuple[CompiledRule, ...]:
+    ordered = _ordered(rules)
+    return ordered[0] if len(ordered) == 1 else ordered
 
-    __slots__ = ("_any", "_min_depth", "_regex", "_rules", "_table", "_want", "size")
+
+def _unpacked(e: CompiledRule | tuple[CompiledRule, ...] | None) -> tuple[CompiledRule, ...]:
+    if e is None:
+        return ()
+    return (e,) if isinstance(e, CompiledRule) else e
+
+
+class Matcher:
+    """First-match lookup over an ordered rule list (compiled once per policy version).
+
+    ``_exact`` maps a name to the rules matching exactly it (exact names, suffix apexes);
+    ``_below`` maps a zone to the rules matching names strictly below it (suffixes,
+    ``*.`` wildcards). A value is the rule itself when only one rule has that key (the
+    common case: one pointer less to chase per probe), else a tuple in rule order.
+    """
+
+    __slots__ = ("_any", "_below", "_exact", "_min_depth", "_regex", "_rules", "_want",
+                 "size")
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         exact: dict[str, list[CompiledRule]] = {}
@@ -143,15 +161,10 @@ class Matcher:
                 below.setdefault(s, []).append(r)
             for rx in r.regexes:
                 regex.append((r, re.compile(rx)))
-        table: dict[str, tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]] = {}
-        none: tuple[CompiledRule, ...] = ()
-        for key, rs in exact.items():
-            table[key] = (_ordered(rs), none)
-        for key, rs in below.items():
-            table[key] = (table[key][0] if key in table else none, _ordered(rs))
-        self._table = table
+        self._exact = {k: _packed(v) for k, v in exact.items()}
+        self._below = {k: _packed(v) for k, v in below.items()}
         # Only suffixes with as many labels as some key can hit: skip the other probes.
-        depths = {k.count(".") + 1 for k in table}
+        depths = {k.count(".") + 1 for k in exact.keys() | below.keys()}
         self._want = tuple(d in depths for d in range(130))
         self._min_depth = min(depths) if depths else 1 << 30
         self._any = _ordered(anyname)
@@ -167,13 +180,12 @@ class Matcher:
         """The first rule (in order) matching ``name`` (canonical), ``qtype`` and ``client``."""
         best: CompiledRule | None = None
         bi = _BIG
-        table = self._table
         want = self._want
         k = name.count(".") + 1  # labels in the name
         if k < 130 and want[k]:
-            e = table.get(name)
+            e = self._exact.get(name)
             if e is not None:
-                for r in e[0]:
+                for r in (e,) if e.__class__ is CompiledRule else e:
                     if (r.qtypes is None or qtype in r.qtypes) and (
                             r.selector is None or r.selector.matches(client)):
                         best = r
@@ -181,12 +193,13 @@ class Matcher:
                         break
         k -= 1  # labels in the suffix after the next dot
         min_depth = self._min_depth
+        below = self._below
         i = name.find(".")
         while i >= 0 and k >= min_depth:
             if k < 130 and want[k]:
-                e = table.get(name[i + 1:])
+                e = below.get(name[i + 1:])
                 if e is not None:
-                    for r in e[1]:
+                    for r in (e,) if e.__class__ is CompiledRule else e:
                         if r.index >= bi:
                             break
                         if (r.qtypes is None or qtype in r.qtypes) and (
@@ -216,16 +229,12 @@ class Matcher:
     def candidates(self, name: str) -> list[CompiledRule]:
         """Every rule whose name patterns match ``name``, in order (for explain/responses)."""
         found: dict[int, CompiledRule] = {}
-        e = self._table.get(name)
-        if e is not None:
-            for r in e[0]:
-                found[r.index] = r
+        for r in _unpacked(self._exact.get(name)):
+            found[r.index] = r
         i = name.find(".")
         while i >= 0:
-            e = self._table.get(name[i + 1:])
-            if e is not None:
-                for r in e[1]:
-                    found[r.index] = r
+            for r in _unpacked(self._below.get(name[i + 1:])):
+                found[r.index] = r
             i = name.find(".", i + 1)
         for r in self._any:
             found[r.index] = r
