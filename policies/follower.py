@@ -20,6 +20,8 @@ from policies.store import PolicyStore
 from policies.types import PolicyRecordError
 
 log = logging.getLogger(__name__)
+# Records above this size compile in a worker thread so the event loop keeps serving.
+THREAD_THRESHOLD = 256 * 1024
 
 
 class PolicyFollower:
@@ -62,13 +64,17 @@ class PolicyFollower:
                                              max_records=1000)
         changed = 0
         for m in batch:
-            if self._apply(m):
+            if await self._apply(m):
                 changed += 1
         return changed
 
-    def _apply(self, m: Message) -> bool:
+    async def _apply(self, m: Message) -> bool:
         try:
-            if not self.store.apply_record(m.key, m.value):
+            if m.value is not None and len(m.value) > THREAD_THRESHOLD:
+                applied = await asyncio.to_thread(self.store.apply_record, m.key, m.value)
+            else:
+                applied = self.store.apply_record(m.key, m.value)
+            if not applied:
                 return False
         except PolicyRecordError as exc:
             self.rejected += 1

@@ -62,7 +62,9 @@ def _normalize(qname: str) -> str:
 
 
 class PolicyStore:
-    """Thread-compatible (one writer, asyncio readers); every change swaps whole objects."""
+    """One writer, many readers: every change builds new objects and swaps them in with a
+    single assignment, so ``apply_record`` may run in a worker thread (big policies take
+    seconds to compile) while ``decide`` keeps answering from the previous version."""
 
     def __init__(self, cluster_domain: str = "cluster.local") -> None:
         self.cluster_domain = _normalize(cluster_domain)
@@ -224,7 +226,7 @@ class PolicyStore:
                     info.exports[e.service] = info.exports.get(e.service, frozenset()) | \
                         frozenset(e.to)
         self._iso = iso
-        for st in self._tenants.values():
+        for st in list(self._tenants.values()):  # readers may add tenants meanwhile
             st.isolation_verdicts = {}
 
     def set_namespace_tenants(self, mapping: Mapping[str, str]) -> None:

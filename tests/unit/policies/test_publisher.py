@@ -135,3 +135,41 @@ async def test_follower_sends_bad_records_to_dlq():
         assert "not valid JSON" in dlq[0]["reason"] and dlq[0]["value"] == "{oops"
     finally:
         await follower.stop()
+
+
+async def test_follower_compiles_big_policies_off_the_event_loop():
+    from policies import records
+    from policies.follower import THREAD_THRESHOLD
+
+    bus = MemoryBus()
+    doc = records.tenant_document("acme", [])
+    doc["policies"] = [{"apiVersion": "dnsflow.io/v1", "kind": "DNSPolicy",
+                        "metadata": {"name": "big", "namespace": "shop"},
+                        "spec": {"tenant": "acme", "rules": [
+                            {"id": f"r{i}", "match": {"names": [f"h{i}.example.com"]},
+                             "action": "deny"} for i in range(8000)]}}]
+    key, value = records.encode(doc, 1, 0, "t", "t")
+    assert len(value) > THREAD_THRESHOLD
+    store = PolicyStore()
+    follower = PolicyFollower(bus, store, poll_ms=20)
+    await follower.start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    t = asyncio.create_task(ticker())
+    try:
+        await bus.send(bus.topics.policies, value, key=key)
+        for _ in range(500):
+            if store.version("acme") == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert store.decide(ACME, "h7999.example.com", "A").rule == "shop/big#r7999"
+        assert ticks > 1  # the loop kept running while it compiled
+    finally:
+        t.cancel()
+        await follower.stop()
