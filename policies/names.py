@@ -26,6 +26,12 @@ def check_name(name: str, *, allow_wildcard: bool = False) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError("empty name")
     norm = normalize(name.strip())
+    if not norm.isascii():  # queries carry IDNs as punycode: match what arrives
+        try:
+            norm = norm.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"name {name!r}: not a valid internationalised name ({exc})") \
+                from None
     if len(norm) > 253:
         raise ValueError(f"name {name!r} is longer than 253 characters")
     if _PLAIN.fullmatch(norm) or (allow_wildcard and _WILD.fullmatch(norm)):

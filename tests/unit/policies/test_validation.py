@@ -58,6 +58,14 @@ CASES = [
      "bad regex"),
     (_rule("{match: {regex: ['" + "a" * 600 + "']}, action: deny}"),
      "spec.rules[0].match.regex[0]", "longer than 512"),
+    (_rule("{match: {regex: ['(a+)+b']}, action: deny}"), "spec.rules[0].match.regex[0]",
+     "repeat inside a repeat"),
+    (_rule("{match: {regex: ['x', '(a|ab)*c']}, action: deny}"),
+     "spec.rules[0].match.regex[1]", "alternation inside a repeat"),
+    (_rule("{match: {regex: ['(.)\\1']}, action: deny}"), "spec.rules[0].match.regex[0]",
+     "backreference"),
+    (_rule("{match: {names: ['" + "x" * 70 + "\u00e9.com']}, action: deny}"),
+     "spec.rules[0].match.names[0]", "not a valid internationalised name"),
     (_rule("{match: {types: [A, BOGUS]}, action: deny}"), "spec.rules[0].match.types[1]",
      "unknown query type 'BOGUS'"),
     (_rule("{match: {response: {answerCIDRs: [10.0.0.1/8]}}, action: deny}"),
@@ -250,3 +258,8 @@ def test_missing_path_and_whole_set_rejected(tmp_path):
     assert "no such file or directory" in str(problems[0])
     with pytest.raises(PolicySetError):
         policyset.from_paths([tmp_path])
+
+
+def test_unicode_names_become_punycode(make_store, mk_client):
+    store = make_store(_rules("{match: {names: ['B\u00fccher.example']}, action: deny}"))
+    assert store.decide(mk_client(), "xn--bcher-kva.example.", "A").action == "deny"
