@@ -142,6 +142,18 @@ def explain(store: PolicyStore, client: ClientInfo, qname: str, qtype: str) -> E
             trace.append(f"match   {tag}")
         else:
             trace.append(f"later   {tag}: not reached (an earlier rule decided)")
+    _, response = store.rules_for(client.tenant)
+    if response is not None and verdict.action in ("allow", "redirect"):
+        for r in response.candidates(name):
+            if _skip_reason(r, client, qtype) is None and r.response is not None:
+                cond = []
+                if r.response.networks:
+                    cond.append("an answer IP in " + ", ".join(str(n) for n in
+                                                              r.response.networks))
+                if r.response.rcodes:
+                    cond.append("rcode " + "/".join(sorted(r.response.rcodes)))
+                trace.append(f"answer  {r.rule_id} [{_tier(r)}, {r.verdict.action}] applies "
+                             f"after the upstream answers if it has {' and '.join(cond)}")
     if verdict.rule.startswith("auto:"):
         why = (f"auto-deny {verdict.rule} from the streams' automatic response (before the "
                f"tenant's own rules)")

@@ -106,3 +106,23 @@ def test_apply_needs_kafka_but_dry_run_does_not(files, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "would publish acme: new -> v1" in out and "would publish globex: new -> v1" in out
     assert main(["policy", "apply", "--dry-run", str(files / "bad.yaml")]) == 1
+
+
+def test_explain_mentions_response_rules(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("""
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  tenant: acme
+  rules:
+    - id: rebind
+      match: {suffixes: [example.com], response: {answerCIDRs: [10.0.0.0/8]}}
+      action: deny
+""")
+    assert main(["policy", "explain", "--tenant", "acme", "--namespace", "shop", "--name",
+                 "www.example.com", str(tmp_path / "p.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "decision: allow" in out
+    assert "answer  shop/p#rebind [tenant policy, deny] applies after the upstream answers " \
+           "if it has an answer IP in 10.0.0.0/8" in out
