@@ -28,6 +28,31 @@ from edge.upstream.pool import UpstreamPool
 log = logging.getLogger(__name__)
 
 _NAMES_MAX = 200_000
+_FAST_MAX = 100_000
+_FAST_TTL = 1.0   # a memoised decision is re-checked at least this often (auto-deny expiry)
+
+
+class _Fast:
+    """A UDP cache hit memoised by (client IP, packet bytes after the ID): the answer tail
+    (client's flags and case, TTLs as of ``sec``) and the event fields are precomputed, so a
+    repeat costs a dict lookup, one concatenation and an event tuple."""
+
+    __slots__ = ("entry", "gen", "head", "limit", "mtail", "q", "rate", "sec", "tail", "until")
+
+    def __init__(self, entry: Any, gen: tuple[int, int], head: tuple[Any, ...],
+                 mtail: tuple[Any, ...], q: wire.Query, rate: tuple[float, int] | None,
+                 limit: int, until: float) -> None:
+        self.entry = entry
+        self.gen = gen
+        self.head = head
+        self.mtail = mtail
+        self.q = q
+        self.rate = rate
+        self.limit = limit
+        self.until = until
+        self.sec = -1
+        self.tail = b""
+
 _LETTERS = string.ascii_lowercase
 
 
@@ -57,6 +82,7 @@ class Resolver:
         self._pool_factory = pool_factory or (lambda urls: UpstreamPool.from_urls(urls))
         self._pools: dict[tuple[str, ...], UpstreamPool] = {}
         self._names: dict[bytes, str] = {}
+        self._fast: dict[tuple[str, bytes], _Fast] = {}
         self._views: dict[str, tuple[int, View, dict[str, list[Any]]]] = {}
         self.counters = {"queries": 0, "formerr": 0, "dropped": 0, "servfail": 0,
                          "truncated": 0, "denied": 0, "rate_limited": 0, "isolated": 0}
@@ -115,6 +141,12 @@ class Resolver:
         t0 = time.perf_counter()
         ts = now_us()
         self.counters["queries"] += 1
+        if transport == "udp":
+            f = self._fast.get((ip, data[2:]))
+            if f is not None:
+                out = self._answer_fast(f, data, ip, t0, ts)
+                if out is not None:
+                    return out
         try:
             q = wire.parse_query(data)
         except wire.WireError as exc:
@@ -164,9 +196,12 @@ class Resolver:
                 self.counters["truncated"] += 1
                 out = wire.truncate(out, q)
             dec = "deny" if action == "isolate" or e.decision else None
-            self._emit(ts, client, transport, qname, qtype, e.rcode,
-                       [] if action == "isolate" else e.answers, t0, "hit", v, e.upstream,
-                       decision=dec)
+            answers = [] if action == "isolate" else e.answers
+            self._emit(ts, client, transport, qname, qtype, e.rcode, answers, t0, "hit", v,
+                       e.upstream, decision=dec)
+            if transport == "udp" and len(out) <= max_size:
+                self._memoise(data, ip, q, e, client, v, qname, qtype, answers,
+                              dec or v.action, max_size)
             return out
         if action == "isolate":
             self.counters["isolated"] += 1
@@ -174,6 +209,46 @@ class Resolver:
                                   max_size, "q")
         pool = self.pool_for(tuple(v.upstreams) if action == "redirect" else view.upstreams)
         return self._miss(q, v, client, transport, qname, qtype, t0, ts, key, pool, max_size)
+
+    def _memoise(self, data: bytes, ip: str, q: wire.Query, e: Any, c: ClientInfo, v: Verdict,
+                 qname: str, qtype: str, answers: list[str], decision: str,
+                 max_size: int) -> None:
+        fast = self._fast
+        if len(fast) >= _FAST_MAX:
+            fast.clear()
+        head = (c.tenant, c.namespace, c.pod, c.service_account, c.ip, "udp", qname, qtype,
+                e.rcode, answers)
+        mtail = ("hit", decision, v.rule, v.policy_version, e.upstream)
+        fast[(ip, data[2:])] = _Fast(
+            e, (self.identity.generation, self.policy.generation), head, mtail, q,
+            v.rate_limit, max_size, time.monotonic() + _FAST_TTL)
+
+    def _answer_fast(self, f: _Fast, data: bytes, ip: str, t0: float, ts: int) -> bytes | None:
+        now = time.monotonic()
+        e = f.entry
+        if (now >= f.until or now >= e.expires
+                or f.gen != (self.identity.generation, self.policy.generation)):
+            del self._fast[(ip, data[2:])]
+            return None
+        if f.rate is not None and not self.ratelimit.allow(ip, *f.rate):
+            return None  # the full path answers (and counts) the refusal
+        sec = int(now - e.stored)
+        if sec != f.sec:
+            full = patch(e.at(now), f.q, e.qlen)
+            if len(full) > f.limit:
+                return None
+            f.tail = full[2:]
+            f.sec = sec
+        self.cache.hits += 1
+        head = f.head
+        lat = int((time.perf_counter() - t0) * 1e6)
+        pub = self.publisher
+        if pub is not None:
+            pub.emit((ts, *head, lat, *f.mtail))
+        m = self.metrics
+        if m is not None:
+            m.observe(head[0], head[8], f.mtail[1], "hit", lat)
+        return data[:2] + f.tail
 
     def _bad_packet(self, data: bytes, exc: wire.WireError, ip: str, transport: str,
                     t0: float, ts: int) -> bytes | None:

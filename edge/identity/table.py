@@ -26,6 +26,7 @@ class IdentityTable:
         self._cidrs: list[tuple[Network, ClientInfo]] = []
         self._ns_tenant: dict[str, str] = {}
         self._memo: dict[str, ClientInfo] = {}
+        self.generation = 0
         self.listeners: list[Callable[[Mapping[str, str]], None]] = []
 
     def lookup(self, ip: str) -> ClientInfo:
@@ -104,6 +105,7 @@ class IdentityTable:
         ns.update(getattr(self, "_extra_ns", {}))
         self._ns_tenant = ns
         self._memo = {}
+        self.generation += 1
         frozen = MappingProxyType(dict(ns))
         for cb in self.listeners:
             cb(frozen)

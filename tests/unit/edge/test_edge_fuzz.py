@@ -40,7 +40,7 @@ def edge_in_thread(tmp_path_factory: pytest.TempPathFactory):
         await up.start()
         svc = build(Settings(home=tmp_path_factory.mktemp("fuzz"), topic_prefix="t."),
                     MemoryBus(Topics("t.")), listen="127.0.0.1:0", upstreams=[up.address],
-                    upstream_timeout=0.5)[0]
+                    upstream_timeout=0.2)[0]
         await svc.start()
         box.update(svc=svc, up=up, stop=asyncio.Event())
         ready.set()
