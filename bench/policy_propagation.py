@@ -97,6 +97,7 @@ async def dnsflow_run(bootstrap: str, updates: int) -> list[float]:
                 applied.clear()
             out.append((time.perf_counter() - t0) * 1000)
     finally:
+        await pub.close()
         await follower.stop()
         await bus.stop()
     return out

@@ -142,14 +142,16 @@ def _apply(args: argparse.Namespace) -> int:
 
     async def go() -> list[Any]:
         pub = Publisher(bus, source="cli", actor=args.actor)
-        if args.dry_run:
-            await pub.load()
-            return await pub.publish(built, prune=args.prune, dry_run=True)
-        await bus.start()
         try:
-            return await pub.publish(built, prune=args.prune)
+            if args.dry_run:
+                return await pub.publish(built, prune=args.prune, dry_run=True)
+            await bus.start()
+            try:
+                return await pub.publish(built, prune=args.prune)
+            finally:
+                await bus.stop()
         finally:
-            await bus.stop()
+            await pub.close()
 
     try:
         changes = asyncio.run(go())
@@ -161,6 +163,16 @@ def _apply(args: argparse.Namespace) -> int:
     if not changes:
         print("no changes: everything is already published")
     return 0
+
+
+class _Closer:
+    """Lets a publisher be stopped with the sources it serves."""
+
+    def __init__(self, pub: Any) -> None:
+        self.pub = pub
+
+    async def stop(self) -> None:
+        await self.pub.close()
 
 
 async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
@@ -202,6 +214,7 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
             src = YamlDirSource(list(args.paths), publish, rejected, args.interval)
             await src.start()
             started.append(src)
+            started.append(_Closer(pub))
         if args.kubernetes:
             from policies.sources.kubernetes import KubernetesSource
 
@@ -234,7 +247,14 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
 def _published(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from policies.publisher import Publisher
 
-    return asyncio.run(Publisher(_bus(args, "reading the policies topic"), source="cli").load())
+    async def go() -> dict[str, dict[str, Any]]:
+        pub = Publisher(_bus(args, "reading the policies topic"), source="cli")
+        try:
+            return await pub.load()
+        finally:
+            await pub.close()
+
+    return asyncio.run(go())
 
 
 def _diff(args: argparse.Namespace) -> int:

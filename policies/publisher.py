@@ -25,7 +25,7 @@ import orjson
 from dnsflow.bus import Bus
 from dnsflow.schema import now_us
 from policies import records
-from policies.topic import ensure_topic, read_compacted
+from policies.topic import CompactedReader, ensure_topic
 from policies.types import PolicyRecordError
 
 log = logging.getLogger(__name__)
@@ -116,22 +116,35 @@ class Publisher:
         self.published = 0
         self.loaded = False
         self._log_topic_ready = False
+        self._reader: CompactedReader | None = None
 
     async def load(self) -> dict[str, dict[str, Any]]:
-        """Read back what is on the topic (latest valid record per key)."""
-        raw = await read_compacted(self.bus, self.bus.topics.policies)
-        current: dict[str, dict[str, Any]] = {}
+        """Read back what is on the topic (latest valid record per key); later calls only
+        read what arrived since, so other publishers' versions are always seen."""
+        if self._reader is None:
+            self._reader = CompactedReader(self.bus, self.bus.topics.policies)
+            self.current = {}
+        raw = await self._reader.read_new()
         for key, value in raw.items():
             if value is None:
+                self.current.pop(key, None)
                 continue
             try:
-                current[key] = records.decode(key.encode(), value)
+                rec = records.decode(key.encode(), value)
             except PolicyRecordError as exc:
                 log.warning("ignoring unreadable record on %s: %s", self.bus.topics.policies,
                             exc)
-        self.current = current
+                continue
+            cur = self.current.get(key)
+            if cur is None or rec["version"] >= cur["version"]:
+                self.current[key] = rec
         self.loaded = True
-        return current
+        return self.current
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
 
     def plan(self, docs: Mapping[str, dict[str, Any]], *, prune: bool = False) -> list[Change]:
         """What :meth:`publish` would send. ``prune`` empties keys this source published
@@ -161,8 +174,7 @@ class Publisher:
     async def publish(self, docs: Mapping[str, dict[str, Any]], *, prune: bool = False,
                       actor: str | None = None, dry_run: bool = False) -> list[Change]:
         """Publish every changed document (policies first, then the policy_log)."""
-        if not self.loaded:
-            await self.load()
+        await self.load()  # catch up with every publisher, so versions only grow
         changes = self.plan(docs, prune=prune)
         if dry_run or not changes:
             return changes

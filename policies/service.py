@@ -94,6 +94,7 @@ class PolicyService:
         if self._kube is not None:
             await self._kube.stop()
         await self.source.stop()
+        await self.publisher.close()
 
     def status(self) -> dict[str, Any]:
         out = {"dir": str(self.directory), "published": self.publisher.published,

@@ -174,6 +174,7 @@ class KubernetesSource:
                 await self._task
         for t in self._threads:
             await asyncio.to_thread(t.join, 2.0)
+        await self.publisher.close()
 
     def status(self) -> dict[str, Any]:
         return {"syncs": self.syncs, "errors": self.errors, "last_error": self.last_error,

@@ -163,3 +163,17 @@ async def test_follower_applies_big_policies_via_worker_thread():
         assert follower.status()["applied"] == 1
     finally:
         await follower.stop()
+
+
+async def test_versions_grow_across_concurrent_publishers():
+    bus = MemoryBus()
+    a, b = Publisher(bus, source="cli"), Publisher(bus, source="yaml:/etc")
+    await b.load()  # b read the topic before a published anything
+    assert [c.version for c in await a.publish(policyset.from_text(P1))] == [1]
+    changes = await b.publish(policyset.from_text(P2))
+    assert [(c.version, c.previous_version) for c in changes] == [(2, 1)]
+    # and a sees b's version (and content) before its next publication
+    assert await a.publish(policyset.from_text(P2)) == []
+    assert [c.version for c in await a.publish(policyset.from_text(P1))] == [3]
+    await a.close()
+    await b.close()
