@@ -82,18 +82,21 @@ class _Watch(threading.Thread):
         while not self.stopped.is_set():
             try:
                 listing = self.list_fn(**self.kwargs, _request_timeout=self.source.timeout_s)
-                items = listing["items"] if isinstance(listing, dict) else \
-                    [self.source.api.sanitize_for_serialization(i) for i in listing.items]
-                self.source.post(self.what, "RESET", items)
+                if not isinstance(listing, dict):
+                    listing = self.source.api.sanitize_for_serialization(listing)
+                self.source.post(self.what, "RESET", listing.get("items") or [])
+                # watch from the listed version so nothing between list and watch is lost
+                rv = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+                since = {"resource_version": rv} if rv.isdigit() else {}
                 self.watch = watch.Watch()
                 # the server ends the watch first (timeout_seconds); the client-side read
                 # timeout only catches a server that never does
                 server_timeout = max(1, int(self.source.timeout_s) - 1)
-                for event in self.watch.stream(self.list_fn, **self.kwargs,
+                for event in self.watch.stream(self.list_fn, **self.kwargs, **since,
                                                timeout_seconds=server_timeout,
                                                _request_timeout=self.source.timeout_s):
-                    if self.stopped.is_set():
-                        break
+                    if self.stopped.is_set() or event.get("type") == "ERROR":
+                        break  # e.g. 410 Gone: the listed version expired, list again
                     obj = event.get("raw_object") or event.get("object")
                     if not isinstance(obj, dict):
                         obj = self.source.api.sanitize_for_serialization(obj)
