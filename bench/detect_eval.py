@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--minutes", type=int, default=70)
+    ap.add_argument("--dga-interval", type=float, default=2.0,
+                    help="seconds between an infected client's DGA queries")
+    ap.add_argument("--dga-names", type=int, default=60,
+                    help="DGA names each infected client tries")
     args = ap.parse_args(argv)
 
     lt = load_traffic()
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from streams.domains import DomainIndex
     from streams.logic import StreamLogic
 
-    events, truth = lt.scenario(seed=args.seed, minutes=args.minutes)
+    events, truth = lt.scenario(seed=args.seed, minutes=args.minutes,
+                                dga_interval_s=args.dga_interval, dga_names=args.dga_names)
     benign_domains = set(lt.benign_pool())
     logic = StreamLogic(StreamsConfig())
     flagged: dict[str, set[str]] = defaultdict(set)  # kind -> clients

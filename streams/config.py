@@ -50,6 +50,9 @@ class DgaConfig(BaseModel):
     suspicious_score: float = Field(0.6, ge=0, le=1)
     nx_min: int = Field(8, ge=1, description="distinct NXDOMAIN registered domains per client")
     susp_min: int = Field(4, ge=1, description="distinct suspicious registered domains")
+    slow_window_s: float = Field(600, gt=0, description="window for slow DGAs")
+    slow_nx_min: int = Field(12, ge=1)
+    slow_nx_share: float = Field(0.1, ge=0, le=1)
     c2_score: float = Field(0.8, ge=0, le=1, description="a resolving domain needs this "
                             "score to be named as the live C2 (and be auto-denied)")
     nx_share: float = Field(0.2, ge=0, le=1, description="NXDOMAIN share of a client's "

@@ -45,7 +45,7 @@ def snapshot(logic: StreamLogic) -> bytes:
     return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-_DET_STATE = {"dga": ("clients",), "tunnel": ("pairs",), "nxburst": ("hist",),
+_DET_STATE = {"dga": ("clients", "slow"), "tunnel": ("pairs",), "nxburst": ("hist",),
               "rate": ("base", "started"), "cross": ("state",),
               "newdom": ("known", "first", "budget", "unreported")}
 

@@ -54,7 +54,10 @@ class StreamLogic:
         self.telemetry = Telemetry(cfg.telemetry, windows, self.pane, self._emit)
         self.incidents = Incidents(cfg.incidents, self._anomaly)
         report = self.incidents.report
-        self.dga = DgaDetector(det.dga, self.model, report) if det.dga.enabled else None
+        self.newdom = (NewDomainDetector(det.new_domain, report, self._label_score)
+                       if det.new_domain.enabled else None)
+        self.dga = (DgaDetector(det.dga, self.model, report, self._known)
+                    if det.dga.enabled else None)
         self.tunnel = (TunnelingDetector(det.tunneling, self.model, report)
                        if det.tunneling.enabled else None)
         self.min_sub = det.tunneling.min_sub_len
@@ -65,8 +68,6 @@ class StreamLogic:
         self.cross = (CrossTenantDetector(det.cross_tenant, report)
                       if det.cross_tenant.enabled else None)
         self.cross_prefix = det.cross_tenant.rule_prefix
-        self.newdom = (NewDomainDetector(det.new_domain, report)
-                       if det.new_domain.enabled else None)
         self.alerts = AlertEngine(rules if rules is not None else DEFAULT_RULES, self._alert)
         self.responder = AutoResponder(cfg.auto_response, self._policy)
         self.counts: dict[int, dict[tuple[str, str], list[int]]] = {}
@@ -135,12 +136,18 @@ class StreamLogic:
             if self.tunnel is not None and len(info[2]) >= self.min_sub:
                 self.tunnel.observe(ts, tenant, client, info[0], info[2], ev["qtype"])
             if self.newdom is not None and rcode == "NOERROR":
-                self.newdom.observe(ts, tenant, client, info[0], qname,
-                                    self.dga.label_score(info[1]) if self.dga else 0.0)
+                self.newdom.observe(ts, tenant, client, info[0], qname, info[1])
         if decision == "deny" and self.cross is not None:
             rule = ev.get("rule") or ""
             if rule.startswith(self.cross_prefix):
                 self.cross.observe(ts, tenant, client, qname, rule)
+
+    def _known(self, tenant: str, reg: str) -> bool:
+        known = self.newdom.known.get(tenant) if self.newdom is not None else None
+        return known is not None and reg in known
+
+    def _label_score(self, label: str) -> float:
+        return self.dga.label_score(label) if self.dga is not None else 0.0
 
     # ------------------------------------------------------------------ time
 

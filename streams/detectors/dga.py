@@ -7,6 +7,10 @@ Why: a DGA-infected host walks a list of generated names of which almost none ar
 registered, so *many distinct NXDOMAIN registered domains* is the robust signal — it also
 catches dictionary DGAs (suppobox) and mutation DGAs (banjori) whose names look English.
 Character likelihood raises the score and lets random-looking families trip earlier.
+Slow walkers (one name every 20 s or more) are caught over ``slow_window_s`` (10 min) with
+``slow_nx_min`` distinct NXDOMAIN registered domains.
+Registered domains the tenant has resolved before are never counted as DGA names (a typo
+under google.com is not a DGA domain).
 A client with many NXDOMAIN names that look benign must also have a high NXDOMAIN share of
 its queries (``nx_share``): a chatty client with the odd typo is not infected.
 Scoring is per registered domain (cached) and per client — never per query. The anomaly
@@ -44,16 +48,37 @@ class _Client:
         self.next_susp = susp_min
 
 
+class _Slow:
+    """Long-window view of one client, fed by NXDOMAIN events and closed short windows."""
+
+    __slots__ = ("lw", "n", "next", "nx", "nxq", "prev", "prev_n", "prev_nxq")
+
+    def __init__(self, lw: int, first: int, prev: _Slow | None = None) -> None:
+        self.lw = lw
+        self.nx: dict[str, float] = {}
+        self.n = 0    # queries of closed short windows in this long window
+        self.nxq = 0
+        # the previous long window is carried (an approximate sliding window)
+        self.prev = len(prev.nx) if prev is not None else 0
+        self.prev_n = prev.n if prev is not None else 0
+        self.prev_nxq = prev.nxq if prev is not None else 0
+        self.next = first
+
+
 class DgaDetector:
     kind = "dga"
 
     def __init__(self, cfg: DgaConfig, model: NgramModel,
-                 report: Callable[[Detection], None]) -> None:
+                 report: Callable[[Detection], None],
+                 known: Callable[[str, str], bool] = lambda tenant, reg: False) -> None:
         self.cfg = cfg
+        self.known = known
         self.model = model
         self.report = report
         self.win = to_us(cfg.window_s)
         self.clients: dict[tuple[str, str], _Client] = {}
+        self.lwin = to_us(cfg.slow_window_s)
+        self.slow: dict[tuple[str, str], _Slow] = {}
         self.min_len = cfg.min_label_len
         self.thr = cfg.suspicious_score
 
@@ -70,6 +95,9 @@ class DgaDetector:
         if st is None:
             st = self.clients[key] = _Client(w, self.cfg.nx_min, self.cfg.susp_min)
         elif w > st.w:
+            sl = self._slow_state(key, st.w * self.win // self.lwin)
+            sl.n += st.n
+            sl.nxq += st.nxq
             prev = (len(st.nx), len(st.susp), st.n, st.nxq) if w == st.w + 1 else (0, 0, 0, 0)
             st.__init__(w, self.cfg.nx_min, self.cfg.susp_min)  # type: ignore[misc]
             st.prev_nx, st.prev_susp, st.prev_n, st.prev_nxq = prev
@@ -81,6 +109,9 @@ class DgaDetector:
         new_resolved = False
         if nx:
             st.nxq += 1
+            if self.known(tenant, reg):
+                return  # resolved in this tenant before: a typo or outage, not a DGA name
+            self._slow(ts, tenant, client, key, st, reg, s)
             if reg in st.nx:
                 return
             st.nx[reg] = s
@@ -94,6 +125,38 @@ class DgaDetector:
         if n_nx >= st.next_nx or n_susp >= st.next_susp or (new_resolved and st.next_nx >
                                                              self.cfg.nx_min):
             self._evaluate(ts, tenant, client, st, n_nx, n_susp)
+
+    def _slow_state(self, key: tuple[str, str], lw: int) -> _Slow:
+        sl = self.slow.get(key)
+        if sl is None or lw > sl.lw:
+            prev = sl if sl is not None and lw == sl.lw + 1 else None
+            sl = self.slow[key] = _Slow(lw, self.cfg.slow_nx_min, prev)
+        return sl
+
+    def _slow(self, ts: int, tenant: str, client: str, key: tuple[str, str], st: _Client,
+              reg: str, s: float) -> None:
+        """Slow DGAs (one name every 20 s or more) over ``slow_window_s``."""
+        sl = self._slow_state(key, ts // self.lwin)
+        if reg in sl.nx or len(sl.nx) >= 5000:
+            return
+        sl.nx[reg] = s
+        distinct = len(sl.nx) + sl.prev
+        if distinct < sl.next:
+            return
+        sl.next = 2 * distinct
+        top = sorted(sl.nx.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        char = sum(v for _, v in top) / len(top)
+        share = (sl.nxq + sl.prev_nxq + st.nxq) / max(1, sl.n + sl.prev_n + st.n)
+        if share < self.cfg.slow_nx_share and char < self.thr:
+            return
+        strength = min(1.0, distinct / (2 * self.cfg.slow_nx_min))
+        self.report(Detection(
+            ts=ts, kind=self.kind, tenant=tenant, client_ip=client,
+            score=1 - (1 - 0.9 * strength) * (1 - 0.9 * char), key=(self.kind, tenant, client),
+            evidence={"pattern": "slow", "window_s": self.cfg.slow_window_s,
+                      "nxdomain_domains": distinct, "char_score": round(char, 3),
+                      "nxdomain_share": round(share, 3), "domains": [d for d, _ in top]},
+        ))
 
     def _evaluate(self, ts: int, tenant: str, client: str, st: _Client, n_nx: int,
                   n_susp: int) -> None:
@@ -122,6 +185,7 @@ class DgaDetector:
             ts=ts, kind=self.kind, tenant=tenant, client_ip=client, domain=domain,
             score=score, key=(self.kind, tenant, client),
             evidence={
+                "pattern": "burst",
                 "window_s": self.cfg.window_s,
                 "nxdomain_domains": n_nx,
                 "suspicious_domains": n_susp,
@@ -136,3 +200,6 @@ class DgaDetector:
         w = watermark // self.win
         for key in [k for k, st in self.clients.items() if st.w < w - 1]:
             del self.clients[key]
+        lw = watermark // self.lwin
+        for key in [k for k, sl in self.slow.items() if sl.lw < lw - 1]:
+            del self.slow[key]

@@ -63,8 +63,10 @@ class CrossTenantDetector:
 class NewDomainDetector:
     kind = "new_domain"
 
-    def __init__(self, cfg: NewDomainConfig, report: Callable[[Detection], None]) -> None:
+    def __init__(self, cfg: NewDomainConfig, report: Callable[[Detection], None],
+                 label_score: Callable[[str], float] = lambda label: 0.0) -> None:
         self.cfg = cfg
+        self.label_score = label_score
         self.report = report
         self.warmup = to_us(cfg.warmup_s)
         self.win = to_us(cfg.window_s)
@@ -74,7 +76,7 @@ class NewDomainDetector:
         self.unreported = 0
 
     def observe(self, ts: int, tenant: str, client: str, reg: str, qname: str,
-                dga_score: float) -> None:
+                label: str) -> None:
         known = self.known.get(tenant)
         if known is None:
             known = self.known[tenant] = {}
@@ -94,6 +96,7 @@ class NewDomainDetector:
             self.unreported += 1
             return
         self.budget[tenant] = (w, used + 1)
+        dga_score = self.label_score(label)
         self.report(Detection(
             ts=ts, kind=self.kind, tenant=tenant, client_ip=client, domain=reg,
             score=max(0.3, min(0.75, dga_score)), key=(self.kind, tenant, reg),

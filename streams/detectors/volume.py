@@ -92,6 +92,7 @@ class RateSpikeDetector:
         self.pane = pane_us
         self.base: dict[tuple[str, str], _Baseline] = {}
         self.started: dict[str, int] = {}
+        self._panes_seen = 0
 
     def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
         tenants: dict[str, int] = {}
@@ -100,6 +101,11 @@ class RateSpikeDetector:
             self._update(ps, key, n, self.cfg.client_min)
         for tenant, n in sorted(tenants.items()):
             self._update(ps, (tenant, ""), n, self.cfg.tenant_min)
+        self._panes_seen += 1
+        if self._panes_seen % 360 == 0:  # forget clients idle for a day (bounded memory)
+            horizon = ps - 86_400 * 1_000_000
+            for key in [k for k, b in self.base.items() if b.last < horizon]:
+                del self.base[key]
 
     def _update(self, ps: int, key: tuple[str, str], n: int, minimum: int) -> None:
         cfg = self.cfg

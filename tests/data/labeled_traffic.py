@@ -312,7 +312,8 @@ BENIGN_SUBS = ("www", "api", "cdn", "static", "login", "mail", "img", "m", "app"
 
 def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
              infected_per_family: int = 20, tunnels_per_tool: int = 10,
-             t0: int = 1_699_999_980_000_000) -> tuple[list[dict[str, object]], dict[str, str]]:
+             t0: int = 1_699_999_980_000_000, dga_interval_s: float = 2.0,
+             dga_names: int = 60) -> tuple[list[dict[str, object]], dict[str, str]]:
     """A tenant's traffic with ground truth: ``(events sorted by ts, {client: label})``.
 
     Labels: ``benign``, ``dga:<family>``, ``tunnel:<tool>``. Every client, infected or not,
@@ -362,11 +363,12 @@ def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
             c = new_client()
             truth[c] = f"dga:{family}"
             background(c, 10)
-            names = dga_family(family, seed * 1000 + k, 60)
+            names = dga_family(family, seed * 1000 + k, dga_names)
             start = t0 + rng.randrange(span_us // 2)
             live = rng.randrange(len(names))
-            for i, name in enumerate(names):  # a burst walking the list, ~1 per 2 s
-                ts = start + i * 2_000_000 + rng.randrange(500_000)
+            gap = int(dga_interval_s * 1_000_000)
+            for i, name in enumerate(names):  # walking the list, one name per interval
+                ts = start + i * gap + rng.randrange(min(gap, 500_000))
                 events.append(event(ts, "corp", c, name,
                                     rcode="NOERROR" if i == live else "NXDOMAIN"))
     for tool, (make, qtypes, gap) in TUNNEL_TOOLS.items():

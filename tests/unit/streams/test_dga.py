@@ -67,3 +67,29 @@ def test_random_looking_but_resolving_domains_alone_do_not_trigger(ev):
     names = ["xkcd.com", "qzxwvjk.com", "bkjhgfds.net", "zzkqwp.org", "wqxzjv.io"]
     events = [ev(T0 + i * 1_000_000, "shop", "10.0.0.9", names[i % 5]) for i in range(100)]
     assert anomalies(run(make_logic(), events), "dga") == []
+
+
+def test_slow_dictionary_dga_is_caught_over_the_long_window(ev, lt):
+    names = lt.dga_family("suppobox", 3, 30)  # English-looking, one every 30 s
+    events = [ev(T0 + i * 30_000_000, "shop", "10.0.0.70", n, rcode="NXDOMAIN")
+              for i, n in enumerate(names)]
+    # with some ordinary traffic too: 6 queries a minute
+    events += [dict(e, ts=T0 + (e["ts"] - T0) * 100) for e in benign_client(ev, lt, "10.0.0.70",
+                                                                            150, 5)]
+    dga = anomalies(run(make_logic(), events), "dga")
+    assert dga and dga[0]["evidence"]["pattern"] == "slow"
+    assert dga[0]["evidence"]["window_s"] == 600
+    assert 0.1 <= dga[0]["evidence"]["nxdomain_share"] < 0.5
+    # the same client with a busy benign life (NXDOMAIN share 1 %) is not flagged
+    busy = events + [dict(e, ts=T0 + (e["ts"] - T0) * 5)
+                     for e in benign_client(ev, lt, "10.0.0.70", 3000, 6)]
+    assert anomalies(run(make_logic(), busy), "dga") == []
+
+
+def test_nxdomain_under_domains_the_tenant_resolved_are_not_dga(ev, lt):
+    # a client whose typos hit subdomains of popular, resolving registered domains
+    top = [d.removeprefix("www.") for d in lt.top_sites()[:40]]
+    events = [ev(T0 + i * 100_000, "shop", "10.0.0.1", d) for i, d in enumerate(top)]
+    events += [ev(T0 + 10_000_000 + i * 500_000, "shop", "10.0.0.2", f"wqw{i}.{d}",
+                  rcode="NXDOMAIN") for i, d in enumerate(top)]
+    assert anomalies(run(make_logic(), events), "dga") == []
