@@ -96,3 +96,29 @@ def test_snapshot_round_trip(mk_client):
     assert again.version("acme") == 3
     with pytest.raises(PolicyRecordError, match="snapshot"):
         PolicyStore.from_snapshot(b"garbage")
+
+
+def test_big_record_keeps_gc_state(mk_client):
+    import gc
+
+    from policies.store import GC_PAUSE_BYTES
+
+    doc = records.tenant_document("acme", [])
+    doc["policies"] = [{"apiVersion": "dnsflow.io/v1", "kind": "DNSPolicy",
+                        "metadata": {"name": "big", "namespace": "shop"},
+                        "spec": {"tenant": "acme", "rules": [
+                            {"match": {"names": [f"h{i}.example.com"]}, "action": "deny"}
+                            for i in range(3000)]}}]
+    k, v = records.encode(doc, 1, 0, "t", "t")
+    assert len(v) > GC_PAUSE_BYTES
+    store = PolicyStore()
+    assert gc.isenabled()
+    assert store.apply_record(k, v)
+    assert gc.isenabled()
+    bad = orjson.loads(v)
+    bad["policies"][0]["spec"]["rules"][5]["action"] = "nope"
+    bad["version"], bad["hash"] = 2, records.content_hash(bad)
+    with pytest.raises(PolicyRecordError):
+        store.apply_record(k, orjson.dumps(bad))
+    assert gc.isenabled()
+    assert store.decide(mk_client(), "h2999.example.com", "A").rule == "shop/big#2999"
