@@ -37,15 +37,17 @@ class _Fast:
     (client's flags and case, TTLs as of ``sec``) and the event fields are precomputed, so a
     repeat costs a dict lookup, one concatenation and an event tuple."""
 
-    __slots__ = ("entry", "gen", "head", "limit", "mtail", "q", "rate", "sec", "tail", "until")
+    __slots__ = ("entry", "event", "gen", "head", "limit", "mtail", "q", "rate", "sec", "tail",
+                 "until")
 
     def __init__(self, entry: Any, gen: tuple[int, int], head: tuple[Any, ...],
                  mtail: tuple[Any, ...], q: wire.Query, rate: tuple[float, int] | None,
-                 limit: int, until: float) -> None:
+                 limit: int, until: float, event: tuple[bytes, bytes]) -> None:
         self.entry = entry
         self.gen = gen
         self.head = head
         self.mtail = mtail
+        self.event = event
         self.q = q
         self.rate = rate
         self.limit = limit
@@ -219,9 +221,12 @@ class Resolver:
         head = (c.tenant, c.namespace, c.pod, c.service_account, c.ip, "udp", qname, qtype,
                 e.rcode, answers)
         mtail = ("hit", decision, v.rule, v.policy_version, e.upstream)
+        event = None
+        if self.publisher is not None:
+            event = self.publisher.template(head + mtail)
         fast[(ip, data[2:])] = _Fast(
             e, (self.identity.generation, self.policy.generation), head, mtail, q,
-            v.rate_limit, max_size, time.monotonic() + _FAST_TTL)
+            v.rate_limit, max_size, time.monotonic() + _FAST_TTL, event)
 
     def _answer_fast(self, f: _Fast, data: bytes, ip: str, t0: float, ts: int) -> bytes | None:
         now = time.monotonic()
@@ -244,7 +249,7 @@ class Resolver:
         lat = int((time.perf_counter() - t0) * 1e6)
         pub = self.publisher
         if pub is not None:
-            pub.emit((ts, *head, lat, *f.mtail))
+            pub.emit((ts, lat, f.event))
         m = self.metrics
         if m is not None:
             m.observe(head[0], head[8], f.mtail[1], "hit", lat)
