@@ -156,11 +156,11 @@ async def test_follower_applies_big_policies_via_worker_thread():
     try:
         await bus.send(bus.topics.policies, value, key=key)
         for _ in range(500):
-            if store.version("acme") == 1:
+            if follower.status()["applied"] == 1:
                 break
             await asyncio.sleep(0.01)
+        assert store.version("acme") == 1
         assert store.decide(ACME, "h7999.example.com", "A").rule == "shop/big#r7999"
-        assert follower.status()["applied"] == 1
     finally:
         await follower.stop()
 
