@@ -26,9 +26,13 @@ class _Entry:
     types: frozenset[str] | None
     selector: Selector
     response: ResponseCond | None
+    tenants: frozenset[str] | None = None  # ClusterDNSPolicy clients.tenants
 
     def covers(self, other: _Entry) -> bool:
         if self.types is not None and (other.types is None or not other.types <= self.types):
+            return False
+        if self.tenants is not None and (
+                other.tenants is None or not other.tenants <= self.tenants):
             return False
         if not self.selector.covers(other.selector):
             return False
@@ -119,10 +123,12 @@ def unreachable(group: Sequence[Located]) -> list[Problem]:
     for loc in group:
         p = loc.policy
         sel = selector_of(p) or ANY_CLIENT
+        tenants = (frozenset(p.spec.clients.tenants)
+                   if isinstance(p, ClusterDNSPolicy) and p.spec.clients.tenants else None)
         for i, rule in enumerate(p.spec.rules):
             m = rule.match
             e = _Entry(rule_id(p, i, rule), frozenset(m.types) if m.types else None, sel,
-                       response_cond(rule))
+                       response_cond(rule), tenants)
             by = cov.coverer(e, m)
             if by is not None:
                 problems.append(Problem(

@@ -263,3 +263,16 @@ def test_missing_path_and_whole_set_rejected(tmp_path):
 def test_unicode_names_become_punycode(make_store, mk_client):
     store = make_store(_rules("{match: {names: ['B\u00fccher.example']}, action: deny}"))
     assert store.decide(mk_client(), "xn--bcher-kva.example.", "A").action == "deny"
+
+
+def test_cluster_rules_for_different_tenants_do_not_shadow():
+    a = _doc("clients: {tenants: [acme]}\nrules: [{match: {suffixes: [x.com]}, action: deny}]",
+             "ClusterDNSPolicy", "{name: a}")
+    b = _doc("clients: {tenants: [globex]}\nrules: [{match: {names: [y.x.com]}, "
+             "action: deny}]", "ClusterDNSPolicy", "{name: b}")
+    assert set(policyset.from_text(a + "---\n" + b)) == {"_global"}
+    every = _doc("rules: [{match: {suffixes: [x.com]}, action: deny}]", "ClusterDNSPolicy",
+                 "{name: a}")
+    problems = _problems(every + "---\n" + b)
+    assert problems == ["p.yaml: document 2: spec.rules[0]: unreachable rule: every query it "
+                        "matches is decided earlier by cluster:a#0"]
