@@ -188,6 +188,12 @@ class Resolver:
         if action == "allow" and local and qname in local:
             return self._local(q, v, client, transport, qname, qtype, t0, ts, local[qname],
                                max_size)
+        if (action == "allow" and view.search_domains and "." not in qname and qname
+                and q.qtype != wire.T_PTR):
+            e = self.cache.get(self._key(client.tenant, q))
+            if e is None or e.policy_version != v.policy_version:
+                return self._search(q, v, client, transport, qname, qtype, t0, ts, view,
+                                    local, max_size)
         key = (client.tenant, q.qwire.lower(), q.qtype, q.qclass,
                (1 if q.edns else 0) | (2 if q.do else 0) | (4 if q.flags & wire.CD else 0))
         e = self.cache.get(key)
@@ -211,6 +217,62 @@ class Resolver:
                                   max_size, "q")
         pool = self.pool_for(tuple(v.upstreams) if action == "redirect" else view.upstreams)
         return self._miss(q, v, client, transport, qname, qtype, t0, ts, key, pool, max_size)
+
+    @staticmethod
+    def _key(tenant: str, q: wire.Query) -> tuple:
+        return (tenant, q.qwire.lower(), q.qtype, q.qclass,
+                (1 if q.edns else 0) | (2 if q.do else 0) | (4 if q.flags & wire.CD else 0))
+
+    async def _search(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
+                      qname: str, qtype: str, t0: float, ts: int, view: View,
+                      local: dict[str, list[Any]], max_size: int) -> bytes | None:
+        """A single-label name in a view with search domains: the first expansion the client
+        may see and that exists is answered as a CNAME to it plus its records."""
+        from edge.policy.compat import LocalRecord
+
+        store = self.policy.store
+        pool = self.pool_for(view.upstreams)
+        key = self._key(c.tenant, q)
+        for dom in view.search_domains:
+            full = f"{qname}.{dom.lower().rstrip('.')}"
+            try:
+                v2 = store.decide(c, full, qtype)
+            except Exception:
+                log.exception("policy decide failed for %s", full)
+                continue
+            if v2.action != "allow":
+                continue
+            if full in local:
+                out, answers, rcode = local_answer(q, [LocalRecord(qname, "CNAME", 60, full),
+                                                       *local[full]])
+                self._emit(ts, c, transport, qname, qtype, rcode, answers, t0, "none", v,
+                           "local")
+                return out if len(out) <= max_size else wire.truncate(out, q)
+            try:
+                tail, upname = await pool.query(wire.make_query(full, q.qtype))
+                resp = wire.parse_response(tail)
+            except (UpstreamError, wire.WireError):
+                continue
+            if resp.rcode != wire.NOERROR or not resp.an_count:
+                continue
+            try:
+                if any(store.hides(c, n) for n in resp.names):
+                    continue
+            except Exception:
+                continue
+            ttl = max(0, min(resp.min_ttl or 0, 300))
+            out, answers, rcode = local_answer(q, [LocalRecord(qname, "CNAME", ttl, full)],
+                                               follow=tail)
+            try:
+                self.cache.put(key, out, wire.parse_response(out), upstream=upname,
+                               policy_version=v.policy_version, qlen=len(q.qwire),
+                               rcode=rcode)
+            except wire.WireError:
+                pass
+            self._emit(ts, c, transport, qname, qtype, rcode, answers, t0, "miss", v, upname)
+            return out if len(out) <= max_size else wire.truncate(out, q)
+        pool = self.pool_for(view.upstreams)
+        return await self._miss(q, v, c, transport, qname, qtype, t0, ts, key, pool, max_size)
 
     def _memoise(self, data: bytes, ip: str, q: wire.Query, e: Any, c: ClientInfo, v: Verdict,
                  qname: str, qtype: str, answers: list[str], decision: str,

@@ -57,6 +57,7 @@ spec:
       rateLimit: {{qps: 1, burst: 2}}
   view:
     records: [{{name: db.local.shop, type: A, value: 10.9.9.9}}]
+    searchDomains: [shop.svc.cluster.local, payments.svc.cluster.local]
 ---
 apiVersion: dnsflow.io/v1
 kind: DNSPolicy
@@ -198,6 +199,22 @@ async def test_rewrite_redirect_and_view_records(edge, corp) -> None:
     assert r.rcode() == dns.rcode.NXDOMAIN
     r = await ask(edge, "db.local.shop")
     assert [str(x) for x in r.answer[0]] == ["10.9.9.9"]
+
+
+async def test_search_domains_of_the_tenant_view(edge, zone_upstream) -> None:
+    r = await ask(edge, "web")
+    assert [a.rdtype for a in r.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert str(r.answer[0][0]) == "web.shop.svc.cluster.local."
+    assert str(r.answer[1][0]) == "10.96.1.10"
+    again = await ask(edge, "WEB")  # cached, client's case echoed
+    assert again.answer[0].name.to_text() == "WEB." and len(again.answer) == 2
+    assert zone_upstream.count("web.shop.svc.cluster.local") == 1
+    # payments is another tenant: its expansion is never offered
+    r = await ask(edge, "ledger")
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+    # the owner tenant has no search domains: a single label is just forwarded
+    r = await ask(edge, "web", source="127.0.0.2")
+    assert r.rcode() == dns.rcode.NXDOMAIN
 
 
 async def test_rate_limit_refuses_beyond_the_burst(edge) -> None:
