@@ -128,3 +128,49 @@ async def test_dnspolicy_lifecycle_is_published(k8s):
     finally:
         await source.stop()
         await follower.stop()
+
+
+async def test_service_with_kubernetes_enabled_uses_kubeconfig(k8s, tmp_path):
+    """`policies: {kubernetes: true, kubeconfig: FILE}` in the runner's settings."""
+    from dnsflow.settings import Settings
+    from policies.service import build
+
+    url = str(k8s.url).rstrip("/")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: kmock, cluster: {{server: "{url}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: kmock, user: u}}}}]
+current-context: c
+""")
+    api = make_api_client(host=url)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    await asyncio.to_thread(core.create_namespace,
+                            {"metadata": {"name": "shop", "labels": {"dnsflow.io/tenant": "acme"}}})
+    bus = MemoryBus()
+    settings = Settings(home=tmp_path, policies={"kubernetes": True,
+                                                 "kubeconfig": str(kubeconfig)})
+    (service,) = build(settings, bus)
+    store = PolicyStore()
+    follower = PolicyFollower(bus, store, poll_ms=20)
+    await follower.start()
+    await service.start()
+    try:
+        await asyncio.to_thread(
+            custom.create_cluster_custom_object, "dnsflow.io", "v1", "clusterdnspolicies",
+            {"apiVersion": "dnsflow.io/v1", "kind": "ClusterDNSPolicy",
+             "metadata": {"name": "guard"},
+             "spec": {"rules": [{"id": "tor", "match": {"suffixes": ["onion"]},
+                                 "action": "deny"}]}})
+        await _until(lambda: store.record("_global") is not None)
+        v = store.decide(ACME, "abc.onion", "A")
+        assert (v.rule, v.policy_version) == ("cluster:guard#tor", 1)
+        await asyncio.to_thread(custom.create_namespaced_custom_object, "dnsflow.io", "v1",
+                                "shop", "dnspolicies", _policy(["ads.example.com"]))
+        await _until(lambda: store.version("acme") == 1)
+        assert service.status()["kubernetes"]["versions"] == {"_global": 1, "acme": 1}
+    finally:
+        await service.stop()
+        await follower.stop()
