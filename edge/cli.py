@@ -38,6 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="processes sharing the ports with SO_REUSEPORT (needs --kafka)")
     g.add_argument("--name", metavar="NAME", help="edge name in events (default hostname)")
     g.add_argument("--no-events", action="store_true", help="do not publish events")
+    g.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="json: one JSON object per log line (structured logs)")
     parser.set_defaults(func=run)
 
 
@@ -68,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from dnsflow.cli import UsageError, settings_from_args
     from edge.service import build
 
+    if getattr(args, "log_format", "text") == "json":
+        from edge.logs import use_json_logs
+
+        use_json_logs()
     settings = settings_from_args(args)
     kw = overrides(args)
     if (kw.get("workers") or 1) > 1 and not settings.kafka:
