@@ -7,6 +7,8 @@
 * peers in the same run: ``parse_only_events_per_s`` (orjson decode + per-tenant count, the
   floor of any Python consumer) and ``pydantic_events_per_s`` (the same records validated
   with the schema's pydantic model, the naive path).
+* peer for faust: ``faust_floor_events_per_s``, a faust agent that only counts the same
+  records (what the framework itself costs).
 * ``faust_events_per_s``: the events pre-loaded on a fresh events topic, then
   ``dnsflow streams --kafka`` (the faust worker) catches up; the rate is measured from its
   committed offsets, from the first commit to the last. A local Kafka is started under a
@@ -129,17 +131,42 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
     return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
 
 
-def faust_rate(bootstrap: str, lines: list[bytes], timeout_s: float = 300) -> float:
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    asyncio.run(produce(bootstrap, prefix, lines))
+def floor_worker(bootstrap: str, prefix: str) -> None:
+    """The peer: a faust agent that only counts the same records (the framework's floor)."""
+    import faust
+
+    app = faust.App(f"{prefix}floor", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False, key_serializer="raw", value_serializer="raw",
+                    consumer_auto_offset_reset="earliest", topic_partitions=6,
+                    topic_disable_leader=True)
+    events = app.topic(f"{prefix}events", key_type=bytes, value_type=bytes)
+    seen = [0]
+
+    @app.agent(events)
+    async def count(stream: Any) -> None:
+        async for batch in stream.take_events(2000, within=0.2):
+            seen[0] += len(batch)
+
+    sys.argv = [sys.argv[0]]
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def faust_rate(bootstrap: str, prefix: str, total: int, floor: bool,
+               timeout_s: float = 300) -> float:
     home = tempfile.mkdtemp(prefix="bench-streams-")
     cfg = Path(home) / "dnsflow.yaml"
     cfg.write_text("streams: {}\n")
     log = open(Path(home) / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dnsflow", "streams", "--kafka", bootstrap, "--topic-prefix",
-         prefix, "--config", str(cfg), "--home", home], stdout=log, stderr=log)
-    group, topic, total = f"{prefix}dnsflow-streams", f"{prefix}events", len(lines)
+    if floor:
+        cmd = [sys.executable, "-m", "bench.streams", "--floor-worker", prefix,
+               "--kafka", bootstrap]
+        group = f"{prefix}floor"
+    else:
+        cmd = [sys.executable, "-m", "dnsflow", "streams", "--kafka", bootstrap,
+               "--topic-prefix", prefix, "--config", str(cfg), "--home", home]
+        group = f"{prefix}dnsflow-streams"
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
+    topic = f"{prefix}events"
     first: tuple[float, int] | None = None
     last: tuple[float, int] = (time.monotonic(), 0)
     deadline = time.monotonic() + timeout_s
@@ -176,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", metavar="BOOTSTRAP", help="use this broker instead of a "
                     "temporary local one")
     ap.add_argument("--no-faust", action="store_true")
+    ap.add_argument("--floor-worker", metavar="PREFIX", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.floor_worker:
+        floor_worker(args.kafka, args.floor_worker)
+        return 0
 
     lt = load_traffic()
     events, _ = lt.scenario(minutes=args.minutes)
@@ -190,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parse = parse_only_rate(lines)
     pyd = pydantic_rate(lines)
     print(f"peers: parse-only {parse:,.0f} events/s, pydantic validation {pyd:,.0f} events/s")
-    faust = 0.0
+    faust = floor = 0.0
     if not args.no_faust:
         os.sched_setaffinity(0, os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
         kafka = None
@@ -199,14 +230,21 @@ def main(argv: list[str] | None = None) -> int:
             if not bootstrap:
                 kafka = LocalKafka()
                 bootstrap = kafka.start()
-            faust = faust_rate(bootstrap, lines[: args.faust_events])
+            prefix = f"bench{uuid.uuid4().hex[:8]}."
+            sample = lines[: args.faust_events]
+            asyncio.run(produce(bootstrap, prefix, sample))
+            faust = faust_rate(bootstrap, prefix, len(sample), floor=False)
+            floor = faust_rate(bootstrap, prefix, len(sample), floor=True)
         finally:
             if kafka is not None:
                 kafka.stop()
-        print(f"faust worker: {faust:,.0f} events/s sustained (committed offsets)")
+        print(f"faust worker: {faust:,.0f} events/s sustained (committed offsets); "
+              f"peer faust count-only agent: {floor:,.0f} events/s")
     print(f"bench streams: logic_events_per_s={cold:.0f} faust_events_per_s={faust:.0f} "
           f"logic_warm_events_per_s={warm:.0f} parse_only_events_per_s={parse:.0f} "
-          f"pydantic_events_per_s={pyd:.0f} logic_vs_parse_only={cold / parse:.3f}")
+          f"pydantic_events_per_s={pyd:.0f} logic_vs_parse_only={cold / parse:.3f} "
+          f"faust_floor_events_per_s={floor:.0f} "
+          f"faust_vs_floor={faust / floor if floor else 0:.3f}")
     return 0
 
 

@@ -24,14 +24,6 @@ def run(args: argparse.Namespace) -> int:
     if args.rules:
         settings = settings.model_copy(update={"streams": {**settings.streams,
                                                            "alert_rules": args.rules}})
-    try:  # faust's per-event machinery is event-loop bound: uvloop roughly halves it
-        import asyncio
-
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
     app = make_app(settings)
     worker = faust.Worker(app, loglevel=args.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
