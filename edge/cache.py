@@ -17,7 +17,6 @@ from edge import wire
 STALE_TTL = 30          # RFC 8767: TTL of an answer served stale
 MAX_TTL = 86_400
 MAX_NEGATIVE_TTL = 3_600
-DEFAULT_NEGATIVE_TTL = 30
 
 
 @dataclass(slots=True)
@@ -117,8 +116,9 @@ class AnswerCache:
         if resp.truncated:
             return None
         if resp.rcode == wire.NXDOMAIN or (resp.rcode == wire.NOERROR and resp.an_count == 0):
-            ttl = resp.negative_ttl if resp.negative_ttl is not None else DEFAULT_NEGATIVE_TTL
-            ttl = min(ttl, MAX_NEGATIVE_TTL)
+            if resp.negative_ttl is None:
+                return None  # RFC 2308 5: no SOA, no negative caching
+            ttl = min(resp.negative_ttl, MAX_NEGATIVE_TTL)
         elif resp.rcode == wire.NOERROR:
             ttl = min(resp.min_ttl if resp.min_ttl is not None else 0, MAX_TTL)
         else:

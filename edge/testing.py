@@ -95,8 +95,6 @@ class FakeUpstream:
                 else:
                     self.t.sendto(out, addr)
 
-        self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.host, 0))
-        self.port = self._udp.get_extra_info("sockname")[1]
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
@@ -108,7 +106,16 @@ class FakeUpstream:
                         await writer.drain()
             writer.close()
 
-        self._tcp = await asyncio.start_server(handle, self.host, self.port)
+        for attempt in range(20):  # the same free port for UDP and TCP
+            self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.host, 0))
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(handle, self.host, self.port)
+                break
+            except OSError:
+                self._udp.close()
+                if attempt == 19:
+                    raise
 
     async def stop(self) -> None:
         if self._udp is not None:

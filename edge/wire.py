@@ -195,11 +195,15 @@ def formerr_from_raw(raw: bytes) -> bytes | None:
 
 
 def upstream_query(q: Query, qid: int, qwire: bytes | None = None) -> bytes:
-    """The query the edge sends upstream: lower-case name, fresh ID, clean EDNS (no cookie)."""
+    """The query the edge sends upstream: lower-case name, fresh ID, clean EDNS (no cookie).
+
+    EDNS only when the client used it: a reply to a client without OPT must carry none
+    (RFC 6891), and the cache key keeps the two kinds apart."""
     flags = (q.flags & (RD | CD)) | RD
-    head = HEADER.pack(qid, flags, 1, 0, 0, 1)
+    head = HEADER.pack(qid, flags, 1, 0, 0, 1 if q.edns else 0)
     name = (qwire if qwire is not None else q.qwire).lower()
-    return head + name + struct.pack("!HH", q.qtype, q.qclass) + opt_record(1232, q.do)
+    opt = opt_record(1232, q.do) if q.edns else b""
+    return head + name + struct.pack("!HH", q.qtype, q.qclass) + opt
 
 
 def make_query(name: str, qtype: int, qid: int = 0, rd: bool = True) -> bytes:

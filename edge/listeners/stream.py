@@ -17,6 +17,7 @@ from edge.resolver import Resolver
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 128
+MAX_CONNECTIONS = 2048
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -34,6 +35,10 @@ class _StreamProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
+        if len(self.l.conns) >= MAX_CONNECTIONS:
+            self.l.refused += 1
+            transport.close()
+            return
         self.l.conns.add(self)
         self._arm()
 
@@ -125,6 +130,7 @@ class StreamListener:
         self.transport_name = "dot" if ssl_context is not None else "tcp"
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[_StreamProtocol] = set()
+        self.refused = 0
 
     async def start(self) -> None:
         sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
