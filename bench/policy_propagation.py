@@ -1,7 +1,8 @@
 """Publish -> enforcement time of policy updates through the real Kafka, over 100 updates.
 
-dnsflow: ``Publisher.publish`` (hash, version, compacted topic + policy_log) until an
-edge-like ``PolicyFollower``/``PolicyStore`` returns the new verdict for the changed name.
+dnsflow: from calling ``Publisher.publish`` (catch up with the topic, hash, version,
+compacted topic, policy_log) to the moment an edge-like ``PolicyFollower`` has the new
+version in force in its ``PolicyStore`` (checked: the changed name is then denied).
 Peer: the bare Kafka floor — one aiokafka record of the same size produced and consumed
 through the same broker, same producer settings. Uses ``--kafka`` or DNSFLOW_TEST_KAFKA,
 else starts ``scripts/kafka-local`` in a temporary directory and stops it afterwards.
@@ -77,7 +78,14 @@ async def dnsflow_run(bootstrap: str, updates: int) -> list[float]:
     await bus.start()
     store = PolicyStore()
     applied = asyncio.Event()
-    follower = PolicyFollower(bus, store, on_change=lambda k, r: applied.set(), poll_ms=50)
+    applied_at: dict[int, float] = {}  # version -> when the store started enforcing it
+
+    def on_change(key: str, record: dict | None) -> None:
+        if key == "acme" and record is not None:
+            applied_at[record["version"]] = time.perf_counter()
+        applied.set()
+
+    follower = PolicyFollower(bus, store, on_change=on_change, poll_ms=50)
     await follower.start()
     pub = Publisher(bus, source="bench", actor="bench")
     out: list[float] = []
@@ -91,11 +99,11 @@ async def dnsflow_run(bootstrap: str, updates: int) -> list[float]:
             name = f"u{i}.example.com"
             applied.clear()
             t0 = time.perf_counter()
-            await pub.publish(docs)
+            (change,) = await pub.publish(docs)
             while store.decide(CLIENT, name, "A").action != "deny":
                 await asyncio.wait_for(applied.wait(), TIMEOUT_S)
                 applied.clear()
-            out.append((time.perf_counter() - t0) * 1000)
+            out.append((applied_at[change.version] - t0) * 1000)
     finally:
         await pub.close()
         await follower.stop()
