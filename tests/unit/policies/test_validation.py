@@ -276,3 +276,11 @@ def test_cluster_rules_for_different_tenants_do_not_shadow():
     problems = _problems(every + "---\n" + b)
     assert problems == ["p.yaml: document 2: spec.rules[0]: unreachable rule: every query it "
                         "matches is decided earlier by cluster:a#0"]
+
+
+def test_readme_example_is_valid():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "policies" / "README.md").read_text()
+    example = readme.split("## The documents\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    assert set(policyset.from_text(example, "README.md")) == {"acme"}
