@@ -125,8 +125,12 @@ def policy_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml")
-                                and f.is_file() and not f.name.startswith(".")))
+            # hidden entries are skipped at any depth: a ConfigMap volume keeps the real
+            # files under ..data/ and ..<timestamp>/ and links them at the top
+            files.extend(sorted(
+                f for f in p.rglob("*")
+                if f.suffix in (".yaml", ".yml") and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)))
         elif p.is_file():
             files.append(p)
         else:

@@ -284,3 +284,15 @@ def test_readme_example_is_valid():
     readme = (Path(__file__).resolve().parents[3] / "policies" / "README.md").read_text()
     example = readme.split("## The documents\n\n```yaml\n", 1)[1].split("```", 1)[0]
     assert set(policyset.from_text(example, "README.md")) == {"acme"}
+
+
+def test_configmap_volume_layout_read_once(tmp_path):
+    """Kubernetes mounts a ConfigMap as ..<ts>/file, ..data -> ..<ts>, file -> ..data/file."""
+    real = tmp_path / "..2026_11_26_20_00_00.123"
+    real.mkdir()
+    (real / "acme.yaml").write_text(_doc("tenant: acme"))
+    (tmp_path / "..data").symlink_to(real.name)
+    (tmp_path / "acme.yaml").symlink_to("..data/acme.yaml")
+    docs, problems = load_paths([tmp_path])
+    assert problems == []
+    assert [loc.file for loc in docs] == [str(tmp_path / "acme.yaml")]
