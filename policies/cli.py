@@ -70,6 +70,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--name", required=True, help="query name")
     p.add_argument("--type", default="A", help="query type (default A)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="explain against these files instead of what is published")
     _common(p)
@@ -380,6 +381,9 @@ def _explain(args: argparse.Namespace) -> int:
     if ns_map:
         store.set_namespace_tenants(ns_map)
     result = explain(store, client, args.name, args.type)
+    if args.json:
+        print(orjson.dumps({"policy": source, **result.as_dict()}).decode())
+        return 0
     print(f"policy:   {source}")
     for line in result.lines():
         print(line)

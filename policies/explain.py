@@ -30,6 +30,22 @@ class Explanation:
     effect: str
     trace: list[str] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, object]:
+        v = self.verdict
+        return {
+            "name": self.name, "type": self.qtype,
+            "client": {"ip": self.client.ip, "tenant": self.client.tenant,
+                       "namespace": self.client.namespace,
+                       "service_account": self.client.service_account,
+                       "labels": dict(self.client.labels)},
+            "decision": v.action, "deny_mode": v.deny_mode, "rule": v.rule,
+            "policy_version": v.policy_version, "isolated": v.isolated, "log": v.log,
+            "rate_limit": list(v.rate_limit) if v.rate_limit else None,
+            "records": [[r.name, r.ttl, r.rtype, r.rdata] for r in v.records],
+            "upstreams": list(v.upstreams), "why": self.why, "effect": self.effect,
+            "trace": self.trace,
+        }
+
     def lines(self) -> list[str]:
         c = self.client
         who = f"{c.ip or '-'} (tenant {c.tenant}, namespace {c.namespace}"

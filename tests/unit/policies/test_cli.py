@@ -126,3 +126,14 @@ spec:
     assert "decision: allow" in out
     assert "answer  shop/p#rebind [tenant policy, deny] applies after the upstream answers " \
            "if it has an answer IP in 10.0.0.0/8" in out
+
+
+def test_explain_json(files, capsys):
+    import json
+
+    assert main(["policy", "explain", "--tenant", "acme", "--namespace", "shop", "--name",
+                 "api.example.com", "--json", str(files / "good.yaml")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["decision"], got["rule"], got["records"]) == \
+        ("rewrite", "shop/base#pin", [["api.example.com", 30, "A", "10.9.9.9"]])
+    assert got["client"]["tenant"] == "acme" and got["trace"]
