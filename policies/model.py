@@ -367,6 +367,11 @@ class ClusterClientSelector(ClientSelector):
 
     tenants: list[str] = Field(default_factory=list)
 
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str]) -> list[str]:
+        return _check_list(v, lambda t: _k8s_name(t, "tenant"))
+
 
 class View(_Strict):
     records: list[ViewRecord] = Field(default_factory=list)
@@ -394,6 +399,11 @@ class Export(_Strict):
     @classmethod
     def _svc(cls, v: str) -> str:
         return _k8s_name(v, "service")
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: list[str]) -> list[str]:
+        return _check_list(v, lambda t: t if t == "*" else _k8s_name(t, "tenant"))
 
 
 class DNSPolicySpec(_Strict):
