@@ -130,21 +130,54 @@ async def test_dnspolicy_lifecycle_is_published(k8s):
         await follower.stop()
 
 
+def _kubeconfig(k8s, tmp_path):
+    f = tmp_path / "kubeconfig"
+    f.write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: kmock, cluster: {{server: "{str(k8s.url).rstrip('/')}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: kmock, user: u}}}}]
+current-context: c
+""")
+    return f
+
+
+@pytest.mark.kafka
+async def test_cli_apply_kubernetes_once(k8s, tmp_path, kafka_bootstrap, topic_prefix,
+                                         capsys):
+    """`dnsflow policy apply --kubernetes` publishes the cluster's policies once and exits."""
+    from dnsflow.bus.kafka import KafkaBus
+    from dnsflow.cli import main
+    from dnsflow.topics import Topics
+    from policies.topic import read_compacted
+
+    api = make_api_client(host=str(k8s.url).rstrip("/"))
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    await asyncio.to_thread(core.create_namespace,
+                            {"metadata": {"name": "shop", "labels": {"dnsflow.io/tenant": "acme"}}})
+    await asyncio.to_thread(custom.create_namespaced_custom_object, "dnsflow.io", "v1", "shop",
+                            "dnspolicies", _policy(["ads.example.com"]))
+    argv = ["policy", "apply", "--kubernetes", "--kubeconfig", str(_kubeconfig(k8s, tmp_path)),
+            "--kafka", kafka_bootstrap, "--topic-prefix", topic_prefix]
+    rc = await asyncio.to_thread(main, argv)  # its own event loop; kmock serves from ours
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "kubernetes: versions {'acme': 1}" in out
+    got = await read_compacted(KafkaBus(kafka_bootstrap, Topics(topic_prefix)),
+                               topic_prefix + "policies")
+    store = PolicyStore()
+    assert store.apply_record(b"acme", got["acme"])
+    assert store.decide(ACME, "ads.example.com", "A").rule == "shop/base#ads"
+
+
 async def test_service_with_kubernetes_enabled_uses_kubeconfig(k8s, tmp_path):
     """`policies: {kubernetes: true, kubeconfig: FILE}` in the runner's settings."""
     from dnsflow.settings import Settings
     from policies.service import build
 
     url = str(k8s.url).rstrip("/")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""
-apiVersion: v1
-kind: Config
-clusters: [{{name: kmock, cluster: {{server: "{url}"}}}}]
-users: [{{name: u, user: {{token: t}}}}]
-contexts: [{{name: c, context: {{cluster: kmock, user: u}}}}]
-current-context: c
-""")
+    kubeconfig = _kubeconfig(k8s, tmp_path)
     api = make_api_client(host=url)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     await asyncio.to_thread(core.create_namespace,
