@@ -3,6 +3,10 @@
 Import from here only; the modules behind it may be reorganised.
 """
 
+from collections.abc import Sequence
+from pathlib import Path
+
+from policies import policyset, records
 from policies.autodeny import AutoDeny, auto_deny_record
 from policies.follower import PolicyFollower
 from policies.loader import Located, PolicySetError, Problem
@@ -10,6 +14,17 @@ from policies.model import API_VERSION, TENANT_LABEL, ClusterDNSPolicy, DNSPolic
 from policies.records import GLOBAL
 from policies.store import PolicyStore
 from policies.types import ClientInfo, LocalRecord, PolicyRecordError, Verdict, View
+
+
+def policy_records(source: str | Sequence[str | Path], version: int = 1,
+                   published_at: int = 0) -> list[tuple[bytes, bytes]]:
+    """(key, value) records for YAML text or files, as ``dnsflow policy apply`` would
+    publish them at ``version`` (for tests, demos and replay). Raises PolicySetError."""
+    docs = (policyset.from_text(source, "<text>") if isinstance(source, str)
+            else policyset.from_paths(source))
+    order = sorted(docs, key=lambda k: (k != GLOBAL, k))  # cluster first
+    return [records.encode(docs[k], version, published_at, "api", "api") for k in order]
+
 
 __all__ = [
     "API_VERSION",
@@ -29,4 +44,5 @@ __all__ = [
     "Verdict",
     "View",
     "auto_deny_record",
+    "policy_records",
 ]

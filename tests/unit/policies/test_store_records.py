@@ -122,3 +122,15 @@ def test_big_record_keeps_gc_state(mk_client):
         store.apply_record(k, orjson.dumps(bad))
     assert gc.isenabled()
     assert store.decide(mk_client(), "h2999.example.com", "A").rule == "shop/big#2999"
+
+
+def test_policy_records_helper(mk_client, tmp_path):
+    from policies.api import policy_records
+
+    (tmp_path / "p.yaml").write_text(POLICY)
+    for source in (POLICY, [tmp_path]):
+        store = PolicyStore()
+        for k, v in policy_records(source, version=4):
+            assert store.apply_record(k, v)
+        got = store.decide(mk_client(), "bad.example.com", "A")
+        assert (got.rule, got.policy_version) == ("shop/p#r", 4)
