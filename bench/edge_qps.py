@@ -125,6 +125,42 @@ def miss_latency(edge_port: int, up_port: int, n: int) -> tuple[float, float, in
     return (pct(via, 0.5) - pct(direct, 0.5), pct(via, 0.99) - pct(direct, 0.99), 2 * n)
 
 
+def rcode_of(port: int, name: str, sock: socket.socket) -> tuple[float, int]:
+    qid = int.from_bytes(os.urandom(2), "big")
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack("!HH", 1, 1)
+    t0 = time.perf_counter_ns()
+    sock.sendto(q, ("127.0.0.1", port))
+    while True:
+        data = sock.recv(65535)
+        if data[:2] == q[:2]:
+            return (time.perf_counter_ns() - t0) / 1000, data[3] & 0x0F
+
+
+def isolation_timing(edge_port: int, n: int) -> dict[str, float]:
+    """Another tenant's existing names vs names that do not exist, first ask (miss) and
+    repeat (hit): p50 difference in microseconds, and whether every answer was NXDOMAIN."""
+    out: dict[str, list[float]] = {"hidden_miss": [], "missing_miss": [], "hidden_hit": [],
+                                   "missing_hit": []}
+    wrong = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for phase in ("miss", "hit"):
+            for i in range(n):
+                t, rc = rcode_of(edge_port, f"svc{i}.other-ns.svc.cluster.local", s)
+                out[f"hidden_{phase}"].append(t)
+                wrong += rc != 3
+                t, rc = rcode_of(edge_port, f"gone{i}.bench-ns.svc.cluster.local", s)
+                out[f"missing_{phase}"].append(t)
+                wrong += rc != 3
+    p50 = {k: sorted(v)[len(v) // 2] for k, v in out.items()}
+    return {"isolation_miss_p50_diff_us": p50["hidden_miss"] - p50["missing_miss"],
+            "isolation_hit_p50_diff_us": p50["hidden_hit"] - p50["missing_hit"],
+            "isolation_not_nxdomain": wrong, "isolation_queries": 4 * n}
+
+
 async def publish_policy(bootstrap: str, prefix: str) -> None:
     from dnsflow.bus import open_bus
     from policies import policyset, records
@@ -189,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
               for i in range(args.miss_samples)]
     local += [f"e{i}.bench.test. 3600 IN A 10.201.{i // 256}.{i % 256}"
               for i in range(args.miss_samples)]
+    # another tenant's services: the edge must answer them exactly like missing names
+    iso = [f"svc{i}.other-ns.svc.cluster.local. 300 IN A 10.202.{i // 256}.{i % 256}"
+           for i in range(args.miss_samples)]
     datafile = work / "queries.txt"
     datafile.write_text("".join(f"{n} A\n" for n in names))
     kafka = None
@@ -204,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(publish_policy(bootstrap, prefix))
 
         # upstream for the edge's misses (not on the measured core's critical path once warm)
-        upstream = Unbound(local, workdir=work / "ub-upstream", cpu=int(load_cpu)).start()
+        upstream = Unbound(local + iso, zones=("bench.test", "cluster.local"),
+                           workdir=work / "ub-upstream", cpu=int(load_cpu)).start()
         try:
             edge, edge_port = start_edge(work, bootstrap, prefix, upstream.port, server_cpu)
             procs.append(edge)
@@ -217,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             answered += args.miss_samples + 1  # + the readiness probe
             result["miss_p50_added_us"] = p50
             result["miss_p99_added_us"] = p99
+            iso_res = isolation_timing(edge_port, args.miss_samples)
+            answered += iso_res.pop("isolation_queries")
+            result.update(iso_res)
+            log(f"isolation: {iso_res}")
             log("stopping the edge (graceful: flushes every event)")
             stop_process(edge, 120)
         finally:
@@ -265,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
           f"events_in_kafka={result['events_in_kafka']} "
           f"edge_answered={result['edge_answered']:.0f} "
           f"miss_p50_added_us={result['miss_p50_added_us']:.0f} "
-          f"miss_p99_added_us={result['miss_p99_added_us']:.0f}", flush=True)
+          f"miss_p99_added_us={result['miss_p99_added_us']:.0f} "
+          f"isolation_miss_p50_diff_us={result['isolation_miss_p50_diff_us']:.0f} "
+          f"isolation_hit_p50_diff_us={result['isolation_hit_p50_diff_us']:.0f} "
+          f"isolation_not_nxdomain={result['isolation_not_nxdomain']}", flush=True)
     return 0
 
 
