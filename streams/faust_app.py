@@ -4,8 +4,9 @@
   decoder and goes to the DLQ with partition, offset and reason, and the worker goes on);
 * outputs go to the telemetry/anomalies/alerts topics and auto-denies to the policies topic;
 * a table (``<group>-state``, backed by a compacted changelog topic) holds a checkpoint of
-  the logic's open windows, detector state and auto-denies, written whenever a pane closes,
-  so a restarted worker resumes its windows instead of starting empty.
+  the logic's open windows, detector state and auto-denies, written when a pane closes and
+  at most ``checkpoint_s`` after any input, so a restarted worker resumes its windows
+  instead of starting empty (a crash loses at most that much window state).
 
 Checkpoints are pickled: the changelog is this worker's own internal topic, never input.
 """
@@ -86,7 +87,7 @@ def _ts(ev: dict[str, Any]) -> int:
 
 
 def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2,
-             partitions: int = 6) -> faust.App:
+             partitions: int = 6, checkpoint_s: float = 0.5) -> faust.App:
     """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``)."""
     assert settings.kafka, "the faust worker needs a Kafka bootstrap"
     logic = build_logic(settings)
@@ -121,6 +122,7 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
                       key_type=str, value_type=bytes)
     app.streams_logic = logic  # type: ignore[attr-defined]
     stats = {"dlq": 0, "restored": False, "checkpoints": 0}
+    ckpt: dict[str, Any] = {"dirty": False, "part": None}
     app.streams_stats = stats  # type: ignore[attr-defined]
     topic_of = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
 
@@ -136,15 +138,17 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
 
     @app.agent(events)
     async def process(stream: Any) -> None:
-        if not stats["restored"]:
-            saved = newest_checkpoint(state)
-            if saved:
-                restore(logic, saved)
-                log.info("streams: resumed windows from checkpoint (watermark %s)",
-                         logic.watermark)
-            stats["restored"] = True
         last_wm = logic.watermark
         async for batch in stream.take_events(batch_size, within=flush_s):
+            if not stats["restored"]:
+                # tables are recovered before the stream yields: resume the checkpoint
+                saved = newest_checkpoint(state)
+                if saved:
+                    restore(logic, saved)
+                    log.warning("streams: resumed windows from checkpoint (watermark %s)",
+                                logic.watermark)
+                stats["restored"] = True
+                last_wm = logic.watermark
             good: list[dict[str, Any]] = []
             for event in batch:
                 msg = event.message
@@ -161,10 +165,30 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             for ev in good:
                 logic.process(ev)
             await publish()
-            if logic.watermark != last_wm and batch:
+            if batch:
+                ckpt["dirty"] = True
+                ckpt["part"] = batch[-1].message.partition
+            if logic.watermark != last_wm:
                 last_wm = logic.watermark
-                state[f"{STATE_KEY}:{batch[-1].message.partition}"] = snapshot(logic)
-                stats["checkpoints"] += 1
+                checkpoint()
+
+    def checkpoint() -> None:
+        """Write the logic's state to the changelog partition of the last record seen.
+
+        take_events has no "current event", so the partition is given explicitly.
+        """
+        if not ckpt["dirty"] or ckpt["part"] is None:
+            return
+        part = ckpt["part"]
+        key, value = f"{STATE_KEY}:{part}", snapshot(logic)
+        state.data[key] = value
+        state.send_changelog(part, key, value)
+        ckpt["dirty"] = False
+        stats["checkpoints"] += 1
+
+    @app.timer(interval=checkpoint_s)
+    async def periodic_checkpoint() -> None:
+        checkpoint()
 
     @app.timer(interval=max(0.5, cfg.idle_advance_s))
     async def idle_advance() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.schema import now_us
@@ -118,3 +119,68 @@ async def test_faust_worker_end_to_end(kafka_bootstrap, topic_prefix, tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         await bus.stop()
+
+
+def start_worker(kafka_bootstrap: str, topic_prefix: str, cfg: Path, log: Path):
+    return subprocess.Popen(
+        [sys.executable, "-m", "dnsflow", "streams", "--kafka", kafka_bootstrap,
+         "--topic-prefix", topic_prefix, "--config", str(cfg), "--home", str(cfg.parent)],
+        stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+    )
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+async def test_restarted_faust_worker_resumes_its_windows(kafka_bootstrap, topic_prefix,
+                                                         tmp_path):
+    cfg = tmp_path / "dnsflow.yaml"
+    cfg.write_text("streams:\n  windows: [60]\n  idle_advance_s: 3600\n")
+    log = tmp_path / "worker.log"
+    t0 = 1_699_999_980_000_000  # minute-aligned, event time only
+    first = [lt.event(t0 + i * 200_000, "shop", "10.0.0.1", "www.example.com")
+             for i in range(150)]                      # 0 s .. 30 s
+    second = [lt.event(t0 + 30_000_000 + i * 200_000, "shop", "10.0.0.1", "www.example.com")
+              for i in range(200)]                     # 30 s .. 70 s
+    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
+    await bus.start()
+    try:
+        proc = start_worker(kafka_bootstrap, topic_prefix, cfg, log)
+        await bus.send_many(bus.topics.events, [(b"shop", orjson.dumps(e)) for e in first])
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            for _ in range(120):  # until the first half is processed and committed
+                await asyncio.sleep(0.5)
+                try:
+                    offsets = await admin.list_consumer_group_offsets(
+                        f"{topic_prefix}dnsflow-streams")
+                except KafkaError:  # the group is not there yet
+                    continue
+                if sum(m.offset for tp, m in offsets.items()
+                       if tp.topic == bus.topics.events) >= len(first):
+                    break
+        finally:
+            await admin.close()
+        await asyncio.sleep(1.0)  # let the checkpoint reach the changelog
+        stop_worker(proc)
+        assert await read(bus, "telemetry", 1, seconds=2) == []  # window still open
+        proc = start_worker(kafka_bootstrap, topic_prefix, cfg, log)
+        await bus.send_many(bus.topics.events, [(b"shop", orjson.dumps(e)) for e in second])
+        windows = [orjson.loads(m.value) for m in await read(bus, "telemetry", 1, seconds=60)]
+        stop_worker(proc)
+    finally:
+        await bus.stop()
+    first_minute = [w for w in windows if w["window_start"] == t0]
+    assert first_minute, log.read_text()[-2000:]
+    # 150 events before the restart + 150 after (30 s .. 60 s) in the same window
+    assert first_minute[0]["queries"] == 300, log.read_text()[-2000:]
+    assert "resumed windows from checkpoint" in log.read_text()
