@@ -65,12 +65,14 @@ def records_by_topic(bus: Bus, outputs: list[Output]) -> dict[str, list[tuple[by
 class StreamsService:
     name = "streams"
 
-    def __init__(self, settings: Settings, bus: Bus, *, batch: int = 5000) -> None:
+    def __init__(self, settings: Settings, bus: Bus, *, batch: int = 5000,
+                 rules_check_s: float = 2.0) -> None:
         self.settings = settings
         self.bus = bus
         self.logic = build_logic(settings)
         self.cfg = self.logic.cfg
         self.batch = batch
+        self.rules_check_s = rules_check_s
         self.webhooks = WebhookSender()
         self.dlq = 0
         self.send_errors = 0
@@ -121,7 +123,7 @@ class StreamsService:
                 await self.handle(msgs)
             elif now - self._last_input >= self.cfg.idle_advance_s:
                 self.logic.advance_to(now_us() - self.logic.grace)
-            if now - last_rules_check >= 2.0:
+            if now - last_rules_check >= self.rules_check_s:
                 last_rules_check = now
                 self._maybe_reload_rules()
             outputs = self.logic.drain()
