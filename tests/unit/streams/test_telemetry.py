@@ -28,6 +28,7 @@ def test_tumbling_windows_count_per_tenant(ev):
     assert shop[0]["distinct_clients"] == 3
     assert shop[0]["top_names"] == [["www.example.com", 60]]
     assert shop[0]["window_end"] - shop[0]["window_start"] == 60_000_000
+    assert type(shop[0]["window_s"]) is int  # whole seconds, as the sink stores them
     pay = [t for t in minute if t["tenant"] == "pay"]
     assert pay[0]["decision"] == {"allow": 55, "deny": 5}
     assert pay[0]["qtype"] == {"AAAA": 60}
