@@ -10,8 +10,9 @@ ANOMALIES = "anomalies"
 ALERTS = "alerts"
 POLICIES = "policies"
 DLQ = "dlq"
+POLICY_LOG = "policy_log"
 
-ALL = (EVENTS, TELEMETRY, ANOMALIES, ALERTS, POLICIES, DLQ)
+ALL = (EVENTS, TELEMETRY, ANOMALIES, ALERTS, POLICIES, DLQ, POLICY_LOG)
 
 
 @dataclass(frozen=True)
@@ -49,4 +50,5 @@ class Topics:
                  "segment.ms": "3600000"},
             ),
             TopicSpec(self.name(DLQ), 1),
+            TopicSpec(self.name(POLICY_LOG), 1),  # who/what changed which policy version
         ]
