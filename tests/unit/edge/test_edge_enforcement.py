@@ -65,6 +65,14 @@ metadata: {{name: payments-exports, namespace: payments}}
 spec:
   tenant: payments
   exports: [{{service: gateway, to: [shop]}}]
+---
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {{name: guest-view, namespace: guests}}
+spec:
+  tenant: guests
+  view:
+    upstreams: ["udp://127.0.0.1:{corp_port}"]
 """
 
 ZONE = [
@@ -201,6 +209,18 @@ async def test_rewrite_redirect_and_view_records(edge, corp) -> None:
     assert [str(x) for x in r.answer[0]] == ["10.9.9.9"]
 
 
+async def test_view_upstreams_and_rewrites_stay_per_tenant(edge, corp, zone_upstream) -> None:
+    r = await ask(edge, "app.corp.internal", source="127.0.0.3")   # guests: own upstream
+    assert [str(x) for x in r.answer[0]] == ["172.16.0.5"]
+    r = await ask(edge, "example.com", source="127.0.0.3")
+    assert r.rcode() == dns.rcode.NXDOMAIN                          # not in corp's zone
+    assert zone_upstream.count("example.com") == 0
+    r = await ask(edge, "api.example.com")                           # shop's rewrite
+    assert [str(x) for x in r.answer[0]] == ["192.0.2.7"]
+    r = await ask(edge, "api.example.com", source="127.0.0.2")      # payments: no rewrite
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+
+
 async def test_search_domains_of_the_tenant_view(edge, zone_upstream) -> None:
     r = await ask(edge, "web")
     assert [a.rdtype for a in r.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
@@ -253,7 +273,8 @@ spec:
   tenant: shop
   rules: [{id: no-example, match: {names: [example.com]}, action: deny, denyMode: REFUSED}]
 """
-    allow = deny.replace("action: deny, denyMode: REFUSED", "action: allow")
+    allow = deny.replace("action: deny, denyMode: REFUSED", "action: allow") + (
+        "  view: {records: [{name: cache.local.shop, type: A, value: 10.7.7.7}]}\n")
     await bus.send_many(bus.topics.policies, policy_records(deny, 1))
     svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m))
     for _ in range(100):
@@ -261,6 +282,7 @@ spec:
             break
         await asyncio.sleep(0.02)
     assert (await ask(svc, "example.com")).rcode() == dns.rcode.REFUSED
+    assert (await ask(svc, "cache.local.shop")).rcode() == dns.rcode.NXDOMAIN
     await bus.send(bus.topics.policies, b'{"not": "a policy"}', key=b"shop")
     await bus.send_many(bus.topics.policies, policy_records(allow, 2))
     for _ in range(100):
@@ -268,6 +290,8 @@ spec:
             break
         await asyncio.sleep(0.02)
     assert (await ask(svc, "example.com")).rcode() == dns.rcode.NOERROR
+    r = await ask(svc, "cache.local.shop")      # the view changed live
+    assert [str(x) for x in r.answer[0]] == ["10.7.7.7"]
     dlq = [orjson.loads(m.value) for p in bus.topic(bus.topics.dlq).partitions for m in p]
     assert len(dlq) == 1 and dlq[0]["reason"] and dlq[0]["source_topic"] == "t.policies"
     snap = tmp_path / "home" / "edge-policy.snapshot"
