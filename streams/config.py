@@ -148,6 +148,8 @@ class StreamsConfig(BaseModel):
     max_skew_s: float = Field(
         30, ge=0, description="a tenant this far behind the newest event stops holding "
         "the watermark back (its later events may be too late)")
+    max_future_s: float = Field(
+        300, gt=0, description="live drivers dead-letter events this far ahead of the clock")
     idle_advance_s: float = Field(
         2.0, ge=0, description="live driver: advance the watermark by wall clock after idling"
     )

@@ -150,11 +150,13 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
                 stats["restored"] = True
                 last_wm = logic.watermark
             good: list[dict[str, Any]] = []
+            not_after = now_us() + int(cfg.max_future_s * 1_000_000)
             for event in batch:
                 msg = event.message
                 try:
                     good.append(decode(event.value or b"",
-                                       f"{msg.topic}[{msg.partition}]@{msg.offset}"))
+                                       f"{msg.topic}[{msg.partition}]@{msg.offset}",
+                                       not_after))
                 except RecordError as exc:
                     stats["dlq"] += 1
                     await out["dlq"].send(key=msg.topic.encode(), value=dlq_record(

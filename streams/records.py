@@ -52,8 +52,18 @@ def check(obj: dict[str, Any], where: str = "event") -> dict[str, Any]:
     return parse_event(obj, where).model_dump()
 
 
-def decode(raw: bytes | str, where: str = "event") -> dict[str, Any]:
-    return check(decode_json(raw, where), where)
+def decode(raw: bytes | str, where: str = "event", not_after_us: int | None = None
+           ) -> dict[str, Any]:
+    """Decode and check one record; live drivers reject events from the future.
+
+    An edge with a clock far ahead would otherwise drag the watermark forward and make every
+    other tenant's events late; ``not_after_us`` (wall clock + ``max_future_s``) stops that.
+    """
+    ev = check(decode_json(raw, where), where)
+    if not_after_us is not None and ev["ts"] > not_after_us:
+        raise RecordError(f"{where}: ts: {ev['ts']} is more than the allowed clock skew "
+                          f"ahead of this worker's clock")
+    return ev
 
 
 def dlq_record(source_topic: str, partition: int, offset: int, reason: str,

@@ -138,9 +138,10 @@ class StreamsService:
     async def handle(self, msgs: list[Message]) -> None:
         dead: list[tuple[bytes | None, bytes | None]] = []
         good: list[dict[str, Any]] = []
+        not_after = now_us() + int(self.cfg.max_future_s * 1_000_000)
         for m in msgs:
             try:
-                ev = decode(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}")
+                ev = decode(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}", not_after)
             except RecordError as exc:
                 dead.append((m.topic.encode(), dlq_record(m.topic, m.partition, m.offset,
                                                           str(exc), m.value, m.key)))

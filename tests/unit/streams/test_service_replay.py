@@ -38,10 +38,12 @@ async def test_in_process_service_publishes_and_dead_letters(ev, lt):
     records = [(e["tenant"].encode(), orjson.dumps(e)) for e in traffic(ev, lt)]
     records.insert(10, (b"shop", b"{not json"))
     records.insert(20, (b"shop", orjson.dumps({"v": 1, "ts": T0, "tenant": "shop"})))
+    future = ev(T0 + 10 * 365 * 86_400_000_000 * 10, "shop", "10.0.0.1", "www.example.com")
+    records.insert(30, (b"shop", orjson.dumps(future)))  # an edge clock far ahead
     await bus.send_many(bus.topics.events, records)
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if svc.status()["events"] >= len(records) - 2:
+        if svc.status()["events"] >= len(records) - 3:
             break
     await svc.stop()
     t = bus.topics
@@ -50,14 +52,15 @@ async def test_in_process_service_publishes_and_dead_letters(ev, lt):
     policies = await read_all(bus, t.policies)
     dlq = [orjson.loads(m.value) for m in await read_all(bus, t.dlq)]
     assert {x["tenant"] for x in telemetry} == {"shop", "analytics"}
-    assert sum(x["queries"] for x in telemetry if x["window_s"] == 10) == len(records) - 2
+    assert sum(x["queries"] for x in telemetry if x["window_s"] == 10) == len(records) - 3
     assert any(a["kind"] == "tunneling" for a in anomalies)
     assert policies and policies[0].key == b"auto:analytics"
-    assert len(dlq) == 2 and {d["source_topic"] for d in dlq} == {t.events}
+    assert len(dlq) == 3 and {d["source_topic"] for d in dlq} == {t.events}
     assert "not valid JSON" in dlq[0]["reason"] and dlq[0]["value"] == "{not json"
     assert "edge: Field required" in dlq[1]["reason"]
+    assert "clock skew" in dlq[2]["reason"]
     st = svc.status()
-    assert st["dlq"] == 2 and st["tenants"]["analytics"]["anomalies"] >= 1
+    assert st["dlq"] == 3 and st["tenants"]["analytics"]["anomalies"] >= 1
     assert st["recent_policy_updates"][0]["domain"] == "relay-example.net"
     assert bus.committed("dnsflow-streams", t.events, 0) is not None
 
