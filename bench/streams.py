@@ -3,7 +3,8 @@
 * ``logic_events_per_s``: JSON lines -> decode -> check -> telemetry + all six detectors +
   incidents + alert rules + auto-response (``streams.replay.replay_lines``), pinned to one
   core, on the labeled 30-minute traffic of ``tests/data/labeled_traffic.py`` (benign
-  clients, DGA-infected clients, tunnels: ~40 % of names are unique).
+  clients, DGA-infected clients, tunnels: ~40 % of names are unique), clients spread over
+  8 tenants.
 * peers in the same run: ``parse_only_events_per_s`` (orjson decode + per-tenant count, the
   floor of any Python consumer) and ``pydantic_events_per_s`` (the same records validated
   with the schema's pydantic model, the naive path).
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +153,7 @@ def floor_worker(bootstrap: str, prefix: str) -> None:
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
-def faust_rate(bootstrap: str, prefix: str, total: int, floor: bool,
+def faust_rate(bootstrap: str, prefix: str, total: int, floor: bool, workers: int = 1,
                timeout_s: float = 300) -> float:
     home = tempfile.mkdtemp(prefix="bench-streams-")
     cfg = Path(home) / "dnsflow.yaml"
@@ -163,7 +165,8 @@ def faust_rate(bootstrap: str, prefix: str, total: int, floor: bool,
         group = f"{prefix}floor"
     else:
         cmd = [sys.executable, "-m", "dnsflow", "streams", "--kafka", bootstrap,
-               "--topic-prefix", prefix, "--config", str(cfg), "--home", home]
+               "--topic-prefix", prefix, "--config", str(cfg), "--home", home,
+               "--workers", str(workers)]
         group = f"{prefix}dnsflow-streams"
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
     topic = f"{prefix}events"
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", metavar="BOOTSTRAP", help="use this broker instead of a "
                     "temporary local one")
     ap.add_argument("--no-faust", action="store_true")
+    ap.add_argument("--faust-workers", type=int, default=2,
+                    help="also measure this many faust workers together (1: skip)")
     ap.add_argument("--floor-worker", metavar="PREFIX", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.floor_worker:
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lt = load_traffic()
     events, _ = lt.scenario(minutes=args.minutes)
+    for e in events:  # spread the clients over 8 tenants (= partitions for the workers)
+        e["tenant"] = e["namespace"] = f"corp{zlib.crc32(e['client_ip'].encode()) % 8}"
     lines = [orjson.dumps(e) for e in events]
     print(f"{len(lines)} events, {sum(map(len, lines)) / len(lines):.0f} bytes each")
     pin_one_core()
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parse = parse_only_rate(lines)
     pyd = pydantic_rate(lines)
     print(f"peers: parse-only {parse:,.0f} events/s, pydantic validation {pyd:,.0f} events/s")
-    faust = floor = 0.0
+    faust = floor = scaled = 0.0
     if not args.no_faust:
         os.sched_setaffinity(0, os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
         kafka = None
@@ -235,16 +242,23 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(produce(bootstrap, prefix, sample))
             faust = faust_rate(bootstrap, prefix, len(sample), floor=False)
             floor = faust_rate(bootstrap, prefix, len(sample), floor=True)
+            if args.faust_workers > 1:
+                prefix2 = f"bench{uuid.uuid4().hex[:8]}."
+                asyncio.run(produce(bootstrap, prefix2, sample))
+                scaled = faust_rate(bootstrap, prefix2, len(sample), floor=False,
+                                    workers=args.faust_workers)
         finally:
             if kafka is not None:
                 kafka.stop()
         print(f"faust worker: {faust:,.0f} events/s sustained (committed offsets); "
-              f"peer faust count-only agent: {floor:,.0f} events/s")
+              f"peer faust count-only agent: {floor:,.0f} events/s; "
+              f"{args.faust_workers} workers: {scaled:,.0f} events/s")
     print(f"bench streams: logic_events_per_s={cold:.0f} faust_events_per_s={faust:.0f} "
           f"logic_warm_events_per_s={warm:.0f} parse_only_events_per_s={parse:.0f} "
           f"pydantic_events_per_s={pyd:.0f} logic_vs_parse_only={cold / parse:.3f} "
           f"faust_floor_events_per_s={floor:.0f} "
-          f"faust_vs_floor={faust / floor if floor else 0:.3f}")
+          f"faust_vs_floor={faust / floor if floor else 0:.3f} "
+          f"faust_{args.faust_workers}workers_events_per_s={scaled:.0f}")
     return 0
 
 

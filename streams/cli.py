@@ -1,4 +1,4 @@
-"""``dnsflow streams --kafka BOOTSTRAP``: the faust-streaming worker."""
+"""``dnsflow streams --kafka BOOTSTRAP [--workers N]``: the faust-streaming worker(s)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,58 @@ import argparse
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", metavar="FILE", help="alert rules YAML (overrides "
                         "streams.alert_rules)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run N worker processes in the consumer group (events are "
+                             "keyed by tenant, so each tenant stays with one worker)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import faust
-
     from dnsflow.cli import UsageError, settings_from_args
-    from streams.faust_app import make_app
 
     settings = settings_from_args(args)
     if not settings.kafka:
         raise UsageError("dnsflow streams: needs --kafka BOOTSTRAP (or kafka: in the config); "
                          "without Kafka the streams run inside 'dnsflow up'")
+    if not 1 <= args.workers <= 64:
+        raise UsageError("dnsflow streams: --workers must be between 1 and 64")
     if args.rules:
         settings = settings.model_copy(update={"streams": {**settings.streams,
                                                            "alert_rules": args.rules}})
+    if args.workers > 1:
+        return supervise(args.workers)
+    import faust
+
+    from streams.faust_app import make_app
+
     app = make_app(settings)
     worker = faust.Worker(app, loglevel=args.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
     return 0
+
+
+def supervise(n: int) -> int:
+    """Start ``n`` single workers with the same arguments; forward stop signals to them."""
+    import signal
+    import subprocess
+    import sys
+
+    argv = [a for a in sys.argv[1:]]
+    for i, a in enumerate(argv):
+        if a == "--workers":
+            del argv[i:i + 2]
+            break
+        if a.startswith("--workers="):
+            del argv[i]
+            break
+    procs = [subprocess.Popen([sys.executable, "-m", "dnsflow", *argv]) for _ in range(n)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes) if codes else 0
