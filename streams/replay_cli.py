@@ -20,6 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     import os
 
     from dnsflow.cli import UsageError, settings_from_args
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from streams.logic import Output, StreamLogic
     from streams.replay import Progress, as_json, as_text, replay_lines
 
+    # replay prints policy updates itself; the live drivers' change log would repeat them
+    logging.getLogger("streams.response").setLevel(logging.ERROR)
     settings = settings_from_args(args)
     cfg = streams_config.load(settings)
     rules_path = args.rules or cfg.alert_rules

@@ -69,7 +69,7 @@ class AutoResponder:
         self.version[tenant] = version
         current = sorted(self.active.get(tenant, {}).values(), key=lambda d: d.domain)
         key, value = policy_bridge.record(tenant, current, version)
-        log.info("auto-response %s tenant=%s domain=%s version=%d: %s",
+        log.warning("auto-response %s tenant=%s domain=%s version=%d: %s",
                     action, tenant, domain, version, cause)
         self.emit({
             "v": 1, "ts": ts, "tenant": tenant, "action": action, "domain": domain,
