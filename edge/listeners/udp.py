@@ -50,6 +50,7 @@ class UdpListener:
             return
         recvfrom = sock.recvfrom
         answer = self.resolver.answer
+        fast = self.resolver.answer_fast
         for _ in range(BATCH):
             try:
                 data, addr = recvfrom(65535)
@@ -59,6 +60,10 @@ class UdpListener:
                 log.debug("udp recv: %s", exc)
                 return
             try:
+                r = fast(data, addr[0])
+                if r is not None:
+                    self._send(r, addr)
+                    continue
                 r = answer(data, addr[0], "udp")
             except Exception:
                 log.exception("answering a UDP packet from %s failed", addr[0])
