@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from dnsflow.schema import RecordError, decode_json, parse_event
+from dnsflow.schema import RecordError, decode_json, now_us, parse_event
 
 _TRANSPORTS = frozenset(("udp", "tcp", "dot", "doh"))
 _CACHE = frozenset(("hit", "miss", "stale", "none"))
@@ -75,7 +75,7 @@ def dlq_record(source_topic: str, partition: int, offset: int, reason: str,
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(raw).decode(), "base64"
     return orjson.dumps({
-        "source_topic": source_topic, "partition": partition, "offset": offset,
+        "ts": now_us(), "source_topic": source_topic, "partition": partition, "offset": offset,
         "reason": reason, "component": "streams",
         "key": (key or b"").decode("utf-8", "replace"),
         "value": text, "value_encoding": encoding,
