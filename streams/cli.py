@@ -38,20 +38,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def without_workers(argv: list[str]) -> list[str]:
+    """The command line of one worker: the same arguments minus ``--workers``."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
 def supervise(n: int) -> int:
     """Start ``n`` single workers with the same arguments; forward stop signals to them."""
     import signal
     import subprocess
     import sys
 
-    argv = [a for a in sys.argv[1:]]
-    for i, a in enumerate(argv):
-        if a == "--workers":
-            del argv[i:i + 2]
-            break
-        if a.startswith("--workers="):
-            del argv[i]
-            break
+    argv = without_workers(sys.argv[1:])
     procs = [subprocess.Popen([sys.executable, "-m", "dnsflow", *argv]) for _ in range(n)]
 
     def forward(signum: int, _frame: object) -> None:

@@ -125,3 +125,18 @@ async def test_same_input_same_output_under_service_and_replay(ev, lt):
         got += [m.value for m in await read_all(bus, topic)]
     got.sort()
     assert got == expected
+
+
+def test_worker_command_line_drops_only_the_workers_flag():
+    from streams.cli import without_workers
+
+    argv = ["streams", "--kafka", "k:9092", "--workers", "3", "--topic-prefix", "p."]
+    assert without_workers(argv) == ["streams", "--kafka", "k:9092", "--topic-prefix", "p."]
+    assert without_workers(["streams", "--workers=2", "--rules", "r.yaml"]) == [
+        "streams", "--rules", "r.yaml"]
+
+
+def test_streams_verb_needs_kafka(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "dnsflow", "streams", "--home", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "needs --kafka" in p.stderr
