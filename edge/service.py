@@ -61,6 +61,29 @@ class EdgeService:
         self.ports: dict[str, int] = {}
         self.workers: list[subprocess.Popen[bytes]] = []
         self.started = False
+        self._map_task: asyncio.Task[None] | None = None
+
+    async def _watch_map(self, path: Path, interval: float = 2.0) -> None:
+        """Reload the static tenant map when the file changes; a bad edit keeps the old map."""
+        def stamp() -> tuple[float, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_mtime, st.st_size
+
+        last = stamp()
+        while True:
+            await asyncio.sleep(interval)
+            now = stamp()
+            if now is None or now == last:
+                continue
+            last = now
+            try:
+                self.identity.set_static(load_static_map(path))
+                log.info("tenant map %s reloaded", path)
+            except StaticMapError as exc:
+                log.error("%s; keeping the previous map", exc)
 
     def _ns_changed(self, mapping: Any) -> None:
         with contextlib.suppress(Exception):
@@ -75,6 +98,8 @@ class EdgeService:
                 self.identity.set_static(load_static_map(cfg.tenant_map))
             except StaticMapError as exc:
                 raise ConfigError(str(exc)) from None
+            self._map_task = asyncio.get_running_loop().create_task(
+                self._watch_map(Path(cfg.tenant_map)), name="tenant-map")
         if cfg.kubernetes:
             from edge.identity.k8s import KubernetesIdentity
 
@@ -197,11 +222,14 @@ class EdgeService:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         policy_ok = self.subscription is None or self.subscription.ready
         up_ok = bool(self.pool) and any(h.up for h in self.pool.health.values())
-        ok = self.started and policy_ok and up_ok
+        ident_ok = self.k8s is None or self.k8s.ready.is_set()
+        ok = self.started and policy_ok and up_ok and ident_ok
         return ok, {"listening": self.started, "policy_ready": policy_ok,
-                    "upstream_up": up_ok}
+                    "upstream_up": up_ok, "identity_synced": ident_ok}
 
     async def stop(self) -> None:
+        if self._map_task is not None:
+            self._map_task.cancel()
         for w in self.workers:
             with contextlib.suppress(Exception):
                 w.terminate()

@@ -117,8 +117,11 @@ class PolicySubscription:
                     await consumer.stop()
 
     async def apply(self, msgs: list[Message]) -> None:
+        """Apply a fetched batch without yielding to the event loop in between, so no query
+        sees half of it; rejected records go to the DLQ afterwards."""
         changed = False
         store = self.holder.store
+        rejected: list[tuple[Message, str]] = []
         for m in msgs:
             try:
                 if store.apply_record(m.key, m.value):
@@ -130,14 +133,16 @@ class PolicySubscription:
                 self.rejected += 1
                 log.error("policy record %s[%d]@%d rejected: %s", m.topic, m.partition,
                           m.offset, exc)
-                await self._dlq(m, str(exc))
+                rejected.append((m, str(exc)))
             except Exception as exc:  # a bug in the store must not kill the subscription
                 self.rejected += 1
                 log.exception("policy record %s@%d failed to apply", m.topic, m.offset)
-                await self._dlq(m, f"apply failed: {exc!r}")
+                rejected.append((m, f"apply failed: {exc!r}"))
         if changed:
             self.holder.changed()
             self.save_snapshot()
+        for m, reason in rejected:
+            await self._dlq(m, reason)
 
     async def _dlq(self, m: Message, reason: str) -> None:
         value = m.value or b""

@@ -7,6 +7,7 @@ import asyncio
 import dns.asyncquery
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import orjson
@@ -161,3 +162,38 @@ async def test_unknown_clients_get_the_default_tenant(start_edge, tmp_path, bus)
     await udp(svc.status()["udp_port"], "example.com")
     evs = await events(bus, svc, 1)
     assert evs[0]["tenant"] == "guests" and evs[0]["namespace"] == "lobby"
+
+
+async def test_tcp_idle_connections_are_closed(start_edge) -> None:
+    svc = await start_edge(idle_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", svc.status()["tcp_port"])
+    assert await asyncio.wait_for(reader.read(), 3) == b""   # server closed it
+    writer.close()
+
+
+async def test_badvers_and_notimp(start_edge) -> None:
+    svc = await start_edge()
+    port = svc.status()["udp_port"]
+    q = dns.message.make_query("example.com", "A", use_edns=1)
+    r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+    assert r.rcode() == dns.rcode.BADVERS
+    q = dns.message.make_query("example.com", "A")
+    q.set_opcode(dns.opcode.STATUS)
+    r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+    assert r.rcode() == dns.rcode.NOTIMP
+
+
+async def test_tenant_map_edits_apply_live(start_edge, tmp_path, bus) -> None:
+    m = tmp_path / "live.yaml"
+    m.write_text("clients: [{cidr: 127.0.0.0/8, tenant: shop, namespace: shop}]\n")
+    svc = await start_edge(tenant_map=str(m))
+    assert svc.identity.lookup("127.0.0.1").tenant == "shop"
+    m.write_text("clients: [{cidr: 127.0.0.0/8, tenant: blue, namespace: blue-ns}]\n")
+    for _ in range(60):
+        if svc.identity.lookup("127.0.0.1").tenant == "blue":
+            break
+        await asyncio.sleep(0.1)
+    assert svc.identity.lookup("127.0.0.1").tenant == "blue"
+    m.write_text("clients: [{cidr: not-a-cidr, tenant: x}]\n")   # a bad edit is ignored
+    await asyncio.sleep(2.5)
+    assert svc.identity.lookup("127.0.0.1").tenant == "blue"
