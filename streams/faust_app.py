@@ -23,7 +23,7 @@ from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from streams.logic import StreamLogic
-from streams.records import decode, dlq_record
+from streams.records import decode, decode_fast, dlq_record
 from streams.service import build_logic
 
 log = logging.getLogger("streams.faust")
@@ -153,7 +153,11 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             not_after = now_us() + int(cfg.max_future_s * 1_000_000)
             for event in batch:
                 msg = event.message
-                try:
+                ev = decode_fast(event.value) if event.value else None
+                if ev is not None and ev["ts"] <= not_after:
+                    good.append(ev)
+                    continue
+                try:  # slow path: normalise, or find the reason for the DLQ
                     good.append(decode(event.value or b"",
                                        f"{msg.topic}[{msg.partition}]@{msg.offset}",
                                        not_after))

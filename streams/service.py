@@ -25,7 +25,7 @@ from dnsflow.settings import ConfigError, Settings
 from streams import config as streams_config
 from streams.alerts import RuleFileError, load_rules
 from streams.logic import Output, StreamLogic
-from streams.records import decode, dlq_record
+from streams.records import decode, decode_fast, dlq_record
 from streams.webhook import WebhookSender
 
 log = logging.getLogger("streams.service")
@@ -140,8 +140,13 @@ class StreamsService:
         good: list[dict[str, Any]] = []
         not_after = now_us() + int(self.cfg.max_future_s * 1_000_000)
         for m in msgs:
+            ev = decode_fast(m.value) if m.value else None
             try:
-                ev = decode(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}", not_after)
+                if ev is None:
+                    ev = decode(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}",
+                                not_after)
+                elif ev["ts"] > not_after:
+                    decode(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}", not_after)
             except RecordError as exc:
                 dead.append((m.topic.encode(), dlq_record(m.topic, m.partition, m.offset,
                                                           str(exc), m.value, m.key)))
