@@ -188,7 +188,8 @@ class EdgeService:
 
                 h, p = split_hostport(cfg.doh_listen, 443)
                 doh = DohListener(self.resolver, h, p, ssl_context=server_context(
-                    cert, key, ["http/1.1"]), path=cfg.doh_path, reuse_port=cfg.reuse_port)
+                    cert, key, ["h2", "http/1.1"]), path=cfg.doh_path,
+                    reuse_port=cfg.reuse_port, idle_timeout=max(cfg.idle_timeout, 30.0))
                 await doh.start()
                 self.listeners.append(doh)
                 self.ports["doh"] = doh.port

@@ -1,15 +1,26 @@
-"""DNS over HTTPS (RFC 8484): GET ?dns=<base64url> and POST application/dns-message."""
+"""DNS over HTTPS (RFC 8484): GET ?dns=<base64url> and POST application/dns-message, over
+HTTP/2 (negotiated by ALPN, the version RFC 8484 recommends; many streams per connection)
+and HTTP/1.1 (keep-alive), with the ``h2`` and ``h11`` protocol state machines.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import inspect
 import logging
 import socket
 import ssl
+from typing import Any
+from urllib.parse import parse_qs
 
-from aiohttp import web
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h11
 
 from edge import wire
 from edge.listeners.sockets import bind_socket
@@ -18,63 +29,324 @@ from edge.resolver import Resolver
 log = logging.getLogger(__name__)
 
 CT = "application/dns-message"
+Reply = tuple[int, list[tuple[str, str]], bytes]
+
+
+def _plain(status: int, text: str) -> Reply:
+    return status, [("content-type", "text/plain")], (text + "\n").encode()
 
 
 class DohListener:
     def __init__(self, resolver: Resolver, host: str, port: int, *,
                  ssl_context: ssl.SSLContext | None, path: str = "/dns-query",
-                 reuse_port: bool = True) -> None:
+                 reuse_port: bool = True, idle_timeout: float = 30.0) -> None:
         self.resolver = resolver
         self.host = host
         self.port = port
         self.ssl = ssl_context
         self.path = path
         self.reuse_port = reuse_port
-        self._runner: web.AppRunner | None = None
+        self.idle_timeout = idle_timeout
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["h2", "http/1.1"])
+        self.server: asyncio.base_events.Server | None = None
+        self.conns: set[Any] = set()
+        self.requests = {"h2": 0, "http/1.1": 0}
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        if request.method == "GET":
-            param = request.query.get("dns")
-            if not param:
-                return web.Response(status=400, text="missing dns parameter")
+    async def start(self) -> None:
+        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
+        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Conn(self), sock=sock, ssl=self.ssl)
+
+    async def stop(self, grace: float = 3.0) -> None:
+        if self.server is not None:
+            self.server.close()
+        pending = [t for c in self.conns for t in c.tasks]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), grace)
+        for c in list(self.conns):
+            c.close()
+        self.server = None
+
+    # -- the DNS part, shared by both HTTP versions -------------------------------------
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
+               ip: str) -> Reply | Any:
+        path, _, query = target.partition("?")
+        if path != self.path:
+            return _plain(404, f"not found: use {self.path}")
+        if method == "GET":
+            values = parse_qs(query).get("dns")
+            if not values:
+                return _plain(400, "missing dns parameter")
+            param = values[0]
             try:
                 msg = base64.urlsafe_b64decode(param + "=" * (-len(param) % 4))
             except (binascii.Error, ValueError):
-                return web.Response(status=400, text="dns parameter is not base64url")
+                return _plain(400, "dns parameter is not base64url")
+        elif method == "POST":
+            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != CT:
+                return _plain(415, f"content-type must be {CT}")
+            msg = body
         else:
-            if request.content_type != CT:
-                return web.Response(status=415, text=f"content-type must be {CT}")
-            msg = await request.read()
+            return _plain(405, "use GET or POST")
         if not msg or len(msg) > 65535:
-            return web.Response(status=400, text="empty or oversized DNS message")
-        ip = request.remote or ""
+            return _plain(400, "empty or oversized DNS message")
         r = self.resolver.answer(msg, ip, "doh")
         if inspect.iscoroutine(r):
-            r = await r
-        if r is None:
-            # a drop policy: answer nothing the client can use; RFC 8484 clients see an error
-            return web.Response(status=400, text="query dropped")
-        headers = {}
+            return self._finish(r)
+        return self._reply(r)
+
+    async def _finish(self, coro: Any) -> Reply:
+        return self._reply(await coro)
+
+    @staticmethod
+    def _reply(r: bytes | None) -> Reply:
+        if r is None:  # a DROP policy: nothing a DNS client could use
+            return _plain(400, "query dropped by policy")
+        headers = [("content-type", CT), ("content-length", str(len(r)))]
         try:
             resp = wire.parse_response(r)
             if resp.min_ttl is not None:
-                headers["cache-control"] = f"max-age={resp.min_ttl}"
+                headers.append(("cache-control", f"max-age={resp.min_ttl}"))
         except wire.WireError:
             pass
-        return web.Response(body=r, content_type=CT, headers=headers)
+        return 200, headers, r
 
-    async def start(self) -> None:
-        app = web.Application(client_max_size=65536)
-        app.router.add_get(self.path, self._handle)
-        app.router.add_post(self.path, self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
-        self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, ssl_context=self.ssl)
-        await site.start()
 
-    async def stop(self, grace: float = 3.0) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+class _Conn(asyncio.Protocol):
+    """One connection: picks HTTP/2 or HTTP/1.1 from ALPN, then delegates."""
+
+    def __init__(self, listener: DohListener) -> None:
+        self.l = listener
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.proto: _H2 | _H1 | None = None
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else ""
+        sslobj = transport.get_extra_info("ssl_object")
+        alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        self.proto = _H2(self) if alpn == "h2" else _H1(self)
+        self.l.conns.add(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = asyncio.get_running_loop().call_later(self.l.idle_timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if self.tasks:
+            self._arm()
+        else:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        assert self.proto is not None
+        self.proto.feed(data)
+
+    def write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def run(self, reply: Any, done: Any) -> None:
+        """Deliver a reply now, or when its upstream coroutine finishes."""
+        if not inspect.isawaitable(reply):
+            done(reply)
+            return
+        task = asyncio.ensure_future(reply)
+        self.tasks.add(task)
+
+        def finished(t: asyncio.Task[Any]) -> None:
+            self.tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            done(_plain(500, "internal error") if exc is not None else t.result())
+            if exc is not None:
+                log.error("DoH query from %s failed: %r", self.ip, exc)
+
+        task.add_done_callback(finished)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.l.conns.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+        self.transport = None
+
+
+class _H2:
+    def __init__(self, conn: _Conn) -> None:
+        self.c = conn
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        self.streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        self.unsent: dict[int, bytes] = {}
+        self.h2.initiate_connection()
+        self.c.write(self.h2.data_to_send())
+
+    def feed(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("DoH h2 protocol error from %s: %s", self.c.ip, exc)
+            self.c.write(self.h2.data_to_send())
+            self.c.close()
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                self.streams[ev.stream_id] = ({k.lower(): v for k, v in ev.headers},
+                                              bytearray())
+            elif isinstance(ev, h2.events.DataReceived):
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    if len(st[1]) + len(ev.data) > 65535:
+                        self.h2.reset_stream(ev.stream_id)
+                        self.streams.pop(ev.stream_id, None)
+                    else:
+                        st[1].extend(ev.data)
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self._request(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                self.streams.pop(ev.stream_id, None)
+                self.unsent.pop(ev.stream_id, None)
+            elif isinstance(ev, h2.events.WindowUpdated):
+                self._flush()
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.c.write(self.h2.data_to_send())
+                self.c.close()
+                return
+        self.c.write(self.h2.data_to_send())
+
+    def _request(self, sid: int) -> None:
+        st = self.streams.pop(sid, None)
+        if st is None:
+            return
+        headers, body = st
+        self.c.l.requests["h2"] += 1
+        reply = self.c.l.handle(headers.get(":method", ""), headers.get(":path", ""),
+                                headers, bytes(body), self.c.ip)
+        self.c.run(reply, lambda r, sid=sid: self._respond(sid, r))
+
+    def _respond(self, sid: int, reply: Reply) -> None:
+        status, headers, body = reply
+        try:
+            self.h2.send_headers(sid, [(":status", str(status)), *headers])
+        except h2.exceptions.H2Error:
+            return  # the stream is gone (reset by the client)
+        self.unsent[sid] = body
+        self._flush()
+        self.c.write(self.h2.data_to_send())
+
+    def _flush(self) -> None:
+        for sid, body in list(self.unsent.items()):
+            try:
+                window = min(self.h2.local_flow_control_window(sid),
+                             self.h2.max_outbound_frame_size)
+                while body and window > 0:
+                    chunk, body = body[:window], body[window:]
+                    self.h2.send_data(sid, chunk)
+                    window = min(self.h2.local_flow_control_window(sid),
+                                 self.h2.max_outbound_frame_size)
+                if body:
+                    self.unsent[sid] = body
+                else:
+                    self.h2.end_stream(sid)
+                    del self.unsent[sid]
+            except h2.exceptions.H2Error:
+                self.unsent.pop(sid, None)
+
+
+class _H1:
+    """HTTP/1.1 with keep-alive; one request at a time (reading pauses while one runs)."""
+
+    def __init__(self, conn: _Conn) -> None:
+        self.c = conn
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=65536)
+        self.req: h11.Request | None = None
+        self.body = bytearray()
+        self.busy = False
+
+    def feed(self, data: bytes) -> None:
+        self.h11.receive_data(data)
+        self._events()
+
+    def _events(self) -> None:
+        while not self.busy:
+            try:
+                ev = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._send_error(exc.error_status_hint, str(exc))
+                return
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return
+            if isinstance(ev, h11.Request):
+                self.req = ev
+                self.body = bytearray()
+            elif isinstance(ev, h11.Data):
+                self.body.extend(ev.data)
+                if len(self.body) > 65535:
+                    self._send_error(413, "request body too large")
+                    return
+            elif isinstance(ev, h11.EndOfMessage):
+                self._request()
+            elif isinstance(ev, h11.ConnectionClosed):
+                self.c.close()
+                return
+
+    def _request(self) -> None:
+        req = self.req
+        assert req is not None
+        self.busy = True
+        if self.c.transport is not None:
+            self.c.transport.pause_reading()
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in req.headers}
+        self.c.l.requests["http/1.1"] += 1
+        reply = self.c.l.handle(req.method.decode(), req.target.decode("latin-1"), headers,
+                                bytes(self.body), self.c.ip)
+        self.c.run(reply, self._respond)
+
+    def _respond(self, reply: Reply) -> None:
+        status, headers, body = reply
+        try:
+            self.c.write(self.h11.send(h11.Response(status_code=status, headers=headers)))
+            self.c.write(self.h11.send(h11.Data(data=body)))
+            self.c.write(self.h11.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            self.c.close()
+            return
+        self.busy = False
+        if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+            self.c.close()
+            return
+        try:
+            self.h11.start_next_cycle()
+        except h11.LocalProtocolError:
+            self.c.close()
+            return
+        if self.c.transport is not None:
+            self.c.transport.resume_reading()
+        self._events()
+
+    def _send_error(self, status: int, text: str) -> None:
+        with contextlib.suppress(h11.LocalProtocolError):
+            body = (text + "\n").encode()
+            self.c.write(self.h11.send(h11.Response(status_code=status, headers=[
+                ("content-type", "text/plain"), ("content-length", str(len(body))),
+                ("connection", "close")])))
+            self.c.write(self.h11.send(h11.Data(data=body)))
+            self.c.write(self.h11.send(h11.EndOfMessage()))
+        self.c.close()

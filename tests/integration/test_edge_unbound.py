@@ -76,8 +76,16 @@ async def all_transports(svc, name: str) -> dict[str, dns.message.Message]:
                                         ssl_context=client_tls(svc),
                                         server_hostname="localhost"),
     }
+    url = f"https://localhost:{st['doh_port']}/dns-query"
+    async with httpx.AsyncClient(verify=client_tls(svc), http2=True) as h2c:
+        # HTTP/2 (ALPN h2): several queries multiplexed on one connection
+        replies = await asyncio.gather(*[
+            h2c.post(url, content=q.to_wire(),
+                     headers={"content-type": "application/dns-message"}) for _ in range(5)])
+        assert {r.http_version for r in replies} == {"HTTP/2"}
+        assert all(r.status_code == 200 for r in replies)
+        out["doh-h2"] = dns.message.from_wire(replies[0].content)
     async with httpx.AsyncClient(verify=client_tls(svc)) as http:
-        url = f"https://localhost:{st['doh_port']}/dns-query"
         wire = q.to_wire()
         post = await http.post(url, content=wire,
                                headers={"content-type": "application/dns-message"})
@@ -88,6 +96,9 @@ async def all_transports(svc, name: str) -> dict[str, dns.message.Message]:
         get = await http.get(url, params={"dns": b64})
         assert get.status_code == 200
         out["doh-get"] = dns.message.from_wire(get.content)
+        bad = await http.post(url, content=b"x", headers={"content-type": "text/plain"})
+        assert bad.status_code == 415
+        assert (await http.get(url)).status_code == 400
     return out
 
 
