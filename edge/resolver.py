@@ -30,7 +30,7 @@ from edge.upstream.pool import UpstreamPool
 log = logging.getLogger(__name__)
 
 _NAMES_MAX = 200_000
-_FAST_MAX = 100_000
+_FAST_MAX = 50_000
 _FAST_TTL = 1.0   # a memoised decision is re-checked at least this often (auto-deny expiry)
 
 

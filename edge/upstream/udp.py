@@ -1,4 +1,10 @@
-"""UDP upstream with one socket per upstream, ID-matched replies, and TCP fallback on TC=1."""
+"""UDP upstream: random IDs over a rotating pool of sockets, TCP fallback on TC=1.
+
+Why a pool: with one long-lived socket the source port is fixed and a forged answer only has
+to guess the 16-bit ID; spreading queries over several sockets whose ephemeral ports are
+replaced every ``ROTATE`` queries adds source-port entropy (RFC 5452) at no per-query cost.
+Each socket is connected, so the kernel drops datagrams from any other address.
+"""
 
 from __future__ import annotations
 
@@ -8,59 +14,97 @@ import random
 from edge.upstream.base import Upstream, UpstreamAddr, UpstreamError, check_reply
 from edge.upstream.stream import StreamUpstream
 
+POOL = 4
+ROTATE = 2_000
 
-class _Proto(asyncio.DatagramProtocol):
+_rand = random.SystemRandom()
+
+
+class _Sock(asyncio.DatagramProtocol):
     def __init__(self, owner: UdpUpstream) -> None:
         self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self.uses = 0
+        self.retired = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         if len(data) < 12:
             return
-        fut = self.owner._pending.get(data[:2])
+        fut = self.pending.get(data[:2])
         if fut is not None and not fut.done():
             fut.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
-        for fut in list(self.owner._pending.values()):
+        for fut in list(self.pending.values()):
             if not fut.done():
                 fut.set_exception(UpstreamError(f"{self.owner.name}: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._transport = None
+        self.transport = None
+
+    def done_with(self, qid: bytes) -> None:
+        self.pending.pop(qid, None)
+        if self.retired and not self.pending and self.transport is not None:
+            self.transport.close()
 
 
 class UdpUpstream(Upstream):
-    def __init__(self, addr: UpstreamAddr) -> None:
+    def __init__(self, addr: UpstreamAddr, pool: int = POOL, rotate: int = ROTATE) -> None:
         super().__init__(addr)
-        self._transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self.pool_size = pool
+        self.rotate = rotate
+        self._socks: list[_Sock] = []
         self._tcp = StreamUpstream(UpstreamAddr("tcp", addr.host, addr.port))
         self.tcp_fallbacks = 0
+        self.sockets_opened = 0
 
-    async def _ensure(self) -> asyncio.DatagramTransport:
-        if self._transport is None:
-            loop = asyncio.get_running_loop()
-            self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Proto(self), remote_addr=(self.addr.host, self.addr.port))
-        return self._transport
+    async def _open(self) -> _Sock:
+        loop = asyncio.get_running_loop()
+        _, sock = await loop.create_datagram_endpoint(
+            lambda: _Sock(self), remote_addr=(self.addr.host, self.addr.port))
+        self.sockets_opened += 1
+        return sock
+
+    async def _pick(self) -> _Sock:
+        socks = self._socks
+        socks[:] = [s for s in socks if s.transport is not None and not s.retired]
+        while len(socks) < self.pool_size:
+            socks.append(await self._open())
+        s = _rand.choice(socks)
+        s.uses += 1
+        if s.uses >= self.rotate:  # replace it: closes once its last answer is in
+            s.retired = True
+            if not s.pending and s.transport is not None:
+                s.transport.close()
+            socks.remove(s)
+            socks.append(await self._open())
+            s = socks[-1]
+            s.uses = 1
+        return s
 
     async def query(self, packet: bytes, timeout: float) -> bytes:
-        transport = await self._ensure()
+        s = await self._pick()
         loop = asyncio.get_running_loop()
+        qid = _rand.getrandbits(16).to_bytes(2, "big")
         for _ in range(8):
-            qid = random.getrandbits(16).to_bytes(2, "big")
-            if qid not in self._pending:
+            if qid not in s.pending:
                 break
+            qid = _rand.getrandbits(16).to_bytes(2, "big")
         packet = qid + packet[2:]
         fut: asyncio.Future[bytes] = loop.create_future()
-        self._pending[qid] = fut
+        s.pending[qid] = fut
         try:
-            transport.sendto(packet)
+            assert s.transport is not None
+            s.transport.sendto(packet)
             reply = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise UpstreamError(f"{self.name}: timeout after {timeout:.1f}s") from None
         finally:
-            self._pending.pop(qid, None)
+            s.done_with(qid)
         check_reply(packet, reply)
         if reply[2] & 0x02:  # TC: retry over TCP (RFC 7766)
             self.tcp_fallbacks += 1
@@ -68,7 +112,8 @@ class UdpUpstream(Upstream):
         return reply
 
     async def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        for s in self._socks:
+            if s.transport is not None:
+                s.transport.close()
+        self._socks.clear()
         await self._tcp.close()

@@ -197,3 +197,15 @@ async def test_tenant_map_edits_apply_live(start_edge, tmp_path, bus) -> None:
     m.write_text("clients: [{cidr: not-a-cidr, tenant: x}]\n")   # a bad edit is ignored
     await asyncio.sleep(2.5)
     assert svc.identity.lookup("127.0.0.1").tenant == "blue"
+
+
+async def test_upstream_queries_use_several_rotating_source_ports(start_edge, upstream) -> None:
+    svc = await start_edge(cache_size=1)
+    up = svc.pool.upstreams[0]
+    up.rotate = 5
+    port = svc.status()["udp_port"]
+    for i in range(30):
+        r = await udp(port, f"n{i}.example.com")
+        assert r.rcode() == dns.rcode.NXDOMAIN
+    assert up.sockets_opened >= 4 + 30 // 5 - 1
+    assert len(up._socks) == 4
