@@ -147,7 +147,8 @@ class DgaDetector:
         top = sorted(sl.nx.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
         char = sum(v for _, v in top) / len(top)
         share = (sl.nxq + sl.prev_nxq + st.nxq) / max(1, sl.n + sl.prev_n + st.n)
-        if share < self.cfg.slow_nx_share and char < self.thr:
+        # Low NXDOMAIN share (a chatty client): only clearly random names, enough of them.
+        if share < self.cfg.slow_nx_share and (char < max(self.thr, 0.7) or len(top) < 5):
             return
         strength = min(1.0, distinct / (2 * self.cfg.slow_nx_min))
         self.report(Detection(

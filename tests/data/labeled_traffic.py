@@ -307,6 +307,8 @@ def benign_pool() -> list[str]:
     return sorted(out)
 
 
+CDNS = ("cloudfront.net", "akamaihd.net", "azureedge.net", "fastly.net", "s3.amazonaws.com",
+        "googleusercontent.com", "edgekey.net")
 BENIGN_SUBS = ("www", "api", "cdn", "static", "login", "mail", "img", "m", "app", "auth")
 
 
@@ -318,7 +320,8 @@ def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
 
     Labels: ``benign``, ``dga:<family>``, ``tunnel:<tool>``. Every client, infected or not,
     also makes ordinary queries (popular domains with subdomains, the odd NXDOMAIN typo,
-    Kubernetes search-path NXDOMAINs).
+    Kubernetes search-path NXDOMAINs). Every sixth benign client is a hard negative: twice
+    as chatty, 5 % typos, and 30 % hashed CDN/cloud hostnames.
     """
     rng = random.Random(seed)
     pool = benign_pool()
@@ -328,7 +331,7 @@ def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
     events: list[dict[str, object]] = []
     truth: dict[str, str] = {}
 
-    def background(client: str, per_min: float) -> None:
+    def background(client: str, per_min: float, typo: float = 0.005, cdn: float = 0.0) -> None:
         n = int(per_min * minutes)
         picks = rng.choices(pool, weights, k=n)
         for reg in picks:
@@ -338,9 +341,13 @@ def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
                 name = f"{rng.choice(('db', 'cache', 'api'))}.default.svc.cluster.local"
                 events.append(event(ts, "corp", client, name, rcode="NXDOMAIN"))
                 continue
+            if r < 0.15 + cdn:  # hashed CDN/cloud hostnames (look-alikes of tunnels/DGAs)
+                h = "".join(rng.choice("0123456789abcdef") for _ in range(rng.randint(12, 40)))
+                events.append(event(ts, "corp", client, f"{h}.{rng.choice(CDNS)}"))
+                continue
             name = f"{rng.choice(BENIGN_SUBS)}.{reg}" if r < 0.7 else reg
             rcode = "NOERROR"
-            if rng.random() < 0.005:  # a typo
+            if rng.random() < typo:  # a typo
                 i = rng.randrange(len(name))
                 name = name[:i] + rng.choice(LETTERS) + name[i + 1:]
                 rcode = "NXDOMAIN"
@@ -354,10 +361,13 @@ def scenario(seed: int = 7, minutes: int = 70, benign_clients: int = 120,
         octet += 1
         return f"10.{octet // 250}.{octet % 250}.{rng.randint(1, 250)}"
 
-    for _ in range(benign_clients):
+    for i in range(benign_clients):
         c = new_client()
         truth[c] = "benign"
-        background(c, 30)
+        if i % 6 == 0:  # hard negatives: sloppy, chatty clients full of CDN hashes
+            background(c, 60, typo=0.05, cdn=0.3)
+        else:
+            background(c, 30)
     for family in DGA_FAMILIES:
         for k in range(infected_per_family):
             c = new_client()
