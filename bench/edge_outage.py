@@ -26,8 +26,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.edge_qps import count_events, cpus, publish_policy
-from edge.peers import KafkaLocal, Unbound, free_port, stop_process, wait_dns
+from bench.edge_qps import cpus, publish_policy
+from edge.peers import KafkaLocal, Unbound, count_events, free_port, stop_process, wait_dns
 
 TENANT_MAP = """
 clients:

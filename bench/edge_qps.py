@@ -29,6 +29,7 @@ from edge.peers import (
     FstrmCapture,
     KafkaLocal,
     Unbound,
+    count_events,
     cpu_seconds,
     free_port,
     stop_process,
@@ -173,24 +174,6 @@ async def publish_policy(bootstrap: str, prefix: str) -> None:
         await bus.send_many(bus.topics.policies, recs)
     finally:
         await bus.stop()
-
-
-async def count_events(bootstrap: str, topic: str) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await c.start()
-    try:
-        parts = c.partitions_for_topic(topic)
-        if parts is None:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        begin = await c.beginning_offsets(tps)
-        end = await c.end_offsets(tps)
-        return sum(end[tp] - begin[tp] for tp in tps)
-    finally:
-        await c.stop()
 
 
 def start_edge(work: Path, bootstrap: str, prefix: str, up_port: int, cpu: str,

@@ -261,3 +261,22 @@ def cpu_seconds(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
     return (utime + stime + cutime + cstime) / ticks
+
+
+async def count_events(bootstrap: str, topic: str) -> int:
+    """Records in a topic (sum over partitions of end - beginning offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic)
+        if parts is None:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        begin = await c.beginning_offsets(tps)
+        end = await c.end_offsets(tps)
+        return sum(end[tp] - begin[tp] for tp in tps)
+    finally:
+        await c.stop()

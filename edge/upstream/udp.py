@@ -17,7 +17,8 @@ from edge.upstream.stream import StreamUpstream
 POOL = 4
 ROTATE = 2_000
 
-_rand = random.SystemRandom()
+_rand = random.SystemRandom()   # IDs: unpredictable (getrandom)
+_pick_rand = random.Random()     # which socket: cheap is enough
 
 
 class _Sock(asyncio.DatagramProtocol):
@@ -71,10 +72,11 @@ class UdpUpstream(Upstream):
 
     async def _pick(self) -> _Sock:
         socks = self._socks
-        socks[:] = [s for s in socks if s.transport is not None and not s.retired]
-        while len(socks) < self.pool_size:
-            socks.append(await self._open())
-        s = _rand.choice(socks)
+        if len(socks) < self.pool_size or any(x.transport is None for x in socks):
+            socks[:] = [x for x in socks if x.transport is not None]
+            while len(socks) < self.pool_size:
+                socks.append(await self._open())
+        s = socks[_pick_rand.randrange(len(socks))]
         s.uses += 1
         if s.uses >= self.rotate:  # replace it: closes once its last answer is in
             s.retired = True

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.edge_qps import count_events
-from edge.peers import cpu_seconds, dns_probe, free_port, stop_process, wait_dns
+from edge.peers import count_events, cpu_seconds, dns_probe, free_port, stop_process, wait_dns
 from edge.testing import FakeUpstream
 
 pytestmark = pytest.mark.kafka
