@@ -274,7 +274,8 @@ class EdgeService:
                        {"available": POLICIES_AVAILABLE, "injected": self._injected_policy}),
             "identity": {**self.identity.size(),
                          **({"kubernetes": self.k8s.status()} if self.k8s else {})},
-            "queries": dict(self.resolver.counters) if self.resolver else {},
+            "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]
+                         + self.resolver.queries} if self.resolver else {}),
             "workers": [w.pid for w in self.workers],
         }
 

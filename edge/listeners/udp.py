@@ -49,8 +49,10 @@ class UdpListener:
         if sock is None:
             return
         recvfrom = sock.recvfrom
+        sendto = sock.sendto
         answer = self.resolver.answer
         fast = self.resolver.answer_fast
+        backlog = self._backlog
         for _ in range(BATCH):
             try:
                 data, addr = recvfrom(65535)
@@ -62,7 +64,15 @@ class UdpListener:
             try:
                 r = fast(data, addr[0])
                 if r is not None:
-                    self._send(r, addr)
+                    if backlog:
+                        self._queue(r, addr)
+                        continue
+                    try:
+                        sendto(r, addr)
+                    except (BlockingIOError, InterruptedError):
+                        self._queue(r, addr)
+                    except OSError as exc:
+                        log.debug("udp send to %s: %s", addr, exc)
                     continue
                 r = answer(data, addr[0], "udp")
             except Exception:

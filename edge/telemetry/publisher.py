@@ -91,7 +91,7 @@ class EventPublisher:
         for ev in events:
             if len(ev) == 3:  # (ts, latency_us, template)
                 tpl = ev[2]
-                append((tpl[0], b'{"ts":%d,"latency_us":%d' % (ev[0], ev[1]) + tpl[1]))
+                append((tpl[0], b'{"ts":%d,"latency_us":%d%b' % (ev[0], ev[1], tpl[1])))
                 continue
             d = {"v": 1, "edge": edge}
             d.update(zip(keys, ev, strict=True))

@@ -70,6 +70,15 @@ async def test_ttl_counts_down_in_cached_answers(start_edge, upstream: FakeUpstr
     await asyncio.sleep(1.1)
     r2 = await udp(port, "example.com")
     assert r2.answer[0].ttl in (118, 119)
+    # the same packet again is served by the memoised fast path: it counts down too
+    q = dns.message.make_query("example.com", "A")
+    for _ in range(2):
+        await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+    await asyncio.sleep(1.1)
+    q.id = (q.id + 1) % 65536
+    r3 = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+    assert r3.id == q.id and r3.answer[0].ttl in (117, 118)
+    assert svc.resolver.queries >= 2
     assert upstream.count("example.com") == 1
 
 
