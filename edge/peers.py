@@ -199,6 +199,54 @@ class Unbound:
         self.stop()
 
 
+class Dnsdist:
+    """``dnsdist --supervised`` in front of a backend: plain, DoT and DoH listeners (the
+    DoT/DoH peer for the edge's upstream clients)."""
+
+    def __init__(self, backend_port: int, workdir: Path, check_zone: str = "bench.test") -> None:
+        self.backend_port = backend_port
+        self.check_zone = check_zone.rstrip(".")
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.tls_port, self.https_port = free_port(), free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+        self.cert, self.key = make_cert(self.dir / "tls")
+
+    def config(self) -> str:
+        return "\n".join([
+            f'setLocal("127.0.0.1:{self.port}")',
+            f'addTLSLocal("127.0.0.1:{self.tls_port}", "{self.cert}", "{self.key}")',
+            f'addDOHLocal("127.0.0.1:{self.https_port}", "{self.cert}", "{self.key}", '
+            '"/dns-query")',
+            # health-check a zone the backend serves (it cannot reach the root servers)
+            f'newServer({{address="127.0.0.1:{self.backend_port}", '
+            f'checkName="{self.check_zone}.", checkType="SOA"}})',
+            'setSecurityPollSuffix("")',
+        ]) + "\n"
+
+    def start(self, timeout: float = 15.0) -> Dnsdist:
+        if not shutil.which("dnsdist"):
+            raise RuntimeError("dnsdist is not installed (scripts/install-peers)")
+        conf = self.dir / "dnsdist.conf"
+        conf.write_text(self.config())
+        self.log = open(self.dir / "dnsdist.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(["dnsdist", "--supervised", "--disable-syslog", "-C",
+                                      str(conf)], stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        try:
+            wait_dns(self.port, timeout, self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"dnsdist: {exc}: {(self.dir / 'dnsdist.log').read_text()[-800:]}"
+                               ) from None
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        with contextlib.suppress(Exception):
+            self.log.close()
+
+
 class FstrmCapture:
     """``fstrm_capture`` reading dnstap frames from a unix socket into a file."""
 

@@ -20,7 +20,7 @@ import pytest
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from edge.peers import Unbound, free_port
+from edge.peers import Dnsdist, Unbound, free_port
 from edge.service import build
 
 pytestmark = pytest.mark.skipif(not shutil.which("unbound"), reason="unbound not installed")
@@ -119,6 +119,24 @@ async def test_every_listener_with_every_upstream_transport(unbound, edge_factor
     assert nx.rcode() == dns.rcode.NXDOMAIN and nx.authority
     up = svc.status()["upstreams"][svc.pool.names[0]]
     assert up["errors"] == 0 and up["queries"] >= 1
+
+
+@pytest.mark.skipif(not shutil.which("dnsdist"), reason="dnsdist not installed")
+async def test_dnsdist_as_dot_and_doh_upstream(unbound, edge_factory, tmp_path) -> None:
+    dd = Dnsdist(unbound.port, tmp_path / "dnsdist").start()
+    try:
+        for url in (f"tls://127.0.0.1:{dd.tls_port}@localhost",
+                    f"https://127.0.0.1:{dd.https_port}/dns-query"):
+            svc = await edge_factory(upstreams=[url], upstream_ca=str(dd.cert), cache_size=1)
+            port = svc.status()["udp_port"]
+            for name in ("www.bench.test", "nope.bench.test", "www.bench.test"):
+                q = dns.message.make_query(name, "A")
+                r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+                want = dns.rcode.NOERROR if name.startswith("www") else dns.rcode.NXDOMAIN
+                assert r.rcode() == want, url
+            assert svc.status()["upstreams"][svc.pool.names[0]]["errors"] == 0
+    finally:
+        dd.stop()
 
 
 async def test_dot_and_doh_upstreams_reuse_connections(unbound, edge_factory) -> None:
