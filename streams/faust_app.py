@@ -14,7 +14,6 @@ Checkpoints are pickled: the changelog is this worker's own internal topic, neve
 from __future__ import annotations
 
 import logging
-import pickle
 from typing import Any
 
 import faust
@@ -22,64 +21,18 @@ import faust
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from streams.logic import StreamLogic
+from streams.checkpoint import restore, snapshot
 from streams.records import decode, decode_fast, dlq_record
 from streams.service import build_logic
 
 log = logging.getLogger("streams.faust")
 
 STATE_KEY = "logic"
-# Mutable state of the logic that a restart must resume (everything else is config).
-STATE_ATTRS = ("max_ts", "tmax", "holder", "blocked", "watermark", "next_close", "cur_ps",
-               "events", "late_dropped", "emitted", "tenants", "counts")
 
 
-def snapshot(logic: StreamLogic) -> bytes:
-    parts: dict[str, Any] = {a: getattr(logic, a) for a in STATE_ATTRS}
-    parts["telemetry"] = (logic.telemetry.panes, logic.telemetry.merged)
-    parts["detectors"] = {name: vars_of(getattr(logic, name)) for name in
-                          ("dga", "tunnel", "nxburst", "rate", "cross", "newdom")
-                          if getattr(logic, name) is not None}
-    parts["incidents"] = (logic.incidents.open, logic.incidents.suppressed)
-    parts["responder"] = (logic.responder.active, logic.responder.version)
-    parts["alerts"] = (logic.alerts.windows, logic.alerts.quiet_until)
-    return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-_DET_STATE = {"dga": ("clients", "slow"), "tunnel": ("pairs",), "nxburst": ("hist",),
-              "rate": ("base", "started"), "cross": ("state",),
-              "newdom": ("known", "first", "budget", "unreported")}
-
-
-def vars_of(det: Any) -> dict[str, Any]:
-    name = next(k for k, v in _DET_STATE.items() if all(hasattr(det, a) for a in v))
-    return {a: getattr(det, a) for a in _DET_STATE[name]}
-
-
-def restore(logic: StreamLogic, data: bytes) -> None:
-    parts = pickle.loads(data)  # our own changelog topic, never input
-    for a in STATE_ATTRS:
-        setattr(logic, a, parts[a])
-    logic.telemetry.panes, logic.telemetry.merged = parts["telemetry"]
-    for name, attrs in parts["detectors"].items():
-        det = getattr(logic, name, None)
-        if det is not None:
-            for a, v in attrs.items():
-                setattr(det, a, v)
-    logic.incidents.open, logic.incidents.suppressed = parts["incidents"]
-    logic.responder.active, logic.responder.version = parts["responder"]
-    logic.alerts.windows, logic.alerts.quiet_until = parts["alerts"]
-
-
-def newest_checkpoint(table: Any) -> bytes | None:
-    best: tuple[int, bytes] | None = None
-    for key, value in list(table.items()):
-        if not str(key).startswith(STATE_KEY) or not value:
-            continue
-        wm = pickle.loads(value)["watermark"]
-        if best is None or wm > best[0]:
-            best = (wm, value)
-    return best[1] if best else None
+def owned_checkpoints(table: Any) -> list[bytes]:
+    """The checkpoints in this worker's table: those of the partitions it was assigned."""
+    return [v for k, v in list(table.items()) if str(k).startswith(STATE_KEY) and v]
 
 
 def _ts(ev: dict[str, Any]) -> int:
@@ -122,7 +75,8 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
                       key_type=str, value_type=bytes)
     app.streams_logic = logic  # type: ignore[attr-defined]
     stats = {"dlq": 0, "restored": False, "checkpoints": 0}
-    ckpt: dict[str, Any] = {"dirty": False, "part": None}
+    owner: dict[str, int] = {}   # tenant -> events partition (events are keyed by tenant)
+    touched: set[int] = set()    # partitions with input since the last checkpoint
     app.streams_stats = stats  # type: ignore[attr-defined]
     topic_of = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
 
@@ -141,12 +95,11 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
         last_wm = logic.watermark
         async for batch in stream.take_events(batch_size, within=flush_s):
             if not stats["restored"]:
-                # tables are recovered before the stream yields: resume the checkpoint
-                saved = newest_checkpoint(state)
-                if saved:
-                    restore(logic, saved)
-                    log.warning("streams: resumed windows from checkpoint (watermark %s)",
-                                logic.watermark)
+                # tables are recovered before the stream yields: resume the checkpoints
+                found = restore(logic, owned_checkpoints(state))
+                if found:
+                    log.warning("streams: resumed windows from %d partition checkpoint(s) "
+                                "(watermark %s)", found, logic.watermark)
                 stats["restored"] = True
                 last_wm = logic.watermark
             good: list[dict[str, Any]] = []
@@ -154,43 +107,40 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             for event in batch:
                 msg = event.message
                 ev = decode_fast(event.value) if event.value else None
-                if ev is not None and ev["ts"] <= not_after:
-                    good.append(ev)
-                    continue
-                try:  # slow path: normalise, or find the reason for the DLQ
-                    good.append(decode(event.value or b"",
-                                       f"{msg.topic}[{msg.partition}]@{msg.offset}",
-                                       not_after))
-                except RecordError as exc:
-                    stats["dlq"] += 1
-                    await out["dlq"].send(key=msg.topic.encode(), value=dlq_record(
-                        msg.topic, msg.partition, msg.offset, str(exc), event.value,
-                        event.key))
+                if ev is None or ev["ts"] > not_after:
+                    try:  # slow path: normalise, or find the reason for the DLQ
+                        ev = decode(event.value or b"",
+                                    f"{msg.topic}[{msg.partition}]@{msg.offset}", not_after)
+                    except RecordError as exc:
+                        stats["dlq"] += 1
+                        await out["dlq"].send(key=msg.topic.encode(), value=dlq_record(
+                            msg.topic, msg.partition, msg.offset, str(exc), event.value,
+                            event.key))
+                        continue
+                good.append(ev)
+                owner[ev["tenant"]] = msg.partition
+                touched.add(msg.partition)
             # the batch spans partitions (tenants): interleave them in event time
             good.sort(key=_ts)
             for ev in good:
                 logic.process(ev)
             await publish()
-            if batch:
-                ckpt["dirty"] = True
-                ckpt["part"] = batch[-1].message.partition
             if logic.watermark != last_wm:
                 last_wm = logic.watermark
                 checkpoint()
 
     def checkpoint() -> None:
-        """Write the logic's state to the changelog partition of the last record seen.
+        """Write the state of each touched partition's tenants to that changelog partition.
 
         take_events has no "current event", so the partition is given explicitly.
         """
-        if not ckpt["dirty"] or ckpt["part"] is None:
-            return
-        part = ckpt["part"]
-        key, value = f"{STATE_KEY}:{part}", snapshot(logic)
-        state.data[key] = value
-        state.send_changelog(part, key, value)
-        ckpt["dirty"] = False
-        stats["checkpoints"] += 1
+        for part in sorted(touched):
+            tenants = {t for t, p in owner.items() if p == part}
+            key, value = f"{STATE_KEY}:{part}", snapshot(logic, tenants)
+            state.data[key] = value
+            state.send_changelog(part, key, value)
+            stats["checkpoints"] += 1
+        touched.clear()
 
     @app.timer(interval=checkpoint_s)
     async def periodic_checkpoint() -> None:

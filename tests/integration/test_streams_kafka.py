@@ -183,4 +183,4 @@ async def test_restarted_faust_worker_resumes_its_windows(kafka_bootstrap, topic
     assert first_minute, log.read_text()[-2000:]
     # 150 events before the restart + 150 after (30 s .. 60 s) in the same window
     assert first_minute[0]["queries"] == 300, log.read_text()[-2000:]
-    assert "resumed windows from checkpoint" in log.read_text()
+    assert "resumed windows from 1 partition checkpoint" in log.read_text()
