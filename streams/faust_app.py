@@ -3,12 +3,11 @@
 * one agent reads ``<prefix>events`` (raw bytes, so a malformed record reaches our own
   decoder and goes to the DLQ with partition, offset and reason, and the worker goes on);
 * outputs go to the telemetry/anomalies/alerts topics and auto-denies to the policies topic;
-* a table (``<group>-state``, backed by a compacted changelog topic) holds a checkpoint of
-  the logic's open windows, detector state and auto-denies, written when a pane closes and
-  at most ``checkpoint_s`` after any input, so a restarted worker resumes its windows
-  instead of starting empty (a crash loses at most that much window state).
-
-Checkpoints are pickled: the changelog is this worker's own internal topic, never input.
+* a table (``<group>-state``, backed by a changelog topic co-partitioned with the events)
+  holds one checkpoint per events partition (``streams.checkpoint``: open windows, detector
+  state, incidents and auto-denies of that partition's tenants), written when the watermark
+  moves and at most ``checkpoint_s`` after any input, so a restarted or rebalanced worker
+  resumes the windows of exactly the partitions it owns (a crash loses at most that much).
 """
 
 from __future__ import annotations
