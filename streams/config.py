@@ -154,6 +154,8 @@ class StreamsConfig(BaseModel):
         2.0, ge=0, description="live driver: advance the watermark by wall clock after idling"
     )
     group: str = "dnsflow-streams"
+    checkpoint_s: float = Field(0.5, gt=0, le=3600, description="faust worker: checkpoint "
+                                "the windows at most this long after input")
     telemetry: TelemetryConfig = TelemetryConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     incidents: IncidentConfig = IncidentConfig()

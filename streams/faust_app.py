@@ -6,7 +6,7 @@
 * a table (``<group>-state``, backed by a changelog topic co-partitioned with the events)
   holds one checkpoint per events partition (``streams.checkpoint``: open windows, detector
   state, incidents and auto-denies of that partition's tenants), written when the watermark
-  moves and at most ``checkpoint_s`` after any input, so a restarted or rebalanced worker
+  moves and at most ``streams.checkpoint_s`` after any input, so a restarted or rebalanced worker
   resumes the windows of exactly the partitions it owns (a crash loses at most that much).
 """
 
@@ -39,7 +39,7 @@ def _ts(ev: dict[str, Any]) -> int:
 
 
 def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2,
-             partitions: int = 6, checkpoint_s: float = 0.5) -> faust.App:
+             partitions: int = 6) -> faust.App:
     """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``)."""
     assert settings.kafka, "the faust worker needs a Kafka bootstrap"
     logic = build_logic(settings)
@@ -141,7 +141,7 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             stats["checkpoints"] += 1
         touched.clear()
 
-    @app.timer(interval=checkpoint_s)
+    @app.timer(interval=cfg.checkpoint_s)
     async def periodic_checkpoint() -> None:
         checkpoint()
 

@@ -14,6 +14,7 @@ CDN/cloud hostnames with hashes are allow-listed before this detector runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from zlib import crc32
 
 from streams.config import TunnelingConfig
 from streams.detectors.ngram import NgramModel
@@ -31,7 +32,7 @@ class _Pair:
 
     def __init__(self, w: int, lw: int, cfg: TunnelingConfig) -> None:
         self.w = w
-        self.uniq: set[str] = set()
+        self.uniq: set[int] = set()  # crc32 of the subdomains: compact to keep and checkpoint
         self.n = 0
         self.bytes = 0
         self.payload = 0
@@ -39,7 +40,7 @@ class _Pair:
         self.next = cfg.min_unique
         self.samples: list[str] = []
         self.lw = lw
-        self.luniq: set[str] = set()
+        self.luniq: set[int] = set()
         self.lcount = 0
         self.lbytes = 0
         self.lprev = 0
@@ -75,9 +76,10 @@ class TunnelingDetector:
             st.lprev = len(st.luniq) if lw == st.lw + 1 else 0
             st.lw, st.luniq, st.lcount, st.lbytes = lw, set(), 0, 0
             st.lnext = self.cfg.long_min_unique
+        h = crc32(sub.encode())
         uniq = st.uniq
         if len(uniq) < UNIQUE_CAP:
-            uniq.add(sub)
+            uniq.add(h)
         st.n += 1
         st.bytes += len(sub)
         if qtype in PAYLOAD_QTYPES:
@@ -86,7 +88,7 @@ class TunnelingDetector:
             st.samples.append(sub)
         luniq = st.luniq
         if len(luniq) < UNIQUE_CAP:
-            luniq.add(sub)
+            luniq.add(h)
         st.lcount += 1
         st.lbytes += len(sub)
         if len(uniq) + st.prev >= st.next:
