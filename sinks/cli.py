@@ -22,6 +22,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="insert when N records are gathered (default 50000)")
     parser.add_argument("--batch-ms", type=int, metavar="MS",
                         help="... or when the oldest gathered record is MS old (default 1000)")
+    parser.add_argument("--commit-ms", type=int, metavar="MS",
+                        help="commit offsets at most every MS (default 2000; 0 = every batch)")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
                         help="exit once nothing new arrived for SECONDS (drain and stop)")
     parser.set_defaults(func=run)
@@ -34,7 +36,8 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
     from sinks.config import SinkConfig, sink_config
 
     base = sink_config(settings).model_dump()
-    for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms")):
+    for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms"),
+                      ("commit_ms", "commit_ms")):
         value = getattr(args, flag, None)
         if value is not None:
             base[key] = value
@@ -122,6 +125,7 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None) -> 
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)  # "where is it stuck?"
         try:
             await service.start()
             print(f"dnsflow sink: {', '.join(service.sink.specs)} -> {dsn} "
@@ -143,6 +147,22 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None) -> 
         return 1 if service.error else 0
 
     return asyncio.run(main())
+
+
+def _dump_tasks() -> None:
+    """On SIGUSR1: every asyncio task's stack to stderr (diagnosing a stuck sink)."""
+    import asyncio
+
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        coro: Any = task.get_coro()
+        while coro is not None:  # follow the await chain down to where it waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                print(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}",
+                      file=sys.stderr)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    sys.stderr.flush()
 
 
 async def _idle(service: Any, seconds: float) -> None:

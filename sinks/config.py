@@ -19,6 +19,9 @@ class SinkConfig(BaseModel):
                             description="insert when this many records are gathered ...")
     batch_ms: int = Field(default=1000, ge=10, le=600_000,
                           description="... or when the oldest gathered record is this old")
+    commit_ms: int = Field(default=2000, ge=0, le=600_000,
+                           description="commit offsets at most this often (inserts pipeline "
+                           "in between; a crash replays at most this much, reconciled)")
     events_ttl_days: int = Field(default=30, ge=1, le=36_500, description="dns_events retention")
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)

@@ -48,6 +48,10 @@ class SinkStats:
     committed_at: float = 0.0
 
 
+# one insert: table, columns, column data, dedup token, rows
+_Insert = tuple[str, tuple[str, ...], list[Any], str, int]
+
+
 @dataclass
 class _TableBatch:
     spec: TableSpec
@@ -101,6 +105,9 @@ class Sink:
         self._abandon = asyncio.Event()
         self.last_activity = time.monotonic()  # when records last arrived
         self.busy = False  # a gathered batch is being stored
+        self._inflight: asyncio.Task[None] | None = None
+        self._uncommitted = False
+        self._last_commit = time.monotonic()
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -120,9 +127,15 @@ class Sink:
     async def run(self) -> None:
         """Batch, store and commit until :meth:`stop`; the last batch is flushed."""
         assert self._consumer is not None, "start() first"
-        while not self._stop.is_set():
-            await self.step()
-        await self.step(final=True)
+        try:
+            while not self._stop.is_set():
+                await self.step()
+            await self.step(final=True)
+            await self.flush()
+        finally:
+            task, self._inflight = self._inflight, None
+            if task is not None and not task.done():
+                task.cancel()
 
     # ---- one batch ----------------------------------------------------------------------
 
@@ -130,12 +143,13 @@ class Sink:
         assert self._consumer is not None
         cfg = self.config
         msgs: list[Message] = []
+        started = time.monotonic()
         first_at: float | None = None
         while len(msgs) < cfg.batch_rows:
-            if first_at is None:
-                wait_ms = 0 if final else 200
-            else:
-                wait_ms = int(cfg.batch_ms - (time.monotonic() - first_at) * 1000)
+            if first_at is None and final:
+                wait_ms = 0
+            else:  # idle for batch_ms returns empty-handed, so the caller can commit
+                wait_ms = int(cfg.batch_ms - (time.monotonic() - (first_at or started)) * 1000)
                 if wait_ms <= 0:
                     break
             got = await self._consumer.getmany(
@@ -151,23 +165,54 @@ class Sink:
         return msgs
 
     async def step(self, final: bool = False) -> int:
-        """Gather one batch and store it; return how many records it held."""
+        """Gather one batch and start storing it; return how many records it held.
+
+        Pipelined: the insert of this batch runs (in a thread) while the next one is
+        gathered and converted. Offsets are committed only at a flush, when every batch
+        gathered so far has been stored — every ``commit_ms``, when idle, and at the end.
+        """
         msgs = await self.gather(final)
         if not msgs:
+            await self.flush()
             return 0
         self.busy = True
         try:
-            await self.store_batch(msgs)
-            _fault_point("after-insert")
-            await self._commit()
+            prepared = await self._prepare(msgs)
+            await self._await_inflight()
+            self._inflight = asyncio.create_task(self._insert(prepared))
+            if final or time.monotonic() - self._last_commit >= self.config.commit_ms / 1000:
+                await self.flush()
         finally:
-            self.busy = False
+            self.busy = self._inflight is not None
             self.last_activity = time.monotonic()
         self.stats.batches += 1
         self.stats.records += len(msgs)
         return len(msgs)
 
+    async def flush(self) -> None:
+        """Wait for the batch being stored, then commit everything gathered so far."""
+        had = self._inflight is not None
+        await self._await_inflight()
+        self.busy = False
+        if had or self._uncommitted:
+            _fault_point("after-insert")
+            await self._commit()
+        self._last_commit = time.monotonic()
+
+    async def _await_inflight(self) -> None:
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task
+
     async def store_batch(self, msgs: list[Message]) -> None:
+        """Store one batch completely (no commit): what a crash right after looks like."""
+        prepared = await self._prepare(msgs)
+        await self._await_inflight()
+        await self._insert(prepared)
+
+    async def _prepare(self, msgs: list[Message]) -> list[_Insert]:
+        """Reconcile, convert, DLQ the rejects; return the inserts to run."""
+        self._uncommitted = True
         await self._reconcile(msgs)
         with gc_paused():
             batches, rejects = self._convert(msgs)
@@ -178,6 +223,7 @@ class Sink:
             self.stats.rejected += len(rejects)
             for m, reason in rejects[:3]:
                 log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
+        inserts = []
         for table, tb in batches.items():
             with gc_paused():
                 data: list[Any] = [list(c) for c in zip(*tb.rows, strict=True)]
@@ -188,15 +234,19 @@ class Sink:
             data.append(tb.offsets)
             columns = (*tb.spec.columns, *COORDINATES)
             token = batch_token(table, ((p, a, b) for p, (a, b) in tb.ranges.items()))
+            inserts.append((table, columns, data, token, len(tb.offsets)))
+        return inserts
+
+    async def _insert(self, inserts: list[_Insert]) -> None:
+        for table, columns, data, token, n in inserts:
             await self._retry(
                 lambda t=table, c=columns, d=data, k=token: asyncio.to_thread(
                     self.store.insert, t, c, d, k
                 ),
                 f"insert into {table}",
             )
-            n = len(tb.offsets)
             self.stats.stored[table] = self.stats.stored.get(table, 0) + n
-            log.debug("stored %d rows in %s (%s)", n, table, tb.ranges)
+            log.debug("stored %d rows in %s", n, table)
 
     def _convert(
         self, msgs: list[Message]
@@ -258,6 +308,8 @@ class Sink:
             self._skip.pop((topic, p), None)
             table = self.specs[topic].table
             by_table.setdefault(table, (topic, {}))[1][p] = first
+        if by_table:
+            await self._await_inflight()  # the query must see what is being stored
         for table, (topic, starts) in by_table.items():
             found = await self._retry(
                 lambda t=table, s=starts: asyncio.to_thread(self.store.stored_offsets, t, s),
@@ -274,6 +326,7 @@ class Sink:
         assert self._consumer is not None
         try:
             await self._consumer.commit()
+            self._uncommitted = False
             self.stats.committed_at = time.time()
         except Exception as exc:  # e.g. a rebalance: the replay is reconciled, not duplicated
             self._next.clear()

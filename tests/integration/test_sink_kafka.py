@@ -119,7 +119,8 @@ def test_sigkill_mid_batch_repeatedly_still_exactly_n(kafka_bootstrap, topic_pre
     values = [(f"tenant-{i % 5}".encode(), orjson.dumps(event(i))) for i in range(n)]
     asyncio.run(produce(kafka_bootstrap, topic_prefix, values))
     log = tmp_path / "sink.log"
-    batch = ["--batch-rows", "1500", "--batch-ms", "100"]
+    # commit after every batch, so "the n-th insert" is a well-defined moment to die at
+    batch = ["--batch-rows", "1500", "--batch-ms", "100", "--commit-ms", "0"]
 
     # 1-2: killed right after an insert, before its offsets were committed (worst moment)
     for nth in (2, 3):
