@@ -48,6 +48,7 @@ class EdgeService:
         self.identity = IdentityTable(cfg.default_tenant, cfg.default_namespace)
         self.holder = PolicyHolder(policy_store or PolicyStore(cfg.cluster_domain))
         self._injected_policy = policy_store is not None
+        self._ns_seen: dict[str, str] | None = None
         self.identity.listeners.append(self._ns_changed)
         self.metrics = EdgeMetrics(cfg.name)
         self.cache = AnswerCache(cfg.cache_size or 1, serve_stale=cfg.serve_stale)
@@ -86,9 +87,17 @@ class EdgeService:
                 log.error("%s; keeping the previous map", exc)
 
     def _ns_changed(self, mapping: Any) -> None:
+        """Namespace -> tenant changed: isolation changes without a policy version, so the
+        store is told and cached answers (which were checked against the old map) dropped.
+        Pod churn that leaves the map as it was costs nothing."""
+        current = dict(mapping)
+        if current == self._ns_seen:
+            return
+        self._ns_seen = current
         with contextlib.suppress(Exception):
-            self.holder.store.set_namespace_tenants(mapping)
+            self.holder.store.set_namespace_tenants(current)
         self.holder.changed()
+        self.cache.clear()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:

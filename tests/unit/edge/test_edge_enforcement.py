@@ -13,8 +13,10 @@ import dns.rcode
 import dns.rdatatype
 import orjson
 import pytest
+import yaml
 
 from dnsflow.bus.memory import MemoryBus
+from edge.identity.static import parse_static_map
 from edge.testing import FakeUpstream
 from policies import policyset, records
 from policies.api import PolicyStore
@@ -318,3 +320,15 @@ spec:
         assert PolicyStore.from_snapshot(snap.read_bytes()).version("shop") == 2
     finally:
         await svc2.stop()
+
+
+async def test_namespace_moving_to_another_tenant_hides_cached_answers(edge) -> None:
+    shared = TENANT_MAP.replace("payments: payments, bank", "payments: shop, bank")
+    edge.identity.set_static(parse_static_map(yaml.safe_load(shared)))
+    r = await ask(edge, "ledger.payments.svc.cluster.local")   # payments belongs to shop now
+    assert [str(x) for x in r.answer[0]] == ["10.96.2.10"]
+    for _ in range(2):  # cached, and memoised on the fast path
+        assert (await ask(edge, "ledger.payments.svc.cluster.local")).answer
+    edge.identity.set_static(parse_static_map(yaml.safe_load(TENANT_MAP)))
+    r = await ask(edge, "ledger.payments.svc.cluster.local")
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
