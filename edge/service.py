@@ -86,6 +86,14 @@ class EdgeService:
             except StaticMapError as exc:
                 log.error("%s; keeping the previous map", exc)
 
+    def _policy_changed(self, keys: list[bytes]) -> None:
+        """A tenant's or the cluster's policy changed: exports and isolation modes may now
+        hide (or show) names inside answers cached for *other* tenants, whose policy version
+        did not move, so cached answers go. Auto-deny updates are checked per query and keep
+        the cache."""
+        if any(not k.startswith(b"auto:") for k in keys):
+            self.cache.clear()
+
     def _ns_changed(self, mapping: Any) -> None:
         """Namespace -> tenant changed: isolation changes without a policy version, so the
         store is told and cached answers (which were checked against the old map) dropped.
@@ -125,7 +133,8 @@ class EdgeService:
                 self.home / "edge-policy.snapshot")
             self.subscription = PolicySubscription(
                 self.bus, self.holder, snap, cluster_domain=cfg.cluster_domain,
-                ns_tenants=lambda: self.identity.namespace_tenants)
+                ns_tenants=lambda: self.identity.namespace_tenants,
+                on_change=self._policy_changed)
             await self.subscription.start()
         ssl_up = client_context(cfg.upstream_ca, cfg.upstream_verify)
         self.pool = UpstreamPool.from_urls(cfg.upstreams or system_upstreams(), ssl_up,

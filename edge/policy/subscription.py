@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 class PolicySubscription:
     def __init__(self, bus: Bus, holder: PolicyHolder, snapshot_path: Path, *,
                  cluster_domain: str = "cluster.local", ns_tenants: Any = None,
-                 retry: float = 2.0) -> None:
+                 retry: float = 2.0, on_change: Any = None) -> None:
         self.bus = bus
         self.holder = holder
         self.snapshot_path = snapshot_path
         self.cluster_domain = cluster_domain
         self.ns_tenants = ns_tenants
         self.retry = retry
+        self.on_change = on_change  # called with the keys whose policy changed
         self.applied = 0
         self.ignored = 0
         self.rejected = 0
@@ -119,14 +120,14 @@ class PolicySubscription:
     async def apply(self, msgs: list[Message]) -> None:
         """Apply a fetched batch without yielding to the event loop in between, so no query
         sees half of it; rejected records go to the DLQ afterwards."""
-        changed = False
+        changed: list[bytes] = []
         store = self.holder.store
         rejected: list[tuple[Message, str]] = []
         for m in msgs:
             try:
                 if store.apply_record(m.key, m.value):
                     self.applied += 1
-                    changed = True
+                    changed.append(m.key or b"")
                 else:
                     self.ignored += 1
             except PolicyRecordError as exc:
@@ -140,6 +141,8 @@ class PolicySubscription:
                 rejected.append((m, f"apply failed: {exc!r}"))
         if changed:
             self.holder.changed()
+            if self.on_change is not None:
+                self.on_change(changed)
             self.save_snapshot()
         for m, reason in rejected:
             await self._dlq(m, reason)

@@ -332,3 +332,34 @@ async def test_namespace_moving_to_another_tenant_hides_cached_answers(edge) -> 
     edge.identity.set_static(parse_static_map(yaml.safe_load(TENANT_MAP)))
     r = await ask(edge, "ledger.payments.svc.cluster.local")
     assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+
+
+async def test_withdrawn_export_hides_names_cached_for_other_tenants(
+        start_edge, zone_upstream, tmp_path, bus: MemoryBus) -> None:
+    m = tmp_path / "map.yaml"
+    m.write_text(TENANT_MAP)
+    exported = """
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {name: ex, namespace: payments}
+spec:
+  tenant: payments
+  exports: [{service: ledger, to: [shop]}]
+"""
+    await bus.send_many(bus.topics.policies, policy_records(exported, 1))
+    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m))
+    for _ in range(100):
+        if svc.status()["policy"]["applied"]:
+            break
+        await asyncio.sleep(0.02)
+    r = await ask(svc, "alias.shop.svc.cluster.local")   # CNAME into payments' export
+    assert str(r.answer[-1][0]) == "10.96.2.10"
+    await bus.send_many(bus.topics.policies,
+                        policy_records(exported.replace(
+                            "  exports: [{service: ledger, to: [shop]}]\n", ""), 2))
+    for _ in range(100):
+        if svc.status()["policy"]["applied"] >= 2:
+            break
+        await asyncio.sleep(0.02)
+    r = await ask(svc, "alias.shop.svc.cluster.local")
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
