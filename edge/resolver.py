@@ -380,6 +380,7 @@ class Resolver:
     def _deny(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
               qtype: str, t0: float, ts: int, max_size: int) -> bytes | None:
         self.counters["denied"] += 1
+        self._audit(v, c, qname, qtype)
         mode = (v.deny_mode or "NXDOMAIN").upper()
         if mode == "DROP":
             self._emit(ts, c, transport, qname, qtype, "DROP", [], t0, "none", v, "")
@@ -389,9 +390,20 @@ class Resolver:
         self._emit(ts, c, transport, qname, qtype, wire.rcode_name(rcode), [], t0, "none", v, "")
         return wire.error_response(q, rcode)
 
+    @staticmethod
+    def _audit(v: Verdict, c: ClientInfo, qname: str, qtype: str) -> None:
+        """Rules marked ``log: true`` leave a structured log line besides the event."""
+        if v.log:
+            log.info("policy %s %s %s %s for %s/%s/%s", v.action, v.rule, qname, qtype,
+                     c.tenant, c.namespace, c.ip,
+                     extra={"rule": v.rule, "action": v.action, "qname": qname,
+                            "qtype": qtype, "tenant": c.tenant, "namespace": c.namespace,
+                            "client_ip": c.ip, "pod": c.pod})
+
     def _rewrite(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
                  qtype: str, t0: float, ts: int, max_size: int
                  ) -> bytes | Coroutine[Any, Any, bytes | None]:
+        self._audit(v, c, qname, qtype)
         records = list(v.records)
         cname = [r for r in records if r.rtype.upper() == "CNAME"]
         if cname and q.qtype != wire.T_CNAME and not any(
@@ -460,6 +472,11 @@ class Resolver:
             rv = None
         if rv is not None and rv.action == "deny":
             return self._deny(q, rv, c, transport, qname, qtype, t0, ts, max_size)
+        if rv is not None and rv.action == "rewrite" and rv.records:
+            # a response rule replaced the answer: local records, never cached as upstream's
+            self._audit(rv, c, qname, qtype)
+            return self._local(q, rv, c, transport, qname, qtype, t0, ts, list(rv.records),
+                               max_size)
         qlen = len(q.qwire)
         self.cache.put(key, reply, resp, upstream=upname, policy_version=v.policy_version,
                        qlen=qlen, rcode=rcode)

@@ -363,3 +363,37 @@ spec:
         await asyncio.sleep(0.02)
     r = await ask(svc, "alias.shop.svc.cluster.local")
     assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+
+
+RESPONSE_RULES = """
+apiVersion: dnsflow.io/v1
+kind: DNSPolicy
+metadata: {name: resp, namespace: shop}
+spec:
+  tenant: shop
+  rules:
+    - id: no-doc-net
+      match: {names: [example.com], response: {answerCIDRs: [93.184.216.0/24]}}
+      action: deny
+      log: true
+    - id: sinkhole
+      match: {names: [limited.example.com], response: {answerCIDRs: [93.184.216.35/32]}}
+      action: rewrite
+      rewrite: {records: [{type: A, value: 0.0.0.0}]}
+"""
+
+
+async def test_response_rules_deny_and_rewrite(start_edge, zone_upstream, tmp_path,
+                                               caplog) -> None:
+    m = tmp_path / "map.yaml"
+    m.write_text(TENANT_MAP)
+    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m),
+                           policy_store=store_for(RESPONSE_RULES))
+    caplog.set_level("INFO", logger="edge.resolver")
+    r = await ask(svc, "example.com")
+    assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
+    assert any(getattr(x, "rule", "") == "shop/resp#no-doc-net" for x in caplog.records)
+    r = await ask(svc, "limited.example.com")
+    assert [str(x) for x in r.answer[0]] == ["0.0.0.0"]
+    r = await ask(svc, "example.com", source="127.0.0.2")   # payments: no such rule
+    assert [str(x) for x in r.answer[0]] == ["93.184.216.34"]
