@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("dnsflow edge: --workers N > 1 needs --kafka (each worker publishes "
                          "its own events)")
     log = logging.getLogger("edge")
+    if not settings.kafka and kw.get("events", True):
+        log.warning("no --kafka: events stay in this process's in-process bus; pass --kafka "
+                    "to publish them to dnsflow.events")
 
     async def main() -> int:
         bus = open_bus(settings.kafka, settings.topic_prefix)
