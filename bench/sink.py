@@ -219,10 +219,12 @@ async def run_sink(bootstrap: str, prefix: str, dsn: str, n: int, timeout: float
     from dnsflow.topics import Topics
     from sinks.config import SinkConfig
     from sinks.dsn import parse
+    from sinks.gcpause import tune_for_batches
     from sinks.migrate import migrate
     from sinks.sink import Sink
     from sinks.store import Store
 
+    tune_for_batches()  # as `dnsflow sink` does
     store = Store(parse(dsn))
     migrate(store.client)
     bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)

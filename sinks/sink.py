@@ -254,6 +254,61 @@ class Sink:
         """Rows per table and rejects with reasons; skips offsets already stored."""
         batches: dict[str, _TableBatch] = {}
         rejects: list[tuple[Message, str]] = []
+        topics = {m.topic for m in msgs}
+        if len(topics) == 1:
+            groups = {topics.pop(): msgs}
+        else:
+            groups = {t: [] for t in topics}
+            for m in msgs:
+                groups[m.topic].append(m)
+        for topic, group in groups.items():
+            spec = self.specs[topic]
+            replaying = self._skip and any((topic, m.partition) in self._skip for m in group)
+            if spec.convert_many is None or replaying:
+                self._convert_each(group, batches, rejects)
+            else:
+                self._convert_many(spec, group, batches, rejects)
+        return batches, rejects
+
+    def _convert_many(
+        self, spec: TableSpec, msgs: list[Message], batches: dict[str, _TableBatch],
+        rejects: list[tuple[Message, str]],
+    ) -> None:
+        """The hot path: one topic, no replayed offsets, whole-batch conversion."""
+        assert spec.convert_many is not None
+        rows, bad = spec.convert_many([m.value for m in msgs], spec.topic)
+        partitions = [m.partition for m in msgs]
+        offsets = [m.offset for m in msgs]
+        first = dict(zip(reversed(partitions), reversed(offsets), strict=True))
+        last = dict(zip(partitions, offsets, strict=True))
+        topic = msgs[0].topic
+        for p, o in last.items():
+            self._next[(topic, p)] = o + 1
+        if bad:
+            dropped = {i for i, _ in bad}
+            rejects.extend((msgs[i], reason) for i, reason in bad)
+            partitions = [p for i, p in enumerate(partitions) if i not in dropped]
+            offsets = [o for i, o in enumerate(offsets) if i not in dropped]
+        if not rows:
+            return
+        tb = batches.get(spec.table)
+        if tb is None:
+            tb = batches[spec.table] = _TableBatch(spec)
+        tb.rows.extend(rows)
+        tb.partitions.extend(partitions)
+        tb.offsets.extend(offsets)
+        for p, o in first.items():
+            rng = tb.ranges.get(p)
+            if rng is None:
+                tb.ranges[p] = [o, last[p]]
+            else:
+                rng[1] = last[p]
+
+    def _convert_each(
+        self, msgs: list[Message], batches: dict[str, _TableBatch],
+        rejects: list[tuple[Message, str]],
+    ) -> None:
+        """Record by record: any topic, and partitions replaying stored offsets."""
         skip = self._skip
         for msg in msgs:
             key = (msg.topic, msg.partition)
@@ -291,7 +346,6 @@ class Sink:
                 tb.ranges[msg.partition] = [msg.offset, msg.offset]
             else:
                 rng[1] = msg.offset
-        return batches, rejects
 
     async def _reconcile(self, msgs: list[Message]) -> None:
         """Learn which offsets are already stored for partitions that did not continue where
