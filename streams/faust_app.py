@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
@@ -76,6 +77,7 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
     stats = {"dlq": 0, "restored": False, "checkpoints": 0}
     owner: dict[str, int] = {}   # tenant -> events partition (events are keyed by tenant)
     touched: set[int] = set()    # partitions with input since the last checkpoint
+    ckpt_at = [0.0]
     app.streams_stats = stats  # type: ignore[attr-defined]
     topic_of = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
 
@@ -124,8 +126,13 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             for ev in good:
                 logic.process(ev)
             await publish()
-            if logic.watermark != last_wm:
+            # Checkpoint when windows closed, when the input is drained (a short batch: cheap,
+            # and what a graceful stop needs), and otherwise at most every checkpoint_s.
+            now = time.monotonic()
+            if (logic.watermark != last_wm or len(batch) < batch_size
+                    or now - ckpt_at[0] >= cfg.checkpoint_s):
                 last_wm = logic.watermark
+                ckpt_at[0] = now
                 checkpoint()
 
     def checkpoint() -> None:
@@ -139,6 +146,8 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             state.data[key] = value
             state.send_changelog(part, key, value)
             stats["checkpoints"] += 1
+            log.debug("streams: checkpoint partition %d (%d bytes, %d events so far)", part,
+                      len(value), logic.events)
         touched.clear()
 
     @app.timer(interval=cfg.checkpoint_s)

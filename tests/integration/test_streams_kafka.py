@@ -182,6 +182,8 @@ async def test_restarted_faust_worker_resumes_its_windows(kafka_bootstrap, topic
         await bus.stop()
     first_minute = [w for w in windows if w["window_start"] == t0]
     assert first_minute, log.read_text()[-2000:]
-    # 150 events before the restart + 150 after (30 s .. 60 s) in the same window
-    assert first_minute[0]["queries"] == 300, log.read_text()[-2000:]
+    # 150 events before the restart + 150 after (30 s .. 60 s) in the same window; without
+    # the checkpoint it would be 150. faust's restart is not exactly-once (a record around
+    # the last checkpoint/commit may be lost or repeated), hence the small tolerance.
+    assert 290 <= first_minute[0]["queries"] <= 310, log.read_text()[-2000:]
     assert "resumed windows from 1 partition checkpoint" in log.read_text()
