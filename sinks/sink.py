@@ -230,10 +230,12 @@ class Sink:
                 tb.rows.clear()
                 if tb.spec.finish is not None:
                     tb.spec.finish(data)
+            source = self.source(tb.spec)
             data.append(tb.partitions)
             data.append(tb.offsets)
+            data.append([source] * len(tb.offsets))
             columns = (*tb.spec.columns, *COORDINATES)
-            token = batch_token(table, ((p, a, b) for p, (a, b) in tb.ranges.items()))
+            token = batch_token(table, source, ((p, a, b) for p, (a, b) in tb.ranges.items()))
             inserts.append((table, columns, data, token, len(tb.offsets)))
         return inserts
 
@@ -365,8 +367,11 @@ class Sink:
         if by_table:
             await self._await_inflight()  # the query must see what is being stored
         for table, (topic, starts) in by_table.items():
+            source = self.source(self.specs[topic])
             found = await self._retry(
-                lambda t=table, s=starts: asyncio.to_thread(self.store.stored_offsets, t, s),
+                lambda t=table, src=source, s=starts: asyncio.to_thread(
+                    self.store.stored_offsets, t, src, s
+                ),
                 f"reading {table}",
             )
             for p, offsets in found.items():
@@ -375,6 +380,10 @@ class Sink:
                              topic, p, len(offsets), starts[p])
                     self._skip[(topic, p)] = offsets
                     self._skip_max[(topic, p)] = max(offsets)
+
+    def source(self, spec: TableSpec) -> str:
+        """The log a row came from: offsets are unique only within it (``Bus.source_id``)."""
+        return f"{self.bus.source_id}/{self.bus.topics.name(spec.topic)}"
 
     async def _commit(self) -> None:
         assert self._consumer is not None

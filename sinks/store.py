@@ -22,16 +22,16 @@ from sinks.gcpause import gc_paused
 log = logging.getLogger(__name__)
 
 DATABASE = "dnsflow"
-COORDINATES = ("kafka_partition", "kafka_offset")
+COORDINATES = ("kafka_partition", "kafka_offset", "kafka_source")
 
 
 class StoreError(RuntimeError):
     """ClickHouse refused or could not be reached; the message is one redacted line."""
 
 
-def batch_token(table: str, ranges: Iterable[tuple[int, int, int]]) -> str:
-    """A token naming exactly the (partition, first, last) offset ranges a batch carries."""
-    text = table + ";" + ";".join(f"{p}:{a}-{b}" for p, a, b in sorted(ranges))
+def batch_token(table: str, source: str, ranges: Iterable[tuple[int, int, int]]) -> str:
+    """A token naming exactly the log and (partition, first, last) offset ranges of a batch."""
+    text = f"{table};{source};" + ";".join(f"{p}:{a}-{b}" for p, a, b in sorted(ranges))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -91,16 +91,19 @@ class Store:
                 f"insert into {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
             ) from exc
 
-    def stored_offsets(self, table: str, starts: dict[int, int]) -> dict[int, set[int]]:
-        """Offsets at or after ``starts[partition]`` that ``table`` already holds."""
+    def stored_offsets(
+        self, table: str, source: str, starts: dict[int, int]
+    ) -> dict[int, set[int]]:
+        """Offsets of ``source`` at or after ``starts[partition]`` that ``table`` holds."""
         if not starts:
             return {}
         where = " OR ".join(
             f"(kafka_partition = {int(p)} AND kafka_offset >= {int(o)})" for p, o in starts.items()
         )
-        sql = f"SELECT kafka_partition, kafka_offset FROM {DATABASE}.{table} WHERE {where}"
+        sql = (f"SELECT kafka_partition, kafka_offset FROM {DATABASE}.{table} "
+               f"WHERE kafka_source = {{source:String}} AND ({where})")
         try:
-            rows = self.client.query(sql).result_rows
+            rows = self.client.query(sql, parameters={"source": source}).result_rows
         except Exception as exc:
             self._reset()
             raise StoreError(

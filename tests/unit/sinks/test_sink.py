@@ -88,6 +88,19 @@ async def test_retried_insert_with_same_token_is_stored_once(store, events):
     assert count(store, "SELECT sum(queries) FROM dnsflow.dns_minute") == len(msgs)
 
 
+async def test_a_new_in_process_bus_is_not_mistaken_for_a_replay(store, events):
+    """Two `dnsflow demo` runs in one home: both buses start at offset 0."""
+    for run in range(2):
+        bus = MemoryBus()
+        await bus.send_many(bus.topics.events, events.encoded(150, start=run * 1000))
+        sink = Sink(bus, store, CONFIG)
+        await sink.start()
+        await drain(sink)
+        assert sink.stats.skipped_replayed == 0
+    assert count(store) == 300
+    assert count(store, "SELECT uniqExact(kafka_source) FROM dnsflow.dns_events") == 2
+
+
 class FlakyStore(Store):
     """ClickHouse refusing the first ``failures`` inserts, as when the server is down."""
 
