@@ -50,9 +50,10 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from dnsflow.cli import UsageError, settings_from_args
-    from sinks.dsn import ConnectError, DsnError, parse
+    from sinks.dsn import ConnectError, DsnError, parse, quiet_client_logs
 
     settings = settings_from_args(args)
+    quiet_client_logs(args)
     config = _config(args, settings)
     try:
         dsn = parse(settings.clickhouse_dsn)

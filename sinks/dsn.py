@@ -6,6 +6,7 @@ DSNs are redacted (:func:`redact`) before they reach a log line or an error mess
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -96,8 +97,22 @@ def one_line(exc: BaseException, secret_source: str | None = None) -> str:
     else:
         text = text.splitlines()[0] if text else type(exc).__name__
     text = text.split(" (version ", 1)[0].split(". Stack trace", 1)[0]
+    errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if errno and "DB::Exception" not in text:  # a socket error: say which, not the retry story
+        text = errno.group(1).strip().lower()
     if secret_source:
         pw = urlsplit(secret_source).password if "://" in secret_source else None
         if pw:
             text = text.replace(pw, "***")
     return text.strip()
+
+
+def quiet_client_logs(args: object) -> None:
+    """The HTTP client logs every retry as a WARNING; our one-line error already says it.
+    Keep them unless the user asked for ``--log-level DEBUG``/``INFO``."""
+    import logging
+
+    if getattr(args, "log_level", "WARNING") in ("WARNING", "ERROR"):
+        # clickhouse_connect resets the "urllib3" level on import, so pin the children
+        for name in ("urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.ERROR)

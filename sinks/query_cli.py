@@ -27,13 +27,14 @@ class Unavailable(RuntimeError):
 
 def run(args: argparse.Namespace) -> int:
     from dnsflow.cli import UsageError, settings_from_args
-    from sinks.dsn import DsnError, parse
+    from sinks.dsn import DsnError, parse, quiet_client_logs
     from sinks.query import QueryError, render
 
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if not sql.strip():
         raise UsageError("dnsflow query: empty SQL")
     settings = settings_from_args(args)
+    quiet_client_logs(args)
     try:
         dsn = parse(settings.clickhouse_dsn)
     except DsnError as exc:
@@ -60,11 +61,13 @@ def execute(dsn: Any, home: Path, sql: str) -> Any:
 
 
 def _direct(dsn: Any, sql: str) -> Any:
-    from sinks.dsn import connect, one_line
+    from sinks.dsn import ConnectError, connect, one_line
     from sinks.query import run_sql
 
     try:
         client = connect(dsn)
+    except ConnectError as exc:
+        raise Unavailable(f"cannot reach ClickHouse: {exc}") from None
     except Exception as exc:
         raise Unavailable(f"cannot reach ClickHouse at {dsn}: {one_line(exc, dsn.raw)}") from None
     try:

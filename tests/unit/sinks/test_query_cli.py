@@ -74,3 +74,12 @@ def test_no_data_yet_says_so(tmp_path, capsys):
 def test_sink_without_kafka_explains(tmp_path, capsys):
     assert main(["sink", "--home", str(tmp_path)]) == 2
     assert "needs --kafka" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_one_redacted_line(capsys):
+    dsn = "http://bob:hunter2@127.0.0.1:1/dnsflow"
+    assert main(["query", "--clickhouse", dsn, "SELECT 1"]) == 1
+    assert main(["sink", "--migrate", "--clickhouse", dsn]) == 1
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "bob:***@127.0.0.1:1" in err
+    assert err.count("connection refused") == 2 and len(err.strip().splitlines()) == 2

@@ -58,3 +58,25 @@ async def test_stop_flushes_what_was_gathered(tmp_path, events):
     await svc.stop()
     assert svc.status()["stored"] == {"dns_events": 40}
     assert sum(bus.committed("dnsflow-sink", bus.topics.events, p) or 0 for p in range(3)) == 40
+
+
+async def test_query_endpoint_wants_the_token_from_the_0600_file(tmp_path):
+    import stat
+
+    import httpx
+
+    [svc] = build(Settings(home=tmp_path), MemoryBus(), config=SinkConfig(batch_ms=20))
+    await svc.start()
+    try:
+        file = tmp_path / "query.endpoint"
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+        info = orjson.loads(file.read_bytes())
+        assert info["url"].startswith("http://127.0.0.1:")
+        async with httpx.AsyncClient(trust_env=False) as http:
+            r = await http.post(info["url"] + "/query", content=b'{"sql": "SELECT 1"}')
+            assert r.status_code == 401
+            r = await http.post(info["url"] + "/query", content=b'{"sql": "SELECT 1 AS one"}',
+                                headers={"Authorization": f"Bearer {info['token']}"})
+            assert r.status_code == 200 and r.json()["rows"] == [[1]]
+    finally:
+        await svc.stop()
