@@ -169,10 +169,24 @@ _QTYPE = EVENT_COLUMNS.index("qtype")
 _RCODE = EVENT_COLUMNS.index("rcode")
 
 
-def finish_events(columns: list[list[Any]]) -> None:
+_NORMAL_QNAMES: dict[str, str] = {}
+_NORMAL_QNAMES_MAX = 200_000
+
+
+def _normal_qname(q: str) -> str:
+    n = q.lower().rstrip(".")
+    if len(_NORMAL_QNAMES) >= _NORMAL_QNAMES_MAX:
+        _NORMAL_QNAMES.clear()
+    _NORMAL_QNAMES[q] = n
+    return n
+
+
+def finish_events(columns: list[Any]) -> None:
     """The core's normalisation, per column: qname lower case without the trailing dot,
-    qtype and rcode upper case (cheap on columns; identical to the model's validators)."""
-    columns[_QNAME] = [q.lower().rstrip(".") for q in columns[_QNAME]]
+    qtype and rcode upper case (identical to the model's validators). Names are Zipf-popular,
+    so a bounded memo turns most of them into one dict lookup."""
+    memo = _NORMAL_QNAMES
+    columns[_QNAME] = [memo.get(q) or _normal_qname(q) for q in columns[_QNAME]]
     for i in (_QTYPE, _RCODE):
         seen: dict[str, str] = {}
         columns[i] = [seen.get(x) or seen.setdefault(x, x.upper()) for x in columns[i]]

@@ -17,11 +17,11 @@ from typing import Any
 from dnsflow.bus import Bus
 from dnsflow.settings import Settings
 from sinks.config import SinkConfig, sink_config
-from sinks.dsn import Dsn, connect, parse
+from sinks.dsn import Dsn, connect, one_line, parse
 from sinks.endpoint import QueryEndpoint
 from sinks.migrate import migrate
 from sinks.sink import Sink, SinkAborted
-from sinks.store import Store
+from sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,18 @@ class SinkService:
         self.endpoint: QueryEndpoint | None = None
         self.stop_timeout = stop_timeout
         self.migrations: list[str] = []
+        self.migrated = False
         self._task: asyncio.Task[None] | None = None
         self._query_client: Any = None
         self.error: str = ""
 
     async def start(self) -> None:
-        result = await asyncio.to_thread(migrate, self.store.client, self.config.events_ttl_days)
-        self.migrations = result.applied
+        try:
+            await self._migrate()
+        except StoreError as exc:
+            if self.dsn.embedded:  # a chDB directory we cannot open will not heal by waiting
+                raise
+            log.warning("%s; the sink retries before consuming anything", exc)
         if self.dsn.embedded and self.config.query_endpoint and self.home is not None:
             assert self.dsn.path is not None
             self.endpoint = QueryEndpoint(self._endpoint_client, self.home, self.dsn.path)
@@ -61,8 +66,25 @@ class SinkService:
             self._query_client = connect(self.dsn)
         return self._query_client
 
+    async def _migrate(self) -> None:
+        try:
+            result = await asyncio.to_thread(
+                migrate, self.store.client, self.config.events_ttl_days
+            )
+        except StoreError:
+            raise
+        except Exception as exc:
+            self.store.reset()
+            raise StoreError(
+                f"schema migration at {self.dsn}: {one_line(exc, self.dsn.raw)}"
+            ) from None
+        self.migrations = result.applied
+        self.migrated = True
+
     async def _run(self) -> None:
         try:
+            if not self.migrated:  # ClickHouse was away at start: wait for it, never skip
+                await self.sink._retry(self._migrate, "schema migration")
             await self.sink.run()
         except SinkAborted as exc:
             self.error = str(exc)

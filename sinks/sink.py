@@ -226,7 +226,7 @@ class Sink:
         inserts = []
         for table, tb in batches.items():
             with gc_paused():
-                data: list[Any] = [list(c) for c in zip(*tb.rows, strict=True)]
+                data: list[Any] = list(zip(*tb.rows, strict=True))  # columns as tuples
                 tb.rows.clear()
                 if tb.spec.finish is not None:
                     tb.spec.finish(data)

@@ -58,7 +58,7 @@ class Store:
                 self._client = None
                 self._contexts.clear()
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         """Drop the client after a failure so the next attempt reconnects."""
         if not self.dsn.embedded:
             try:
@@ -86,7 +86,7 @@ class Store:
             with gc_paused():
                 self.client.insert(context=ctx)
         except Exception as exc:
-            self._reset()
+            self.reset()
             raise StoreError(
                 f"insert into {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
             ) from exc
@@ -105,7 +105,7 @@ class Store:
         try:
             rows = self.client.query(sql, parameters={"source": source}).result_rows
         except Exception as exc:
-            self._reset()
+            self.reset()
             raise StoreError(
                 f"reading {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
             ) from exc
@@ -118,5 +118,5 @@ class Store:
         try:
             self.client.query("SELECT 1")
         except Exception as exc:
-            self._reset()
+            self.reset()
             raise StoreError(f"clickhouse {self.dsn}: {one_line(exc, self.dsn.raw)}") from exc

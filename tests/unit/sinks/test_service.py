@@ -80,3 +80,21 @@ async def test_query_endpoint_wants_the_token_from_the_0600_file(tmp_path):
             assert r.status_code == 200 and r.json()["rows"] == [[1]]
     finally:
         await svc.stop()
+
+
+async def test_clickhouse_server_away_at_start_is_waited_for_not_fatal(tmp_path, events):
+    bus = MemoryBus()
+    await bus.send_many(bus.topics.events, events.encoded(10))
+    settings = Settings(home=tmp_path, clickhouse="http://bob:hunter2@127.0.0.1:1/dnsflow")
+    [svc] = build(settings, bus, config=SinkConfig(retry_initial_s=0.01, retry_max_s=0.05),
+                  stop_timeout=0.5)
+    await svc.start()  # does not raise: the loop keeps trying
+    deadline = time.monotonic() + 10
+    while svc.status()["retries"] < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    status = svc.status()
+    assert status["retries"] >= 2 and "connection refused" in status["last_error"]
+    assert "hunter2" not in str(status)
+    await svc.stop()
+    assert svc.status()["stored"] == {}
+    assert all(bus.committed("dnsflow-sink", bus.topics.events, p) is None for p in range(3))
