@@ -155,7 +155,13 @@ class EventPublisher:
         events = self._take(self.batch)
         records = self.encode(events)
         if self.kafka_ok and self.spool.empty:
-            if not await self._send(records):
+            try:
+                ok = await self._send(records)
+            except asyncio.CancelledError:
+                # delivery unknown: spool them (a duplicate is better than a loss)
+                self._spool_records(records, front=True)
+                raise
+            if not ok:
                 # newer events may have been spooled meanwhile: these go in front of them
                 self._spool_records(records, front=True)
         else:
@@ -189,25 +195,41 @@ class EventPublisher:
     async def stop(self, timeout: float = 10.0) -> None:
         """Flush what is queued to Kafka, or spool it; nothing in memory is lost."""
         self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
         deadline = time.monotonic() + timeout
+        await self._finish_tasks(timeout / 2)
         while self.queue:
             if self.kafka_ok and self.spool.empty and time.monotonic() < deadline:
                 try:
-                    await asyncio.wait_for(self.flush_once(), max(0.1, deadline - time.monotonic()))
-                except TimeoutError:
+                    await asyncio.wait_for(self.flush_once(),
+                                           max(0.1, deadline - time.monotonic()))
+                except TimeoutError:  # flush_once spooled what it had in flight
                     self.kafka_ok = False
             else:
                 self._spill(self._take(self.batch))
         # one bounded attempt to drain the spool before exiting
         while not self.spool.empty and self.kafka_ok and time.monotonic() < deadline:
-            if not await self.drain_once():
+            try:  # cancel-safe: a chunk leaves the spool only once it was confirmed
+                if not await asyncio.wait_for(self.drain_once(),
+                                              max(0.1, deadline - time.monotonic())):
+                    break
+            except TimeoutError:
                 break
         self.spool.close()
+
+    async def _finish_tasks(self, grace: float) -> None:
+        """Let the background tasks finish their current batch (they see ``_stopping``);
+        cancel what is still running after ``grace`` (both are cancel-safe)."""
+        self._wake_drainer.set()
+        if self._tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(
+                    *self._tasks, return_exceptions=True)), grace)
+        for t in self._tasks:
+            if not t.done():
+                t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
 
     def status(self) -> dict[str, Any]:
         return {"emitted": self.emitted, "published": self.published, "spooled": self.spooled,

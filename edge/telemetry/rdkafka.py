@@ -15,7 +15,6 @@ is duplicated only if a broker wrote it but its acknowledgement was lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -142,12 +141,8 @@ class RdKafkaPublisher(EventPublisher):
 
     async def stop(self, timeout: float = 15.0) -> None:
         self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
         deadline = time.monotonic() + timeout
+        await self._finish_tasks(2.0)
         while self.queue:
             await self.flush_once()
         # wait for in-flight records; what fails (or is still queued at the deadline) spools
@@ -160,7 +155,11 @@ class RdKafkaPublisher(EventPublisher):
             self.producer.poll(0.5)
         self._collect_failures()
         while not self.spool.empty and self.kafka_ok and time.monotonic() < deadline:
-            if not await self.drain_once():
+            try:
+                if not await asyncio.wait_for(self.drain_once(),
+                                              max(0.1, deadline - time.monotonic())):
+                    break
+            except TimeoutError:
                 break
         self.spool.close()
 

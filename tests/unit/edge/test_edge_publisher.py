@@ -95,3 +95,19 @@ async def test_spool_limit_drops_loudly(tmp_path: Path, caplog) -> None:
     await pub.stop()
     assert pub.dropped > 0 and pub.spooled > 0
     assert any(r.levelname == "ERROR" and "dropped" in r.getMessage() for r in caplog.records)
+
+
+async def test_stop_with_a_hung_send_spools_the_batch_in_flight(tmp_path: Path) -> None:
+    class HangingBus(FlakyBus):
+        async def send_many(self, topic, records):  # a broker that never acknowledges
+            await asyncio.sleep(3600)
+
+    pub = EventPublisher(HangingBus(), Spool(tmp_path / "spool"), edge="e1", batch=10)
+    await pub.start()
+    for i in range(25):
+        pub.emit(ev(i))
+    await asyncio.sleep(0.1)            # the pump is now stuck in send_many
+    await pub.stop(timeout=1.0)
+    assert pub.status()["spool_pending"] == 25 and pub.dropped == 0 and not pub.queue
+    records, _ = Spool(tmp_path / "spool").peek(100)
+    assert sorted(orjson.loads(v)["ts"] for _, v in records) == list(range(25))
