@@ -242,7 +242,10 @@ async def run_sink(bootstrap: str, prefix: str, dsn: str, n: int, timeout: float
     finally:
         await sink.close()
     end = time.perf_counter()
-    sustained = (sink.stats.records - (first_rows or 0)) / max(end - (first_end or t0), 1e-9)
+    if first_end is not None and sink.stats.batches > 1 and end > first_end:
+        sustained = (sink.stats.records - (first_rows or 0)) / (end - first_end)
+    else:  # one batch only: no steady state to speak of, report the whole run
+        sustained = sink.stats.records / (end - t0)
     return {"store": store, "elapsed": end - t0, "sustained": sustained, "stats": sink.stats}
 
 
@@ -315,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         assert rows == stored == len(values), (rows, stored, len(values))
         peer_s = run_peer(client, values, Path(d), 50_000)
         peer_rows, peer_size, _ = disk_figures(client, "dns_events_peer")
-        print("bytes on disk per column (dnsflow): " + ", ".join(
-            f"{k}={v / rows:.2f}" for k, v in cols.items()), file=sys.stderr)
+        if any(cols.values()):  # compact (small) parts do not account per column
+            print("bytes on disk per column (dnsflow): " + ", ".join(
+                f"{k}={v / rows:.2f}" for k, v in cols.items()), file=sys.stderr)
         store.close()
     peer_rps = len(values) / peer_s
     print(
