@@ -30,6 +30,7 @@ from edge.policy.compat import POLICIES_AVAILABLE, PolicyStore
 from edge.policy.subscription import PolicySubscription
 from edge.resolver import PolicyHolder, Resolver
 from edge.telemetry import EventPublisher, Spool
+from edge.telemetry.spool import SpoolBusy
 from edge.tls import client_context, self_signed, server_context
 from edge.upstream.pool import UpstreamPool
 
@@ -144,7 +145,10 @@ class EdgeService:
         if cfg.events and self.bus is not None:
             spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else (
                 self.home / "spool" / f"{cfg.name}-w{cfg.worker_index}")
-            spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
+            try:
+                spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
+            except SpoolBusy as exc:
+                raise ConfigError(str(exc)) from None
             self.publisher = make_publisher(self.bus, spool, cfg)
             await self.publisher.start()
         self.resolver = Resolver(

@@ -8,6 +8,7 @@ Why segments: deleting a fully drained file is O(1) and the size bound is a sum 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -21,11 +22,23 @@ FIRST_SEQ = 1_000_000_000
 Record = tuple[bytes | None, bytes | None]
 
 
+class SpoolBusy(RuntimeError):
+    """Another process holds this spool directory."""
+
+
 class Spool:
     def __init__(self, directory: str | Path, limit_bytes: int = 1 << 30,
                  segment_bytes: int = 8 << 20) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # one writer per directory: two edges appending to the same segments would corrupt
+        self._lock = (self.dir / ".lock").open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise SpoolBusy(f"event spool {self.dir} is in use by another process "
+                            "(give each edge its own --name or --spool-dir)") from None
         self.limit_bytes = limit_bytes
         self.segment_bytes = segment_bytes
         self._active: int | None = None
@@ -114,6 +127,7 @@ class Spool:
             self._rotate()
         assert self._fh is not None
         self._fh.write(data)
+        self._fh.flush()  # in the OS page cache: survives a crash of this process
         self._active_size += len(data)
         self.size_bytes += len(data)
         self.pending_records += len(records)
@@ -202,3 +216,6 @@ class Spool:
             self._fh.close()
             self._fh = None
             self._active = None
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()

@@ -125,9 +125,10 @@ async def test_every_listener_with_every_upstream_transport(unbound, edge_factor
 async def test_dnsdist_as_dot_and_doh_upstream(unbound, edge_factory, tmp_path) -> None:
     dd = Dnsdist(unbound.port, tmp_path / "dnsdist").start()
     try:
-        for url in (f"tls://127.0.0.1:{dd.tls_port}@localhost",
-                    f"https://127.0.0.1:{dd.https_port}/dns-query"):
-            svc = await edge_factory(upstreams=[url], upstream_ca=str(dd.cert), cache_size=1)
+        for i, url in enumerate((f"tls://127.0.0.1:{dd.tls_port}@localhost",
+                                 f"https://127.0.0.1:{dd.https_port}/dns-query")):
+            svc = await edge_factory(upstreams=[url], upstream_ca=str(dd.cert), cache_size=1,
+                                     name=f"edge-dd{i}")
             port = svc.status()["udp_port"]
             for name in ("www.bench.test", "nope.bench.test", "www.bench.test"):
                 q = dns.message.make_query(name, "A")

@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+import pytest
 
 from dnsflow.bus import BusError
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.topics import Topics
 from edge.telemetry import EventPublisher, Spool
+from edge.telemetry.spool import SpoolBusy
 
 
 class FlakyBus(MemoryBus):
@@ -111,3 +113,11 @@ async def test_stop_with_a_hung_send_spools_the_batch_in_flight(tmp_path: Path) 
     assert pub.status()["spool_pending"] == 25 and pub.dropped == 0 and not pub.queue
     records, _ = Spool(tmp_path / "spool").peek(100)
     assert sorted(orjson.loads(v)["ts"] for _, v in records) == list(range(25))
+
+
+def test_a_spool_directory_has_one_writer(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "spool")
+    with pytest.raises(SpoolBusy, match="in use by another process"):
+        Spool(tmp_path / "spool")
+    first.close()
+    Spool(tmp_path / "spool").close()   # free again once closed
