@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import dns.asyncquery
 import dns.flags
@@ -11,6 +12,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import orjson
+import pytest
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import EVENT_FIELDS, parse_event
@@ -218,3 +220,21 @@ async def test_upstream_queries_use_several_rotating_source_ports(start_edge, up
         assert r.rcode() == dns.rcode.NXDOMAIN
     assert up.sockets_opened >= 4 + 30 // 5 - 1
     assert len(up._socks) == 4
+
+
+async def test_ipv6_loopback_listener(start_edge, bus) -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    svc = await start_edge(listen="[::1]:0")
+    assert svc.status()["listen"].startswith("[::1]:")
+    q = dns.message.make_query("example.com", "A")
+    r = await dns.asyncquery.udp(q, "::1", port=svc.status()["udp_port"], timeout=3)
+    assert str(r.answer[0][0]) == "93.184.216.34"
+    r = await dns.asyncquery.tcp(q, "::1", port=svc.status()["tcp_port"], timeout=3)
+    assert str(r.answer[0][0]) == "93.184.216.34"
+    evs = await events(bus, svc, 2)
+    assert {e["client_ip"] for e in evs} == {"::1"}
+    assert {e["tenant"] for e in evs} == {"guests"}   # not in the IPv4 tenant map
