@@ -110,6 +110,17 @@ class EdgeService:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
+        """Start everything or nothing: a failure part-way stops what was started (so the
+        spool lock, sockets and tasks are released) and says what failed."""
+        try:
+            await self._start()
+        except BaseException:
+            self.started = True  # let stop() walk every part
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.cfg
         if cfg.tenant_map:
             try:
@@ -173,6 +184,13 @@ class EdgeService:
         log.info("edge %s serving %s", cfg.name, self.ports)
 
     async def _start_listeners(self) -> None:
+        try:
+            await self._bind_listeners()
+        except OSError as exc:
+            raise ConfigError(f"edge {self.cfg.name}: cannot listen ({exc.strerror or exc}); "
+                              f"check edge.listen / dot_listen / doh_listen") from None
+
+    async def _bind_listeners(self) -> None:
         cfg = self.cfg
         assert self.resolver is not None
         host, port = split_hostport(cfg.listen)
@@ -251,27 +269,28 @@ class EdgeService:
                     "upstream_up": up_ok, "identity_synced": ident_ok}
 
     async def stop(self) -> None:
+        """Stop listening first, then flush (or spool) every event, then the rest; one part
+        failing to stop does not keep the others running."""
         if self._map_task is not None:
             self._map_task.cancel()
         for w in self.workers:
             with contextlib.suppress(Exception):
                 w.terminate()
-        for listener in self.listeners:
-            with contextlib.suppress(Exception):
-                await listener.stop()
-        if self.ops is not None:
-            await self.ops.stop()
-        if self.publisher is not None:
-            await self.publisher.stop()
-        if self.subscription is not None:
-            await self.subscription.stop()
-        if self.k8s is not None:
-            await self.k8s.stop()
-        if self.pool is not None:
-            await self.pool.close()
+        parts: list[tuple[str, Any]] = [("listener", lst.stop) for lst in self.listeners]
+        parts += [("ops", self.ops.stop if self.ops else None),
+                  ("publisher", self.publisher.stop if self.publisher else None),
+                  ("policy subscription", self.subscription.stop if self.subscription else None),
+                  ("kubernetes identity", self.k8s.stop if self.k8s else None),
+                  ("upstreams", self.pool.close if self.pool else None)]
         if self.resolver is not None:
-            for p in self.resolver._pools.values():
-                await p.close()
+            parts += [("upstreams", p.close) for p in self.resolver._pools.values()]
+        for what, fn in parts:
+            if fn is None:
+                continue
+            try:
+                await fn()
+            except Exception:
+                log.exception("edge %s: stopping the %s failed", self.cfg.name, what)
         for w in self.workers:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(w.wait, 15)

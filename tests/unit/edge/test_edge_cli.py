@@ -45,3 +45,15 @@ def test_json_log_lines() -> None:
     out = orjson.loads(JsonFormatter().format(rec))
     assert out["level"] == "ERROR" and out["msg"] == "dropped 3 events"
     assert out["spool"] == "/tmp/s" and out["logger"] == "edge.x"
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        r = run("--home", str(tmp_path), "--listen", f"127.0.0.1:{port}", "--upstream",
+                "udp://127.0.0.1:9", "--no-events")
+    assert r.returncode == 2
+    assert "cannot listen" in r.stderr and "Traceback" not in r.stderr
