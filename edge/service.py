@@ -251,7 +251,8 @@ class EdgeService:
             spec = {"settings": settings, "edge": {**cfg, "worker_index": i, "workers": 1}}
             self.workers.append(subprocess.Popen(
                 [sys.executable, "-m", "edge.worker", json.dumps(spec)],
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}))
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                preexec_fn=_die_with_parent))
 
     def _addr(self, kind: str) -> str | None:
         port = self.ports.get(kind)
@@ -319,6 +320,17 @@ class EdgeService:
                          + self.resolver.queries} if self.resolver else {}),
             "workers": [w.pid for w in self.workers],
         }
+
+
+def _die_with_parent() -> None:
+    """Workers get SIGTERM if the main edge process dies (Linux), never outliving it."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def make_publisher(bus: Bus, spool: Spool, cfg: EdgeConfig) -> EventPublisher:
