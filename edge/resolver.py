@@ -188,6 +188,8 @@ class Resolver:
                 return self._deny(q, v, client, transport, qname, qtype, t0, ts, max_size)
         if action == "rewrite":
             return self._rewrite(q, v, client, transport, qname, qtype, t0, ts, max_size)
+        if v.log:
+            self._audit(v, client, qname, qtype)
         view, local = self._view(client.tenant)
         if action == "allow" and local and qname in local:
             return self._local(q, v, client, transport, qname, qtype, t0, ts, local[qname],
@@ -211,7 +213,7 @@ class Resolver:
             answers = [] if action == "isolate" else e.answers
             self._emit(ts, client, transport, qname, qtype, e.rcode, answers, t0, "hit", v,
                        e.upstream, decision=dec)
-            if transport == "udp" and len(out) <= max_size:
+            if transport == "udp" and len(out) <= max_size and not v.log:
                 self._memoise(data, ip, q, e, client, v, qname, qtype, answers,
                               dec or v.action, max_size)
             return out
