@@ -89,17 +89,24 @@ class PolicySubscription:
 
     async def _run(self) -> None:
         topic = self.bus.topics.policies
+        backoff = self.retry
         while not self._stopping:
             consumer = self.bus.consumer([topic], group=None, from_beginning=True)
             try:
                 await consumer.start()
             except Exception as exc:
                 self.last_error = f"policies topic: {exc}"
-                log.warning("cannot follow %s (%s); enforcing the last good policy", topic, exc)
+                # said once loudly, then quietly while it lasts (retrying with back-off)
+                (log.warning if backoff == self.retry else log.debug)(
+                    "cannot follow %s (%s); enforcing the last good policy", topic, exc)
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-                await asyncio.sleep(self.retry)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
                 continue
+            if backoff != self.retry:
+                log.warning("following %s again", topic)
+            backoff = self.retry
             try:
                 while not self._stopping:
                     msgs = await consumer.getmany(timeout_ms=500, max_records=1000)

@@ -37,6 +37,8 @@ class RdKafkaPublisher(EventPublisher):
                          linger=linger, drain_interval=drain_interval, batch=5_000)
         self.bootstrap = bootstrap
         self._failed: list[Record] = []
+        self._warned = False
+        self.message_timeout_ms = message_timeout_ms
         self._drain_failed = 0
         self.produced = 0
         self.producer = Producer({
@@ -55,7 +57,10 @@ class RdKafkaPublisher(EventPublisher):
             "delivery.report.only.error": True,
             "on_delivery": self._on_failed,
             "error_cb": self._on_error,
-            "log_level": 3,
+            # broker trouble is reported once through error_cb, not by librdkafka every second
+            "logger": logging.getLogger("edge.rdkafka"),
+            "log_level": 0,
+            "log.connection.close": False,
         })
 
     # librdkafka callbacks (run inside poll/flush, on the caller's thread)
@@ -69,9 +74,10 @@ class RdKafkaPublisher(EventPublisher):
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = str(err)
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT) and self.kafka_ok:
-            log.warning("kafka %s unreachable: %s (events are kept, then spooled)",
-                        self.bootstrap, err)
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self.kafka_ok and not self._warned:
+            self._warned = True
+            log.warning("kafka %s unreachable (%s): events are kept for %.0fs, then spooled",
+                        self.bootstrap, err.str(), self.message_timeout_ms / 1000)
 
     def _produce(self, records: list[Record], drain: bool = False) -> list[Record]:
         """Hand records to librdkafka in one ``produce_batch`` call (~1.3 µs a record
@@ -137,6 +143,7 @@ class RdKafkaPublisher(EventPublisher):
         if self.spool.empty and not self._failed and not self.kafka_ok:
             log.warning("kafka is back: spool drained")
             self.kafka_ok = True
+            self._warned = False
         return True
 
     async def stop(self, timeout: float = 15.0) -> None:
