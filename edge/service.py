@@ -65,16 +65,19 @@ class EdgeService:
         self.started = False
         self._map_task: asyncio.Task[None] | None = None
 
-    async def _watch_map(self, path: Path, interval: float = 2.0) -> None:
-        """Reload the static tenant map when the file changes; a bad edit keeps the old map."""
-        def stamp() -> tuple[float, int] | None:
-            try:
-                st = path.stat()
-            except OSError:
-                return None
-            return st.st_mtime, st.st_size
+    @staticmethod
+    def _stamp(path: Path) -> tuple[float, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
-        last = stamp()
+    async def _watch_map(self, path: Path, last: tuple[float, int] | None,
+                         interval: float = 2.0) -> None:
+        """Reload the static tenant map when the file changes; a bad edit keeps the old map.
+        ``last`` is the stamp of the version loaded at start (taken before loading)."""
+        stamp = lambda: self._stamp(path)  # noqa: E731
         while True:
             await asyncio.sleep(interval)
             now = stamp()
@@ -123,12 +126,13 @@ class EdgeService:
     async def _start(self) -> None:
         cfg = self.cfg
         if cfg.tenant_map:
+            loaded = self._stamp(Path(cfg.tenant_map))
             try:
                 self.identity.set_static(load_static_map(cfg.tenant_map))
             except StaticMapError as exc:
                 raise ConfigError(str(exc)) from None
             self._map_task = asyncio.get_running_loop().create_task(
-                self._watch_map(Path(cfg.tenant_map)), name="tenant-map")
+                self._watch_map(Path(cfg.tenant_map), loaded), name="tenant-map")
         if cfg.kubernetes:
             from edge.identity.k8s import KubernetesIdentity
 
