@@ -77,10 +77,9 @@ class EdgeService:
                          interval: float = 2.0) -> None:
         """Reload the static tenant map when the file changes; a bad edit keeps the old map.
         ``last`` is the stamp of the version loaded at start (taken before loading)."""
-        stamp = lambda: self._stamp(path)  # noqa: E731
         while True:
             await asyncio.sleep(interval)
-            now = stamp()
+            now = self._stamp(path)
             if now is None or now == last:
                 continue
             last = now
