@@ -214,7 +214,9 @@ async def produce(bootstrap: str, prefix: str, values: list[tuple[bytes, bytes]]
 # ---- dnsflow: the sink -----------------------------------------------------------------
 
 
-async def run_sink(bootstrap: str, prefix: str, dsn: str, n: int, timeout: float) -> dict:
+async def run_sink(
+    bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, workers: int
+) -> dict:
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.topics import Topics
     from sinks.config import SinkConfig
@@ -228,7 +230,8 @@ async def run_sink(bootstrap: str, prefix: str, dsn: str, n: int, timeout: float
     store = Store(parse(dsn))
     migrate(store.client)
     bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)
-    sink = Sink(bus, store, SinkConfig(topics=["events"], group=f"{prefix}bench"))
+    sink = Sink(bus, store, SinkConfig(topics=["events"], group=f"{prefix}bench",
+                                         convert_workers=workers))
     await sink.start()
     t0 = time.perf_counter()
     first_end = first_rows = None  # after the first batch: consumer joined, caches warm
@@ -293,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", help="use this broker instead of starting one")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="conversion worker processes, as `dnsflow sink --workers` (default 1)")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         produced = asyncio.run(produce(bootstrap, prefix, values))
         print(f"produced to {bootstrap} in {produced:.1f}s", file=sys.stderr)
         res = asyncio.run(run_sink(bootstrap, prefix, f"chdb://{d}/chdb", len(values),
-                                   args.timeout))
+                                   args.timeout, args.workers))
         stats, store = res["stats"], res["store"]
         stored = stats.stored.get("dns_events", 0)
         rows_per_s = res["sustained"]

@@ -24,6 +24,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="... or when the oldest gathered record is MS old (default 1000)")
     parser.add_argument("--commit-ms", type=int, metavar="MS",
                         help="commit offsets at most every MS (default 2000; 0 = every batch)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes validating and serialising events (default 1; "
+                        "0 = all in this process)")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
                         help="exit once nothing new arrived for SECONDS (drain and stop)")
     parser.set_defaults(func=run)
@@ -36,8 +39,10 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
     from sinks.config import SinkConfig, sink_config
 
     base = sink_config(settings).model_dump()
+    if "convert_workers" not in settings.sink:
+        base["convert_workers"] = 1  # a standalone sink has a core to spare for conversion
     for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms"),
-                      ("commit_ms", "commit_ms")):
+                      ("commit_ms", "commit_ms"), ("workers", "convert_workers")):
         value = getattr(args, flag, None)
         if value is not None:
             base[key] = value

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,12 +29,14 @@ import orjson
 from dnsflow.bus import Bus, BusError, Consumer, Message
 from dnsflow.schema import RecordError, now_us
 from sinks.config import SinkConfig
+from sinks.convert_worker import ConvertPool, column_types
 from sinks.gcpause import gc_paused
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_DEPTH = 2  # batches converting/inserting while the next one is gathered
 
 
 @dataclass
@@ -48,8 +51,8 @@ class SinkStats:
     committed_at: float = 0.0
 
 
-# one insert: table, columns, column data, dedup token, rows
-_Insert = tuple[str, tuple[str, ...], list[Any], str, int]
+# one insert: table, columns, column data (or a Native body), dedup token, rows
+_Insert = tuple[str, tuple[str, ...], list[Any] | bytes, str, int]
 
 
 @dataclass
@@ -103,9 +106,11 @@ class Sink:
         self._skip_max: dict[tuple[str, int], int] = {}
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
+        self._pool: ConvertPool | None = None
+        self._types: dict[str, tuple[str, ...]] = {}  # table -> column types, for the worker
         self.last_activity = time.monotonic()  # when records last arrived
         self.busy = False  # a gathered batch is being stored
-        self._inflight: asyncio.Task[None] | None = None
+        self._inflight: deque[asyncio.Task[None]] = deque()  # batches being stored, in order
         self._uncommitted = False
         self._last_commit = time.monotonic()
 
@@ -113,13 +118,36 @@ class Sink:
 
     async def start(self) -> None:
         await ensure_topics(self.bus, list(self.specs))
+        if self.config.convert_workers:
+            await self._start_pool()
         self._consumer = self.bus.consumer(list(self.specs), self.config.group)
         await self._consumer.start()
 
     async def stop(self) -> None:
         self._stop.set()
 
+    async def _start_pool(self) -> None:
+        """Hot-path conversion in worker processes; without them (or if they cannot start)
+        the same conversion runs in this process."""
+        try:
+            for spec in self.specs.values():
+                if spec.convert_many is not None:
+                    self._types[spec.table] = await asyncio.to_thread(
+                        column_types, self.store.client, spec.table,
+                        (*spec.columns, *COORDINATES),
+                    )
+            self._pool = ConvertPool(self.config.convert_workers)
+            await self._pool.warm()
+        except Exception as exc:
+            log.warning("conversion workers unavailable (%s); converting in-process", exc)
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = None
+
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -133,9 +161,10 @@ class Sink:
             await self.step(final=True)
             await self.flush()
         finally:
-            task, self._inflight = self._inflight, None
-            if task is not None and not task.done():
-                task.cancel()
+            while self._inflight:
+                task = self._inflight.popleft()
+                if not task.done():
+                    task.cancel()
 
     # ---- one batch ----------------------------------------------------------------------
 
@@ -167,9 +196,10 @@ class Sink:
     async def step(self, final: bool = False) -> int:
         """Gather one batch and start storing it; return how many records it held.
 
-        Pipelined: the insert of this batch runs (in a thread) while the next one is
-        gathered and converted. Offsets are committed only at a flush, when every batch
-        gathered so far has been stored — every ``commit_ms``, when idle, and at the end.
+        Pipelined: while this batch is converted (in the worker process) and then inserted
+        (in a thread), the next ones are gathered; at most ``_DEPTH`` batches are in flight
+        and they are inserted in order. Offsets are committed only at a flush, when every
+        batch gathered so far has been stored — every ``commit_ms``, when idle, at the end.
         """
         msgs = await self.gather(final)
         if not msgs:
@@ -177,21 +207,25 @@ class Sink:
             return 0
         self.busy = True
         try:
-            prepared = await self._prepare(msgs)
-            await self._await_inflight()
-            self._inflight = asyncio.create_task(self._insert(prepared))
+            local, remote, rejects = await self._prepare_sync(msgs)
+            prev = self._inflight[-1] if self._inflight else None
+            self._inflight.append(
+                asyncio.create_task(self._finish_batch(local, remote, rejects, prev))
+            )
+            while len(self._inflight) > _DEPTH:
+                await self._inflight.popleft()
             if final or time.monotonic() - self._last_commit >= self.config.commit_ms / 1000:
                 await self.flush()
         finally:
-            self.busy = self._inflight is not None
+            self.busy = bool(self._inflight)
             self.last_activity = time.monotonic()
         self.stats.batches += 1
         self.stats.records += len(msgs)
         return len(msgs)
 
     async def flush(self) -> None:
-        """Wait for the batch being stored, then commit everything gathered so far."""
-        had = self._inflight is not None
+        """Wait for the batches being stored, then commit everything gathered so far."""
+        had = bool(self._inflight)
         await self._await_inflight()
         self.busy = False
         if had or self._uncommitted:
@@ -200,30 +234,34 @@ class Sink:
         self._last_commit = time.monotonic()
 
     async def _await_inflight(self) -> None:
-        task, self._inflight = self._inflight, None
-        if task is not None:
-            await task
+        while self._inflight:
+            await self._inflight.popleft()
 
     async def store_batch(self, msgs: list[Message]) -> None:
         """Store one batch completely (no commit): what a crash right after looks like."""
-        prepared = await self._prepare(msgs)
-        await self._await_inflight()
-        await self._insert(prepared)
+        await self._insert(await self._prepare(msgs))
 
     async def _prepare(self, msgs: list[Message]) -> list[_Insert]:
         """Reconcile, convert, DLQ the rejects; return the inserts to run."""
+        local, remote, rejects = await self._prepare_sync(msgs)
+        await self._await_inflight()
+        return await self._convert_and_dlq(local, remote, rejects)
+
+    async def _prepare_sync(
+        self, msgs: list[Message]
+    ) -> tuple[list[_Insert], list[tuple[TableSpec, list[Message]]], list[tuple[Message, str]]]:
+        """What must happen in order, before the next batch: reconcile, and convert here
+        (or note what the worker will convert), advancing the expected offsets."""
         self._uncommitted = True
         await self._reconcile(msgs)
         with gc_paused():
-            batches, rejects = self._convert(msgs)
-        if rejects:
-            records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
-            await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
-                              f"DLQ {self.dlq_topic}")
-            self.stats.rejected += len(rejects)
-            for m, reason in rejects[:3]:
-                log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
-        inserts = []
+            batches, rejects, remote = self._convert(msgs)
+        for _spec, group in remote:
+            last = dict(zip([m.partition for m in group], [m.offset for m in group],
+                            strict=True))
+            for p, o in last.items():
+                self._next[(group[0].topic, p)] = o + 1
+        local: list[_Insert] = []
         for table, tb in batches.items():
             with gc_paused():
                 data: list[Any] = list(zip(*tb.rows, strict=True))  # columns as tuples
@@ -236,14 +274,61 @@ class Sink:
             data.append([source] * len(tb.offsets))
             columns = (*tb.spec.columns, *COORDINATES)
             token = batch_token(table, source, ((p, a, b) for p, (a, b) in tb.ranges.items()))
-            inserts.append((table, columns, data, token, len(tb.offsets)))
+            local.append((table, columns, data, token, len(tb.offsets)))
+        return local, remote, rejects
+
+    async def _convert_and_dlq(
+        self, local: list[_Insert], remote: list[tuple[TableSpec, list[Message]]],
+        rejects: list[tuple[Message, str]],
+    ) -> list[_Insert]:
+        inserts = list(local)
+        for spec, group in remote:  # hot path in the worker process
+            inserts.extend(await self._convert_remote(spec, group, rejects))
+        if rejects:
+            records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
+            await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
+                              f"DLQ {self.dlq_topic}")
+            self.stats.rejected += len(rejects)
+            for m, reason in rejects[:3]:
+                log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
         return inserts
+
+    async def _finish_batch(
+        self, local: list[_Insert], remote: list[tuple[TableSpec, list[Message]]],
+        rejects: list[tuple[Message, str]], prev: asyncio.Task[None] | None,
+    ) -> None:
+        """Convert (overlapping the batch before), DLQ, then insert after the batch before."""
+        inserts = await self._convert_and_dlq(local, remote, rejects)
+        if prev is not None:
+            await prev
+        await self._insert(inserts)
+
+    async def _convert_remote(
+        self, spec: TableSpec, msgs: list[Message], rejects: list[tuple[Message, str]]
+    ) -> list[_Insert]:
+        assert self._pool is not None
+        partitions = [m.partition for m in msgs]
+        offsets = [m.offset for m in msgs]
+        first = dict(zip(reversed(partitions), reversed(offsets), strict=True))
+        last = dict(zip(partitions, offsets, strict=True))
+        source = self.source(spec)
+        columns = (*spec.columns, *COORDINATES)
+        native, bad, n = await self._pool.run(
+            [m.value for m in msgs], partitions, offsets, source, spec.table, columns,
+            self._types[spec.table], spec.topic,
+        )
+        rejects.extend((msgs[i], reason) for i, reason in bad)
+        if not n:
+            return []
+        token = batch_token(spec.table, source, ((p, first[p], last[p]) for p in first))
+        return [(spec.table, columns, native, token, n)]
 
     async def _insert(self, inserts: list[_Insert]) -> None:
         for table, columns, data, token, n in inserts:
+            insert = self.store.insert_native if isinstance(data, bytes) else self.store.insert
             await self._retry(
-                lambda t=table, c=columns, d=data, k=token: asyncio.to_thread(
-                    self.store.insert, t, c, d, k
+                lambda f=insert, t=table, c=columns, d=data, k=token: asyncio.to_thread(
+                    f, t, c, d, k
                 ),
                 f"insert into {table}",
             )
@@ -252,10 +337,14 @@ class Sink:
 
     def _convert(
         self, msgs: list[Message]
-    ) -> tuple[dict[str, _TableBatch], list[tuple[Message, str]]]:
-        """Rows per table and rejects with reasons; skips offsets already stored."""
+    ) -> tuple[
+        dict[str, _TableBatch], list[tuple[Message, str]], list[tuple[TableSpec, list[Message]]]
+    ]:
+        """Rows per table, rejects with reasons, and the groups left to the worker process;
+        skips offsets already stored."""
         batches: dict[str, _TableBatch] = {}
         rejects: list[tuple[Message, str]] = []
+        remote: list[tuple[TableSpec, list[Message]]] = []
         topics = {m.topic for m in msgs}
         if len(topics) == 1:
             groups = {topics.pop(): msgs}
@@ -268,9 +357,11 @@ class Sink:
             replaying = self._skip and any((topic, m.partition) in self._skip for m in group)
             if spec.convert_many is None or replaying:
                 self._convert_each(group, batches, rejects)
+            elif self._pool is not None and spec.table in self._types:
+                remote.append((spec, group))
             else:
                 self._convert_many(spec, group, batches, rejects)
-        return batches, rejects
+        return batches, rejects, remote
 
     def _convert_many(
         self, spec: TableSpec, msgs: list[Message], batches: dict[str, _TableBatch],

@@ -91,6 +91,19 @@ class Store:
                 f"insert into {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
             ) from exc
 
+    def insert_native(self, table: str, columns: Sequence[str], body: bytes, token: str) -> None:
+        """Insert a batch already serialised to Native by the conversion worker."""
+        try:
+            self.client.raw_insert(
+                f"{DATABASE}.{table}", list(columns), insert_block=body, fmt="Native",
+                settings={"insert_deduplication_token": token},
+            )
+        except Exception as exc:
+            self.reset()
+            raise StoreError(
+                f"insert into {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
+            ) from exc
+
     def stored_offsets(
         self, table: str, source: str, starts: dict[int, int]
     ) -> dict[int, set[int]]:

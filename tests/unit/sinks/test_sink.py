@@ -178,3 +178,28 @@ def test_migrate_is_idempotent_and_retention_follows_config(chdb_dsn):
         assert {"dns_events", "telemetry", "anomalies", "alerts", "policy_log"} <= tables
     finally:
         client.close()
+
+
+async def test_worker_process_conversion_stores_the_same_rows(chdb_dsn, tmp_path, events):
+    bus = MemoryBus()
+    records = events.encoded(300)
+    records[7] = (b"tenant-1", b'{"v": 1, "ts": "soon"}')
+    records[8] = (b"tenant-2", orjson.dumps(events.one(8, qname="UPPER.Example.", pod="p-1")))
+    await bus.send_many(bus.topics.events, records)
+    results = []
+    for workers in (1, 0):
+        store = Store(parse(f"chdb://{tmp_path / f'w{workers}'}"))
+        migrate(store.client)
+        sink = Sink(bus, store, SinkConfig(batch_rows=1000, batch_ms=50, convert_workers=workers,
+                                           group=f"g{workers}"))
+        await sink.start()
+        assert (sink._pool is not None) == bool(workers)
+        await drain(sink)
+        await sink.close()
+        results.append(store.client.query(
+            "SELECT ts, tenant, qname, qtype, pod, answers, latency_us, kafka_offset "
+            "FROM dnsflow.dns_events ORDER BY kafka_partition, kafka_offset").result_rows)
+        assert sink.stats.rejected == 1
+        store.close()
+    assert len(results[0]) == 299 and results[0] == results[1]
+    assert any(r[2] == "upper.example" and r[4] == "p-1" for r in results[0])
