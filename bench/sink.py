@@ -234,6 +234,7 @@ async def run_sink(
                                          convert_workers=workers))
     await sink.start()
     t0 = time.perf_counter()
+    cpu0 = _cpu()
     first_end = first_rows = None  # after the first batch: consumer joined, caches warm
     deadline = t0 + timeout
     try:
@@ -243,13 +244,24 @@ async def run_sink(
             if await sink.step() and first_end is None:
                 first_end, first_rows = time.perf_counter(), sink.stats.records
     finally:
-        await sink.close()
+        await sink.close()  # also ends the worker, so its CPU is in RUSAGE_CHILDREN
     end = time.perf_counter()
+    cpu = _cpu() - cpu0
     if first_end is not None and sink.stats.batches > 1 and end > first_end:
         sustained = (sink.stats.records - (first_rows or 0)) / (end - first_end)
     else:  # one batch only: no steady state to speak of, report the whole run
         sustained = sink.stats.records / (end - t0)
-    return {"store": store, "elapsed": end - t0, "sustained": sustained, "stats": sink.stats}
+    return {"store": store, "elapsed": end - t0, "sustained": sustained, "stats": sink.stats,
+            "cpu_s": cpu}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads, chDB's included) and ended children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def disk_figures(client, table: str) -> tuple[int, int, dict[str, int]]:
@@ -274,11 +286,14 @@ _PEER_INPUT = (
 _PEER_COLUMNS = ", ".join(c.split()[0] for c in _PEER_INPUT.split(", "))
 
 
-def run_peer(client, values: list[tuple[bytes, bytes]], workdir: Path, chunk: int) -> float:
+def run_peer(
+    client, values: list[tuple[bytes, bytes]], workdir: Path, chunk: int
+) -> tuple[float, float]:
     """The same JSON, ``chunk`` rows per INSERT, ts µs mapped with ClickHouse's own function
     (a JSON number is seconds for DateTime64)."""
     client.command("CREATE TABLE IF NOT EXISTS dnsflow.dns_events_peer AS dnsflow.dns_events")
     t0 = time.perf_counter()
+    cpu0 = _cpu()
     for i in range(0, len(values), chunk):
         path = workdir / f"peer-{i}.json"
         path.write_bytes(b"\n".join(v for _, v in values[i : i + chunk]))
@@ -288,7 +303,7 @@ def run_peer(client, values: list[tuple[bytes, bytes]], workdir: Path, chunk: in
             f"FROM file('{path}', 'JSONEachRow', '{_PEER_INPUT}')"
         )
         path.unlink()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu() - cpu0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         client = store.client
         rows, size, cols = disk_figures(client, "dns_events")
         assert rows == stored == len(values), (rows, stored, len(values))
-        peer_s = run_peer(client, values, Path(d), 50_000)
+        peer_s, peer_cpu = run_peer(client, values, Path(d), 50_000)
         peer_rows, peer_size, _ = disk_figures(client, "dns_events_peer")
         if any(cols.values()):  # compact (small) parts do not account per column
             print("bytes on disk per column (dnsflow): " + ", ".join(
@@ -333,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         f"json_bytes_per_event={json_bytes:.0f} events={rows} "
         f"peer_jsoneachrow_rows_per_s={peer_rps:.0f} "
         f"peer_bytes_per_event={peer_size / max(peer_rows, 1):.1f} "
-        f"ratio_rows_per_s={rows_per_s / peer_rps:.2f}"
+        f"ratio_rows_per_s={rows_per_s / peer_rps:.2f} "
+        f"cpu_us_per_event={res['cpu_s'] / rows * 1e6:.1f} "
+        f"peer_cpu_us_per_event={peer_cpu / len(values) * 1e6:.1f}"
     )
     return 0
 

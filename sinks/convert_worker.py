@@ -93,7 +93,7 @@ class ConvertPool:
         await self.run([], [], [], "", "warm", (), (), "warm")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # reaped: no orphan, CPU accounted
 
 
 def column_types(client: Any, table: str, columns: Sequence[str]) -> tuple[str, ...]:
