@@ -11,15 +11,14 @@ import logging
 import random
 import string
 import time
-from bisect import bisect_left
 from collections.abc import Coroutine
 from typing import Any
 
 from dnsflow.schema import now_us
 from edge import wire
 from edge.cache import AnswerCache, patch
+from edge.fastpath import FastPath
 from edge.identity.table import IdentityTable
-from edge.metrics import BOUNDS_US
 from edge.policy.compat import ClientInfo, PolicyStore, Verdict, View
 from edge.policy.local import local_answer
 from edge.policy.ratelimit import RateLimiter
@@ -30,40 +29,6 @@ from edge.upstream.pool import UpstreamPool
 log = logging.getLogger(__name__)
 
 _NAMES_MAX = 200_000
-_FAST_MAX = 50_000
-_FAST_TTL = 1.0
-_perf = time.perf_counter
-_time_ns = time.time_ns   # a memoised decision is re-checked at least this often (auto-deny expiry)
-
-
-class _Fast:
-    """A UDP cache hit memoised by (client IP, packet bytes after the ID): the answer tail
-    (client's flags and case, TTLs as of ``sec``) and the event fields are precomputed, so a
-    repeat costs a dict lookup, one concatenation and an event tuple."""
-
-    __slots__ = ("entry", "event", "expires_perf", "gen", "head", "limit", "mkey", "mtail", "q",
-                 "rate", "sec", "stored_perf", "tail", "until")
-
-    def __init__(self, entry: Any, gen: tuple[int, int], head: tuple[Any, ...],
-                 mtail: tuple[Any, ...], q: wire.Query, rate: tuple[float, int] | None,
-                 limit: int, until: float, event: tuple[bytes, bytes]) -> None:
-        self.entry = entry
-        self.gen = gen
-        self.head = head
-        self.mtail = mtail
-        self.event = event
-        self.mkey = (head[0], head[8], mtail[1], "hit")
-        self.q = q
-        self.rate = rate
-        self.limit = limit
-        # expiry and TTL seconds on the perf_counter clock (entry times are monotonic)
-        now_mono, now_perf = time.monotonic(), _perf()
-        self.until = until - now_mono + now_perf
-        self.stored_perf = entry.stored - now_mono + now_perf
-        self.expires_perf = entry.expires - now_mono + now_perf
-        self.sec = -1
-        self.tail = b""
-
 _LETTERS = string.ascii_lowercase
 
 
@@ -93,8 +58,7 @@ class Resolver:
         self._pool_factory = pool_factory or (lambda urls: UpstreamPool.from_urls(urls))
         self._pools: dict[tuple[str, ...], UpstreamPool] = {}
         self._names: dict[bytes, str] = {}
-        self._fast: dict[tuple[str, bytes], _Fast] = {}
-        self.queries = 0  # answered by the memoised fast path (the rest: counters["queries"])
+        self.fast = FastPath(self)
         self._views: dict[str, tuple[int, View, dict[str, list[Any]]]] = {}
         self.counters = {"queries": 0, "formerr": 0, "dropped": 0, "servfail": 0,
                          "truncated": 0, "denied": 0, "rate_limited": 0, "isolated": 0}
@@ -214,8 +178,8 @@ class Resolver:
             self._emit(ts, client, transport, qname, qtype, e.rcode, answers, t0, "hit", v,
                        e.upstream, decision=dec)
             if transport == "udp" and len(out) <= max_size and not v.log:
-                self._memoise(data, ip, q, e, client, v, qname, qtype, answers,
-                              dec or v.action, max_size)
+                self.fast.remember(data, ip, q, e, client, v, qname, qtype, answers,
+                                   dec or v.action, max_size)
             return out
         if action == "isolate":
             self.counters["isolated"] += 1
@@ -279,66 +243,6 @@ class Resolver:
             return out if len(out) <= max_size else wire.truncate(out, q)
         pool = self.pool_for(view.upstreams)
         return await self._miss(q, v, c, transport, qname, qtype, t0, ts, key, pool, max_size)
-
-    def _memoise(self, data: bytes, ip: str, q: wire.Query, e: Any, c: ClientInfo, v: Verdict,
-                 qname: str, qtype: str, answers: list[str], decision: str,
-                 max_size: int) -> None:
-        fast = self._fast
-        if len(fast) >= _FAST_MAX:
-            fast.clear()
-        head = (c.tenant, c.namespace, c.pod, c.service_account, c.ip, "udp", qname, qtype,
-                e.rcode, answers)
-        mtail = ("hit", decision, v.rule, v.policy_version, e.upstream)
-        event = None
-        if self.publisher is not None:
-            event = self.publisher.template(head + mtail)
-        if self.metrics is not None:
-            self.metrics.queries.setdefault((head[0], head[8], mtail[1], "hit"), 0)
-        fast[(ip, data[2:])] = _Fast(
-            e, (self.identity.generation, self.policy.generation), head, mtail, q,
-            v.rate_limit, max_size, time.monotonic() + _FAST_TTL, event)
-
-    def answer_fast(self, data: bytes, ip: str) -> bytes | None:
-        """The memoised UDP cache hit (see :class:`_Fast`), or None to take the full path.
-
-        Emitting the event and counting the metrics are inlined: at tens of thousands of
-        queries a second, each avoided Python call is a visible share of the answer."""
-        f = self._fast.get((ip, data[2:]))
-        if f is None:
-            return None
-        t0 = _perf()  # also the clock for expiry: one clock read fewer per answer
-        e = f.entry
-        if (t0 >= f.until or t0 >= f.expires_perf or f.gen[0] != self.identity.generation
-                or f.gen[1] != self.policy.generation):
-            del self._fast[(ip, data[2:])]
-            return None
-        if f.rate is not None and not self.ratelimit.allow(ip, *f.rate):
-            return None  # the full path answers (and counts) the refusal
-        sec = int(t0 - f.stored_perf)
-        if sec != f.sec:
-            now = time.monotonic()
-            full = patch(e.at(now), f.q, e.qlen)
-            if len(full) > f.limit:
-                return None
-            f.tail = full[2:]
-            f.sec = sec
-        self.cache.hits += 1
-        self.queries += 1
-        lat = int((_perf() - t0) * 1e6)
-        pub = self.publisher
-        if pub is not None:
-            ev = (_time_ns() // 1000, lat, f.event)
-            if len(pub.queue) < pub.max_queue:
-                pub.emitted += 1
-                pub.queue.append(ev)
-            else:
-                pub.emit(ev)
-        m = self.metrics
-        if m is not None:
-            m.queries[f.mkey] += 1
-            m.lat[0 if lat < 50 else bisect_left(BOUNDS_US, lat)] += 1
-            m.lat_sum_us += lat
-        return data[:2] + f.tail
 
     def _bad_packet(self, data: bytes, exc: wire.WireError, ip: str, transport: str,
                     t0: float, ts: int) -> bytes | None:

@@ -320,7 +320,7 @@ class EdgeService:
             "identity": {**self.identity.size(),
                          **({"kubernetes": self.k8s.status()} if self.k8s else {})},
             "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]
-                         + self.resolver.queries} if self.resolver else {}),
+                         + self.resolver.fast.answered} if self.resolver else {}),
             "workers": [w.pid for w in self.workers],
         }
 

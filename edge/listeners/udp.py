@@ -51,7 +51,7 @@ class UdpListener:
         recvfrom = sock.recvfrom
         sendto = sock.sendto
         answer = self.resolver.answer
-        fast = self.resolver.answer_fast
+        fast = self.resolver.fast.answer
         backlog = self._backlog
         for _ in range(BATCH):
             try:

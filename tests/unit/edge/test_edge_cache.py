@@ -111,7 +111,7 @@ async def test_serve_stale_when_upstream_fails(start_edge, upstream) -> None:
     await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
     for e in svc.cache._d.values():
         e.expires = 0.0          # age the entry past its TTL
-    svc.resolver._fast.clear()
+    svc.resolver.fast.clear()
     upstream.silent = True
     r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
     assert r.rcode() == dns.rcode.NOERROR and r.answer[0].ttl == STALE_TTL

@@ -80,7 +80,7 @@ async def test_ttl_counts_down_in_cached_answers(start_edge, upstream: FakeUpstr
     q.id = (q.id + 1) % 65536
     r3 = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
     assert r3.id == q.id and r3.answer[0].ttl in (117, 118)
-    assert svc.resolver.queries >= 2
+    assert svc.resolver.fast.answered >= 2
     assert upstream.count("example.com") == 1
 
 
@@ -218,7 +218,8 @@ async def test_upstream_queries_use_several_rotating_source_ports(start_edge, up
     for i in range(30):
         r = await udp(port, f"n{i}.example.com")
         assert r.rcode() == dns.rcode.NXDOMAIN
-    assert up.sockets_opened >= 4 + 30 // 5 - 1
+    # 4 live sockets hold at most 4 uses each; every retired one took 5: >= 3 retired
+    assert up.sockets_opened >= 4 + 3
     assert len(up._socks) == 4
 
 
