@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", help="use this broker instead of starting one")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--workers", type=int, default=1,
-                    help="conversion worker processes, as `dnsflow sink --workers` (default 1)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="conversion worker processes, as `dnsflow sink --workers` (default 0)")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()

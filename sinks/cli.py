@@ -25,8 +25,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--commit-ms", type=int, metavar="MS",
                         help="commit offsets at most every MS (default 2000; 0 = every batch)")
     parser.add_argument("--workers", type=int, metavar="N",
-                        help="processes validating and serialising events (default 1; "
-                        "0 = all in this process)")
+                        help="worker processes validating and serialising events (default 0: "
+                        "in this process; helps only with idle cores, e.g. a remote ClickHouse)")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
                         help="exit once nothing new arrived for SECONDS (drain and stop)")
     parser.set_defaults(func=run)
@@ -39,8 +39,6 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
     from sinks.config import SinkConfig, sink_config
 
     base = sink_config(settings).model_dump()
-    if "convert_workers" not in settings.sink:
-        base["convert_workers"] = 1  # a standalone sink has a core to spare for conversion
     for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms"),
                       ("commit_ms", "commit_ms"), ("workers", "convert_workers")):
         value = getattr(args, flag, None)

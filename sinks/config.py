@@ -24,7 +24,7 @@ class SinkConfig(BaseModel):
                            "in between; a crash replays at most this much, reconciled)")
     convert_workers: int = Field(default=0, ge=0, le=8,
                                  description="processes that validate and serialise events "
-                                 "(0: in this process; `dnsflow sink` uses 1)")
+                                 "(0: in this process; worth it only with idle cores)")
     events_ttl_days: int = Field(default=30, ge=1, le=36_500, description="dns_events retention")
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
