@@ -72,7 +72,10 @@ class EventPublisher:
     # -- encoding -----------------------------------------------------------------------
     def _take(self, n: int) -> list[tuple[Any, ...]]:
         q = self.queue
-        return [q.popleft() for _ in range(min(n, len(q)))]
+        if len(q) <= n:  # the usual case: swap the whole queue out in O(1)
+            self.queue = deque()
+            return list(q)
+        return [q.popleft() for _ in range(n)]
 
     def template(self, fields: tuple[Any, ...]) -> tuple[bytes, bytes]:
         """Pre-encode an event whose fields repeat (a memoised cache hit): only ``ts`` and
