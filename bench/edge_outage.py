@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage", type=float, default=30.0)
     ap.add_argument("--before", type=float, default=10.0)
     ap.add_argument("--after", type=float, default=15.0)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, "
+                    "configs, captures) instead of deleting it")
     args = ap.parse_args(argv)
     server_cpu, load_cpu = cpus()
     work = Path(tempfile.mkdtemp(prefix="bench-edge-outage-"))
@@ -174,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         if upstream is not None:
             upstream.stop()
         kafka.stop()
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"bench edge_outage: answered={result['answered']:.0f} "
           f"events_in_kafka={result['events_in_kafka']} spooled_max={result['spooled_max']:.0f} "
           f"lost={result['lost']:.0f} dropped={result['dropped']:.0f} "

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="each dnsperf run (default 10)")
     ap.add_argument("--names", type=int, default=2000, help="distinct names in the query set")
     ap.add_argument("--miss-samples", type=int, default=300)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, "
+                    "configs, captures) instead of deleting it")
     args = ap.parse_args(argv)
     server_cpu, load_cpu = cpus()
     work = Path(tempfile.mkdtemp(prefix="bench-edge-qps-"))
@@ -280,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(p)
         if kafka is not None:
             kafka.stop()
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     ratio = result["dnsflow_qps"] / result["unbound_qps"] if result.get("unbound_qps") else 0
     ratio_t = (result["dnsflow_qps"] / result["unbound_dnstap_qps"]
                if result.get("unbound_dnstap_qps") else 0)
