@@ -203,3 +203,22 @@ async def test_worker_process_conversion_stores_the_same_rows(chdb_dsn, tmp_path
         store.close()
     assert len(results[0]) == 299 and results[0] == results[1]
     assert any(r[2] == "upper.example" and r[4] == "p-1" for r in results[0])
+
+
+async def test_idle_sink_commits_without_being_stopped(store, events):
+    bus = MemoryBus()
+    sink = Sink(bus, store, SinkConfig(batch_rows=1000, batch_ms=50, commit_ms=60_000))
+    await sink.start()
+    run = asyncio.create_task(sink.run())
+    try:
+        await bus.send_many(bus.topics.events, events.encoded(90))
+        for _ in range(100):  # bounded: 5 s
+            committed = sum(bus.committed(CONFIG.group, bus.topics.events, p) or 0
+                            for p in range(3))
+            if committed == 90:
+                break
+            await asyncio.sleep(0.05)
+        assert committed == 90 and count(store) == 90
+    finally:
+        await sink.stop()
+        await asyncio.wait_for(run, 5)
