@@ -83,6 +83,24 @@ class EdgeMetrics:
                 e.add_metric([self.edge, name], st.get("errors", 0))
             yield g
             yield e
+        pol = merged.get("policy") or {}
+        if pol:
+            for key in ("applied", "rejected"):
+                m = CounterMetricFamily(f"dnsflow_edge_policy_records_{key}",
+                                        f"policy records {key}", labels=["edge"])
+                m.add_metric([self.edge], pol.get(key, 0))
+                yield m
+            g = GaugeMetricFamily("dnsflow_edge_policy_ready", "1 once the policy is loaded",
+                                  labels=["edge"])
+            g.add_metric([self.edge], 1.0 if pol.get("ready") else 0.0)
+            yield g
+        ident = merged.get("identity") or {}
+        if ident:
+            g = GaugeMetricFamily("dnsflow_edge_identity_entries", "known clients",
+                                  labels=["edge", "kind"])
+            for kind in ("pods", "cidrs", "namespaces"):
+                g.add_metric([self.edge, kind], ident.get(kind, 0))
+            yield g
         ev = merged.get("events") or {}
         if ev:
             for key in ("published", "spooled", "dropped"):

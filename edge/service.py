@@ -173,7 +173,9 @@ class EdgeService:
         await self._start_listeners()
         self.metrics.add_source(lambda: {
             "cache": self.cache.stats(), "upstreams": self.pool.status() if self.pool else {},
-            "events": self.publisher.status() if self.publisher else {}})
+            "events": self.publisher.status() if self.publisher else {},
+            "policy": self.subscription.status() if self.subscription else {},
+            "identity": self.identity.size()})
         if cfg.metrics_listen:
             from edge.ops import OpsServer
 

@@ -21,6 +21,11 @@ _rand = random.SystemRandom()   # IDs: unpredictable (getrandom)
 _pick_rand = random.Random()     # which socket: cheap is enough
 
 
+def _expire(fut: asyncio.Future[bytes], name: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(UpstreamError(f"{name}: timeout after {timeout:.1f}s"))
+
+
 class _Sock(asyncio.DatagramProtocol):
     def __init__(self, owner: UdpUpstream) -> None:
         self.owner = owner
@@ -99,13 +104,14 @@ class UdpUpstream(Upstream):
         packet = qid + packet[2:]
         fut: asyncio.Future[bytes] = loop.create_future()
         s.pending[qid] = fut
+        # a timer on the future itself: cheaper than asyncio.wait_for on the miss path
+        timer = loop.call_later(timeout, _expire, fut, self.name, timeout)
         try:
             assert s.transport is not None
             s.transport.sendto(packet)
-            reply = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise UpstreamError(f"{self.name}: timeout after {timeout:.1f}s") from None
+            reply = await fut
         finally:
+            timer.cancel()
             s.done_with(qid)
         check_reply(packet, reply)
         if reply[2] & 0x02:  # TC: retry over TCP (RFC 7766)

@@ -57,3 +57,16 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
                 "udp://127.0.0.1:9", "--no-events")
     assert r.returncode == 2
     assert "cannot listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_example_files_are_valid() -> None:
+    from dnsflow.settings import load_settings, section
+    from edge.config import EdgeConfig
+    from edge.identity import load_static_map
+
+    root = Path(__file__).resolve().parents[3] / "edge" / "examples"
+    m = load_static_map(root / "tenants.yaml")
+    assert m.default == ("unknown", "unknown") and m.namespaces["bank"] == "globex"
+    assert len(m.entries) == 4
+    cfg = section(load_settings(root / "edge.yaml", environ={}), "edge", EdgeConfig)
+    assert cfg.name == "node-1" and len(cfg.upstreams) == 3

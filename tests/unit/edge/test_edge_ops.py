@@ -46,6 +46,8 @@ async def test_metrics_health_and_readiness(start_edge) -> None:
     assert get("dnsflow_edge_events_dropped_total") == 0
     up = [v for (n, lab), v in samples.items() if n == "dnsflow_edge_upstream_up"]
     assert up == [1.0]
+    assert get("dnsflow_edge_policy_ready") == 1.0
+    assert get("dnsflow_edge_identity_entries", kind="cidrs") == 1
 
 
 async def test_readyz_is_503_without_a_healthy_upstream(start_edge, upstream) -> None:
