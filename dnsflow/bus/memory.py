@@ -75,9 +75,14 @@ class MemoryBus(Bus):
         return self._committed.get((group, topic, partition))
 
     async def wait_changed(self, timeout: float) -> None:
+        """Wait until something is written or ``timeout`` passes.
+
+        ``asyncio.timeout`` (not ``wait_for``) so a cancellation of the caller is never
+        mistaken for the timeout and swallowed (Python 3.11's ``wait_for`` can)."""
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
 

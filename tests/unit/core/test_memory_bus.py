@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.topics import Topics
 
@@ -65,3 +69,15 @@ async def test_reader_from_end_sees_only_new_records_and_waits_for_them():
 
 def test_each_in_process_bus_is_its_own_offset_source():
     assert MemoryBus().source_id != MemoryBus().source_id
+
+
+async def test_cancelling_a_waiting_reader_cancels_it():
+    bus = MemoryBus(Topics("x."))
+    c = bus.consumer(["x.events"], "g")
+    await c.start()
+    for _ in range(20):  # cancellation must win every time, whatever the timing
+        task = asyncio.create_task(c.getmany(timeout_ms=5_000))
+        await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
