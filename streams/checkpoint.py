@@ -76,10 +76,17 @@ def split(logic: StreamLogic, tenants: Collection[str]) -> dict[str, Any]:
     return st
 
 
-def snapshot(logic: StreamLogic, tenants: Collection[str] | None = None) -> bytes:
-    """Pickled state of ``tenants`` (all tenants when None)."""
-    return pickle.dumps(split(logic, logic.tmax.keys() if tenants is None else tenants),
-                        protocol=pickle.HIGHEST_PROTOCOL)
+def snapshot(logic: StreamLogic, tenants: Collection[str] | None = None,
+             meta: dict[str, Any] | None = None) -> bytes:
+    """Pickled state of ``tenants`` (all tenants when None), with the driver's ``meta``
+    (the faust driver keeps the last offset the state includes)."""
+    st = split(logic, logic.tmax.keys() if tenants is None else tenants)
+    st["meta"] = meta or {}
+    return pickle.dumps(st, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_meta(data: bytes) -> dict[str, Any]:
+    return pickle.loads(data).get("meta", {})  # our own changelog topic, never input
 
 
 def _merge_nested(into: dict[Any, Any], src: dict[Any, Any], depth: int) -> None:

@@ -21,7 +21,8 @@ import faust
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from streams.checkpoint import restore, snapshot
+from streams.checkpoint import read_meta, restore, snapshot
+from streams.clock import PartitionClock
 from streams.records import decode, decode_fast, dlq_record
 from streams.service import build_logic
 
@@ -43,7 +44,8 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
              partitions: int = 6) -> faust.App:
     """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``)."""
     assert settings.kafka, "the faust worker needs a Kafka bootstrap"
-    logic = build_logic(settings)
+    logic = build_logic(settings, auto_watermark=False)
+    clock = PartitionClock(logic.grace)
     cfg = logic.cfg
     topics = Topics(settings.topic_prefix)
     # The app id names the consumer group and the changelog topics: keep it under the prefix.
@@ -74,9 +76,11 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
     state = app.Table(f"{cfg.group}-state", default=None, partitions=partitions,
                       key_type=str, value_type=bytes)
     app.streams_logic = logic  # type: ignore[attr-defined]
-    stats = {"dlq": 0, "restored": False, "checkpoints": 0}
+    stats = {"dlq": 0, "restored": False, "checkpoints": 0, "duplicates": 0}
     owner: dict[str, int] = {}   # tenant -> events partition (events are keyed by tenant)
     touched: set[int] = set()    # partitions with input since the last checkpoint
+    newest: dict[int, int] = {}  # newest event time per partition in the current batch
+    done: dict[int, int] = {}    # last offset per partition included in the logic's state
     ckpt_at = [0.0]
     app.streams_stats = stats  # type: ignore[attr-defined]
     topic_of = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
@@ -97,7 +101,12 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
         async for batch in stream.take_events(batch_size, within=flush_s):
             if not stats["restored"]:
                 # tables are recovered before the stream yields: resume the checkpoints
-                found = restore(logic, owned_checkpoints(state))
+                owned = owned_checkpoints(state)
+                found = restore(logic, owned)
+                for data in owned:  # offsets the restored state already includes
+                    meta = read_meta(data)
+                    if "partition" in meta:
+                        done[meta["partition"]] = meta["offset"]
                 if found:
                     log.warning("streams: resumed windows from %d partition checkpoint(s) "
                                 "(watermark %s)", found, logic.watermark)
@@ -107,6 +116,11 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             not_after = now_us() + int(cfg.max_future_s * 1_000_000)
             for event in batch:
                 msg = event.message
+                if msg.offset <= done.get(msg.partition, -1):
+                    # already in the state: faust re-delivers around start-up and restarts
+                    stats["duplicates"] += 1
+                    continue
+                done[msg.partition] = msg.offset
                 ev = decode_fast(event.value) if event.value else None
                 if ev is None or ev["ts"] > not_after:
                     try:  # slow path: normalise, or find the reason for the DLQ
@@ -121,10 +135,18 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
                 good.append(ev)
                 owner[ev["tenant"]] = msg.partition
                 touched.add(msg.partition)
+                if ev["ts"] > newest.get(msg.partition, -(1 << 62)):
+                    newest[msg.partition] = ev["ts"]
             # the batch spans partitions (tenants): interleave them in event time
             good.sort(key=_ts)
             for ev in good:
                 logic.process(ev)
+            for part, ts in newest.items():
+                clock.observe(part, ts)
+            newest.clear()
+            wm = clock.watermark()
+            if wm is not None:
+                logic.advance_to(wm)
             await publish()
             # Checkpoint when windows closed, when the input is drained (a short batch: cheap,
             # and what a graceful stop needs), and otherwise at most every checkpoint_s.
@@ -142,7 +164,8 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
         """
         for part in sorted(touched):
             tenants = {t for t, p in owner.items() if p == part}
-            key, value = f"{STATE_KEY}:{part}", snapshot(logic, tenants)
+            meta = {"partition": part, "offset": done.get(part, -1)}
+            key, value = f"{STATE_KEY}:{part}", snapshot(logic, tenants, meta)
             state.data[key] = value
             state.send_changelog(part, key, value)
             stats["checkpoints"] += 1
@@ -152,6 +175,12 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
 
     @app.timer(interval=cfg.checkpoint_s)
     async def periodic_checkpoint() -> None:
+        # between batches the warm-up may end: let the partition clock close windows
+        wm = clock.watermark()
+        if wm is not None and wm > logic.watermark:
+            logic.advance_to(wm)
+            await publish()
+            touched.update(set(owner.values()))
         checkpoint()
 
     @app.timer(interval=max(0.5, cfg.idle_advance_s))

@@ -41,9 +41,12 @@ class Output(NamedTuple):
 
 class StreamLogic:
     def __init__(self, cfg: StreamsConfig | None = None, rules: RuleSet | None = None,
-                 model: NgramModel | None = None) -> None:
+                 model: NgramModel | None = None, *, auto_watermark: bool = True) -> None:
+        """``auto_watermark=False``: the driver moves time with :meth:`advance_to` (live
+        drivers know their partitions, see ``streams.clock``); replay derives it itself."""
         cfg = cfg or StreamsConfig()
         self.cfg = cfg
+        self.auto = auto_watermark
         det = cfg.detectors
         self.grace = to_us(cfg.grace_s)
         windows = [to_us(w) for w in cfg.windows]
@@ -101,10 +104,11 @@ class StreamLogic:
                 ps_new = ts - ts % self.pane
                 if ps_new != self.cur_ps:
                     self.cur_ps = ps_new
+                    if self.auto:
+                        self._maybe_advance()
+                elif self.auto and not self.blocked and ts - self.grace >= self.next_close:
                     self._maybe_advance()
-                elif not self.blocked and ts - self.grace >= self.next_close:
-                    self._maybe_advance()
-            elif self.blocked and tenant == self.holder:
+            elif self.blocked and tenant == self.holder and self.auto:
                 self._maybe_advance()
         pane = self.pane
         ps = ts - ts % pane

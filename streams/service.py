@@ -1,6 +1,6 @@
 """In-process driver: the stream logic on a bus consumer group (embedded runner, tests).
 
-Consumes ``<prefix>events`` with consumer group ``streams.group``; each batch is decoded
+Consumes ``<prefix>events`` with consumer group ``<prefix><streams.group>``; each batch is decoded
 (malformed records go to ``<prefix>dlq`` with the reason), processed, and the outputs are
 published — telemetry and anomalies keyed by tenant, alerts by rule id, auto-denies on the
 policies topic — before the offsets are committed (at-least-once). When input idles the
@@ -24,6 +24,7 @@ from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import ConfigError, Settings
 from streams import config as streams_config
 from streams.alerts import RuleFileError, load_rules
+from streams.clock import PartitionClock
 from streams.logic import Output, StreamLogic
 from streams.records import decode, decode_fast, dlq_record
 from streams.webhook import WebhookSender
@@ -37,7 +38,7 @@ def _ts(ev: dict[str, Any]) -> int:
 TOPIC_OF = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
 
 
-def build_logic(settings: Settings) -> StreamLogic:
+def build_logic(settings: Settings, *, auto_watermark: bool = True) -> StreamLogic:
     """The configured logic; an unusable alert rule file is a configuration error."""
     cfg = streams_config.load(settings)
     rules = None
@@ -46,7 +47,7 @@ def build_logic(settings: Settings) -> StreamLogic:
             rules = load_rules(cfg.alert_rules)
         except RuleFileError as exc:
             raise ConfigError(f"streams.alert_rules: {exc}") from None
-    return StreamLogic(cfg, rules)
+    return StreamLogic(cfg, rules, auto_watermark=auto_watermark)
 
 
 def records_by_topic(bus: Bus, outputs: list[Output]) -> dict[str, list[tuple[bytes, bytes]]]:
@@ -69,14 +70,18 @@ class StreamsService:
                  rules_check_s: float = 2.0) -> None:
         self.settings = settings
         self.bus = bus
-        self.logic = build_logic(settings)
+        self.logic = build_logic(settings, auto_watermark=False)
         self.cfg = self.logic.cfg
+        self.clock = PartitionClock(self.logic.grace)
         self.batch = batch
         self.rules_check_s = rules_check_s
         self.webhooks = WebhookSender()
         self.dlq = 0
         self.send_errors = 0
-        self._consumer = bus.consumer([bus.topics.events], self.cfg.group)
+        # Under the topic prefix, like the faust app id: deployments (and tests) sharing a
+        # cluster with different prefixes never share a consumer group.
+        self.group = f"{bus.topics.prefix}{self.cfg.group}"
+        self._consumer = bus.consumer([bus.topics.events], self.group)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._pending: list[Output] = []
@@ -121,8 +126,14 @@ class StreamsService:
             if msgs:
                 self._last_input = now
                 await self.handle(msgs)
-            elif now - self._last_input >= self.cfg.idle_advance_s:
-                self.logic.advance_to(now_us() - self.logic.grace)
+            else:
+                # no input: the warm-up may have ended since the last batch; and after
+                # idle_advance_s the wall clock moves event time so windows still close
+                wm = self.clock.watermark()
+                if wm is not None:
+                    self.logic.advance_to(wm)
+                if now - self._last_input >= self.cfg.idle_advance_s:
+                    self.logic.advance_to(now_us() - self.logic.grace)
             if now - last_rules_check >= self.rules_check_s:
                 last_rules_check = now
                 self._maybe_reload_rules()
@@ -138,6 +149,7 @@ class StreamsService:
     async def handle(self, msgs: list[Message]) -> None:
         dead: list[tuple[bytes | None, bytes | None]] = []
         good: list[dict[str, Any]] = []
+        newest: dict[tuple[str, int], int] = {}
         not_after = now_us() + int(self.cfg.max_future_s * 1_000_000)
         for m in msgs:
             ev = decode_fast(m.value) if m.value else None
@@ -152,12 +164,20 @@ class StreamsService:
                                                           str(exc), m.value, m.key)))
                 continue
             good.append(ev)
-        # A batch spans partitions (tenants); interleave them in event time so one
-        # partition read first does not make another's events look late.
+            tp = (m.topic, m.partition)
+            if ev["ts"] > newest.get(tp, -(1 << 62)):
+                newest[tp] = ev["ts"]
+        # A batch spans partitions (tenants); interleave them in event time, and let time
+        # follow the slowest active partition, so no partition's events look late.
         good.sort(key=_ts)
         process = self.logic.process
         for ev in good:
             process(ev)
+        for tp, ts in newest.items():
+            self.clock.observe(tp, ts)
+        wm = self.clock.watermark()
+        if wm is not None:
+            self.logic.advance_to(wm)
         if dead:
             self.dlq += len(dead)
             await self._send(self.bus.topics.dlq, dead)
@@ -201,7 +221,7 @@ class StreamsService:
 
     def status(self) -> dict[str, Any]:
         st = self.logic.status()
-        st.update({"dlq": self.dlq, "send_errors": self.send_errors,
+        st.update({"group": self.group, "dlq": self.dlq, "send_errors": self.send_errors,
                    "pending_outputs": len(self._pending), "webhooks": self.webhooks.status()})
         return st
 

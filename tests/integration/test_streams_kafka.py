@@ -88,10 +88,11 @@ async def test_in_process_driver_on_kafka(kafka_bootstrap, topic_prefix):
         (svc,) = build(settings, bus)
         await svc.start()
         await bus.send_many(bus.topics.events, traffic())
-        for _ in range(150):
+        for _ in range(600):  # a new consumer group may wait for its coordinator a while
             await asyncio.sleep(0.1)
             if svc.status()["events"] >= 400 and svc.status()["dlq"] == 1:
                 break
+        assert svc.status()["events"] >= 400, svc.status()
         await svc.stop()
         await check_outputs(bus)
     finally:
