@@ -10,6 +10,8 @@
   with the schema's pydantic model, the naive path).
 * peer for faust: ``faust_floor_events_per_s``, a faust agent that only counts the same
   records (what the framework itself costs).
+* ``inprocess_kafka_events_per_s``: the same logic through ``streams.service`` on aiokafka
+  batches (what ``dnsflow up --kafka`` runs), for comparison with the faust driver.
 * ``faust_events_per_s``: the events pre-loaded on a fresh events topic, then
   ``dnsflow streams --kafka`` (the faust worker) catches up; the rate is measured from its
   committed offsets, from the first commit to the last. A local Kafka is started under a
@@ -133,6 +135,38 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
     return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
 
 
+async def inprocess_kafka_rate(bootstrap: str, prefix: str, total: int,
+                               timeout_s: float = 300) -> float:
+    """The same logic through ``streams.service`` on aiokafka (what ``dnsflow up --kafka``
+    runs): the rate from the first processed batch to the last."""
+    from dnsflow.bus.kafka import KafkaBus
+    from dnsflow.settings import Settings
+    from dnsflow.topics import Topics
+    from streams.service import build
+
+    bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)
+    await bus.start()
+    (svc,) = build(Settings(kafka=bootstrap, topic_prefix=prefix), bus)
+    await svc.start()
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            done = svc.status()["events"]
+            if done and first is None:
+                first = (time.monotonic(), done)
+            if done >= total:
+                break
+        end = (time.monotonic(), svc.status()["events"])
+    finally:
+        await svc.stop()
+        await bus.stop()
+    if first is None or end[0] <= first[0]:
+        return 0.0
+    return (end[1] - first[1]) / (end[0] - first[0])
+
+
 def floor_worker(bootstrap: str, prefix: str) -> None:
     """The peer: a faust agent that only counts the same records (the framework's floor)."""
     import faust
@@ -228,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parse = parse_only_rate(lines)
     pyd = pydantic_rate(lines)
     print(f"peers: parse-only {parse:,.0f} events/s, pydantic validation {pyd:,.0f} events/s")
-    faust = floor = scaled = 0.0
+    faust = floor = scaled = inproc = 0.0
     if not args.no_faust:
         os.sched_setaffinity(0, os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
         kafka = None
@@ -247,18 +281,24 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(produce(bootstrap, prefix2, sample))
                 scaled = faust_rate(bootstrap, prefix2, len(sample), floor=False,
                                     workers=args.faust_workers)
+            # the in-process driver shares the streams' group name: its own topics
+            prefix3 = f"bench{uuid.uuid4().hex[:8]}."
+            asyncio.run(produce(bootstrap, prefix3, sample))
+            inproc = asyncio.run(inprocess_kafka_rate(bootstrap, prefix3, len(sample)))
         finally:
             if kafka is not None:
                 kafka.stop()
         print(f"faust worker: {faust:,.0f} events/s sustained (committed offsets); "
               f"peer faust count-only agent: {floor:,.0f} events/s; "
               f"{args.faust_workers} workers: {scaled:,.0f} events/s")
+        print(f"in-process driver on aiokafka (dnsflow up --kafka): {inproc:,.0f} events/s")
     print(f"bench streams: logic_events_per_s={cold:.0f} faust_events_per_s={faust:.0f} "
           f"logic_warm_events_per_s={warm:.0f} parse_only_events_per_s={parse:.0f} "
           f"pydantic_events_per_s={pyd:.0f} logic_vs_parse_only={cold / parse:.3f} "
           f"faust_floor_events_per_s={floor:.0f} "
           f"faust_vs_floor={faust / floor if floor else 0:.3f} "
-          f"faust_{args.faust_workers}workers_events_per_s={scaled:.0f}")
+          f"faust_{args.faust_workers}workers_events_per_s={scaled:.0f} "
+          f"inprocess_kafka_events_per_s={inproc:.0f}")
     return 0
 
 

@@ -62,7 +62,7 @@ async def test_in_process_service_publishes_and_dead_letters(ev, lt):
     st = svc.status()
     assert st["dlq"] == 3 and st["tenants"]["analytics"]["anomalies"] >= 1
     assert st["recent_policy_updates"][0]["domain"] == "relay-example.net"
-    assert bus.committed("dnsflow-streams", t.events, 0) is not None
+    assert bus.committed("dnsflow.dnsflow-streams", t.events, 0) is not None
 
 
 def run_replay(tmp_path, lines, *args):
@@ -140,3 +140,18 @@ def test_streams_verb_needs_kafka(tmp_path):
     p = subprocess.run([sys.executable, "-m", "dnsflow", "streams", "--home", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "needs --kafka" in p.stderr
+
+
+def test_partition_clock_follows_the_slowest_active_partition():
+    from streams.clock import PartitionClock
+
+    clock = PartitionClock(grace_us=5, idle_s=5.0, warmup_s=2.0)
+    clock.started = 0.0
+    clock.observe("p0", 1000, now=0.5)
+    assert clock.watermark(now=1.0) is None  # warming up: other partitions may have backlog
+    clock.observe("p1", 400, now=2.5)        # a partition catching up
+    assert clock.watermark(now=3.0) == 395
+    clock.observe("p0", 1200, now=4.0)
+    assert clock.watermark(now=4.5) == 395   # p1 still holds time back
+    assert clock.watermark(now=8.0) == 1195  # p1 quiet for > idle_s: it no longer does
+    assert clock.watermark(now=20.0) is None  # everything idle: the wall clock takes over
