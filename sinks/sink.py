@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
-
 from dnsflow.bus import Bus, BusError, Consumer, Message
-from dnsflow.schema import RecordError, now_us
+from dnsflow.schema import RecordError
 from sinks.config import SinkConfig
 from sinks.convert_worker import ConvertPool, column_types
+from sinks.dlq import dlq_record
+from sinks.faults import fault_point
 from sinks.gcpause import gc_paused
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
+from sinks.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,25 +61,6 @@ class _TableBatch:
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     ranges: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first, last]
-
-
-def dlq_record(msg: Message, reason: str) -> bytes:
-    """What a rejected record becomes on the DLQ: enough to find, fix and replay it."""
-    body: dict[str, Any] = {
-        "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-        "reason": reason, "ts": now_us(), "stage": "sink",
-        "key": msg.key.decode("utf-8", "replace") if msg.key is not None else None,
-    }
-    if msg.value is None:
-        body["value"] = None
-    else:
-        try:
-            body["value"] = msg.value.decode("utf-8")
-        except UnicodeDecodeError:
-            import base64
-
-            body["value_base64"] = base64.b64encode(msg.value).decode()
-    return orjson.dumps(body)
 
 
 class Sink:
@@ -229,7 +209,7 @@ class Sink:
         await self._await_inflight()
         self.busy = False
         if had or self._uncommitted:
-            _fault_point("after-insert")
+            fault_point("after-insert")
             await self._commit()
         self._last_commit = time.monotonic()
 
@@ -514,44 +494,5 @@ class Sink:
         self._abandon.set()
 
 
-_FAULT_COUNTS: dict[str, int] = {}
-
-
-def _fault_point(name: str) -> None:
-    """Crash testing: ``DNSFLOW_SINK_FAULT=after-insert:3`` SIGKILLs this process at the 3rd
-    time it reaches ``after-insert`` (stored, not committed: the worst moment to die)."""
-    spec = os.environ.get("DNSFLOW_SINK_FAULT", "")
-    if not spec.startswith(name + ":"):
-        return
-    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
-    if _FAULT_COUNTS[name] >= int(spec.split(":", 1)[1]):
-        log.warning("fault injection: SIGKILL at %s", name)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class SinkAborted(RuntimeError):
     """The sink stopped while a batch could not be stored; its offsets stay uncommitted."""
-
-
-async def ensure_topics(bus: Bus, topics: list[str]) -> None:
-    """Create sink input topics the core does not (``policy_log``) on a Kafka bus."""
-    bootstrap = getattr(bus, "bootstrap", None)
-    if not bootstrap:
-        return
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, 1, 1) for t in topics if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    except KafkaError as exc:
-        raise BusError(f"kafka {bootstrap}: cannot create sink topics: {exc}") from exc
-    finally:
-        await admin.close()

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sinks.dsn import Dsn, connect, one_line
+from sinks.faults import fault_soon
 from sinks.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Store:
             ctx.data = data
             ctx.column_oriented = True
             ctx.settings["insert_deduplication_token"] = token
+            fault_soon("during-insert")
             with gc_paused():
                 self.client.insert(context=ctx)
         except Exception as exc:
@@ -93,6 +95,7 @@ class Store:
 
     def insert_native(self, table: str, columns: Sequence[str], body: bytes, token: str) -> None:
         """Insert a batch already serialised to Native by the conversion worker."""
+        fault_soon("during-insert")
         try:
             self.client.raw_insert(
                 f"{DATABASE}.{table}", list(columns), insert_block=body, fmt="Native",
