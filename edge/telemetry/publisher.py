@@ -31,6 +31,11 @@ EVENT_KEYS = ("ts", "tenant", "namespace", "pod", "service_account", "client_ip"
               "policy_version", "upstream")
 
 
+def _count(ev: tuple[Any, ...]) -> int:
+    """Events in one queue item: a batch of memoised hits holds a list of templates."""
+    return len(ev[2]) if len(ev) == 3 and type(ev[2]) is list else 1
+
+
 class EventPublisher:
     def __init__(self, bus: Bus, spool: Spool, *, edge: str, topic: str | None = None,
                  max_queue: int = 200_000, batch: int = 2_000, linger: float = 0.02,
@@ -44,6 +49,7 @@ class EventPublisher:
         self.linger = linger
         self.drain_interval = drain_interval
         self.queue: deque[tuple[Any, ...]] = deque()
+        self.queued = 0  # events in ``queue`` (a batch item holds several)
         self.emitted = 0
         self.published = 0
         self.spooled = 0
@@ -61,21 +67,33 @@ class EventPublisher:
     def emit(self, ev: tuple[Any, ...]) -> None:
         """Queue one event tuple (fields in :data:`EVENT_KEYS` order). Never blocks."""
         self.emitted += 1
-        q = self.queue
-        if len(q) < self.max_queue:
-            q.append(ev)
-            return
-        # The background task is behind (Kafka slow): make room by spooling the oldest half.
-        self._spill(self._take(len(q) // 2 or 1))
-        q.append(ev)
+        if self.queued >= self.max_queue:
+            # The background task is behind (Kafka slow): make room by spooling the oldest half.
+            self._spill(self._take(len(self.queue) // 2 or 1))
+        self.queued += 1
+        self.queue.append(ev)
+
+    def emit_many(self, ts: int, latency_us: int, templates: list[tuple[bytes, bytes]]) -> None:
+        """Queue one event per template (see :meth:`template`) sharing ``ts`` and
+        ``latency_us``: a batch of memoised cache hits costs one queue item, and encoding
+        builds the shared JSON head once for the whole batch."""
+        n = len(templates)
+        self.emitted += n
+        if self.queued >= self.max_queue:
+            self._spill(self._take(len(self.queue) // 2 or 1))
+        self.queued += n
+        self.queue.append((ts, latency_us, templates))
 
     # -- encoding -----------------------------------------------------------------------
     def _take(self, n: int) -> list[tuple[Any, ...]]:
         q = self.queue
         if len(q) <= n:  # the usual case: swap the whole queue out in O(1)
             self.queue = deque()
+            self.queued = 0
             return list(q)
-        return [q.popleft() for _ in range(n)]
+        out = [q.popleft() for _ in range(n)]
+        self.queued -= sum(_count(ev) for ev in out)
+        return out
 
     def template(self, fields: tuple[Any, ...]) -> tuple[bytes, bytes]:
         """Pre-encode an event whose fields repeat (a memoised cache hit): only ``ts`` and
@@ -92,8 +110,12 @@ class EventPublisher:
         out: list[Record] = []
         append = out.append
         for ev in events:
-            if len(ev) == 3:  # (ts, latency_us, template)
+            if len(ev) == 3:  # (ts, latency_us, template or list of templates)
                 tpl = ev[2]
+                if type(tpl) is list:
+                    head = b'{"ts":%d,"latency_us":%d' % (ev[0], ev[1])
+                    out.extend([(k, head + v) for k, v in tpl])
+                    continue
                 append((tpl[0], b'{"ts":%d,"latency_us":%d%b' % (ev[0], ev[1], tpl[1])))
                 continue
             d = {"v": 1, "edge": edge}
@@ -238,5 +260,5 @@ class EventPublisher:
         return {"emitted": self.emitted, "published": self.published, "spooled": self.spooled,
                 "spool_pending": len(self.spool), "spool_bytes": self.spool.size_bytes,
                 "spooled_max": self.spool.max_pending, "dropped": self.dropped,
-                "queue": len(self.queue), "kafka_ok": self.kafka_ok,
+                "queue": self.queued, "kafka_ok": self.kafka_ok,
                 "send_errors": self.send_errors, "last_error": self.last_error}

@@ -87,8 +87,12 @@ class RdKafkaPublisher(EventPublisher):
         out: list[dict[str, bytes]] = []
         append = out.append
         for ev in events:
-            if len(ev) == 3:  # (ts, latency_us, template) from the fast path
+            if len(ev) == 3:  # (ts, latency_us, template or list of them): the fast path
                 tpl = ev[2]
+                if type(tpl) is list:
+                    head = b'{"ts":%d,"latency_us":%d' % (ev[0], ev[1])
+                    out.extend([{"key": k, "value": head + v} for k, v in tpl])
+                    continue
                 append({"key": tpl[0],
                         "value": b'{"ts":%d,"latency_us":%d%b' % (ev[0], ev[1], tpl[1])})
             else:

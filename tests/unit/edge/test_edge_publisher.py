@@ -121,3 +121,44 @@ def test_a_spool_directory_has_one_writer(tmp_path: Path) -> None:
         Spool(tmp_path / "spool")
     first.close()
     Spool(tmp_path / "spool").close()   # free again once closed
+
+
+def hit_template(pub: EventPublisher, i: int) -> tuple[bytes, bytes]:
+    return pub.template(("shop", "ns", "pod", "sa", "10.0.0.1", "udp", f"n{i}.example", "A",
+                         "NOERROR", [f"A 10.0.0.{i}"], "hit", "allow", "", 3, "udp://u"))
+
+
+def test_batched_hit_events_encode_exactly_like_single_ones(tmp_path: Path) -> None:
+    from dnsflow.schema import parse_event
+
+    pub = EventPublisher(FlakyBus(), Spool(tmp_path / "spool"), edge="e1")
+    tpls = [hit_template(pub, i) for i in range(5)]
+    batched = pub.encode([(1_700_000_000_000_000, 7, tpls)])
+    single = pub.encode([(1_700_000_000_000_000, 7, t) for t in tpls])
+    assert batched == single  # byte for byte
+    for i, (key, value) in enumerate(batched):
+        e = parse_event(value)
+        assert key == b"shop" and e.qname == f"n{i}.example" and e.latency_us == 7
+        assert e.ts == 1_700_000_000_000_000 and e.answers == [f"A 10.0.0.{i}"]
+        assert orjson.loads(value)["v"] == 1 and e.edge == "e1"
+    pub.spool.close()
+
+
+async def test_batched_hits_count_against_the_queue_bound_and_are_never_lost(
+        tmp_path: Path) -> None:
+    bus = FlakyBus()
+    bus.down = True
+    pub = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", max_queue=100,
+                         drain_interval=0.05)
+    tpls = [hit_template(pub, i) for i in range(40)]
+    for b in range(10):  # 400 events in 10 queue items: the bound (100 events) spills
+        pub.emit_many(b, 1, tpls)
+    assert pub.status()["queue"] <= 100 + 40
+    assert pub.spooled > 0
+    bus.down = False
+    await pub.start()
+    await wait_for(lambda: pub.published == 400)
+    await pub.stop()
+    got = bus.values()
+    assert len(got) == 400 and pub.dropped == 0
+    assert [e["ts"] for e in got] == sorted(b for b in range(10) for _ in range(40))

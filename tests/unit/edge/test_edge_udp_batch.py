@@ -1,0 +1,169 @@
+"""The batched UDP path (recvmmsg/sendmmsg, memoised hits settled per batch): every datagram
+of a burst gets its own answer (its ID, its letter case), and every query one valid event."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import sys
+
+import dns.message
+import dns.rcode
+import orjson
+import pytest
+
+from dnsflow.bus.memory import MemoryBus
+from dnsflow.schema import parse_event
+from edge.listeners import mmsg
+from edge.listeners.udp import UdpListener
+
+linux = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg need Linux")
+
+
+def udp_listener(svc) -> UdpListener:
+    return next(x for x in svc.listeners if isinstance(x, UdpListener))
+
+
+def mixed_case(name: str, rnd: random.Random) -> str:
+    return "".join(c.upper() if rnd.random() < 0.5 else c for c in name)
+
+
+async def burst(port: int, queries: list[dns.message.Message], host: str = "127.0.0.1",
+                family: int = socket.AF_INET) -> dict[int, dns.message.Message]:
+    """Send all queries back to back (so several wait in the edge's socket at once), then
+    collect the replies by ID."""
+    loop = asyncio.get_running_loop()
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.setblocking(False)
+    s.connect((host, port))
+    try:
+        for q in queries:
+            s.send(q.to_wire())
+        got: dict[int, dns.message.Message] = {}
+        async with asyncio.timeout(10):
+            while len(got) < len(queries):
+                data = await loop.sock_recv(s, 65535)
+                m = dns.message.from_wire(data)
+                got[m.id] = m
+        return got
+    finally:
+        s.close()
+
+
+async def published(svc, n: int) -> None:
+    for _ in range(250):
+        if svc.publisher.published >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{svc.publisher.published} of {n} events published")
+
+
+def all_events(bus: MemoryBus) -> list[tuple[bytes, bytes]]:
+    return [(m.key, m.value) for p in bus.topic("t.events").partitions for m in p]
+
+
+@linux
+async def test_a_burst_of_hits_gets_each_id_and_case_and_one_valid_event_each(
+        start_edge, bus: MemoryBus) -> None:
+    svc = await start_edge()
+    port = svc.status()["udp_port"]
+    assert udp_listener(svc).batched_io
+    names = ["web.shop.svc.cluster.local", "example.com", "www.example.com"]
+    warm = [dns.message.make_query(n, "A") for n in names]
+    await burst(port, warm)  # misses, then remembered by the fast path on their next hit
+    await burst(port, warm)
+    rnd = random.Random(7)
+    queries = []
+    for i in range(300):
+        q = dns.message.make_query(mixed_case(names[i % 3], rnd) if i % 2 else names[i % 3],
+                                   "A")
+        q.id = i + 1000
+        queries.append(q)
+    before = svc.resolver.fast.answered
+    replies = await burst(port, queries)
+    for q in queries:
+        r = replies[q.id]
+        assert r.rcode() == dns.rcode.NOERROR
+        assert r.question[0].name.to_text(omit_final_dot=True) == \
+            q.question[0].name.to_text(omit_final_dot=True)  # 0x20 case echoed
+        assert r.answer
+    assert svc.resolver.fast.answered > before  # the memoised path answered some
+    total = len(warm) * 2 + len(queries)
+    await published(svc, total)
+    evs = all_events(bus)
+    assert len(evs) == total  # one event per query, none lost or doubled
+    for key, value in evs:
+        e = parse_event(value)  # byte-for-byte valid schema-v1 events
+        assert key == b"shop" and e.tenant == "shop" and e.transport == "udp"
+        assert e.qname in names
+    hits = [orjson.loads(v) for _, v in evs if orjson.loads(v)["cache"] == "hit"]
+    assert len(hits) >= len(queries)
+    assert all(h["latency_us"] >= 0 and h["ts"] > 0 for h in hits)
+
+
+@linux
+async def test_oversize_datagram_is_dropped_and_the_listener_keeps_answering(
+        start_edge) -> None:
+    svc = await start_edge()
+    port = svc.status()["udp_port"]
+    big = dns.message.make_query("example.com", "A").to_wire() + b"\0" * (mmsg.SLOT + 100)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(big, ("127.0.0.1", port))
+    finally:
+        s.close()
+    q = dns.message.make_query("example.com", "A")
+    replies = await burst(port, [q])
+    assert replies[q.id].answer
+    assert udp_listener(svc).oversize == 1
+
+
+@linux
+async def test_ipv6_listener_batched(start_edge, bus: MemoryBus) -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no ::1 on this host")
+    svc = await start_edge(listen="[::1]:0")
+    port = svc.status()["udp_port"]
+    queries = [dns.message.make_query("example.com", "A") for _ in range(50)]
+    replies = await burst(port, queries, host="::1", family=socket.AF_INET6)
+    assert len(replies) == len(queries) and all(r.answer for r in replies.values())
+    await published(svc, 50)
+    assert all(parse_event(v).client_ip == "::1" for _, v in all_events(bus))
+
+
+async def test_recvfrom_fallback_answers_and_events_the_same(start_edge, bus: MemoryBus,
+                                                             monkeypatch) -> None:
+    monkeypatch.setattr(mmsg, "available", lambda: False)
+    svc = await start_edge()
+    assert not udp_listener(svc).batched_io
+    port = svc.status()["udp_port"]
+    queries = [dns.message.make_query("example.com", "A") for _ in range(40)]
+    for q in queries[20:]:
+        q.id = queries[0].id  # repeats of one packet: the memoised path
+    replies = await burst(port, queries[:20])
+    for q in queries[20:]:
+        r = (await burst(port, [q]))[q.id]
+        assert r.answer
+    assert len(replies) == 20
+    assert svc.resolver.fast.answered > 0
+    await published(svc, 40)
+    assert len(all_events(bus)) == 40
+    assert all(parse_event(v).qname == "example.com" for _, v in all_events(bus))
+
+
+def test_decode_name_matches_recvfrom_addresses() -> None:
+    if sys.platform != "linux":
+        pytest.skip("sockaddr layout checked on Linux")
+    import struct
+    v4 = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 5353) + \
+        socket.inet_aton("127.0.0.9") + b"\0" * 8
+    assert mmsg.decode_name(v4) == ("127.0.0.9", 5353)
+    v6 = struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", 53, 0) + \
+        socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("=I", 0)
+    assert mmsg.decode_name(v6) == ("::1", 53, 0, 0)
