@@ -78,22 +78,19 @@ def _direct(dsn: Any, sql: str) -> Any:
 
 def _direct_chdb(dsn: Any, sql: str) -> Any:
     path = Path(dsn.path)
+    owner = _owner_pid(path)
+    if owner is not None:  # checked first: opening a held directory only prints noise
+        raise Unavailable(
+            f"chDB data directory {path} is held by process {owner}, which serves no "
+            "query endpoint (only one process may open chDB): stop it, or query it "
+            "through ClickHouse server with --clickhouse http://..."
+        )
     if not (path / "metadata").is_dir():
         raise Unavailable(
             f"no data at {path}: nothing has been stored there yet (run `dnsflow demo`, "
             "`dnsflow up` or `dnsflow sink`, or pass --home/--clickhouse)"
         )
-    try:
-        return _direct(dsn, sql)
-    except Unavailable:
-        owner = _owner_pid(path)
-        if owner is not None:
-            raise Unavailable(
-                f"chDB data directory {path} is held by process {owner}, which serves no "
-                "query endpoint (only one process may open chDB): stop it, or query it "
-                "through ClickHouse server with --clickhouse http://..."
-            ) from None
-        raise
+    return _direct(dsn, sql)
 
 
 def _owner_pid(path: Path) -> int | None:

@@ -83,3 +83,24 @@ def test_unreachable_server_is_one_redacted_line(capsys):
     err = capsys.readouterr().err
     assert "hunter2" not in err and "bob:***@127.0.0.1:1" in err
     assert err.count("connection refused") == 2 and len(err.strip().splitlines()) == 2
+
+
+def test_directory_held_by_another_process_is_named(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from sinks.dsn import connect; "
+         f"c = connect('chdb://{tmp_path / 'chdb'}'); c.command('SELECT 1'); "
+         "print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["query", "--home", str(tmp_path), "SELECT 1"]) == 1
+        err = capsys.readouterr().err
+        assert f"held by process {holder.pid}" in err and "serves no query endpoint" in err
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
