@@ -232,7 +232,8 @@ def telemetry_row(raw: bytes | None, where: str, ts_ms: int) -> tuple[Any, ...]:
     obj = _obj(raw, where)
     ts = _ts_of(obj, where, ts_ms, "ts", "window_end", "window_start", "end", "start")
     window = obj.get("window_s", obj.get("window", 0))
-    window_s = window if isinstance(window, int) and 0 <= window <= UINT32_MAX else 0
+    ok = isinstance(window, int | float) and not isinstance(window, bool)
+    window_s = int(window) if ok and 0 <= window <= UINT32_MAX else 0
     return (ts, _str(obj.get("tenant", "")), window_s, orjson.dumps(obj).decode())
 
 
