@@ -215,7 +215,8 @@ async def produce(bootstrap: str, prefix: str, values: list[tuple[bytes, bytes]]
 
 
 async def run_sink(
-    bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, workers: int
+    bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, workers: int,
+    batch_rows: int,
 ) -> dict:
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.topics import Topics
@@ -231,7 +232,7 @@ async def run_sink(
     migrate(store.client)
     bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)
     sink = Sink(bus, store, SinkConfig(topics=["events"], group=f"{prefix}bench",
-                                         convert_workers=workers))
+                                         convert_workers=workers, batch_rows=batch_rows))
     await sink.start()
     t0 = time.perf_counter()
     cpu0 = _cpu()
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", help="use this broker instead of starting one")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--batch-rows", type=int, default=50_000, help="as `dnsflow sink`")
     ap.add_argument("--workers", type=int, default=0,
                     help="conversion worker processes, as `dnsflow sink --workers` (default 0)")
     args = ap.parse_args(argv)
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         produced = asyncio.run(produce(bootstrap, prefix, values))
         print(f"produced to {bootstrap} in {produced:.1f}s", file=sys.stderr)
         res = asyncio.run(run_sink(bootstrap, prefix, f"chdb://{d}/chdb", len(values),
-                                   args.timeout, args.workers))
+                                   args.timeout, args.workers, args.batch_rows))
         stats, store = res["stats"], res["store"]
         stored = stats.stored.get("dns_events", 0)
         rows_per_s = res["sustained"]
