@@ -20,7 +20,7 @@ from typing import Any
 
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
-SLOT = 4096  # bytes per received query; a longer datagram is reported truncated (dropped)
+SLOT = 4096  # bytes per receive slot; a datagram filling it is taken as too long (dropped)
 OUT_SLOT = 4096  # bytes per answer slot; longer answers go out with a plain sendto
 NAME = 32  # bytes per source-address slot (sockaddr_in6 is 28)
 
@@ -83,8 +83,9 @@ def decode_name(raw: bytes) -> tuple[Any, ...]:
 class MsgBatch:
     """Receive and send slots for up to ``n`` datagrams, reused for every batch."""
 
-    def __init__(self, n: int = 64) -> None:
+    def __init__(self, n: int = 64, namelen: int = 16) -> None:
         self.n = n
+        self.namelen = namelen  # of the socket's family: 16 (IPv4) or 28 (IPv6)
         lib = _load()
         self._recvmmsg = lib.recvmmsg
         self._sendmmsg = lib.sendmmsg
@@ -116,6 +117,9 @@ class MsgBatch:
             h = self.smsgs[i].hdr
             h.iov = ctypes.addressof(siov[i])
             h.iovlen = 1
+            # answer slot i goes to the sender of datagram i unless the caller re-points it
+            h.name = nbase + i * NAME
+            h.namelen = namelen
         self.s64 = (ctypes.c_uint64 * (8 * n)).from_buffer(self.smsgs)
         self.s32 = (ctypes.c_uint32 * (16 * n)).from_buffer(self.smsgs)
         self.siov64 = (ctypes.c_uint64 * (2 * n)).from_buffer(self.siov)
@@ -130,6 +134,12 @@ class MsgBatch:
         got = self._recvmmsg(fd, self.rmsgs, self.n, MSG_DONTWAIT, None)
         self._used = max(got, 0)
         return got
+
+    def restore_names(self, count: int) -> None:
+        """Point answer slots 0..count-1 back at datagram slots 0..count-1."""
+        s64, nbase = self.s64, self.nbase
+        for k in range(count):
+            s64[8 * k] = nbase + k * NAME
 
     def send(self, fd: int, count: int) -> int:
         """Send slots 0..count-1 (filled by the caller); how many the kernel took, or -1."""

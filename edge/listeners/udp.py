@@ -56,7 +56,7 @@ class UdpListener:
         self.port = self.sock.getsockname()[1]
         self._loop = asyncio.get_running_loop()
         if self.batched_io:
-            self._mb = mmsg.MsgBatch(BATCH)
+            self._mb = mmsg.MsgBatch(BATCH, 16 if self.sock.family == socket.AF_INET else 28)
             self._loop.add_reader(self.sock.fileno(), self._readable_batched)
         else:
             self._loop.add_reader(self.sock.fileno(), self._readable)
@@ -72,8 +72,8 @@ class UdpListener:
         r32, n64, rmv, smv = b.r32, b.n64, b.rmv, b.smv
         s64, siov64, nbase = b.s64, b.siov64, b.nbase
         addrs = self._addrs
-        v4 = sock.family == socket.AF_INET
-        namelen = 16 if v4 else 28
+        v4 = b.namelen == 16
+        namelen = b.namelen
         slot, out_slot, name = mmsg.SLOT, mmsg.OUT_SLOT, mmsg.NAME
         for _ in range(ROUNDS):
             n = b.recv(fd)
@@ -85,11 +85,11 @@ class UdpListener:
                 return
             t0 = fp.begin()
             j = 0
+            moved = False  # an answer slot re-pointed at another datagram's sender
             dests: list[Any] = []
             for i in range(n):
-                h = 16 * i
-                ln = r32[h + 14]
-                if r32[h + 12] & mmsg.MSG_TRUNC:
+                ln = r32[16 * i + 14]
+                if ln >= slot:
                     self.oversize += 1
                     continue
                 off = i * slot
@@ -109,8 +109,9 @@ class UdpListener:
                             smv[so:so + 2] = rmv[off:off + 2]
                             smv[so + 2:so + 2 + tl] = tail
                             siov64[2 * j + 1] = tl + 2
-                            s64[8 * j] = nbase + i * name
-                            s64[8 * j + 1] = namelen
+                            if j != i:
+                                s64[8 * j] = nbase + i * name
+                                moved = True
                             dests.append(addr)
                             j += 1
                         else:
@@ -129,8 +130,9 @@ class UdpListener:
                         so = j * out_slot
                         smv[so:so + rl] = r
                         siov64[2 * j + 1] = rl
-                        s64[8 * j] = nbase + i * name
-                        s64[8 * j + 1] = namelen
+                        if j != i:
+                            s64[8 * j] = nbase + i * name
+                            moved = True
                         dests.append(addr)
                         j += 1
                     else:
@@ -141,6 +143,8 @@ class UdpListener:
                 task.add_done_callback(lambda t, a=addr: self._done(t, a))
             if j:
                 self._flush_slots(j, dests)
+            if moved:
+                b.restore_names(j)
             fp.settle(t0, n)
             if n < b.n:
                 return
