@@ -14,9 +14,12 @@ class BusError(RuntimeError):
     """The bus could not accept or deliver records (e.g. Kafka unreachable)."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Message:
-    """One record read from a topic partition."""
+    """One record read from a topic partition.
+
+    Not ``frozen``: a frozen dataclass costs ~0.7 µs per construction against ~0.2 µs, and
+    consumers build one per record on their hot path. Treat it as read-only all the same."""
 
     topic: str
     partition: int
