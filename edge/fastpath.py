@@ -33,15 +33,15 @@ _time_ns = time.time_ns
 
 
 class Memo:
-    __slots__ = ("check_at", "entry", "event", "expires_perf", "gen", "limit", "mkey", "q",
+    __slots__ = ("cell", "check_at", "entry", "event", "expires_perf", "gen", "limit", "q",
                  "rate", "sec", "stored_perf", "tail", "until")
 
-    def __init__(self, entry: Entry, gen: tuple[int, int], mkey: tuple[str, str, str, str],
+    def __init__(self, entry: Entry, gen: tuple[int, int], cell: list[int] | None,
                  q: wire.Query, rate: tuple[float, int] | None, limit: int,
                  event: tuple[bytes, bytes] | None) -> None:
         self.entry = entry
         self.gen = gen
-        self.mkey = mkey
+        self.cell = cell  # the metrics counter of this hit's labels
         self.event = event
         self.q = q
         self.rate = rate
@@ -70,7 +70,6 @@ class FastPath:
         self._gen: tuple[int, int] = (-1, -1)
         self._events: list[tuple[bytes, bytes]] = []
         self._hits = 0
-        self._queries: dict[tuple[str, str, str, str], int] | None = None
 
     def clear(self) -> None:
         self.memo.clear()
@@ -83,15 +82,15 @@ class FastPath:
         if len(memo) >= MAX_ENTRIES:
             memo.clear()
         r = self.r
-        mkey = (c.tenant, e.rcode, decision, "hit")
         event = None
         if r.publisher is not None:
             event = r.publisher.template(
                 (c.tenant, c.namespace, c.pod, c.service_account, c.ip, "udp", qname, qtype,
                  e.rcode, answers, "hit", decision, v.rule, v.policy_version, e.upstream))
+        cell = None
         if r.metrics is not None:
-            r.metrics.queries.setdefault(mkey, 0)
-        memo[(ip, data[2:])] = Memo(e, (r.identity.generation, r.policy.generation), mkey, q,
+            cell = r.metrics.cell((c.tenant, e.rcode, decision, "hit"))
+        memo[(ip, data[2:])] = Memo(e, (r.identity.generation, r.policy.generation), cell, q,
                                     v.rate_limit, max_size, event)
 
     # -- batched answer path ------------------------------------------------------------
@@ -99,8 +98,6 @@ class FastPath:
         """Start a batch; returns its clock reading (pass it to ``hit`` and ``settle``)."""
         r = self.r
         self._gen = (r.identity.generation, r.policy.generation)
-        m = r.metrics
-        self._queries = m.queries if m is not None else None
         return _perf()
 
     def hit(self, ip: str, qtail: bytes, now: float) -> bytes | None:
@@ -130,9 +127,9 @@ class FastPath:
         self._hits += 1
         if f.event is not None:
             self._events.append(f.event)
-        q = self._queries
-        if q is not None:
-            q[f.mkey] += 1
+        c = f.cell
+        if c is not None:
+            c[0] += 1
         return f.tail
 
     def settle(self, t0: float, packets: int) -> None:

@@ -25,6 +25,8 @@ class EdgeMetrics:
     def __init__(self, edge: str) -> None:
         self.edge = edge
         self.queries: dict[tuple[str, str, str, str], int] = {}
+        # per-label counters the memoised hit path bumps as ``cell[0] += 1`` (no tuple hash)
+        self.cells: dict[tuple[str, str, str, str], list[int]] = {}
         self.lat = [0] * (len(BOUNDS_US) + 1)
         self.lat_sum_us = 0
         self.sources: list[Callable[[], dict[str, Any]]] = []
@@ -38,6 +40,19 @@ class EdgeMetrics:
         self.lat[bisect.bisect_left(BOUNDS_US, lat_us)] += 1
         self.lat_sum_us += lat_us
 
+    def cell(self, key: tuple[str, str, str, str]) -> list[int]:
+        """A one-item counter for these labels, added to ``queries`` when scraped."""
+        c = self.cells.get(key)
+        if c is None:
+            c = self.cells[key] = [0]
+        return c
+
+    def query_counts(self) -> dict[tuple[str, str, str, str], int]:
+        totals = dict(self.queries)
+        for k, c in list(self.cells.items()):
+            totals[k] = totals.get(k, 0) + c[0]
+        return totals
+
     def add_source(self, fn: Callable[[], dict[str, Any]]) -> None:
         """A callable returning {'cache': {...}, 'upstreams': {...}, 'events': {...}}."""
         self.sources.append(fn)
@@ -45,7 +60,7 @@ class EdgeMetrics:
     def collect(self):  # prometheus collector protocol
         c = CounterMetricFamily("dnsflow_edge_queries", "queries answered",
                                 labels=["edge", "tenant", "rcode", "decision", "cache"])
-        for (tenant, rcode, decision, cache), n in list(self.queries.items()):
+        for (tenant, rcode, decision, cache), n in self.query_counts().items():
             c.add_metric([self.edge, tenant, rcode, decision, cache], n)
         yield c
         buckets = []

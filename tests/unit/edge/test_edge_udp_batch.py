@@ -120,6 +120,12 @@ async def test_a_burst_of_hits_gets_each_id_and_case_and_one_valid_event_each(
         assert e.qname in names or e.qname.startswith("nope")
     hits = [orjson.loads(v) for _, v in evs if orjson.loads(v)["cache"] == "hit"]
     assert len(hits) >= len(queries) - 12
+    m = svc.resolver.metrics
+    if m is not None:  # the Prometheus counters agree with the events
+        counts = m.query_counts()
+        assert sum(counts.values()) == total
+        assert counts[("shop", "NOERROR", "allow", "hit")] == len(hits)
+        assert sum(m.lat) == total
     assert all(h["latency_us"] >= 0 and h["ts"] > 0 for h in hits)
 
 
