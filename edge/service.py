@@ -324,6 +324,7 @@ class EdgeService:
             "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]
                          + self.resolver.fast.answered} if self.resolver else {}),
             "workers": [w.pid for w in self.workers],
+            "udp_listeners": [u.status() for u in self.listeners if isinstance(u, UdpListener)],
         }
 
 

@@ -262,6 +262,11 @@ class UdpListener:
         if r is not None and self.sock is not None:
             self._send(r, addr)
 
+    def status(self) -> dict[str, Any]:
+        return {"port": self.port, "batched_io": self.batched_io, "errors": self.errors,
+                "send_dropped": self.send_dropped, "oversize": self.oversize,
+                "backlog": len(self._backlog)}
+
     async def stop(self, grace: float = 3.0) -> None:
         if self._loop is not None and self.sock is not None:
             self._loop.remove_reader(self.sock.fileno())

@@ -144,6 +144,7 @@ async def test_oversize_datagram_is_dropped_and_the_listener_keeps_answering(
     replies = await burst(port, [q])
     assert replies[q.id].answer
     assert udp_listener(svc).oversize == 1
+    assert svc.status()["udp_listeners"][0]["oversize"] == 1
 
 
 @linux
