@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import faust
+import orjson
 
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import Settings
@@ -24,11 +25,12 @@ from dnsflow.topics import Topics
 from streams.checkpoint import read_meta, restore, snapshot
 from streams.clock import PartitionClock
 from streams.records import decode, decode_fast, dlq_record
-from streams.service import build_logic
+from streams.service import build_logic, idle_watermark
 
 log = logging.getLogger("streams.faust")
 
 STATE_KEY = "logic"
+MAX_CHECKPOINT = 900_000  # bytes; Kafka's default max.message.bytes is 1 MiB
 
 
 def owned_checkpoints(table: Any) -> list[bytes]:
@@ -71,17 +73,19 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
     events = app.topic(topics.events, key_type=bytes, value_type=bytes)
     out = {name: app.topic(topics.name(name), key_type=bytes, value_type=bytes)
            for name in ("telemetry", "anomalies", "alerts", "policies", "dlq")}
-    # Co-partitioned with the events topic: a checkpoint is written under the key of the
-    # partition being processed; on restart the newest (highest watermark) one is resumed.
+    # Co-partitioned with the events topic: one checkpoint per events partition, under the
+    # key "logic:<partition>"; on restart the checkpoints of the owned partitions are merged.
     state = app.Table(f"{cfg.group}-state", default=None, partitions=partitions,
                       key_type=str, value_type=bytes)
     app.streams_logic = logic  # type: ignore[attr-defined]
-    stats = {"dlq": 0, "restored": False, "checkpoints": 0, "duplicates": 0}
+    stats = {"dlq": 0, "restored": False, "checkpoints": 0, "duplicates": 0,
+             "checkpoints_skipped": 0}
     owner: dict[str, int] = {}   # tenant -> events partition (events are keyed by tenant)
     touched: set[int] = set()    # partitions with input since the last checkpoint
     newest: dict[int, int] = {}  # newest event time per partition in the current batch
     done: dict[int, int] = {}    # last offset per partition included in the logic's state
     ckpt_at = [0.0]
+    last_input = [time.monotonic()]
     app.streams_stats = stats  # type: ignore[attr-defined]
     topic_of = {"telemetry": "telemetry", "anomaly": "anomalies", "alert": "alerts"}
 
@@ -91,14 +95,13 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
                 if o.record is not None:
                     await out["policies"].send(key=o.record[0], value=o.record[1])
                 continue
-            import orjson
-
             await out[topic_of[o.type]].send(key=o.key.encode(), value=orjson.dumps(o.value))
 
     @app.agent(events)
     async def process(stream: Any) -> None:
         last_wm = logic.watermark
         async for batch in stream.take_events(batch_size, within=flush_s):
+            last_input[0] = time.monotonic()
             if not stats["restored"]:
                 # tables are recovered before the stream yields: resume the checkpoints
                 owned = owned_checkpoints(state)
@@ -144,7 +147,7 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             for part, ts in newest.items():
                 clock.observe(part, ts)
             newest.clear()
-            wm = clock.watermark()
+            wm = clock.watermark(lagging=lagging())
             if wm is not None:
                 logic.advance_to(wm)
             await publish()
@@ -157,6 +160,20 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
                 ckpt_at[0] = now
                 checkpoint()
 
+    def lagging() -> set[int]:
+        """Events partitions of this worker with unread records (they hold time back)."""
+        out: set[int] = set()
+        try:
+            for tp in app.consumer.assignment():
+                if tp.topic != topics.events:
+                    continue
+                hw = app.consumer.highwater(tp)
+                if hw is not None and hw > done.get(tp.partition, -1) + 1:
+                    out.add(tp.partition)
+        except Exception:  # not assigned yet, or the consumer is restarting
+            return set()
+        return out
+
     def checkpoint() -> None:
         """Write the state of each touched partition's tenants to that changelog partition.
 
@@ -166,6 +183,13 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
             tenants = {t for t, p in owner.items() if p == part}
             meta = {"partition": part, "offset": done.get(part, -1)}
             key, value = f"{STATE_KEY}:{part}", snapshot(logic, tenants, meta)
+            if len(value) > MAX_CHECKPOINT:
+                # Kafka's default record limit: skip rather than crash the producer; a restart
+                # then resumes from this partition's previous checkpoint
+                stats["checkpoints_skipped"] += 1
+                log.warning("streams: checkpoint of partition %d is %d bytes, over %d: "
+                            "skipped", part, len(value), MAX_CHECKPOINT)
+                continue
             state.data[key] = value
             state.send_changelog(part, key, value)
             stats["checkpoints"] += 1
@@ -176,7 +200,7 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
     @app.timer(interval=cfg.checkpoint_s)
     async def periodic_checkpoint() -> None:
         # between batches the warm-up may end: let the partition clock close windows
-        wm = clock.watermark()
+        wm = clock.watermark(lagging=lagging())
         if wm is not None and wm > logic.watermark:
             logic.advance_to(wm)
             await publish()
@@ -185,9 +209,22 @@ def make_app(settings: Settings, *, batch_size: int = 2000, flush_s: float = 0.2
 
     @app.timer(interval=max(0.5, cfg.idle_advance_s))
     async def idle_advance() -> None:
-        # no input for a while: let wall clock move event time so windows close
-        if logic.max_ts > -(1 << 61) and now_us() - logic.max_ts > cfg.idle_advance_s * 1e6:
-            logic.advance_to(now_us() - logic.grace)
+        # no input for a while (wall clock): let the wall clock move event time so windows
+        # close and denies expire even when nobody queries
+        if time.monotonic() - last_input[0] < cfg.idle_advance_s:
+            return
+        before = logic.watermark
+        logic.advance_to(idle_watermark(logic, time.monotonic() - last_input[0]))
+        if logic.watermark != before:
             await publish()
+            touched.update(set(owner.values()))
+            checkpoint()
+
+    @app.timer(interval=10.0)
+    async def report() -> None:
+        log.info("streams: events=%d late_dropped=%d duplicates=%d dlq=%d checkpoints=%d "
+                 "watermark=%s emitted=%s", logic.events, logic.late_dropped,
+                 stats["duplicates"], stats["dlq"], stats["checkpoints"], logic.watermark,
+                 logic.emitted)
 
     return app

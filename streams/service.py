@@ -31,6 +31,18 @@ from streams.webhook import WebhookSender
 
 log = logging.getLogger("streams.service")
 
+def idle_watermark(logic: StreamLogic, idle_s: float) -> int:
+    """Event time after ``idle_s`` without input: the newest event plus the wall time since.
+
+    Live traffic is near the wall clock, so this closes windows and expires denies when
+    queries stop; a backlog of old events is never overtaken by the wall clock during a pause
+    (a consumer group join, a rebalance). Nothing moves before the first event.
+    """
+    if logic.max_ts <= -(1 << 61):
+        return logic.watermark
+    return min(logic.max_ts + int(idle_s * 1_000_000), now_us()) - logic.grace
+
+
 def _ts(ev: dict[str, Any]) -> int:
     return ev["ts"]
 
@@ -133,7 +145,7 @@ class StreamsService:
                 if wm is not None:
                     self.logic.advance_to(wm)
                 if now - self._last_input >= self.cfg.idle_advance_s:
-                    self.logic.advance_to(now_us() - self.logic.grace)
+                    self.logic.advance_to(idle_watermark(self.logic, now - self._last_input))
             if now - last_rules_check >= self.rules_check_s:
                 last_rules_check = now
                 self._maybe_reload_rules()

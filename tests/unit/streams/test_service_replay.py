@@ -145,9 +145,9 @@ def test_streams_verb_needs_kafka(tmp_path):
 def test_partition_clock_follows_the_slowest_active_partition():
     from streams.clock import PartitionClock
 
-    clock = PartitionClock(grace_us=5, idle_s=5.0, warmup_s=2.0)
-    clock.started = 0.0
-    clock.observe("p0", 1000, now=0.5)
+    clock = PartitionClock(grace_us=5, idle_s=5.0, warmup_s=1.5)
+    assert clock.watermark(now=100.0) is None  # nothing seen yet
+    clock.observe("p0", 1000, now=0.5)         # the warm-up starts with the first input
     assert clock.watermark(now=1.0) is None  # warming up: other partitions may have backlog
     clock.observe("p1", 400, now=2.5)        # a partition catching up
     assert clock.watermark(now=3.0) == 395
