@@ -6,6 +6,11 @@ The edge runs with identity (static map), policy (a tenant DNSPolicy from the po
 and telemetry on: every event is published to Kafka (a private local broker started with
 scripts/kafka-local unless --kafka is given) and counted there at the end. Each server is
 pinned to the same CPU (taskset), dnsperf to the other; caches are warmed before measuring.
+The three servers run side by side and dnsperf asks them in interleaved rounds (order
+rotated), so the neighbours' changing load on this shared machine falls on all of them alike;
+each figure is the total over its rounds.
+The event sinks of both peers (the private Kafka broker for the edge, fstrm_capture for
+unbound+dnstap) run on the load CPU, so the server's CPU serves only the server.
 Server CPU per answered query comes from /proc/<pid>/stat. Cache-miss added latency = edge
 (forwarding to unbound) minus asking that unbound directly, for fresh names.
 """
@@ -79,22 +84,52 @@ def dnsperf(port: int, datafile: Path, seconds: float, load_cpu: str) -> dict[st
         m = re.search(pattern, text)
         return float(m.group(1)) if m else 0.0
     return {"qps": grab(r"Queries per second:\s+([\d.]+)"),
+            "runtime": grab(r"Run time \(s\):\s+([\d.]+)"),
             "completed": grab(r"Queries completed:\s+(\d+)"),
             "sent": grab(r"Queries sent:\s+(\d+)"),
             "lost": grab(r"Queries lost:\s+(\d+)")}
 
 
-def measure(name: str, pid: int, port: int, datafile: Path, seconds: float,
-            load_cpu: str) -> dict[str, float]:
-    warm = dnsperf(port, datafile, 2, load_cpu)
-    c0 = cpu_seconds(pid)
-    r = dnsperf(port, datafile, seconds, load_cpu)
-    c1 = cpu_seconds(pid)
-    r["cpu_us_per_query"] = (c1 - c0) * 1e6 / r["completed"] if r["completed"] else 0.0
-    r["warm_completed"] = warm["completed"]
-    log(f"{name}: {r['qps']:.0f} qps, {r['completed']:.0f} answered, lost {r['lost']:.0f}, "
-        f"cpu {r['cpu_us_per_query']:.1f} us/query")
-    return r
+class Peer:
+    """One server under test: dnsperf runs against it in rounds, interleaved with the others,
+    so each sees the same mix of the neighbours' load; figures are totals over its rounds."""
+
+    def __init__(self, name: str, pid: int, port: int, sink_pid: int | None = None) -> None:
+        self.name, self.pid, self.port = name, pid, port
+        self.sink_pid = sink_pid  # the process receiving its telemetry (Kafka, fstrm_capture)
+        self.completed = self.runtime = self.cpu = self.lost = self.sink_cpu = 0.0
+        self.warm_completed = 0.0
+        self.round_qps: list[float] = []
+
+    def warm(self, datafile: Path, load_cpu: str) -> None:
+        self.warm_completed += dnsperf(self.port, datafile, 2, load_cpu)["completed"]
+
+    def run(self, datafile: Path, seconds: float, load_cpu: str) -> None:
+        c0 = cpu_seconds(self.pid)
+        s0 = cpu_seconds(self.sink_pid) if self.sink_pid else 0.0
+        r = dnsperf(self.port, datafile, seconds, load_cpu)
+        self.cpu += cpu_seconds(self.pid) - c0
+        if self.sink_pid:
+            self.sink_cpu += cpu_seconds(self.sink_pid) - s0
+        self.completed += r["completed"]
+        self.runtime += r["runtime"] or seconds
+        self.lost += r["lost"]
+        self.round_qps.append(r["qps"])
+
+    @property
+    def qps(self) -> float:
+        return self.completed / self.runtime if self.runtime else 0.0
+
+    @property
+    def cpu_us_per_query(self) -> float:
+        return self.cpu * 1e6 / self.completed if self.completed else 0.0
+
+    def report(self) -> None:
+        rounds = " ".join(f"{q:.0f}" for q in self.round_qps)
+        sink = (f", its telemetry sink {self.sink_cpu * 1e6 / self.completed:.1f} us/query"
+                if self.sink_pid and self.completed else "")
+        log(f"{self.name}: {self.qps:.0f} qps (rounds: {rounds}), {self.completed:.0f} "
+            f"answered, lost {self.lost:.0f}, cpu {self.cpu_us_per_query:.1f} us/query{sink}")
 
 
 def query(port: int, name: str, sock: socket.socket) -> float:
@@ -196,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.edge_qps", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kafka", help="use this Kafka instead of starting a private one")
-    ap.add_argument("--seconds", type=float, default=10.0, help="each dnsperf run (default 10)")
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="dnsperf time per server, split over the rounds (default 10)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved dnsperf runs per server (default 5)")
     ap.add_argument("--names", type=int, default=2000, help="distinct names in the query set")
     ap.add_argument("--miss-samples", type=int, default=300)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, "
@@ -223,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = args.kafka
         if not bootstrap:
             log("starting a private Kafka (scripts/kafka-local)")
-            kafka = KafkaLocal(work / "kafka")
+            kafka = KafkaLocal(work / "kafka", cpu=int(load_cpu))
             bootstrap = kafka.start()
         prefix = f"bench{uuid.uuid4().hex[:8]}."
         asyncio.run(publish_policy(bootstrap, prefix))
@@ -231,14 +269,33 @@ def main(argv: list[str] | None = None) -> int:
         # upstream for the edge's misses (not on the measured core's critical path once warm)
         upstream = Unbound(local + iso, zones=("bench.test", "cluster.local"),
                            workdir=work / "ub-upstream", cpu=int(load_cpu)).start()
+        cap = FstrmCapture(work, cpu=int(load_cpu)).start()
+        # all three servers on the same CPU; only the one dnsperf is asking does any work
+        ub = Unbound(local, workdir=work / "ub-plain", cpu=int(server_cpu)).start()
+        ubt = Unbound(local, workdir=work / "ub-dnstap", cpu=int(server_cpu),
+                      dnstap_socket=cap.socket).start()
         try:
             edge, edge_port = start_edge(work, bootstrap, prefix, upstream.port, server_cpu)
             procs.append(edge)
             time.sleep(1.0)  # policy subscription catches up
-            r = measure("dnsflow", edge.pid, edge_port, datafile, args.seconds, load_cpu)
-            result["dnsflow_qps"] = r["qps"]
-            result["cpu_us_per_query_dnsflow"] = r["cpu_us_per_query"]
-            answered = r["completed"] + r["warm_completed"]
+            peers = [Peer("dnsflow", edge.pid, edge_port, kafka.pid() if kafka else None),
+                     Peer("unbound", ub.pid, ub.port),
+                     Peer("unbound+dnstap", ubt.pid, ubt.port,
+                          cap.proc.pid if cap.proc else None)]
+            for peer in peers:
+                peer.warm(datafile, load_cpu)
+            for rnd in range(args.rounds):  # rotate the order so no peer is always first
+                for peer in peers[rnd % 3:] + peers[:rnd % 3]:
+                    peer.run(datafile, args.seconds / args.rounds, load_cpu)
+            for peer in peers:
+                peer.report()
+            dnsflow, plain, tapped = peers
+            result["dnsflow_qps"] = dnsflow.qps
+            result["cpu_us_per_query_dnsflow"] = dnsflow.cpu_us_per_query
+            result["unbound_qps"] = plain.qps
+            result["cpu_us_per_query_unbound"] = plain.cpu_us_per_query
+            result["unbound_dnstap_qps"] = tapped.qps
+            answered = dnsflow.completed + dnsflow.warm_completed
             p50, p99, _ = miss_latency(edge_port, upstream.port, args.miss_samples)
             answered += args.miss_samples + 1  # + the readiness probe
             result["miss_p50_added_us"] = p50
@@ -250,28 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             log("stopping the edge (graceful: flushes every event)")
             stop_process(edge, 120)
         finally:
-            upstream.stop()
-
-        ub = Unbound(local, workdir=work / "ub-plain", cpu=int(server_cpu)).start()
-        try:
-            r = measure("unbound", ub.pid, ub.port, datafile, args.seconds, load_cpu)
-            result["unbound_qps"] = r["qps"]
-            result["cpu_us_per_query_unbound"] = r["cpu_us_per_query"]
-        finally:
+            ubt.stop()
             ub.stop()
-
-        cap = FstrmCapture(work).start()
-        try:
-            ubt = Unbound(local, workdir=work / "ub-dnstap", cpu=int(server_cpu),
-                          dnstap_socket=cap.socket).start()
-            try:
-                r = measure("unbound+dnstap", ubt.pid, ubt.port, datafile, args.seconds,
-                            load_cpu)
-                result["unbound_dnstap_qps"] = r["qps"]
-            finally:
-                ubt.stop()
-        finally:
             cap.stop()
+            upstream.stop()
         log(f"dnstap capture: {cap.size()} bytes")
 
         events = asyncio.run(count_events(bootstrap, prefix + "events"))

@@ -4,8 +4,9 @@ A cache hit answered by the full path is remembered under (client IP, packet byt
 ID). A repeat of that exact packet from that client then costs one dict lookup, a few checks,
 and one append of its pre-encoded event: the verdict, the identity, the patched answer tail
 (client's flags and letter case, TTLs as of the current second) and the event are reused.
-It is re-validated against the identity and policy generations on every use and dropped
-at least every second (auto-deny expiry) or when the cached answer expires.
+It is re-validated against the identity and policy generations on every use, re-decided
+by the policy store every second (auto-deny entries change without a generation bump; a
+different verdict drops it) and dropped when the cached answer expires.
 The clock, the event timestamp, the latency and the counters are taken once per batch of
 datagrams (``begin``/``settle``), not per query: at tens of thousands of queries a second,
 each avoided Python call is a visible share of the answer.
@@ -33,13 +34,18 @@ _time_ns = time.time_ns
 
 
 class Memo:
-    __slots__ = ("cell", "check_at", "entry", "event", "expires_perf", "gen", "limit", "q",
-                 "rate", "sec", "stored_perf", "tail", "until")
+    __slots__ = ("asked", "cell", "check_at", "entry", "event", "expires_perf", "gen", "limit",
+                 "q", "rate", "sec", "stored_perf", "tail", "until", "verdict")
 
     def __init__(self, entry: Entry, gen: tuple[int, int], cell: list[int] | None,
                  q: wire.Query, rate: tuple[float, int] | None, limit: int,
-                 event: tuple[bytes, bytes] | None) -> None:
+                 event: tuple[bytes, bytes] | None, verdict: Verdict | None = None,
+                 asked: tuple[ClientInfo, str, str] | None = None) -> None:
         self.entry = entry
+        # what to re-decide every second, and the verdict it must still give (None: re-take
+        # the full path, e.g. for PTR queries whose hiding depends on more than the verdict)
+        self.verdict = verdict
+        self.asked = asked
         self.gen = gen
         self.cell = cell  # the metrics counter of this hit's labels
         self.event = event
@@ -90,8 +96,11 @@ class FastPath:
         cell = None
         if r.metrics is not None:
             cell = r.metrics.cell((c.tenant, e.rcode, decision, "hit"))
+        redecide = q.qtype != wire.T_PTR
         memo[(ip, data[2:])] = Memo(e, (r.identity.generation, r.policy.generation), cell, q,
-                                    v.rate_limit, max_size, event)
+                                    v.rate_limit, max_size, event,
+                                    v if redecide else None,
+                                    (c, qname, qtype) if redecide else None)
 
     # -- batched answer path ------------------------------------------------------------
     def begin(self) -> float:
@@ -110,7 +119,7 @@ class FastPath:
             del self.memo[(ip, qtail)]
             return None
         if now >= f.check_at:
-            if now >= f.until or now >= f.expires_perf:
+            if now >= f.expires_perf or (now >= f.until and not self._redecide(f, now)):
                 del self.memo[(ip, qtail)]
                 return None
             sec = int(now - f.stored_perf)
@@ -131,6 +140,21 @@ class FastPath:
         if c is not None:
             c[0] += 1
         return f.tail
+
+    def _redecide(self, f: Memo, now: float) -> bool:
+        """The once-a-second re-decision (auto-deny entries change without a generation
+        bump): the policy store is asked again; the same verdict keeps the memo one more
+        second, anything else (or an error) sends the packet down the full path."""
+        if f.verdict is None or f.asked is None:
+            return False
+        try:
+            v = self.r.policy.store.decide(*f.asked)
+        except Exception:
+            return False
+        if v != f.verdict:
+            return False
+        f.until = now + TTL
+        return True
 
     def settle(self, t0: float, packets: int) -> None:
         """Close a batch begun at ``t0`` that handled ``packets`` datagrams: one event per

@@ -122,6 +122,8 @@ class Unbound:
             "  do-ip6: no",
             "  access-control: 127.0.0.0/8 allow",
             "  so-reuseport: no",
+            "  so-rcvbuf: 4m",  # as the edge sets: a burst of queries is not dropped
+            "  so-sndbuf: 4m",
             "  msg-cache-size: 64m",
             "  rrset-cache-size: 64m",
             "  num-queries-per-thread: 4096",
@@ -250,14 +252,16 @@ class Dnsdist:
 class FstrmCapture:
     """``fstrm_capture`` reading dnstap frames from a unix socket into a file."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, cpu: int | None = None) -> None:
         self.socket = str(workdir / "dnstap.sock")
         self.out = workdir / "dnstap.fstrm"
         self.proc: subprocess.Popen | None = None
+        self.cpu = cpu
 
     def start(self) -> FstrmCapture:
+        pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
         self.proc = subprocess.Popen(
-            ["fstrm_capture", "-t", "protobuf:dnstap.Dnstap", "-u", self.socket,
+            [*pin, "fstrm_capture", "-t", "protobuf:dnstap.Dnstap", "-u", self.socket,
              "-w", str(self.out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not os.path.exists(self.socket):
@@ -276,15 +280,17 @@ class FstrmCapture:
 class KafkaLocal:
     """``scripts/kafka-local`` in a private state directory (stopped by its own PID file)."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, cpu: int | None = None) -> None:
         self.state = state
         self.script = ROOT / "scripts" / "kafka-local"
         self.bootstrap = ""
+        self.cpu = cpu  # the broker (a child of the script) inherits this CPU affinity
 
     def _run(self, verb: str, timeout: float) -> str:
         env = {**os.environ, "KAFKA_LOCAL_DIR": str(self.state)}
-        out = subprocess.run(["bash", str(self.script), verb], env=env, capture_output=True,
-                             text=True, timeout=timeout)
+        pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
+        out = subprocess.run([*pin, "bash", str(self.script), verb], env=env,
+                             capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0 and verb == "start":
             raise RuntimeError(f"kafka-local start failed: {out.stderr.strip()[-500:]}")
         return out.stdout.strip()

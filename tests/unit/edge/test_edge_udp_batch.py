@@ -194,3 +194,38 @@ def test_decode_name_matches_recvfrom_addresses() -> None:
     v6 = struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", 53, 0) + \
         socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("=I", 0)
     assert mmsg.decode_name(v6) == ("::1", 53, 0, 0)
+
+
+async def test_memoised_hit_is_redecided_every_second(start_edge, monkeypatch) -> None:
+    """A verdict that changes without a policy generation bump (an auto-deny entry) takes
+    effect within a second on the memoised path; an unchanged one keeps it memoised."""
+    from edge.policy.compat import Verdict
+
+    svc = await start_edge()
+    port = svc.status()["udp_port"]
+    q = dns.message.make_query("example.com", "A")
+    for _ in range(3):
+        assert (await burst(port, [q], clients=1))[q.id].answer
+    fp = svc.resolver.fast
+    store = svc.resolver.policy.store
+    real = store.decide
+    asked: list[str] = []
+
+    def counting(client, qname, qtype):
+        asked.append(qname)
+        return real(client, qname, qtype)
+
+    monkeypatch.setattr(store, "decide", counting)
+    await asyncio.sleep(1.1)
+    before = fp.answered
+    assert (await burst(port, [q], clients=1))[q.id].answer
+    assert fp.answered == before + 1 and asked == ["example.com"]  # re-decided, still memo
+
+    def deny(client, qname, qtype):
+        return Verdict("deny", "auto-deny:test", 0, deny_mode="REFUSED")
+
+    monkeypatch.setattr(store, "decide", deny)
+    assert (await burst(port, [q], clients=1))[q.id].answer  # within the second: memo
+    await asyncio.sleep(1.1)
+    r = (await burst(port, [q], clients=1))[q.id]
+    assert r.rcode() == dns.rcode.REFUSED and not r.answer
