@@ -19,10 +19,10 @@ import dns.rdatatype
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from dnsflow.kube import TENANT_LABEL as TENANT_LABEL  # re-exported by policies.api
 from policies.names import check_name
 
 API_VERSION = "dnsflow.io/v1"
-TENANT_LABEL = "dnsflow.io/tenant"
 
 Action = Literal["allow", "deny", "rewrite", "redirect"]
 DenyMode = Literal["NXDOMAIN", "REFUSED", "NODATA", "DROP"]

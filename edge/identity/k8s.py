@@ -16,30 +16,11 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+from dnsflow.kube import TENANT_LABEL, api_client
 from edge.identity.table import IdentityTable
 from edge.policy.compat import ClientInfo
 
 log = logging.getLogger(__name__)
-
-TENANT_LABEL = "dnsflow.io/tenant"
-
-
-def api_client(kubeconfig: str | None = None, host: str | None = None) -> Any:
-    """In-cluster config, else the kubeconfig; ``host`` alone for tests and proxies."""
-    from kubernetes import client, config
-
-    if host:
-        cfg = client.Configuration()
-        cfg.host = host
-        return client.ApiClient(cfg)
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config()
-            return client.ApiClient()
-        except config.ConfigException:
-            pass
-    return config.new_client_from_config(config_file=kubeconfig)
-
 
 class _Watch(threading.Thread):
     """list, then watch, forever; re-list after any disconnect (so nothing is missed)."""

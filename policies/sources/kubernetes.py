@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dnsflow.bus import Bus
+from dnsflow.kube import api_client
 from policies import policyset
 from policies.loader import Located, PolicySetError, Problem, parse_document
 from policies.model import TENANT_LABEL, DNSPolicy
@@ -33,23 +34,7 @@ log = logging.getLogger(__name__)
 GROUP, VERSION = "dnsflow.io", "v1"
 PLURALS = {"DNSPolicy": "dnspolicies", "ClusterDNSPolicy": "clusterdnspolicies"}
 SOURCE = "kubernetes"
-
-
-def make_api_client(kubeconfig: str | None = None, host: str | None = None) -> Any:
-    """In-cluster config, else the kubeconfig; ``host`` alone for tests/proxies."""
-    from kubernetes import client, config
-
-    if host:
-        cfg = client.Configuration()
-        cfg.host = host
-        return client.ApiClient(cfg)
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config()
-            return client.ApiClient()
-        except config.ConfigException:
-            pass
-    return config.new_client_from_config(config_file=kubeconfig)
+make_api_client = api_client  # the name this module has exported so far
 
 
 def _sanitize(obj: dict[str, Any], kind: str) -> dict[str, Any]:
