@@ -56,8 +56,9 @@ def common_options() -> argparse.ArgumentParser:
                    "default ./.dnsflow)")
     g.add_argument("--topic-prefix", metavar="PREFIX", help="Kafka topic prefix "
                    "(default 'dnsflow.')")
-    g.add_argument("--log-level", default="WARNING", metavar="LEVEL",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    g.add_argument("--log-level", default=None, metavar="LEVEL",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (default WARNING; the demo shows only errors)")
     return p
 
 
@@ -113,8 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verb:
         parser.print_help()
         return 2
+    args.log_level = getattr(args, "log_level", None) or getattr(
+        args, "default_log_level", "WARNING"
+    )
     logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

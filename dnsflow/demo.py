@@ -32,7 +32,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="synthetic queries per second (default 200)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (per-tenant entries under 'tenants')")
-    parser.set_defaults(func=run)
+    # The summary already says what the components logged as warnings (auto-response etc.).
+    parser.set_defaults(func=run, default_log_level="ERROR")
 
 
 def _positive(name: str, value: float, limit: float) -> None:
@@ -311,8 +312,9 @@ def render(report: dict[str, Any]) -> str:
             continue
         for d in denies:
             minutes = (int(d.get("expires_at_us", 0)) - int(p.get("published_at", 0))) / 60e6
+            cause = str(d.get("cause", "")).split(" incident=")[0]
             lines.append(f"  {p.get('key')}: auto-deny {d.get('domain')} for {minutes:.0f} min "
-                         f"({d.get('kind')}: {str(d.get('cause', ''))[:60]})")
+                         f"({cause})")
     if report.get("dlq"):
         lines.append(f"rejected records (dnsflow.dlq): {report['dlq']}")
     rows = report.get("stored_rows")
