@@ -69,7 +69,8 @@ class UdpListener:
         fd = sock.fileno()
         fp = self.resolver.fast
         hit, answer = fp.hit, self.resolver.answer
-        r32, n64, rmv, smv = b.r32, b.n64, b.rmv, b.smv
+        # slicing the ctypes receive buffer gives bytes in one step (half a memoryview's cost)
+        r32, n64, rbuf, smv = b.r32, b.n64, b.rbuf, b.smv
         s64, siov64, nbase = b.s64, b.siov64, b.nbase
         addrs = self._addrs
         v4 = b.namelen == 16
@@ -101,13 +102,12 @@ class UdpListener:
                         addrs.clear()
                     addrs[ak] = addr
                 try:
-                    tail = hit(addr[0], bytes(rmv[off + 2:off + ln]), t0)
+                    tail = hit(addr[0], rbuf[off + 2:off + ln], t0)
                     if tail is not None:
                         so = j * out_slot
                         tl = len(tail)
                         if tl + 2 <= out_slot:
-                            smv[so:so + 2] = rmv[off:off + 2]
-                            smv[so + 2:so + 2 + tl] = tail
+                            smv[so:so + 2 + tl] = rbuf[off:off + 2] + tail
                             siov64[2 * j + 1] = tl + 2
                             if j != i:
                                 s64[8 * j] = nbase + i * name
@@ -115,9 +115,9 @@ class UdpListener:
                             dests.append(addr)
                             j += 1
                         else:
-                            self._send(bytes(rmv[off:off + 2]) + tail, addr)
+                            self._send(rbuf[off:off + 2] + tail, addr)
                         continue
-                    r = answer(bytes(rmv[off:off + ln]), addr[0], "udp")
+                    r = answer(rbuf[off:off + ln], addr[0], "udp")
                 except Exception:
                     log.exception("answering a UDP packet from %s failed", addr[0])
                     self.errors += 1
