@@ -88,13 +88,15 @@ class UdpListener:
             j = 0
             moved = False  # an answer slot re-pointed at another datagram's sender
             dests: list[Any] = []
+            lens = r32[14:16 * n:16]  # every msg_len (and IPv4 sockaddr) in one slice
+            keys = n64[0:4 * n:4] if v4 else None
             for i in range(n):
-                ln = r32[16 * i + 14]
+                ln = lens[i]
                 if ln >= slot:
                     self.oversize += 1
                     continue
                 off = i * slot
-                ak = n64[i * 4] if v4 else bytes(b.nmv[i * name:i * name + 28])
+                ak = keys[i] if keys is not None else bytes(b.nmv[i * name:i * name + 28])
                 addr = addrs.get(ak)
                 if addr is None:
                     addr = mmsg.decode_name(bytes(b.nmv[i * name:i * name + namelen]))
