@@ -260,6 +260,8 @@ class Resolver:
             qname = self.qname_text(q.qwire.lower())
             self._emit(ts, client, transport, qname, wire.qtype_name(q.qtype), rname, [], t0,
                        "none", None, "")
+            if not wire.echoable(q):
+                return wire.formerr_from_raw(data, exc.rcode)
             return wire.error_response(q, exc.rcode)
         self._emit(ts, client, transport, "", "TYPE0", "FORMERR", [], t0, "none", None, "")
         return wire.formerr_from_raw(data)

@@ -185,13 +185,22 @@ def error_response(q: Query, rcode: int, *, ra: bool = True, authority: bytes = 
     return head + q.raw[12:q.qend] + authority + tail
 
 
-def formerr_from_raw(raw: bytes) -> bytes | None:
-    """FORMERR for a packet we could not parse: echo the ID, no question. None = drop."""
+def formerr_from_raw(raw: bytes, rcode: int = FORMERR) -> bytes | None:
+    """FORMERR (or ``rcode``) for a packet whose question cannot be echoed: the ID, no
+    question. None = drop."""
     if len(raw) < 12 or raw[2] & 0x80:
         return None
     qid, flags = struct.unpack_from("!HH", raw)
-    flags = QR | (flags & (OPCODE_MASK | RD)) | RA | FORMERR
+    flags = QR | (flags & (OPCODE_MASK | RD)) | RA | rcode
     return HEADER.pack(qid, flags, 0, 0, 0, 0)
+
+
+def echoable(q: Query) -> bool:
+    """Whether a reply may carry this question: in an UPDATE (opcode 5) it is the zone
+    section, which must name a SOA of a real class (RFC 2136 2.3)."""
+    if (q.flags & OPCODE_MASK) >> 11 == 5:
+        return q.qtype == 6 and q.qclass not in (254, 255)
+    return True
 
 
 def upstream_query(q: Query, qid: int, qwire: bytes | None = None) -> bytes:

@@ -10,7 +10,7 @@ import threading
 
 import dns.message
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dnsflow.bus.memory import MemoryBus
@@ -97,6 +97,8 @@ packets = st.one_of(
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(pkt=packets)
+# an UPDATE whose zone section is not a SOA: NOTIMP without echoing it (found by this test)
+@example(pkt=b"\x00\x00(\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 def test_udp_fuzz_every_reply_well_formed(edge_in_thread, pkt: bytes) -> None:
     port = edge_in_thread.status()["udp_port"]
     reply = udp_roundtrip(port, pkt)
