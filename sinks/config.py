@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from dnsflow.settings import Settings, section
@@ -25,6 +27,9 @@ class SinkConfig(BaseModel):
     convert_workers: int = Field(default=0, ge=0, le=8,
                                  description="processes that validate and serialise events "
                                  "(0: in this process; worth it only with idle cores)")
+    kafka_client: Literal["librdkafka", "aiokafka"] = Field(
+        default="librdkafka", description="Kafka consumer: librdkafka (confluent-kafka, "
+        "~40 % less CPU per record) or the core's aiokafka consumer")
     events_ttl_days: int = Field(default=30, ge=1, le=36_500, description="dns_events retention")
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dnsflow.bus import Bus, BusError, Consumer, Message
+from dnsflow.bus.kafka import KafkaBus
 from dnsflow.schema import RecordError
 from sinks.config import SinkConfig
 from sinks.convert_worker import ConvertPool, column_types
 from sinks.dlq import dlq_record
 from sinks.faults import fault_point
 from sinks.gcpause import gc_paused
+from sinks.kafka_consumer import FastKafkaConsumer
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
 from sinks.topics import ensure_topics
@@ -100,11 +102,18 @@ class Sink:
         await ensure_topics(self.bus, list(self.specs))
         if self.config.convert_workers:
             await self._start_pool()
-        self._consumer = self.bus.consumer(list(self.specs), self.config.group)
+        self._consumer = self._make_consumer()
         await self._consumer.start()
 
     async def stop(self) -> None:
         self._stop.set()
+
+    def _make_consumer(self) -> Consumer:
+        """librdkafka for a Kafka bus (less CPU per record, fetched outside the GIL), the
+        bus's own consumer otherwise (in-process bus, or ``kafka_client: aiokafka``)."""
+        if self.config.kafka_client == "librdkafka" and isinstance(self.bus, KafkaBus):
+            return FastKafkaConsumer(self.bus.bootstrap, list(self.specs), self.config.group)
+        return self.bus.consumer(list(self.specs), self.config.group)
 
     async def _start_pool(self) -> None:
         """Hot-path conversion in worker processes; without them (or if they cannot start)

@@ -1,0 +1,54 @@
+"""The sink's librdkafka consumer keeps the core consumer's contract on the real broker:
+records in order with their coordinates, and a commit names exactly what was returned."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dnsflow.bus.kafka import KafkaBus
+from dnsflow.topics import Topics
+from sinks.kafka_consumer import FastKafkaConsumer
+
+pytestmark = pytest.mark.kafka
+
+
+async def _take(consumer: FastKafkaConsumer, n: int, timeout: float = 20) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(await consumer.getmany(timeout_ms=300, max_records=n - len(got)))
+    return got
+
+
+async def test_commit_resumes_the_group_after_the_last_returned_record(kafka_bootstrap,
+                                                                       topic_prefix):
+    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
+    await bus.start()
+    try:
+        await bus.send_many(bus.topics.events, [(b"t", b"%d" % i) for i in range(10)])
+    finally:
+        await bus.stop()
+    topic, group = bus.topics.events, f"{topic_prefix}g"
+
+    first = FastKafkaConsumer(kafka_bootstrap, [topic], group)
+    await first.start()
+    try:
+        got = await _take(first, 4)
+        await first.commit()
+    finally:
+        await first.stop()
+    assert [m.value for m in got] == [b"0", b"1", b"2", b"3"]
+    assert [m.offset for m in got] == [0, 1, 2, 3]
+    assert {m.topic for m in got} == {topic} and all(m.timestamp_ms > 0 for m in got)
+
+    second = FastKafkaConsumer(kafka_bootstrap, [topic], group)
+    await second.start()
+    try:
+        rest = await _take(second, 6)
+        more = await second.getmany(timeout_ms=300, max_records=10)
+    finally:
+        await second.stop()
+    assert [m.value for m in rest] == [b"%d" % i for i in range(4, 10)]
+    assert more == []
