@@ -89,18 +89,30 @@ class FastKafkaConsumer(Consumer):
         return out
 
     def _convert(self, got: list[Any], out: list[Message]) -> None:
-        append = out.append
-        returned = self._returned
-        for m in got:
-            err = m.error()
-            if err is not None:
-                if err.fatal():
+        """librdkafka records → core Messages, column by column: ``map`` over the unbound
+        accessors keeps the per-record iteration in C (~0.1-0.2 µs per record less than a
+        Python loop; the `Message` constructor itself, ~0.2 µs, remains)."""
+        if not got:
+            return
+        from confluent_kafka import Message as RdMessage
+
+        errors = list(map(RdMessage.error, got))
+        if any(e is not None for e in errors):
+            for err in errors:
+                if err is not None and err.fatal():
                     raise BusError(f"kafka {self._config['bootstrap.servers']}: {err}")
+            for err in filter(None, errors):
                 log.debug("kafka consumer: %s", err)  # e.g. a topic not created yet
-                continue
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            append(Message(topic, partition, offset, m.key(), m.value(), m.timestamp()[1]))
-            returned[(topic, partition)] = offset + 1
+            got = [m for m, e in zip(got, errors, strict=True) if e is None]
+        topics = list(map(RdMessage.topic, got))
+        partitions = list(map(RdMessage.partition, got))
+        offsets = list(map(RdMessage.offset, got))
+        stamps = [t[1] for t in map(RdMessage.timestamp, got)]
+        out.extend(map(Message, topics, partitions, offsets, map(RdMessage.key, got),
+                       map(RdMessage.value, got), stamps))
+        # position after the last returned record of each partition (the last one wins)
+        self._returned.update(
+            zip(zip(topics, partitions, strict=True), map((1).__add__, offsets), strict=True))
 
     async def commit(self) -> None:
         if not self._returned or self._consumer is None:
