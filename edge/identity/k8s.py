@@ -9,72 +9,15 @@ identity table (debounced) and swaps it in whole.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from dnsflow.kube import TENANT_LABEL, api_client
+from dnsflow.kube import TENANT_LABEL, ListWatch, api_client
 from edge.identity.table import IdentityTable
 from edge.policy.compat import ClientInfo
 
 log = logging.getLogger(__name__)
-
-class _Watch(threading.Thread):
-    """list, then watch, forever; re-list after any disconnect (so nothing is missed)."""
-
-    def __init__(self, owner: KubernetesIdentity, what: str, list_fn: Callable[..., Any]) -> None:
-        super().__init__(name=f"edge-k8s-{what}", daemon=True)
-        self.owner = owner
-        self.what = what
-        self.list_fn = list_fn
-        self.stopped = threading.Event()
-        self.watch: Any = None
-
-    def _dict(self, obj: Any) -> dict[str, Any]:
-        if isinstance(obj, dict):
-            return obj
-        return self.owner.api.sanitize_for_serialization(obj)
-
-    def run(self) -> None:
-        from kubernetes import watch
-        from urllib3.exceptions import ReadTimeoutError
-
-        backoff = 0.2
-        timeout = self.owner.timeout
-        while not self.stopped.is_set():
-            try:
-                listing = self.list_fn(_request_timeout=timeout)
-                items = [self._dict(i) for i in (listing["items"] if isinstance(listing, dict)
-                                                 else listing.items)]
-                self.owner.post(self.what, "RESET", items)
-                self.watch = watch.Watch()
-                for ev in self.watch.stream(self.list_fn, timeout_seconds=max(1, int(timeout) - 1),
-                                            _request_timeout=timeout):
-                    if self.stopped.is_set():
-                        break
-                    obj = ev.get("raw_object") or ev.get("object")
-                    self.owner.post(self.what, ev.get("type", ""), [self._dict(obj)])
-                backoff = 0.2
-            except ReadTimeoutError:
-                continue
-            except Exception as exc:
-                if self.stopped.is_set():
-                    break
-                self.owner.errors += 1
-                self.owner.last_error = f"{self.what}: {type(exc).__name__}: {exc}"
-                log.warning("kubernetes watch of %s failed: %s (retrying)", self.what, exc)
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        if self.watch is not None:
-            with contextlib.suppress(Exception):
-                self.watch.stop()
-
 
 class KubernetesIdentity:
     def __init__(self, table: IdentityTable, *, kubeconfig: str | None = None,
@@ -89,7 +32,7 @@ class KubernetesIdentity:
         self.errors = 0
         self.last_error = ""
         self.synced: set[str] = set()
-        self._threads: list[_Watch] = []
+        self._threads: list[ListWatch] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.TimerHandle | None = None
         self.ready = asyncio.Event()
@@ -99,8 +42,12 @@ class KubernetesIdentity:
 
         self._loop = asyncio.get_running_loop()
         core = client.CoreV1Api(self.api)
-        self._threads = [_Watch(self, "namespaces", core.list_namespace),
-                         _Watch(self, "pods", core.list_pod_for_all_namespaces)]
+        self._threads = [
+            ListWatch(self, "namespaces", core.list_namespace, timeout=self.timeout,
+                      name="edge-k8s-namespaces"),
+            ListWatch(self, "pods", core.list_pod_for_all_namespaces, timeout=self.timeout,
+                      name="edge-k8s-pods"),
+        ]
         for t in self._threads:
             t.start()
 

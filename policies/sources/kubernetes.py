@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from dnsflow.bus import Bus
-from dnsflow.kube import api_client
+from dnsflow.kube import ListWatch, api_client
 from policies import policyset
 from policies.loader import Located, PolicySetError, Problem, parse_document
 from policies.model import TENANT_LABEL, DNSPolicy
@@ -46,65 +45,6 @@ def _sanitize(obj: dict[str, Any], kind: str) -> dict[str, Any]:
             "spec": obj.get("spec") or {}}
 
 
-class _Watch(threading.Thread):
-    """list + watch one resource forever (until stopped), posting events to the loop."""
-
-    def __init__(self, source: KubernetesSource, what: str, list_fn: Callable[..., Any],
-                 kwargs: dict[str, Any]) -> None:
-        super().__init__(name=f"k8s-watch-{what}", daemon=True)
-        self.source = source
-        self.what = what
-        self.list_fn = list_fn
-        self.kwargs = kwargs
-        self.stopped = threading.Event()
-        self.watch: Any = None
-
-    def run(self) -> None:
-        from kubernetes import watch
-        from urllib3.exceptions import ReadTimeoutError
-
-        backoff = 0.2
-        while not self.stopped.is_set():
-            try:
-                listing = self.list_fn(**self.kwargs, _request_timeout=self.source.timeout_s)
-                if not isinstance(listing, dict):
-                    listing = self.source.api.sanitize_for_serialization(listing)
-                self.source.post(self.what, "RESET", listing.get("items") or [])
-                # watch from the listed version so nothing between list and watch is lost
-                rv = str((listing.get("metadata") or {}).get("resourceVersion") or "")
-                since = {"resource_version": rv} if rv.isdigit() else {}
-                self.watch = watch.Watch()
-                # the server ends the watch first (timeout_seconds); the client-side read
-                # timeout only catches a server that never does
-                server_timeout = max(1, int(self.source.timeout_s) - 1)
-                for event in self.watch.stream(self.list_fn, **self.kwargs, **since,
-                                               timeout_seconds=server_timeout,
-                                               _request_timeout=self.source.timeout_s):
-                    if self.stopped.is_set() or event.get("type") == "ERROR":
-                        break  # e.g. 410 Gone: the listed version expired, list again
-                    obj = event.get("raw_object") or event.get("object")
-                    if not isinstance(obj, dict):
-                        obj = self.source.api.sanitize_for_serialization(obj)
-                    self.source.post(self.what, event.get("type", ""), [obj])
-                backoff = 0.2
-            except ReadTimeoutError:
-                continue  # an idle watch: list again and carry on
-            except Exception as exc:
-                if self.stopped.is_set():
-                    break
-                self.source.errors += 1
-                self.source.last_error = f"{self.what}: {type(exc).__name__}: {exc}"
-                log.warning("kubernetes watch %s: %s (retrying)", self.what, exc)
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        if self.watch is not None:
-            with contextlib.suppress(Exception):
-                self.watch.stop()
-
-
 class KubernetesSource:
     """Publishes the cluster's policy resources on every real change (debounced)."""
 
@@ -126,7 +66,7 @@ class KubernetesSource:
         self.syncs = 0
         self._queue: asyncio.Queue[tuple[str, str, list[dict[str, Any]]]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads: list[_Watch] = []
+        self._threads: list[ListWatch] = []
         self._task: asyncio.Task[None] | None = None
         self._synced: set[str] = set()
 
@@ -142,12 +82,15 @@ class KubernetesSource:
         await self.publisher.load()
         custom = client.CustomObjectsApi(self.api)
         core = client.CoreV1Api(self.api)
+        t = self.timeout_s
         self._threads = [
-            _Watch(self, "namespaces", core.list_namespace, {}),
-            _Watch(self, "DNSPolicy", custom.list_cluster_custom_object,
-                   {"group": GROUP, "version": VERSION, "plural": PLURALS["DNSPolicy"]}),
-            _Watch(self, "ClusterDNSPolicy", custom.list_cluster_custom_object,
-                   {"group": GROUP, "version": VERSION, "plural": PLURALS["ClusterDNSPolicy"]}),
+            ListWatch(self, "namespaces", core.list_namespace, timeout=t),
+            ListWatch(self, "DNSPolicy", custom.list_cluster_custom_object,
+                      {"group": GROUP, "version": VERSION, "plural": PLURALS["DNSPolicy"]},
+                      timeout=t),
+            ListWatch(self, "ClusterDNSPolicy", custom.list_cluster_custom_object,
+                      {"group": GROUP, "version": VERSION,
+                       "plural": PLURALS["ClusterDNSPolicy"]}, timeout=t),
         ]
         for t in self._threads:
             t.start()
