@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import signal
 import subprocess
@@ -39,17 +38,9 @@ from typing import Any
 
 import orjson
 
+from bench.detect_eval import load_traffic
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_traffic() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "labeled_traffic", ROOT / "tests" / "data" / "labeled_traffic.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["labeled_traffic"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def pin_one_core() -> None:

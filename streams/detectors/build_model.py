@@ -28,15 +28,15 @@ OUT = Path(__file__).parent / "data" / "ngram.json.gz"
 LAMBDAS = (0.6, 0.3, 0.1)
 
 
-def psl_private_labels() -> list[str]:
-    """Registered labels of the PSL private section (e.g. ``herokuapp`` of herokuapp.com)."""
+def psl_private_registered() -> list[tuple[str, str]]:
+    """(registered label, public suffix) of every PSL private-section entry in tldextract's
+    bundled snapshot, e.g. ``("herokuapp", "com")``; IDN entries in their ACE form."""
     import tldextract
 
     path = Path(tldextract.__file__).parent / ".tld_set_snapshot"
-    text = path.read_text()
-    private = text.split("===BEGIN PRIVATE DOMAINS===", 1)[1]
+    private = path.read_text().split("===BEGIN PRIVATE DOMAINS===", 1)[1]
     ext = tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=False)
-    labels: set[str] = set()
+    out: set[tuple[str, str]] = set()
     for line in private.splitlines():
         line = line.strip().lstrip("*.!")
         if not line or line.startswith("//"):
@@ -46,9 +46,14 @@ def psl_private_labels() -> list[str]:
         except UnicodeError:
             continue
         r = ext(line)
-        if r.domain and r.suffix and not r.domain.startswith("xn--"):
-            labels.add(r.domain)
-    return sorted(labels)
+        if r.domain and r.suffix:
+            out.add((r.domain, r.suffix))
+    return sorted(out)
+
+
+def psl_private_labels() -> list[str]:
+    """Registered labels of the PSL private section (e.g. ``herokuapp`` of herokuapp.com)."""
+    return sorted({d for d, _ in psl_private_registered() if not d.startswith("xn--")})
 
 
 def english_words() -> list[str]:

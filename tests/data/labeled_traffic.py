@@ -251,24 +251,9 @@ def top_sites() -> list[str]:
 
 
 def psl_private_domains() -> list[str]:
-    import tldextract
+    from streams.detectors.build_model import psl_private_registered
 
-    text = (Path(tldextract.__file__).parent / ".tld_set_snapshot").read_text()
-    private = text.split("===BEGIN PRIVATE DOMAINS===", 1)[1]
-    ext = tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=False)
-    out: set[str] = set()
-    for line in private.splitlines():
-        line = line.strip().lstrip("*.!")
-        if not line or line.startswith("//"):
-            continue
-        try:
-            line = line.encode("idna").decode()
-        except UnicodeError:
-            continue
-        r = ext(line)
-        if r.domain and r.suffix:
-            out.add(f"{r.domain}.{r.suffix}")
-    return sorted(out)
+    return sorted(f"{d}.{suffix}" for d, suffix in psl_private_registered())
 
 
 def event(ts_us: int, tenant: str, client: str, qname: str, qtype: str = "A",
