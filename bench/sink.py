@@ -215,8 +215,7 @@ async def produce(bootstrap: str, prefix: str, values: list[tuple[bytes, bytes]]
 
 
 async def run_sink(
-    bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, workers: int,
-    batch_rows: int,
+    bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, batch_rows: int,
 ) -> dict:
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.topics import Topics
@@ -232,7 +231,7 @@ async def run_sink(
     migrate(store.client)
     bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)
     sink = Sink(bus, store, SinkConfig(topics=["events"], group=f"{prefix}bench",
-                                         convert_workers=workers, batch_rows=batch_rows))
+                                         batch_rows=batch_rows))
     await sink.start()
     t0 = time.perf_counter()
     cpu0 = _cpu()
@@ -245,7 +244,7 @@ async def run_sink(
             if await sink.step() and first_end is None:
                 first_end, first_rows = time.perf_counter(), sink.stats.records
     finally:
-        await sink.close()  # also ends the worker, so its CPU is in RUSAGE_CHILDREN
+        await sink.close()
     end = time.perf_counter()
     cpu = _cpu() - cpu0
     if first_end is not None and sink.stats.batches > 1 and end > first_end:
@@ -313,8 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--batch-rows", type=int, default=50_000, help="as `dnsflow sink`")
-    ap.add_argument("--workers", type=int, default=0,
-                    help="conversion worker processes, as `dnsflow sink --workers` (default 0)")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
@@ -327,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         produced = asyncio.run(produce(bootstrap, prefix, values))
         print(f"produced to {bootstrap} in {produced:.1f}s", file=sys.stderr)
         res = asyncio.run(run_sink(bootstrap, prefix, f"chdb://{d}/chdb", len(values),
-                                   args.timeout, args.workers, args.batch_rows))
+                                   args.timeout, args.batch_rows))
         stats, store = res["stats"], res["store"]
         stored = stats.stored.get("dns_events", 0)
         rows_per_s = res["sustained"]

@@ -24,9 +24,6 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="... or when the oldest gathered record is MS old (default 1000)")
     parser.add_argument("--commit-ms", type=int, metavar="MS",
                         help="commit offsets at most every MS (default 2000; 0 = every batch)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="worker processes validating and serialising events (default 0: "
-                        "in this process; helps only with idle cores, e.g. a remote ClickHouse)")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
                         help="exit once nothing new arrived for SECONDS (drain and stop)")
     parser.set_defaults(func=run)
@@ -40,7 +37,7 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
 
     base = sink_config(settings).model_dump()
     for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms"),
-                      ("commit_ms", "commit_ms"), ("workers", "convert_workers")):
+                      ("commit_ms", "commit_ms")):
         value = getattr(args, flag, None)
         if value is not None:
             base[key] = value

@@ -24,9 +24,6 @@ class SinkConfig(BaseModel):
     commit_ms: int = Field(default=2000, ge=0, le=600_000,
                            description="commit offsets at most this often (inserts pipeline "
                            "in between; a crash replays at most this much, reconciled)")
-    convert_workers: int = Field(default=0, ge=0, le=8,
-                                 description="processes that validate and serialise events "
-                                 "(0: in this process; worth it only with idle cores)")
     kafka_client: Literal["librdkafka", "aiokafka"] = Field(
         default="librdkafka", description="Kafka consumer: librdkafka (confluent-kafka, "
         "~40 % less CPU per record) or the core's aiokafka consumer")

@@ -5,7 +5,8 @@ well-typed shape of an event in C (no pydantic model per row) and anything unusu
 :func:`dnsflow.schema.parse_event`, so the accepted set and the rejection reasons are exactly
 the core's. On top of the schema the sink rejects values its columns cannot hold (a latency
 beyond UInt32, a timestamp outside DateTime64's range), because storing them would fail the
-whole batch forever.
+whole batch forever. An accepted event is not turned into a Python row: its JSON goes on to
+ClickHouse (``sinks/ingest.py``), which parses it again in C++.
 """
 
 from __future__ import annotations
@@ -98,13 +99,20 @@ class _Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 _decode_event = msgspec.json.Decoder(_Event).decode
 _astuple = msgspec.structs.astuple
 _NO_EXTRA = ("",)
+_QNAME = EVENT_COLUMNS.index("qname")
+_QTYPE = EVENT_COLUMNS.index("qtype")
+_RCODE = EVENT_COLUMNS.index("rcode")
+
+
+class CanonicalEvent(bytes):
+    """An event object the sink wrote itself (:func:`canonical_event`): already normalised,
+    so it may hold any Unicode; the raw values the sink forwards as they came are plain
+    ``bytes``."""
 
 
 def event_row(raw: bytes | None, where: str) -> tuple[Any, ...]:
-    """Validate one event record and return its row (:data:`EVENT_COLUMNS` order).
-
-    ``qname``, ``qtype`` and ``rcode`` are normalised per column by :func:`finish_events`.
-    """
+    """Validate one event record and return its row as stored (:data:`EVENT_COLUMNS` order,
+    ``qname``/``qtype``/``rcode`` normalised like the core model does)."""
     if raw is None:
         raise RecordError(f"{where}: empty record (tombstone)")
     try:
@@ -113,33 +121,62 @@ def event_row(raw: bytes | None, where: str) -> tuple[Any, ...]:
         return _slow_event_row(raw, where)
     if ev.policy_version > UINT64_MAX:
         return _slow_event_row(raw, where)
-    return _astuple(ev) + _NO_EXTRA
+    return normalise(_astuple(ev) + _NO_EXTRA)
 
 
-def event_rows(
+def normalise(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The core's validators: qname lower case without the trailing dot, qtype and rcode
+    upper case."""
+    out = list(row)
+    out[_QNAME] = row[_QNAME].lower().rstrip(".")
+    out[_QTYPE] = row[_QTYPE].upper()
+    out[_RCODE] = row[_RCODE].upper()
+    return tuple(out)
+
+
+def canonical_event(row: tuple[Any, ...]) -> CanonicalEvent:
+    """A stored row (:func:`event_row`) as the JSON object ``dns_events_ingest`` reads."""
+    return CanonicalEvent(orjson.dumps(dict(zip(EVENT_COLUMNS, row, strict=True))))
+
+
+def event_object(raw: bytes | None, where: str) -> bytes:
+    """One record as the JSON object to ingest: the value itself when msgspec accepts it
+    (ClickHouse parses it again, in C++), else the canonical JSON of the row the core
+    model made of it. Raises :class:`RecordError` with the core's reason."""
+    if raw is not None:
+        try:
+            if _decode_event(raw).policy_version <= UINT64_MAX:
+                return raw
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+    return canonical_event(event_row(raw, where))
+
+
+def event_objects(
     values: list[bytes | None], where: str
-) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
-    """:func:`event_row` over a batch: the rows, and ``(index, reason)`` for each reject.
+) -> tuple[list[bytes], list[tuple[int, str]]]:
+    """:func:`event_object` over a batch: the objects of the accepted records, in order,
+    and ``(index, reason)`` for each reject.
 
-    One tight loop instead of a call per record: this is the sink's hot path.
+    The sink's hot path: one msgspec decode per record, whose result is only checked, not
+    used — the value itself goes on to ClickHouse.
     """
-    rows: list[tuple[Any, ...]] = []
+    out: list[bytes] = []
     bad: list[tuple[int, str]] = []
-    append = rows.append
-    decode, astuple, no_extra = _decode_event, _astuple, _NO_EXTRA
+    append = out.append
+    decode = _decode_event
     for i, raw in enumerate(values):
         try:
-            ev = decode(raw)  # type: ignore[arg-type]
-            if ev.policy_version <= UINT64_MAX:
-                append(astuple(ev) + no_extra)
+            if decode(raw).policy_version <= UINT64_MAX:  # type: ignore[arg-type]
+                append(raw)  # type: ignore[arg-type]
                 continue
         except (msgspec.ValidationError, msgspec.DecodeError, TypeError):
             pass
         try:
-            append(event_row(raw, where))
+            append(canonical_event(event_row(raw, where)))
         except RecordError as exc:
             bad.append((i, str(exc)))
-    return rows, bad
+    return out, bad
 
 
 def _slow_event_row(raw: bytes, where: str) -> tuple[Any, ...]:
@@ -162,34 +199,6 @@ def _slow_event_row(raw: bytes, where: str) -> tuple[Any, ...]:
         data["rule"], data["policy_version"], data["upstream"], 1,
         orjson.dumps(extra).decode() if extra else "",
     )
-
-
-_QNAME = EVENT_COLUMNS.index("qname")
-_QTYPE = EVENT_COLUMNS.index("qtype")
-_RCODE = EVENT_COLUMNS.index("rcode")
-
-
-_NORMAL_QNAMES: dict[str, str] = {}
-_NORMAL_QNAMES_MAX = 200_000
-
-
-def _normal_qname(q: str) -> str:
-    n = q.lower().rstrip(".")
-    if len(_NORMAL_QNAMES) >= _NORMAL_QNAMES_MAX:
-        _NORMAL_QNAMES.clear()
-    _NORMAL_QNAMES[q] = n
-    return n
-
-
-def finish_events(columns: list[Any]) -> None:
-    """The core's normalisation, per column: qname lower case without the trailing dot,
-    qtype and rcode upper case (identical to the model's validators). Names are Zipf-popular,
-    so a bounded memo turns most of them into one dict lookup."""
-    memo = _NORMAL_QNAMES
-    columns[_QNAME] = [memo.get(q) or _normal_qname(q) for q in columns[_QNAME]]
-    for i in (_QTYPE, _RCODE):
-        seen: dict[str, str] = {}
-        columns[i] = [seen.get(x) or seen.setdefault(x, x.upper()) for x in columns[i]]
 
 
 # ---- the low-volume topics: flexible records, whole record kept as JSON where it varies ----
@@ -290,13 +299,14 @@ class TableSpec:
     columns: tuple[str, ...]
     convert: Callable[..., tuple[Any, ...]]
     hot: bool = False  # event rows: convert(raw, where) without the Kafka timestamp
-    convert_many: Callable[..., tuple[list[tuple[Any, ...]], list[tuple[int, str]]]] | None = None
-    finish: Callable[[list[list[Any]]], None] | None = None  # per-column normalisation
+    convert_many: Callable[..., tuple[list[Any], list[tuple[int, str]]]] | None = None
+    # rows go in as JSON objects through this table (``convert`` returns bytes), not columns
+    ingest: str | None = None
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("events", "dns_events", EVENT_COLUMNS, event_row, hot=True,
-              convert_many=event_rows, finish=finish_events),
+    TableSpec("events", "dns_events", EVENT_COLUMNS, event_object, hot=True,
+              convert_many=event_objects, ingest="dns_events_ingest"),
     TableSpec("telemetry", "telemetry", TELEMETRY_COLUMNS, telemetry_row),
     TableSpec("anomalies", "anomalies", ANOMALY_COLUMNS, anomaly_row),
     TableSpec("alerts", "alerts", ALERT_COLUMNS, alert_row),

@@ -26,10 +26,10 @@ from dnsflow.bus import Bus, BusError, Consumer, Message
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.schema import RecordError
 from sinks.config import SinkConfig
-from sinks.convert_worker import ConvertPool, column_types
 from sinks.dlq import dlq_record
 from sinks.faults import fault_point
 from sinks.gcpause import gc_paused
+from sinks.ingest import canonical_body, ingest_body
 from sinks.kafka_consumer import FastKafkaConsumer
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
@@ -52,14 +52,25 @@ class SinkStats:
     committed_at: float = 0.0
 
 
-# one insert: table, columns, column data (or a Native body), dedup token, rows
-_Insert = tuple[str, tuple[str, ...], list[Any] | bytes, str, int]
+@dataclass
+class _Insert:
+    """One insert of a batch: columns into ``table`` (Native), or a JSONEachRow ``body``
+    into ``spec.ingest`` whose view fills ``table``; ``token`` names its exact offsets."""
+
+    table: str
+    token: str
+    rows: int
+    columns: tuple[str, ...] = ()
+    data: list[Any] | None = None
+    ingest: str | None = None
+    body: bytes = b""
+    canonical: Callable[[], bytes] | None = None  # the body a retry sends (see ingest.py)
 
 
 @dataclass
 class _TableBatch:
     spec: TableSpec
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)  # row tuples, or JSON objects (ingest)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     ranges: dict[int, list[int]] = field(default_factory=dict)  # partition -> [first, last]
@@ -88,8 +99,6 @@ class Sink:
         self._skip_max: dict[tuple[str, int], int] = {}
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._pool: ConvertPool | None = None
-        self._types: dict[str, tuple[str, ...]] = {}  # table -> column types, for the worker
         self.last_activity = time.monotonic()  # when records last arrived
         self.busy = False  # a gathered batch is being stored
         self._inflight: deque[asyncio.Task[None]] = deque()  # batches being stored, in order
@@ -100,8 +109,6 @@ class Sink:
 
     async def start(self) -> None:
         await ensure_topics(self.bus, list(self.specs))
-        if self.config.convert_workers:
-            await self._start_pool()
         self._consumer = self._make_consumer()
         await self._consumer.start()
 
@@ -115,28 +122,7 @@ class Sink:
             return FastKafkaConsumer(self.bus.bootstrap, list(self.specs), self.config.group)
         return self.bus.consumer(list(self.specs), self.config.group)
 
-    async def _start_pool(self) -> None:
-        """Hot-path conversion in worker processes; without them (or if they cannot start)
-        the same conversion runs in this process."""
-        try:
-            for spec in self.specs.values():
-                if spec.convert_many is not None:
-                    self._types[spec.table] = await asyncio.to_thread(
-                        column_types, self.store.client, spec.table,
-                        (*spec.columns, *COORDINATES),
-                    )
-            self._pool = ConvertPool(self.config.convert_workers)
-            await self._pool.warm()
-        except Exception as exc:
-            log.warning("conversion workers unavailable (%s); converting in-process", exc)
-            if self._pool is not None:
-                self._pool.close()
-            self._pool = None
-
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -185,8 +171,8 @@ class Sink:
     async def step(self, final: bool = False) -> int:
         """Gather one batch and start storing it; return how many records it held.
 
-        Pipelined: while this batch is converted (in the worker process) and then inserted
-        (in a thread), the next ones are gathered; at most ``_DEPTH`` batches are in flight
+        Pipelined: while this batch is inserted (in a thread; ClickHouse's work releases the
+        GIL), the next ones are gathered; at most ``_DEPTH`` batches are in flight
         and they are inserted in order. Offsets are committed only at a flush, when every
         batch gathered so far has been stored — every ``commit_ms``, when idle, at the end.
         """
@@ -196,10 +182,10 @@ class Sink:
             return 0
         self.busy = True
         try:
-            local, remote, rejects = await self._prepare_sync(msgs)
+            inserts, rejects = await self._prepare_sync(msgs)
             prev = self._inflight[-1] if self._inflight else None
             self._inflight.append(
-                asyncio.create_task(self._finish_batch(local, remote, rejects, prev))
+                asyncio.create_task(self._finish_batch(inserts, rejects, prev))
             )
             while len(self._inflight) > _DEPTH:
                 await self._inflight.popleft()
@@ -232,47 +218,43 @@ class Sink:
 
     async def _prepare(self, msgs: list[Message]) -> list[_Insert]:
         """Reconcile, convert, DLQ the rejects; return the inserts to run."""
-        local, remote, rejects = await self._prepare_sync(msgs)
+        inserts, rejects = await self._prepare_sync(msgs)
         await self._await_inflight()
-        return await self._convert_and_dlq(local, remote, rejects)
+        await self._dlq(rejects)
+        return inserts
 
     async def _prepare_sync(
         self, msgs: list[Message]
-    ) -> tuple[list[_Insert], list[tuple[TableSpec, list[Message]]], list[tuple[Message, str]]]:
-        """What must happen in order, before the next batch: reconcile, and convert here
-        (or note what the worker will convert), advancing the expected offsets."""
+    ) -> tuple[list[_Insert], list[tuple[Message, str]]]:
+        """What must happen in order, before the next batch: reconcile, validate and build
+        the inserts, advancing the expected offsets."""
         self._uncommitted = True
         await self._reconcile(msgs)
         with gc_paused():
-            batches, rejects, remote = self._convert(msgs)
-        for _spec, group in remote:
-            last = dict(zip([m.partition for m in group], [m.offset for m in group],
-                            strict=True))
-            for p, o in last.items():
-                self._next[(group[0].topic, p)] = o + 1
-        local: list[_Insert] = []
-        for table, tb in batches.items():
-            with gc_paused():
-                data: list[Any] = list(zip(*tb.rows, strict=True))  # columns as tuples
-                tb.rows.clear()
-                if tb.spec.finish is not None:
-                    tb.spec.finish(data)
-            source = self.source(tb.spec)
-            data.append(tb.partitions)
-            data.append(tb.offsets)
-            data.append([source] * len(tb.offsets))
-            columns = (*tb.spec.columns, *COORDINATES)
-            token = batch_token(table, source, ((p, a, b) for p, (a, b) in tb.ranges.items()))
-            local.append((table, columns, data, token, len(tb.offsets)))
-        return local, remote, rejects
+            batches, rejects = self._convert(msgs)
+            return [self._build_insert(table, tb) for table, tb in batches.items()], rejects
 
-    async def _convert_and_dlq(
-        self, local: list[_Insert], remote: list[tuple[TableSpec, list[Message]]],
-        rejects: list[tuple[Message, str]],
-    ) -> list[_Insert]:
-        inserts = list(local)
-        for spec, group in remote:  # hot path in the worker process
-            inserts.extend(await self._convert_remote(spec, group, rejects))
+    def _build_insert(self, table: str, tb: _TableBatch) -> _Insert:
+        spec = tb.spec
+        source = self.source(spec)
+        token = batch_token(table, source, ((p, a, b) for p, (a, b) in tb.ranges.items()))
+        n = len(tb.offsets)
+        if spec.ingest is not None:  # JSON objects, parsed by ClickHouse
+            objects, partitions, offsets = tb.rows, tb.partitions, tb.offsets
+            return _Insert(
+                table, token, n, ingest=spec.ingest,
+                body=ingest_body(objects, partitions, offsets, source, spec.topic),
+                canonical=lambda: canonical_body(objects, partitions, offsets, source,
+                                                 spec.topic),
+            )
+        data: list[Any] = list(zip(*tb.rows, strict=True))  # columns as tuples
+        tb.rows.clear()
+        data.append(tb.partitions)
+        data.append(tb.offsets)
+        data.append([source] * n)
+        return _Insert(table, token, n, columns=(*spec.columns, *COORDINATES), data=data)
+
+    async def _dlq(self, rejects: list[tuple[Message, str]]) -> None:
         if rejects:
             records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
             await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
@@ -280,60 +262,43 @@ class Sink:
             self.stats.rejected += len(rejects)
             for m, reason in rejects[:3]:
                 log.warning("rejected %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
-        return inserts
 
     async def _finish_batch(
-        self, local: list[_Insert], remote: list[tuple[TableSpec, list[Message]]],
-        rejects: list[tuple[Message, str]], prev: asyncio.Task[None] | None,
+        self, inserts: list[_Insert], rejects: list[tuple[Message, str]],
+        prev: asyncio.Task[None] | None,
     ) -> None:
-        """Convert (overlapping the batch before), DLQ, then insert after the batch before."""
-        inserts = await self._convert_and_dlq(local, remote, rejects)
+        """DLQ (overlapping the batch before), then insert after the batch before."""
+        await self._dlq(rejects)
         if prev is not None:
             await prev
         await self._insert(inserts)
 
-    async def _convert_remote(
-        self, spec: TableSpec, msgs: list[Message], rejects: list[tuple[Message, str]]
-    ) -> list[_Insert]:
-        assert self._pool is not None
-        partitions = [m.partition for m in msgs]
-        offsets = [m.offset for m in msgs]
-        first = dict(zip(reversed(partitions), reversed(offsets), strict=True))
-        last = dict(zip(partitions, offsets, strict=True))
-        source = self.source(spec)
-        columns = (*spec.columns, *COORDINATES)
-        native, bad, n = await self._pool.run(
-            [m.value for m in msgs], partitions, offsets, source, spec.table, columns,
-            self._types[spec.table], spec.topic,
-        )
-        rejects.extend((msgs[i], reason) for i, reason in bad)
-        if not n:
-            return []
-        token = batch_token(spec.table, source, ((p, first[p], last[p]) for p in first))
-        return [(spec.table, columns, native, token, n)]
-
     async def _insert(self, inserts: list[_Insert]) -> None:
-        for table, columns, data, token, n in inserts:
-            insert = self.store.insert_native if isinstance(data, bytes) else self.store.insert
-            await self._retry(
-                lambda f=insert, t=table, c=columns, d=data, k=token: asyncio.to_thread(
-                    f, t, c, d, k
-                ),
-                f"insert into {table}",
-            )
-            self.stats.stored[table] = self.stats.stored.get(table, 0) + n
-            log.debug("stored %d rows in %s", n, table)
+        for ins in inserts:
+            await self._retry(lambda i=ins: asyncio.to_thread(self._insert_one, i),
+                              f"insert into {ins.table}")
+            self.stats.stored[ins.table] = self.stats.stored.get(ins.table, 0) + ins.rows
+            log.debug("stored %d rows in %s", ins.rows, ins.table)
+
+    def _insert_one(self, ins: _Insert) -> None:
+        if ins.ingest is None:
+            assert ins.data is not None
+            self.store.insert(ins.table, ins.columns, ins.data, ins.token)
+            return
+        try:
+            self.store.insert_json(ins.ingest, ins.body, ins.token)
+        except StoreError:
+            if ins.canonical is not None:  # the next attempt sends only the sink's own JSON
+                with gc_paused():
+                    ins.body, ins.canonical = ins.canonical(), None
+            raise
 
     def _convert(
         self, msgs: list[Message]
-    ) -> tuple[
-        dict[str, _TableBatch], list[tuple[Message, str]], list[tuple[TableSpec, list[Message]]]
-    ]:
-        """Rows per table, rejects with reasons, and the groups left to the worker process;
-        skips offsets already stored."""
+    ) -> tuple[dict[str, _TableBatch], list[tuple[Message, str]]]:
+        """Rows per table and rejects with reasons; skips offsets already stored."""
         batches: dict[str, _TableBatch] = {}
         rejects: list[tuple[Message, str]] = []
-        remote: list[tuple[TableSpec, list[Message]]] = []
         topics = {m.topic for m in msgs}
         if len(topics) == 1:
             groups = {topics.pop(): msgs}
@@ -346,11 +311,9 @@ class Sink:
             replaying = self._skip and any((topic, m.partition) in self._skip for m in group)
             if spec.convert_many is None or replaying:
                 self._convert_each(group, batches, rejects)
-            elif self._pool is not None and spec.table in self._types:
-                remote.append((spec, group))
             else:
                 self._convert_many(spec, group, batches, rejects)
-        return batches, rejects, remote
+        return batches, rejects
 
     def _convert_many(
         self, spec: TableSpec, msgs: list[Message], batches: dict[str, _TableBatch],

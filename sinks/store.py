@@ -32,6 +32,9 @@ COORDINATES = ("kafka_partition", "kafka_offset", "kafka_source")
 # block, so that pass only cost CPU (~0.5-1 µs of ~4 per event in chDB, bench.sink). Replays
 # still collapse on merge and with FINAL; dedup tokens are unaffected.
 INSERT_SETTINGS: dict[str, Any] = {"optimize_on_insert": 0}
+# JSON inserts go through a view into dns_events (and on into the rollups): the dedup token
+# must apply there too. Default on ClickHouse >= 24, spelled out for older servers.
+JSON_INSERT_SETTINGS: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
 
 
 class StoreError(RuntimeError):
@@ -102,13 +105,14 @@ class Store:
                 f"insert into {DATABASE}.{table} at {self.dsn}: {one_line(exc, self.dsn.raw)}"
             ) from exc
 
-    def insert_native(self, table: str, columns: Sequence[str], body: bytes, token: str) -> None:
-        """Insert a batch already serialised to Native by the conversion worker."""
+    def insert_json(self, table: str, body: bytes, token: str) -> None:
+        """Insert a JSONEachRow body (``sinks/ingest.py``) into ``table``; one request."""
         fault_soon("during-insert")
         try:
             self.client.raw_insert(
-                f"{DATABASE}.{table}", list(columns), insert_block=body, fmt="Native",
-                settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+                f"{DATABASE}.{table}", None, insert_block=body, fmt="JSONEachRow",
+                settings={**INSERT_SETTINGS, **JSON_INSERT_SETTINGS,
+                          "insert_deduplication_token": token},
             )
         except Exception as exc:
             self.reset()

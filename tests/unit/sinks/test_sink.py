@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.schema import parse_event
 from sinks.config import SinkConfig
 from sinks.dsn import connect, parse
 from sinks.migrate import migrate
@@ -108,11 +111,18 @@ class FlakyStore(Store):
         super().__init__(inner.dsn, inner.client)
         self.failures = failures
 
-    def insert(self, *a, **kw):
+    def _fail(self) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("insert into dnsflow.dns_events: Connection refused")
+
+    def insert(self, *a, **kw):
+        self._fail()
         return super().insert(*a, **kw)
+
+    def insert_json(self, *a, **kw):
+        self._fail()
+        return super().insert_json(*a, **kw)
 
 
 async def test_outage_backs_off_and_keeps_offsets_uncommitted(store, events):
@@ -180,29 +190,65 @@ def test_migrate_is_idempotent_and_retention_follows_config(chdb_dsn):
         client.close()
 
 
-async def test_worker_process_conversion_stores_the_same_rows(chdb_dsn, tmp_path, events):
+def _unusual_records(events) -> list[bytes]:
+    """Values that must not be taken verbatim, or that the core model decides."""
+    one = events.one
+    recent_iso = datetime.fromtimestamp(time.time() - 60, UTC).isoformat().replace("+00:00", "Z")
+    return [
+        orjson.dumps(one(1, edge="edge-upper", qname="UPPER.Example..", qtype="aaaa",
+                         rcode="nxdomain", pod="p-1", service_account="sa-1")),
+        orjson.dumps(one(2, edge="edge-idn", qname="WWW.ÉXAMPLE.İstanbul.", answers=["ä.b"])),
+        orjson.dumps(one(3, edge="edge-quote", qname='a"b\\c.Example', rule="tab\there")),
+        orjson.dumps(one(4, edge="edge-iso", ts=recent_iso, latency_us=12.0,
+                         pod=5, labels={"app": "web"}, policy_version="7")),
+        orjson.dumps(one(5, edge="edge-missing")).replace(b',"rule":""', b""),
+    ]
+
+
+async def test_stored_rows_equal_their_events_field_by_field(store, events):
+    """What a user reads back is what the core model makes of each record: verbatim values
+    (parsed by ClickHouse), values the core model decides, non-ASCII and escaped values
+    (canonical JSON), and a batch ClickHouse refuses verbatim (a duplicate key, which
+    msgspec and the core model accept, the last value winning)."""
     bus = MemoryBus()
-    records = events.encoded(300)
-    records[7] = (b"tenant-1", b'{"v": 1, "ts": "soon"}')
-    records[8] = (b"tenant-2", orjson.dumps(events.one(8, qname="UPPER.Example.", pod="p-1")))
-    await bus.send_many(bus.topics.events, records)
-    results = []
-    for workers in (1, 0):
-        store = Store(parse(f"chdb://{tmp_path / f'w{workers}'}"))
-        migrate(store.client)
-        sink = Sink(bus, store, SinkConfig(batch_rows=1000, batch_ms=50, convert_workers=workers,
-                                           group=f"g{workers}"))
-        await sink.start()
-        assert (sink._pool is not None) == bool(workers)
-        await drain(sink)
-        await sink.close()
-        results.append(store.client.query(
-            "SELECT ts, tenant, qname, qtype, pod, answers, latency_us, kafka_offset "
-            "FROM dnsflow.dns_events ORDER BY kafka_partition, kafka_offset").result_rows)
-        assert sink.stats.rejected == 1
-        store.close()
-    assert len(results[0]) == 299 and results[0] == results[1]
-    assert any(r[2] == "upper.example" and r[4] == "p-1" for r in results[0])
+    sink = Sink(bus, store, CONFIG)
+    await sink.start()
+    raws = [orjson.dumps(events.one(i, edge=f"edge-{i}")) for i in range(150)]
+    raws[70:70] = _unusual_records(events)
+    await bus.send_many(bus.topics.events, [(b"k%d" % i, r) for i, r in enumerate(raws)])
+    await bus.send(bus.topics.events, b'{"v": 1, "ts": "soon"}')
+    await drain(sink)
+    dup = orjson.dumps(events.one(9, edge="edge-dup", latency_us=1)).replace(
+        b'"latency_us":1,', b'"latency_us":1,"latency_us":2,')
+    assert dup.count(b"latency_us") == 2
+    more = [orjson.dumps(events.one(i, edge=f"edge-{i}")) for i in range(150, 160)] + [dup]
+    await bus.send_many(bus.topics.events, [(b"m%d" % i, r) for i, r in enumerate(more)])
+    await drain(sink)
+    raws += more
+    assert sink.stats.rejected == 1 and sink.stats.retries == 1  # the refused verbatim body
+
+    names = ("ts", "tenant", "namespace", "pod", "service_account", "edge", "client_ip",
+             "transport", "qname", "qtype", "rcode", "answers", "latency_us", "cache",
+             "decision", "rule", "policy_version", "upstream", "v", "extra")
+    rows = store.client.query(
+        "SELECT toUnixTimestamp64Micro(ts), " + ", ".join(names[1:]) + " FROM dnsflow.dns_events"
+    ).result_rows
+    stored = {r[5]: dict(zip(names, r, strict=True)) for r in rows}
+    assert len(stored) == len(rows) == len(raws)
+    core_fields = set(names) - {"extra"}
+    for raw in raws:
+        model = parse_event(raw).model_dump()
+        extra = {k: v for k, v in model.items() if k not in core_fields}
+        want = {k: model.get(k, "") for k in names if k != "extra"}
+        want["pod"], want["service_account"] = (
+            v if isinstance(v, str) else orjson.dumps(v).decode()
+            for v in (model.get("pod", ""), model.get("service_account", "")))
+        got = dict(stored[model["edge"]])
+        assert (orjson.loads(got.pop("extra")) if extra else got.pop("extra")) == (extra or "")
+        assert got == want, model["edge"]
+    assert stored["edge-upper"]["qname"] == "upper.example"
+    assert stored["edge-idn"]["qname"] == "www.éxample.i̇stanbul"
+    assert stored["edge-dup"]["latency_us"] == 2
 
 
 async def test_idle_sink_commits_without_being_stopped(store, events):
