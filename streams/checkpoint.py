@@ -106,14 +106,18 @@ def _merge_nested(into: dict[Any, Any], src: dict[Any, Any], depth: int) -> None
             into[k] = v
 
 
-def restore(logic: StreamLogic, checkpoints: Iterable[bytes]) -> int:
-    """Merge ``checkpoints`` (one per owned partition) into a fresh ``logic``; return count."""
+def restore(logic: StreamLogic, checkpoints: Iterable[bytes], running: bool = False) -> int:
+    """Merge ``checkpoints`` (one per owned partition) into ``logic``; return count.
+
+    A fresh ``logic`` takes its clock from the checkpoints; a ``running`` one (a partition
+    assigned by a rebalance) keeps its own clock and only gains the partition's tenants.
+    """
     n = 0
     for data in checkpoints:
         st = _load(data)
         n += 1
         for a in SCALARS:
-            if n == 1 or st[a] > getattr(logic, a):
+            if not running and (n == 1 or st[a] > getattr(logic, a)):
                 setattr(logic, a, st[a])
         logic.tmax.update(st["tmax"])
         logic.tenants.update(st["tenants"])
@@ -134,5 +138,52 @@ def restore(logic: StreamLogic, checkpoints: Iterable[bytes]) -> int:
         logic.alerts.windows.update(st["alerts"])
         for k, v in st["quiet"].items():
             logic.alerts.quiet_until[k] = max(logic.alerts.quiet_until.get(k, v), v)
-    logic.holder, logic.blocked = "", False
+    if not running:
+        logic.holder, logic.blocked = "", False
     return n
+
+
+def _drop(first: Callable[[Any], str], d: dict[Any, Any], gone: Collection[str]) -> None:
+    for k in [k for k in d if first(k) in gone]:
+        del d[k]
+
+
+def forget(logic: StreamLogic, tenants: Collection[str]) -> None:
+    """Remove the state of ``tenants`` (the state :func:`split` would give for them).
+
+    Called when their partition moves to another worker: that worker resumes them from the
+    checkpoint, and this one must not close their windows a second time.
+    """
+    gone = set(tenants)
+    if not gone:
+        return
+    t = logic.telemetry
+    _drop(_self, logic.tmax, gone)
+    _drop(_self, logic.tenants, gone)
+    for c in logic.counts.values():
+        _drop(_tenant, c, gone)
+    for p in t.panes.values():
+        _drop(_self, p, gone)
+    for m in t.merged.values():
+        for p in m.values():
+            _drop(_self, p, gone)
+    if logic.dga is not None:
+        _drop(_tenant, logic.dga.clients, gone)
+        _drop(_tenant, logic.dga.slow, gone)
+    if logic.tunnel is not None:
+        _drop(_tenant, logic.tunnel.pairs, gone)
+    if logic.nxburst is not None:
+        _drop(_tenant, logic.nxburst.hist, gone)
+    if logic.rate is not None:
+        _drop(_tenant, logic.rate.base, gone)
+        _drop(_self, logic.rate.started, gone)
+    if logic.cross is not None:
+        _drop(_tenant, logic.cross.state, gone)
+    if logic.newdom is not None:
+        for d in (logic.newdom.known, logic.newdom.first, logic.newdom.budget):
+            _drop(_self, d, gone)
+    _drop(_second, logic.incidents.open, gone)
+    _drop(_self, logic.responder.active, gone)
+    _drop(_self, logic.responder.version, gone)
+    for k in [k for k, v in logic.alerts.windows.items() if v and v[-1][1]["tenant"] in gone]:
+        del logic.alerts.windows[k]

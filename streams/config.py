@@ -154,8 +154,10 @@ class StreamsConfig(BaseModel):
         2.0, ge=0, description="live driver: advance the watermark by wall clock after idling"
     )
     group: str = "dnsflow-streams"
-    checkpoint_s: float = Field(0.5, gt=0, le=3600, description="faust worker: checkpoint "
-                                "the windows at most this long after input")
+    checkpoint_s: float = Field(
+        2.0, gt=0, le=3600, description="faust worker: write the state this often; offsets "
+        "are committed only as far as a written checkpoint reaches, so a crash repeats at "
+        "most this much input and loses none")
     telemetry: TelemetryConfig = TelemetryConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     incidents: IncidentConfig = IncidentConfig()

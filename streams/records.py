@@ -1,7 +1,8 @@
 """Input records: a fast structural check for the hot path, pydantic for the slow path.
 
-Well-formed events (what the edge writes) pass :func:`check` with a few type tests and no
-model construction. Anything else goes through ``dnsflow.schema.parse_event``, which either
+Well-formed events (what the edge writes) are decoded and type-checked in one C pass by a
+msgspec decoder (:func:`decode_fast`, ~1 µs), or pass :func:`check` with a few type tests, with
+no model construction. Anything else goes through ``dnsflow.schema.parse_event``, which either
 normalises it (ISO timestamps, upper-case qnames) or raises ``RecordError`` naming the field —
 the reason that ends up in the DLQ or the replay error report.
 """
@@ -9,8 +10,9 @@ the reason that ends up in the DLQ or the replay error report.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
+import msgspec
 import orjson
 
 from dnsflow.schema import RecordError, decode_json, now_us, parse_event
@@ -52,16 +54,41 @@ def check(obj: dict[str, Any], where: str = "event") -> dict[str, Any]:
     return parse_event(obj, where).model_dump()
 
 
+class _Event(TypedDict):
+    """The fields the stream logic reads, typed as the edge writes them (others are skipped)."""
+
+    v: Literal[1]
+    ts: int
+    edge: str
+    tenant: Annotated[str, msgspec.Meta(min_length=1)]
+    namespace: str
+    client_ip: str
+    transport: Literal["udp", "tcp", "dot", "doh"]
+    qname: str
+    qtype: str
+    rcode: str
+    latency_us: Annotated[int, msgspec.Meta(ge=0)]
+    cache: Literal["hit", "miss", "stale", "none"]
+    decision: Literal["allow", "deny", "rewrite", "redirect"]
+    rule: NotRequired[str]
+    policy_version: NotRequired[int]
+
+
+_decode_event = msgspec.json.Decoder(_Event).decode
+
+
 def decode_fast(raw: bytes | str) -> dict[str, Any] | None:
     """The hot path: a well-formed event, or None (then call :func:`decode` for the reason)."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        obj: dict[str, Any] = _decode_event(raw)  # type: ignore[assignment]
+    except msgspec.MsgspecError:
         return None
-    if type(obj) is dict and _fast_ok(obj):
-        obj.setdefault("rule", "")
-        return obj
-    return None
+    q = obj["qname"]
+    if ((q and (q[-1] == "." or not (q.islower() or q == q.lower())))
+            or not (obj["qtype"].isupper() and obj["rcode"].isupper())):
+        return None  # not normalised: the slow path normalises it
+    obj.setdefault("rule", "")
+    return obj
 
 
 def decode(raw: bytes | str, where: str = "event", not_after_us: int | None = None

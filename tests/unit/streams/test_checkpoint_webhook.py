@@ -6,7 +6,7 @@ from threading import Thread
 from streams_helpers import T0, make_logic
 
 from streams.alerts import Webhook
-from streams.checkpoint import restore, snapshot
+from streams.checkpoint import forget, restore, snapshot
 from streams.webhook import WebhookSender
 
 
@@ -71,6 +71,36 @@ def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
     restore(only_pay, parts[1:])
     assert set(only_pay.tmax) == {"pay"}
     assert all(set(p) <= {"pay"} for p in only_pay.telemetry.panes.values())
+
+
+def test_rebalanced_tenant_moves_to_the_new_owner_and_leaves_the_old(ev, lt):
+    """A partition moving mid-stream: the old worker checkpoints and forgets its tenant, the
+    new one (already running) resumes it; together they publish what one worker would."""
+    events = traffic(ev, lt)
+    events += [dict(e, tenant="pay", namespace="pay") for e in traffic(ev, lt)[::3]]
+    events.sort(key=lambda e: e["ts"])
+    whole = make_logic(auto_response={"enabled": True})
+    for e in events:
+        whole.process(e)
+    whole.flush()
+    expected = sorted((o.type, o.key, str(o.value)) for o in whole.drain())
+
+    old = make_logic(auto_response={"enabled": True})
+    half = len(events) // 2
+    for e in events[:half]:
+        old.process(e)
+    got = [(o.type, o.key, str(o.value)) for o in old.drain()]
+    moved = snapshot(old, {"pay"})
+    forget(old, {"pay"})
+    assert "pay" not in old.tmax and all("pay" not in p for p in old.telemetry.panes.values())
+    new = make_logic(auto_response={"enabled": True})
+    assert restore(new, [moved], running=True) == 1
+    for e in events[half:]:
+        (old if e["tenant"] == "shop" else new).process(e)
+    for logic in (old, new):
+        logic.flush()
+        got += [(o.type, o.key, str(o.value)) for o in logic.drain()]
+    assert sorted(got) == expected
 
 
 class _Hook(BaseHTTPRequestHandler):
