@@ -157,6 +157,14 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
                         logic.watermark)
         restored.update(parts)
 
+    @app.on_rebalance_complete.connect
+    async def on_assigned(sender: Any, **_: Any) -> None:
+        """The table is recovered and input is about to flow: resume every owned partition,
+        also those with no new events (their windows must still close, denies expire)."""
+        new = assigned() - restored
+        if new:
+            resume(new)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         """Checkpoint the partitions that leave, then forget their tenants: their new owner

@@ -188,3 +188,65 @@ async def test_restarted_faust_worker_resumes_its_windows(kafka_bootstrap, topic
     # the last checkpoint/commit may be lost or repeated), hence the small tolerance.
     assert 290 <= first_minute[0]["queries"] <= 310, log.read_text()[-2000:]
     assert "resumed windows from 1 partition checkpoint" in log.read_text()
+
+
+async def committed_events(kafka_bootstrap: str, group: str, topic: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except KafkaError:  # the group is not there yet
+        return 0
+    finally:
+        await admin.close()
+    return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0)
+
+
+async def test_second_faust_worker_takes_over_partitions_without_double_counting(
+        kafka_bootstrap, topic_prefix, tmp_path):
+    """Scale-out: a second worker joins mid-window. The partitions it takes over move with
+    their open windows (checkpointed, forgotten by the first worker, resumed by the second),
+    so every tenant's minute is published once, with all of its queries."""
+    cfg = tmp_path / "dnsflow.yaml"
+    cfg.write_text("streams:\n  windows: [60]\n  idle_advance_s: 3600\n  checkpoint_s: 0.5\n")
+    t0 = 1_699_999_980_000_000  # minute-aligned, event time only
+    tenants = [f"team{i}" for i in range(8)]
+
+    def events(start_s: int, stop_s: int) -> list[tuple[bytes, bytes]]:
+        out = [lt.event(t0 + ms * 1000, t, f"10.0.{i}.1", "www.example.com")
+               for ms in range(start_s * 1000, stop_s * 1000, 250)
+               for i, t in enumerate(tenants)]
+        return [(e["tenant"].encode(), orjson.dumps(e)) for e in out]
+
+    first, second = events(0, 30), events(30, 70)
+    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
+    await bus.start()
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    procs = [start_worker(kafka_bootstrap, topic_prefix, cfg, logs[0])]
+    try:
+        await bus.send_many(bus.topics.events, first)
+        group = f"{topic_prefix}dnsflow-streams"
+        for _ in range(120):  # until the first half is processed and checkpointed
+            await asyncio.sleep(0.5)
+            if await committed_events(kafka_bootstrap, group, bus.topics.events) >= len(first):
+                break
+        procs.append(start_worker(kafka_bootstrap, topic_prefix, cfg, logs[1]))
+        for _ in range(120):  # until the second worker owns partitions
+            await asyncio.sleep(0.5)
+            if "resumed windows" in logs[1].read_text():
+                break
+        await bus.send_many(bus.topics.events, second)
+        await read(bus, "telemetry", len(tenants), seconds=90)
+        await asyncio.sleep(3)  # a window published twice would come by now
+        windows = [orjson.loads(m.value) for m in await read(bus, "telemetry", 10**6, 3)]
+    finally:
+        for p in procs:
+            stop_worker(p)
+        await bus.stop()
+    text = "\n".join(p.read_text()[-1500:] for p in logs)
+    minute = [(w["tenant"], w["queries"]) for w in windows
+              if w["window_start"] == t0 and w["window_s"] == 60]
+    assert "resumed windows" in logs[1].read_text(), text
+    assert sorted(minute) == [(t, 240) for t in tenants], text
