@@ -31,6 +31,7 @@ from sinks.faults import fault_point
 from sinks.gcpause import gc_paused
 from sinks.ingest import canonical_body, ingest_body
 from sinks.kafka_consumer import FastKafkaConsumer
+from sinks.records import Records
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
 from sinks.topics import ensure_topics
@@ -101,7 +102,9 @@ class Sink:
         self._abandon = asyncio.Event()
         self.last_activity = time.monotonic()  # when records last arrived
         self.busy = False  # a gathered batch is being stored
-        self._inflight: deque[asyncio.Task[None]] = deque()  # batches being stored, in order
+        # batches being stored, in order, each with the positions it completes
+        self._inflight: deque[tuple[asyncio.Task[None], dict[tuple[str, int], int]]] = deque()
+        self._stored: dict[tuple[str, int], int] = {}  # positions stored, not yet committed
         self._uncommitted = False
         self._last_commit = time.monotonic()
 
@@ -137,16 +140,23 @@ class Sink:
             await self.flush()
         finally:
             while self._inflight:
-                task = self._inflight.popleft()
+                task, _ = self._inflight.popleft()
                 if not task.done():
                     task.cancel()
 
     # ---- one batch ----------------------------------------------------------------------
 
-    async def gather(self, final: bool = False) -> list[Message]:
-        assert self._consumer is not None
+    async def _fetch(self, timeout_ms: int, max_records: int) -> Records:
+        consumer = self._consumer
+        assert consumer is not None
+        if isinstance(consumer, FastKafkaConsumer):
+            return await consumer.getmany_records(timeout_ms, max_records)
+        return Records.from_messages(await consumer.getmany(timeout_ms, max_records))
+
+    async def gather(self, final: bool = False) -> Records:
+        """The next batch: up to ``batch_rows`` records, waiting at most ``batch_ms``."""
         cfg = self.config
-        msgs: list[Message] = []
+        msgs = Records()
         started = time.monotonic()
         first_at: float | None = None
         while len(msgs) < cfg.batch_rows:
@@ -156,9 +166,7 @@ class Sink:
                 wait_ms = int(cfg.batch_ms - (time.monotonic() - (first_at or started)) * 1000)
                 if wait_ms <= 0:
                     break
-            got = await self._consumer.getmany(
-                timeout_ms=min(wait_ms, 200), max_records=cfg.batch_rows - len(msgs)
-            )
+            got = await self._fetch(min(wait_ms, 200), cfg.batch_rows - len(msgs))
             if got:
                 self.last_activity = time.monotonic()
                 if first_at is None:
@@ -173,8 +181,10 @@ class Sink:
 
         Pipelined: while this batch is inserted (in a thread; ClickHouse's work releases the
         GIL), the next ones are gathered; at most ``_DEPTH`` batches are in flight
-        and they are inserted in order. Offsets are committed only at a flush, when every
-        batch gathered so far has been stored — every ``commit_ms``, when idle, at the end.
+        and they are inserted in order. Every ``commit_ms`` the positions of the batches
+        already stored are committed, without waiting for those still in flight (with the
+        librdkafka consumer; the core's consumers can only commit everything returned, so
+        there the pipeline is drained first); when idle and at the end, all of it.
         """
         msgs = await self.gather(final)
         if not msgs:
@@ -183,14 +193,20 @@ class Sink:
         self.busy = True
         try:
             inserts, rejects = await self._prepare_sync(msgs)
-            prev = self._inflight[-1] if self._inflight else None
-            self._inflight.append(
-                asyncio.create_task(self._finish_batch(inserts, rejects, prev))
-            )
+            prev = self._inflight[-1][0] if self._inflight else None
+            self._inflight.append((
+                asyncio.create_task(self._finish_batch(inserts, rejects, prev)),
+                {k: o + 1 for k, o in msgs.last_offsets().items()},
+            ))
             while len(self._inflight) > _DEPTH:
-                await self._inflight.popleft()
-            if final or time.monotonic() - self._last_commit >= self.config.commit_ms / 1000:
+                await self._await_oldest()
+            if final:
                 await self.flush()
+            elif time.monotonic() - self._last_commit >= self.config.commit_ms / 1000:
+                if isinstance(self._consumer, FastKafkaConsumer):
+                    await self._commit_stored()
+                else:
+                    await self.flush()
         finally:
             self.busy = bool(self._inflight)
             self.last_activity = time.monotonic()
@@ -210,13 +226,29 @@ class Sink:
 
     async def _await_inflight(self) -> None:
         while self._inflight:
-            await self._inflight.popleft()
+            await self._await_oldest()
 
-    async def store_batch(self, msgs: list[Message]) -> None:
+    async def _await_oldest(self) -> None:
+        task, positions = self._inflight.popleft()
+        await task
+        self._stored.update(positions)
+
+    async def _commit_stored(self) -> None:
+        """Commit the positions of the batches stored so far, leaving those in flight be."""
+        while self._inflight and self._inflight[0][0].done():
+            await self._await_oldest()  # raises what the batch raised
+        if self._stored:
+            fault_point("after-insert")
+            assert isinstance(self._consumer, FastKafkaConsumer)
+            positions, self._stored = self._stored, {}
+            await self._commit(lambda: self._consumer.commit_positions(positions))  # type: ignore[union-attr]
+        self._last_commit = time.monotonic()
+
+    async def store_batch(self, msgs: Records) -> None:
         """Store one batch completely (no commit): what a crash right after looks like."""
         await self._insert(await self._prepare(msgs))
 
-    async def _prepare(self, msgs: list[Message]) -> list[_Insert]:
+    async def _prepare(self, msgs: Records) -> list[_Insert]:
         """Reconcile, convert, DLQ the rejects; return the inserts to run."""
         inserts, rejects = await self._prepare_sync(msgs)
         await self._await_inflight()
@@ -224,7 +256,7 @@ class Sink:
         return inserts
 
     async def _prepare_sync(
-        self, msgs: list[Message]
+        self, msgs: Records
     ) -> tuple[list[_Insert], list[tuple[Message, str]]]:
         """What must happen in order, before the next batch: reconcile, validate and build
         the inserts, advancing the expected offsets."""
@@ -294,44 +326,36 @@ class Sink:
             raise
 
     def _convert(
-        self, msgs: list[Message]
+        self, msgs: Records
     ) -> tuple[dict[str, _TableBatch], list[tuple[Message, str]]]:
         """Rows per table and rejects with reasons; skips offsets already stored."""
         batches: dict[str, _TableBatch] = {}
         rejects: list[tuple[Message, str]] = []
-        topics = {m.topic for m in msgs}
-        if len(topics) == 1:
-            groups = {topics.pop(): msgs}
-        else:
-            groups = {t: [] for t in topics}
-            for m in msgs:
-                groups[m.topic].append(m)
-        for topic, group in groups.items():
+        for topic, group in msgs.by_topic().items():
             spec = self.specs[topic]
-            replaying = self._skip and any((topic, m.partition) in self._skip for m in group)
+            replaying = self._skip and any((topic, p) in self._skip for p in set(group.partitions))
             if spec.convert_many is None or replaying:
-                self._convert_each(group, batches, rejects)
+                self._convert_each(group.messages(), batches, rejects)
             else:
                 self._convert_many(spec, group, batches, rejects)
         return batches, rejects
 
     def _convert_many(
-        self, spec: TableSpec, msgs: list[Message], batches: dict[str, _TableBatch],
+        self, spec: TableSpec, msgs: Records, batches: dict[str, _TableBatch],
         rejects: list[tuple[Message, str]],
     ) -> None:
         """The hot path: one topic, no replayed offsets, whole-batch conversion."""
         assert spec.convert_many is not None
-        rows, bad = spec.convert_many([m.value for m in msgs], spec.topic)
-        partitions = [m.partition for m in msgs]
-        offsets = [m.offset for m in msgs]
+        rows, bad = spec.convert_many(msgs.values, spec.topic)
+        partitions, offsets = msgs.partitions, msgs.offsets
         first = dict(zip(reversed(partitions), reversed(offsets), strict=True))
         last = dict(zip(partitions, offsets, strict=True))
-        topic = msgs[0].topic
+        topic = msgs.topics[0]
         for p, o in last.items():
             self._next[(topic, p)] = o + 1
         if bad:
             dropped = {i for i, _ in bad}
-            rejects.extend((msgs[i], reason) for i, reason in bad)
+            rejects.extend((msgs.message(i), reason) for i, reason in bad)
             partitions = [p for i, p in enumerate(partitions) if i not in dropped]
             offsets = [o for i, o in enumerate(offsets) if i not in dropped]
         if not rows:
@@ -392,23 +416,22 @@ class Sink:
             else:
                 rng[1] = msg.offset
 
-    async def _reconcile(self, msgs: list[Message]) -> None:
+    async def _reconcile(self, msgs: Records) -> None:
         """Learn which offsets are already stored for partitions that did not continue where
         this process left off (start, restart, rebalance); :meth:`store_batch` skips them."""
-        firsts: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            key = (msg.topic, msg.partition)
-            if key not in firsts:
-                firsts[key] = msg.offset
+        firsts = msgs.first_offsets()
         by_table: dict[str, tuple[str, dict[int, int]]] = {}
+        seen_before = False
         for (topic, p), first in firsts.items():
-            if self._next.get((topic, p)) == first:
+            expected = self._next.get((topic, p))
+            if expected == first:
                 continue
+            seen_before = seen_before or expected is not None
             self._skip.pop((topic, p), None)
             table = self.specs[topic].table
             by_table.setdefault(table, (topic, {}))[1][p] = first
-        if by_table:
-            await self._await_inflight()  # the query must see what is being stored
+        if seen_before:  # batches in flight may hold it: the query must see what they store
+            await self._await_inflight()
         for table, (topic, starts) in by_table.items():
             source = self.source(self.specs[topic])
             found = await self._retry(
@@ -428,11 +451,15 @@ class Sink:
         """The log a row came from: offsets are unique only within it (``Bus.source_id``)."""
         return f"{self.bus.source_id}/{self.bus.topics.name(spec.topic)}"
 
-    async def _commit(self) -> None:
+    async def _commit(self, partial: Callable[[], Awaitable[None]] | None = None) -> None:
         assert self._consumer is not None
         try:
-            await self._consumer.commit()
-            self._uncommitted = False
+            if partial is not None:
+                await partial()
+            else:
+                await self._consumer.commit()
+                self._uncommitted = False
+                self._stored.clear()
             self.stats.committed_at = time.time()
         except Exception as exc:  # e.g. a rebalance: the replay is reconciled, not duplicated
             self._next.clear()

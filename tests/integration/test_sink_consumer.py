@@ -10,6 +10,7 @@ import pytest
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
 from sinks.kafka_consumer import FastKafkaConsumer
+from sinks.records import Records
 
 pytestmark = pytest.mark.kafka
 
@@ -52,3 +53,42 @@ async def test_commit_resumes_the_group_after_the_last_returned_record(kafka_boo
         await second.stop()
     assert [m.value for m in rest] == [b"%d" % i for i in range(4, 10)]
     assert more == []
+
+
+async def test_records_come_as_columns_and_a_partial_commit_resumes_there(kafka_bootstrap,
+                                                                          topic_prefix):
+    """The sink's hot path: columns without a Message per record, the full record on
+    demand (DLQ), and committing only what is stored while later records are in flight."""
+    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
+    await bus.start()
+    try:
+        await bus.send_many(bus.topics.events, [(b"t", b"%d" % i) for i in range(10)])
+    finally:
+        await bus.stop()
+    topic, group = bus.topics.events, f"{topic_prefix}g"
+
+    first = FastKafkaConsumer(kafka_bootstrap, [topic], group)
+    await first.start()
+    try:
+        got = Records()
+        deadline = time.monotonic() + 20
+        while len(got) < 10 and time.monotonic() < deadline:
+            got.extend(await first.getmany_records(300, 10 - len(got)))
+        assert got.values == [b"%d" % i for i in range(10)] and got.offsets == list(range(10))
+        assert set(got.topics) == {topic}
+        msg = got.message(3)
+        assert (msg.topic, msg.offset, msg.key, msg.value) == (topic, 3, b"t", b"3")
+        assert msg.timestamp_ms > 0
+        # records 0-5 stored, 6-9 still in flight: commit the position after 5 only
+        p = got.partitions[0]
+        await first.commit_positions({(topic, p): 6})
+    finally:
+        await first.stop()
+
+    second = FastKafkaConsumer(kafka_bootstrap, [topic], group)
+    await second.start()
+    try:
+        rest = await _take(second, 4)
+    finally:
+        await second.stop()
+    assert [m.value for m in rest] == [b"6", b"7", b"8", b"9"]
