@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from streams.config import SEVERITY_RANK, IncidentConfig
 from streams.windows import to_us
+
+REBUILD_EVERY = 64
 
 
 def severity_for(score: float) -> str:
@@ -61,6 +64,13 @@ class Incidents:
         self.emit = emit
         self.open: dict[tuple[str, ...], _Incident] = {}
         self.suppressed = 0
+        # (possible end, key) of every open incident, so expire() looks only at incidents
+        # that may have ended; an entry is re-checked against the incident when it comes up.
+        # Rebuilt from ``open`` when that changed from outside (checkpoint restore, forget)
+        # and every REBUILD_EVERY calls in any case.
+        self._ends: list[tuple[int, tuple[str, ...]]] = []
+        self._size = 0
+        self._calls = 0
 
     def report(self, d: Detection) -> None:
         d.score = round(min(1.0, max(0.0, d.score)), 4)
@@ -76,7 +86,10 @@ class Incidents:
                 first_ts=d.ts, last_seen=d.ts, last_emit=d.ts, severity=d.severity,
                 score=d.score, domain=d.domain,
             )
+            if key not in self.open:
+                self._size += 1
             self.open[key] = inc
+            heappush(self._ends, (d.ts + self.idle, key))
             self._publish(d, inc)
             return
         inc.detections += 1
@@ -106,5 +119,20 @@ class Incidents:
         })
 
     def expire(self, watermark: int) -> None:
-        for key in [k for k, inc in self.open.items() if inc.last_seen + self.idle < watermark]:
-            del self.open[key]
+        """Forget incidents idle for longer than ``idle_s`` at ``watermark``."""
+        open_, idle, ends = self.open, self.idle, self._ends
+        self._calls += 1
+        if len(open_) != self._size or self._calls % REBUILD_EVERY == 0:
+            ends[:] = [(inc.last_seen + idle, k) for k, inc in open_.items()]
+            heapify(ends)
+        while ends and ends[0][0] < watermark:
+            _, key = heappop(ends)
+            inc = open_.get(key)
+            if inc is None:
+                continue
+            end = inc.last_seen + idle
+            if end < watermark:
+                del open_[key]
+            else:
+                heappush(ends, (end, key))
+        self._size = len(open_)

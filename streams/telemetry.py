@@ -14,8 +14,8 @@ per-event cost does not grow with the number of windows. Approximations, stated:
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
+from itertools import compress
 from typing import Any
 
 from streams.config import TelemetryConfig
@@ -86,16 +86,25 @@ def _percentile(hist: dict[int, int], total: int, q: float) -> int:
 
 
 def top_names(names: dict[str, int], n: int) -> list[tuple[str, int]]:
-    """The ``n`` most queried names, ties by name; only candidates at the cut are sorted."""
+    """The ``n`` most queried names, ties by name.
+
+    The n-th largest count is the cut: the fewer than ``n`` names above it are sorted, and
+    the names at the cut are taken in name order — selected by C-level filters, since most
+    names of a window are seen once and sit at the cut.
+    """
     if n <= 0 or not names:
         return []
-    if len(names) > 4 * n:
-        cut = heapq.nlargest(n, names.values())[-1]
-        cand = [kv for kv in names.items() if kv[1] >= cut]
-    else:
-        cand = list(names.items())
-    cand.sort(key=lambda kv: (-kv[1], kv[0]))
-    return cand[:n]
+    if len(names) <= n:
+        return sorted(names.items(), key=_by_count_then_name)
+    cut = sorted(names.values(), reverse=True)[n - 1]
+    above = [(k, names[k]) for k in compress(names, map(cut.__lt__, names.values()))]
+    above.sort(key=_by_count_then_name)
+    ties = sorted(compress(names, map(cut.__eq__, names.values())))
+    return above + [(k, cut) for k in ties[:n - len(above)]]
+
+
+def _by_count_then_name(kv: tuple[str, int]) -> tuple[int, str]:
+    return -kv[1], kv[0]
 
 
 def render(tenant: str, start: int, size: int, p: Pane, top_n: int) -> dict[str, Any]:

@@ -87,9 +87,10 @@ class DgaDetector:
             return 0.0  # too short to judge; IDN (punycode) labels are not random
         return self.model.score(label)
 
-    def observe(self, ts: int, tenant: str, client: str, reg: str, label: str,
+    def observe(self, ts: int, key: tuple[str, str], reg: str, s: float, nx: bool,
                 rcode: str) -> None:
-        key = (tenant, client)
+        """One query of client ``key`` = (tenant, client) for registered domain ``reg``
+        whose label scored ``s`` (:meth:`label_score`, cached per name by the caller)."""
         st = self.clients.get(key)
         w = ts // self.win
         if st is None:
@@ -102,10 +103,9 @@ class DgaDetector:
             st.__init__(w, self.cfg.nx_min, self.cfg.susp_min)  # type: ignore[misc]
             st.prev_nx, st.prev_susp, st.prev_n, st.prev_nxq = prev
         st.n += 1
-        nx = rcode == "NXDOMAIN"
-        s = self.label_score(label)
         if not nx and s < self.thr:
             return
+        tenant, client = key
         new_resolved = False
         if nx:
             st.nxq += 1
