@@ -129,6 +129,32 @@ class FastKafkaConsumer(Consumer):
         except KafkaException as exc:
             raise BusError(f"kafka commit: {exc}") from exc
 
+    async def start_positions(self) -> dict[tuple[str, int], int]:
+        """Where each assigned partition will start: its committed offset, or the log's
+        start when the group has none. Lets the sink reconcile them all before the first
+        batch, instead of one query per partition while inserts are in flight."""
+        consumer = self._consumer
+        if consumer is None:
+            raise BusError("kafka consumer is not started")
+
+        def ask() -> dict[tuple[str, int], int]:
+            out: dict[tuple[str, int], int] = {}
+            assigned = consumer.assignment()
+            if not assigned:
+                return out
+            for tp in consumer.committed(assigned, timeout=10):
+                if tp.offset >= 0:
+                    out[(tp.topic, tp.partition)] = tp.offset
+                elif self._config["auto.offset.reset"] == "earliest":
+                    low, _high = consumer.get_watermark_offsets(tp, timeout=10)
+                    out[(tp.topic, tp.partition)] = low
+            return out
+
+        try:
+            return await asyncio.to_thread(ask)
+        except Exception as exc:
+            raise BusError(f"kafka {self._config['bootstrap.servers']}: {exc}") from exc
+
     async def commit_positions(self, positions: dict[tuple[str, int], int]) -> None:
         """Commit these positions (offset of the next record per topic partition) only:
         the sink commits what it has stored while later batches are still in flight."""

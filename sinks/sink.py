@@ -98,6 +98,7 @@ class Sink:
         self._next: dict[tuple[str, int], int] = {}  # offset expected next per partition
         self._skip: dict[tuple[str, int], set[int]] = {}  # stored before this start
         self._skip_max: dict[tuple[str, int], int] = {}
+        self._seen: set[tuple[str, int]] = set()  # partitions this process has read from
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
         self.last_activity = time.monotonic()  # when records last arrived
@@ -114,6 +115,13 @@ class Sink:
         await ensure_topics(self.bus, list(self.specs))
         self._consumer = self._make_consumer()
         await self._consumer.start()
+        if isinstance(self._consumer, FastKafkaConsumer):
+            try:
+                await self._reconcile_starts(await self._consumer.start_positions())
+            except (BusError, StoreError) as exc:  # then each partition as its records arrive
+                self._next.clear()
+                self._skip.clear()
+                log.info("not reconciled at start (%s); reconciling as records arrive", exc)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -416,6 +424,19 @@ class Sink:
             else:
                 rng[1] = msg.offset
 
+    async def _reconcile_starts(self, starts: dict[tuple[str, int], int]) -> None:
+        """Before the first batch: what is already stored at or after each assigned
+        partition's start position. A partition whose records then begin there needs no
+        query of its own in the middle of the pipeline."""
+        by_table: dict[str, tuple[str, dict[int, int]]] = {}
+        for (topic, p), first in starts.items():
+            if topic in self.specs:
+                by_table.setdefault(self.specs[topic].table, (topic, {}))[1][p] = first
+        await self._query_stored(by_table, retry=False)  # ClickHouse away: not here
+        for (topic, p), first in starts.items():
+            if topic in self.specs:
+                self._next[(topic, p)] = first
+
     async def _reconcile(self, msgs: Records) -> None:
         """Learn which offsets are already stored for partitions that did not continue where
         this process left off (start, restart, rebalance); :meth:`store_batch` skips them."""
@@ -423,23 +444,27 @@ class Sink:
         by_table: dict[str, tuple[str, dict[int, int]]] = {}
         seen_before = False
         for (topic, p), first in firsts.items():
-            expected = self._next.get((topic, p))
-            if expected == first:
+            if self._next.get((topic, p)) == first:
                 continue
-            seen_before = seen_before or expected is not None
+            seen_before = seen_before or (topic, p) in self._seen
             self._skip.pop((topic, p), None)
             table = self.specs[topic].table
             by_table.setdefault(table, (topic, {}))[1][p] = first
+        self._seen.update(firsts)
         if seen_before:  # batches in flight may hold it: the query must see what they store
             await self._await_inflight()
+        await self._query_stored(by_table)
+
+    async def _query_stored(
+        self, by_table: dict[str, tuple[str, dict[int, int]]], retry: bool = True
+    ) -> None:
         for table, (topic, starts) in by_table.items():
             source = self.source(self.specs[topic])
-            found = await self._retry(
-                lambda t=table, src=source, s=starts: asyncio.to_thread(
-                    self.store.stored_offsets, t, src, s
-                ),
-                f"reading {table}",
-            )
+
+            def query(t: str = table, src: str = source, s: dict[int, int] = starts) -> Any:
+                return asyncio.to_thread(self.store.stored_offsets, t, src, s)
+
+            found = await (self._retry(query, f"reading {table}") if retry else query())
             for p, offsets in found.items():
                 if offsets:
                     log.info("%s[%d]: %d records from offset %d already stored; skipping them",
