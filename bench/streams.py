@@ -12,13 +12,23 @@
   records (what the framework itself costs).
 * ``inprocess_kafka_events_per_s``: the same logic through ``streams.service`` on aiokafka
   batches (what ``dnsflow up --kafka`` runs), for comparison with the faust driver.
-* ``faust_events_per_s``: the events pre-loaded on a fresh events topic, then
-  ``dnsflow streams --kafka`` (the faust worker) catches up; the rate is measured from its
-  committed offsets, from the first commit to the last. A local Kafka is started under a
-  temporary ``KAFKA_LOCAL_DIR`` with ``scripts/kafka-local`` unless ``--kafka`` is given,
-  and stopped afterwards.
+* ``faust_events_per_s``: ``--faust-minutes`` of the same traffic pre-loaded on a fresh
+  events topic, then ``dnsflow streams --kafka`` (one faust worker, pinned to one core like
+  the edge in ``bench.edge_qps``) catches up; the rate is measured from its committed offsets
+  (which follow its checkpoints), from the commit passing 10 % of the input to the one
+  passing 90 % (steady state); ``faust_cpu_us_per_event``
+  is the worker's CPU time over the events (steadier on a shared machine).
+* peer for "keeps up with the edge": ``edge_events_per_s``, the edge of ``bench.edge_qps``
+  (identity, policy, cache, every event to Kafka) on one core under dnsperf for
+  ``--edge-seconds``, in this run: each answered query is one event. ``faust_vs_edge`` is the
+  ratio of the two, one core each.
+* ``faust_batch_floor_events_per_s``: a faust worker with the same batch delivery
+  (``streams.faust_batch``) whose handler only counts: what faust still costs.
 
-    python -m bench.streams [--minutes 30] [--faust-events 100000] [--kafka BOOTSTRAP]
+A local Kafka is started under a temporary ``KAFKA_LOCAL_DIR`` with ``scripts/kafka-local``
+(on the other core) unless ``--kafka`` is given, and stopped afterwards.
+
+    python -m bench.streams [--minutes 30] [--faust-minutes 90] [--kafka BOOTSTRAP]
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from typing import Any
 import orjson
 
 from bench.detect_eval import load_traffic
+from edge.peers import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,24 +88,6 @@ def pydantic_rate(lines: list[bytes], limit: int = 30_000) -> float:
     for line in sample:
         parse_event(line)
     return len(sample) / (time.perf_counter() - t0)
-
-
-class LocalKafka:
-    """scripts/kafka-local under a temporary directory (stopped by PID via the script)."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="bench-kafka-")
-        self.env = {**os.environ, "KAFKA_LOCAL_DIR": self.dir}
-        self.script = str(ROOT / "scripts" / "kafka-local")
-
-    def start(self) -> str:
-        out = subprocess.run(["bash", self.script, "start"], env=self.env, capture_output=True,
-                             text=True, timeout=300, check=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    def stop(self) -> None:
-        subprocess.run(["bash", self.script, "stop"], env=self.env, timeout=120, check=False,
-                       capture_output=True)
 
 
 async def produce(bootstrap: str, prefix: str, lines: list[bytes]) -> None:
@@ -178,37 +171,92 @@ def floor_worker(bootstrap: str, prefix: str) -> None:
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
-def faust_rate(bootstrap: str, prefix: str, total: int, floor: bool, workers: int = 1,
-               timeout_s: float = 300) -> float:
+def batch_floor_worker(bootstrap: str, prefix: str) -> None:
+    """The floor of our faust driver: batch delivery (streams.faust_batch), count only."""
+    import faust
+    from faust.types import TP
+
+    from streams.faust_batch import BatchApp
+
+    app = BatchApp(f"{prefix}batchfloor", broker=f"kafka://{bootstrap}", store="memory://",
+                   web_enabled=False, key_serializer="raw", value_serializer="raw",
+                   consumer_auto_offset_reset="earliest", topic_partitions=6,
+                   topic_disable_leader=True, broker_max_poll_records=5000,
+                   broker_commit_interval=1.0)
+    events = app.topic(f"{prefix}events", key_type=bytes, value_type=bytes)
+
+    async def count(topic: str, rows: list[Any]) -> None:
+        last: dict[int, int] = {}
+        for part, offset, _key, _value in rows:
+            last[part] = offset
+        for part, offset in last.items():
+            app.consumer.mark_committable(TP(topic, part), offset)
+
+    app.batch_topic(events, count)
+    sys.argv = [sys.argv[0]]
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def edge_rate(bootstrap: str, seconds: float) -> tuple[float, float]:
+    """The edge of bench.edge_qps on one core under dnsperf: (events/s, CPU µs per event)."""
+    from bench.edge_qps import Peer, cpus, publish_policy, start_edge
+    from edge.peers import Unbound, stop_process
+
+    server_cpu, load_cpu = cpus()
+    work = Path(tempfile.mkdtemp(prefix="bench-streams-edge-"))
+    names = [f"host{i}.bench.test" for i in range(2000)]
+    datafile = work / "queries.txt"
+    datafile.write_text("".join(f"{n} A\n" for n in names))
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    asyncio.run(publish_policy(bootstrap, prefix))
+    upstream = Unbound([f"{n}. 3600 IN A 10.0.{i // 256}.{i % 256}" for i, n in enumerate(names)],
+                       zones=("bench.test",), workdir=work / "ub", cpu=int(load_cpu)).start()
+    edge = None
+    try:
+        edge, port = start_edge(work, bootstrap, prefix, upstream.port, server_cpu)
+        time.sleep(1.0)  # the policy subscription catches up
+        peer = Peer("dnsflow edge", edge.pid, port)
+        peer.warm(datafile, load_cpu)
+        peer.run(datafile, seconds, load_cpu)
+        peer.report()
+        return peer.qps, peer.cpu_us_per_query
+    finally:
+        if edge is not None:
+            stop_process(edge, 120)
+        upstream.stop()
+
+
+def faust_rate(bootstrap: str, prefix: str, total: int, floor: str = "", workers: int = 1,
+               timeout_s: float = 300, cpu: str | None = None) -> tuple[float, float]:
+    """(events/s from the committed offsets, worker CPU µs per event)."""
     home = tempfile.mkdtemp(prefix="bench-streams-")
     cfg = Path(home) / "dnsflow.yaml"
     cfg.write_text("streams: {}\n")
     log = open(Path(home) / "worker.log", "wb")  # noqa: SIM115
     if floor:
-        cmd = [sys.executable, "-m", "bench.streams", "--floor-worker", prefix,
+        cmd = [sys.executable, "-m", "bench.streams", f"--{floor}-worker", prefix,
                "--kafka", bootstrap]
-        group = f"{prefix}floor"
+        group = f"{prefix}{floor.replace('-', '')}"
     else:
         cmd = [sys.executable, "-m", "dnsflow", "streams", "--kafka", bootstrap,
                "--topic-prefix", prefix, "--config", str(cfg), "--home", home,
                "--workers", str(workers)]
         group = f"{prefix}dnsflow-streams"
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
     topic = f"{prefix}events"
-    first: tuple[float, int] | None = None
-    last: tuple[float, int] = (time.monotonic(), 0)
+    # (time, committed events, worker CPU seconds) whenever the committed offsets move
+    seen: list[tuple[float, int, float]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             done = asyncio.run(committed(bootstrap, group, topic))
-            now = time.monotonic()
-            if done and first is None:
-                first = (now, done)
-            if done != last[1]:
-                last = (now, done)
+            if done and (not seen or done != seen[-1][1]):
+                seen.append((time.monotonic(), done, cpu_seconds(proc.pid)))
             if done >= total:
                 break
-            time.sleep(0.5)
+            time.sleep(0.25)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -217,34 +265,54 @@ def faust_rate(bootstrap: str, prefix: str, total: int, floor: bool, workers: in
             proc.kill()
             proc.wait(timeout=10)
         log.close()
-    if first is None or last[0] <= first[0]:
+    # steady state: from the commit that passes 10 % of the input to the one that passes
+    # 90 % (start-up, group join and the last commits' cadence stay out)
+    first = next((x for x in seen if x[1] >= total // 10), None)
+    last = next((x for x in seen if x[1] >= total * 9 // 10), seen[-1] if seen else None)
+    if first is None or last is None or last[0] <= first[0]:
         print(f"faust worker made no measurable progress (log: {home}/worker.log)",
               file=sys.stderr)
-        return 0.0
-    return (last[1] - first[1]) / (last[0] - first[0])
+        return 0.0, 0.0
+    n = last[1] - first[1]
+    # with --workers the CPU is in child processes /proc does not add up while they run
+    cpu_us = (last[2] - first[2]) * 1e6 / n if workers == 1 else 0.0
+    return n / (last[0] - first[0]), cpu_us
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=int, default=30, help="minutes of labeled traffic")
-    ap.add_argument("--faust-events", type=int, default=100_000)
+    ap.add_argument("--minutes", type=int, default=30, help="minutes of labeled traffic for "
+                    "the logic figures")
+    ap.add_argument("--faust-minutes", type=int, default=90, help="minutes of the same "
+                    "traffic pre-loaded for the faust figures")
+    ap.add_argument("--edge-seconds", type=float, default=8.0,
+                    help="dnsperf seconds against the edge peer (0: skip)")
     ap.add_argument("--kafka", metavar="BOOTSTRAP", help="use this broker instead of a "
                     "temporary local one")
     ap.add_argument("--no-faust", action="store_true")
     ap.add_argument("--faust-workers", type=int, default=2,
                     help="also measure this many faust workers together (1: skip)")
     ap.add_argument("--floor-worker", metavar="PREFIX", help=argparse.SUPPRESS)
+    ap.add_argument("--batch-floor-worker", metavar="PREFIX", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.floor_worker:
         floor_worker(args.kafka, args.floor_worker)
         return 0
+    if args.batch_floor_worker:
+        batch_floor_worker(args.kafka, args.batch_floor_worker)
+        return 0
 
     lt = load_traffic()
-    events, _ = lt.scenario(minutes=args.minutes)
-    for e in events:  # spread the clients over 8 tenants (= partitions for the workers)
-        e["tenant"] = e["namespace"] = f"corp{zlib.crc32(e['client_ip'].encode()) % 8}"
-    lines = [orjson.dumps(e) for e in events]
+
+    def traffic(minutes: int) -> list[bytes]:
+        events, _ = lt.scenario(minutes=minutes)
+        for e in events:  # spread the clients over 8 tenants (= partitions for the workers)
+            e["tenant"] = e["namespace"] = f"corp{zlib.crc32(e['client_ip'].encode()) % 8}"
+        return [orjson.dumps(e) for e in events]
+
+    lines = traffic(args.minutes)
     print(f"{len(lines)} events, {sum(map(len, lines)) / len(lines):.0f} bytes each")
+    everywhere = os.sched_getaffinity(0)
     pin_one_core()
     cold, outputs = logic_rate(lines)
     warm, _ = logic_rate(lines)
@@ -253,43 +321,63 @@ def main(argv: list[str] | None = None) -> int:
     parse = parse_only_rate(lines)
     pyd = pydantic_rate(lines)
     print(f"peers: parse-only {parse:,.0f} events/s, pydantic validation {pyd:,.0f} events/s")
-    faust = floor = scaled = inproc = 0.0
+    os.sched_setaffinity(0, everywhere)
+    r: dict[str, float] = {}
     if not args.no_faust:
-        os.sched_setaffinity(0, os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
+        from bench.edge_qps import cpus
+        from edge.peers import KafkaLocal
+
+        server_cpu, load_cpu = cpus()
         kafka = None
         bootstrap = args.kafka
         try:
             if not bootstrap:
-                kafka = LocalKafka()
+                kafka = KafkaLocal(Path(tempfile.mkdtemp(prefix="bench-kafka-")),
+                                   cpu=int(load_cpu))
                 bootstrap = kafka.start()
-            prefix = f"bench{uuid.uuid4().hex[:8]}."
-            sample = lines[: args.faust_events]
-            asyncio.run(produce(bootstrap, prefix, sample))
-            faust = faust_rate(bootstrap, prefix, len(sample), floor=False)
-            floor = faust_rate(bootstrap, prefix, len(sample), floor=True)
+            sample = lines if args.faust_minutes == args.minutes else traffic(args.faust_minutes)
+            print(f"faust input: {len(sample)} events ({args.faust_minutes} minutes)")
+
+            def loaded() -> str:
+                prefix = f"bench{uuid.uuid4().hex[:8]}."
+                asyncio.run(produce(bootstrap, prefix, sample))
+                return prefix
+
+            n = len(sample)
+            r["faust"], r["faust_cpu"] = faust_rate(bootstrap, loaded(), n, cpu=server_cpu)
+            prefix = loaded()
+            r["floor"], _ = faust_rate(bootstrap, prefix, n, floor="floor", cpu=server_cpu)
+            r["batch_floor"], _ = faust_rate(bootstrap, prefix, n, floor="batch-floor",
+                                             cpu=server_cpu)
             if args.faust_workers > 1:
-                prefix2 = f"bench{uuid.uuid4().hex[:8]}."
-                asyncio.run(produce(bootstrap, prefix2, sample))
-                scaled = faust_rate(bootstrap, prefix2, len(sample), floor=False,
-                                    workers=args.faust_workers)
+                r["scaled"], _ = faust_rate(bootstrap, loaded(), n, workers=args.faust_workers)
             # the in-process driver shares the streams' group name: its own topics
-            prefix3 = f"bench{uuid.uuid4().hex[:8]}."
-            asyncio.run(produce(bootstrap, prefix3, sample))
-            inproc = asyncio.run(inprocess_kafka_rate(bootstrap, prefix3, len(sample)))
+            r["inproc"] = asyncio.run(inprocess_kafka_rate(bootstrap, loaded(), n))
+            if args.edge_seconds > 0:
+                r["edge"], r["edge_cpu"] = edge_rate(bootstrap, args.edge_seconds)
         finally:
             if kafka is not None:
                 kafka.stop()
-        print(f"faust worker: {faust:,.0f} events/s sustained (committed offsets); "
-              f"peer faust count-only agent: {floor:,.0f} events/s; "
-              f"{args.faust_workers} workers: {scaled:,.0f} events/s")
-        print(f"in-process driver on aiokafka (dnsflow up --kafka): {inproc:,.0f} events/s")
+        print(f"faust worker (one core): {r['faust']:,.0f} events/s sustained (committed "
+              f"offsets), {r['faust_cpu']:.1f} µs CPU per event; peers: faust count-only "
+              f"agent {r['floor']:,.0f} events/s, batch delivery count-only "
+              f"{r['batch_floor']:,.0f} events/s; {args.faust_workers} workers (unpinned): "
+              f"{r.get('scaled', 0):,.0f} events/s")
+        print(f"in-process driver on aiokafka (dnsflow up --kafka): {r['inproc']:,.0f} events/s")
+        if r.get("edge"):
+            print(f"edge (one core, bench.edge_qps set-up): {r['edge']:,.0f} events/s, "
+                  f"{r['edge_cpu']:.1f} µs CPU per event")
+    faust, edge = r.get("faust", 0.0), r.get("edge", 0.0)
     print(f"bench streams: logic_events_per_s={cold:.0f} faust_events_per_s={faust:.0f} "
+          f"edge_events_per_s={edge:.0f} faust_vs_edge={faust / edge if edge else 0:.2f} "
+          f"faust_cpu_us_per_event={r.get('faust_cpu', 0):.1f} "
+          f"edge_cpu_us_per_event={r.get('edge_cpu', 0):.1f} "
           f"logic_warm_events_per_s={warm:.0f} parse_only_events_per_s={parse:.0f} "
-          f"pydantic_events_per_s={pyd:.0f} logic_vs_parse_only={cold / parse:.3f} "
-          f"faust_floor_events_per_s={floor:.0f} "
-          f"faust_vs_floor={faust / floor if floor else 0:.3f} "
-          f"faust_{args.faust_workers}workers_events_per_s={scaled:.0f} "
-          f"inprocess_kafka_events_per_s={inproc:.0f}")
+          f"pydantic_events_per_s={pyd:.0f} "
+          f"faust_floor_events_per_s={r.get('floor', 0):.0f} "
+          f"faust_batch_floor_events_per_s={r.get('batch_floor', 0):.0f} "
+          f"faust_{args.faust_workers}workers_events_per_s={r.get('scaled', 0):.0f} "
+          f"inprocess_kafka_events_per_s={r.get('inproc', 0):.0f}")
     return 0
 
 
