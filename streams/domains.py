@@ -25,7 +25,7 @@ NORMAL, ALLOWLISTED, INTERNAL = 0, 1, 2
 
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=False)
 # what tldextract's URL parsing leaves unchanged, and labels needing no punycode decoding
-_PLAIN = re.compile(r"[a-z0-9_-][a-z0-9_.-]*").fullmatch
+_PLAIN = re.compile(r"[a-z0-9_-](?:[a-z0-9_.-]*[a-z0-9_-])?").fullmatch
 
 Node = dict[str, Any]  # children by label; the key "." (never a label) marks a suffix end
 
@@ -87,24 +87,30 @@ class DomainIndex:
         self.info = lru_cache(maxsize=cache_size)(self.compute)
 
     def compute(self, qname: str) -> NameInfo:
-        """Uncached :attr:`info` (for callers that keep their own cache)."""
-        if not qname or qname.endswith(".arpa") or "." not in qname:
-            return _INTERNAL
-        if _PLAIN(qname) and qname[-1] != "." and "xn--" not in qname:
+        """Uncached :attr:`info`."""
+        return NameInfo._make(self.split(qname))
+
+    def split(self, qname: str) -> tuple[str, str, str, int]:
+        """``(reg, label, sub, kind)`` of ``qname``, uncached (for callers that keep
+        their own cache)."""
+        if _PLAIN(qname) and "xn--" not in qname:
+            if qname.endswith(".arpa"):
+                return _INTERNAL
             labels = qname.split(".")
             i = split_plain(labels, self._root)
             if i < 0:
                 return _INTERNAL
-            reg, domain, sub = ".".join(labels[i:]), labels[i], ".".join(labels[:i])
-        else:
-            r = _EXTRACT.extract_str(qname)
-            if not r.suffix or not r.domain:
-                return _INTERNAL
-            reg = f"{r.domain}.{r.suffix}"
-            allowed = (reg in self._allow or qname in self._allow
-                       or qname.endswith(self._allow_suffixes))
-            return NameInfo(reg, r.domain, r.subdomain, ALLOWLISTED if allowed else NORMAL)
-        return NameInfo(reg, domain, sub, ALLOWLISTED if self._allowed(labels) else NORMAL)
+            return (".".join(labels[i:]), labels[i], ".".join(labels[:i]),
+                    ALLOWLISTED if self._allowed(labels) else NORMAL)
+        if not qname or qname.endswith(".arpa") or "." not in qname:
+            return _INTERNAL
+        r = _EXTRACT.extract_str(qname)
+        if not r.suffix or not r.domain:
+            return _INTERNAL
+        reg = f"{r.domain}.{r.suffix}"
+        allowed = (reg in self._allow or qname in self._allow
+                   or qname.endswith(self._allow_suffixes))
+        return reg, r.domain, r.subdomain, ALLOWLISTED if allowed else NORMAL
 
     def _allowed(self, labels: list[str]) -> bool:
         """The name or a parent of it is allow-listed (checked over the name's dotted

@@ -33,8 +33,9 @@ from streams.windows import pane_size, to_us
 OUTPUT_TYPES = ("telemetry", "anomaly", "alert", "policy_update")
 FAR_FUTURE = 1 << 62
 NAMES_CACHE = 262_144
-# per query name: registered domain, label, subdomain, kind, DGA label score
-NameEntry = tuple[str, str, str, int, float]
+# per query name: registered domain, label, subdomain, kind, DGA label score, whether the
+# subdomain is long enough for the tunneling detector
+NameEntry = tuple[str, str, str, int, float, bool]
 
 
 class Output(NamedTuple):
@@ -96,6 +97,15 @@ class StreamLogic:
             t: deque(maxlen=cfg.recent) for t in OUTPUT_TYPES}
         self.tenants: dict[str, dict[str, int]] = {}
         self.min_window = min(windows)
+        # what process_many needs per event, bound once; the containers here are only ever
+        # changed in place (checkpoint.restore/forget update them too)
+        nd = self.newdom
+        self._hot = (
+            self.pane, self.tmax, self.counts, self.telemetry.add, self._names,
+            self.dga.observe if self.dga is not None else None,
+            self.tunnel.observe if self.tunnel is not None else None,
+            nd.known if nd is not None else None, nd.observe if nd is not None else None,
+            self.cross.observe if self.cross is not None else None, self.cross_prefix)
 
     # ------------------------------------------------------------------ input
 
@@ -106,20 +116,10 @@ class StreamLogic:
     def process_many(self, events: Iterable[dict[str, Any]]) -> None:
         """Account validated events in order: the same as :meth:`process` on each, with
         the per-batch lookups done once."""
-        pane = self.pane
-        tmax = self.tmax
-        counts = self.counts
-        tele_add = self.telemetry.add
-        names = self._names
-        dga = self.dga
-        dga_observe = dga.observe if dga is not None else None
-        tunnel = self.tunnel
-        min_sub = self.min_sub
-        newdom = self.newdom
-        nd_known = newdom.known if newdom is not None else None
-        cross = self.cross
+        (pane, tmax, counts, tele_add, names, dga_observe, tunnel_observe, nd_known,
+         newdom_observe, cross_observe, cross_prefix) = self._hot
         last_ps = None
-        pc: dict[tuple[str, str], list[int]] = {}
+        pc: dict[tuple[str, str], list[int]] = None  # type: ignore[assignment]
         for ev in events:
             ts: int = ev["ts"]
             tenant: str = ev["tenant"]
@@ -168,28 +168,30 @@ class StreamLogic:
                 reg = info[0]
                 if dga_observe is not None:
                     dga_observe(ts, key, reg, info[4], nx, rcode)
-                if tunnel is not None and len(info[2]) >= min_sub:
-                    tunnel.observe(ts, tenant, client, reg, info[2], ev["qtype"])
+                if info[5] and tunnel_observe is not None:
+                    tunnel_observe(ts, tenant, client, reg, info[2], ev["qtype"])
                 if nd_known is not None and rcode == "NOERROR":
                     known = nd_known.get(tenant)
                     if known is None or reg not in known:  # known: nothing to do
-                        newdom.observe(ts, tenant, client, reg, qname,  # type: ignore[union-attr]
-                                       info[1])
-            if cross is not None and ev["decision"] == "deny":
+                        newdom_observe(ts, tenant, client, reg, qname, info[1])
+            if cross_observe is not None and ev["decision"] == "deny":
                 rule = ev.get("rule") or ""
-                if rule.startswith(self.cross_prefix):
-                    cross.observe(ts, tenant, client, qname, rule)
+                if rule.startswith(cross_prefix):
+                    cross_observe(ts, tenant, client, qname, rule)
 
     def _name(self, qname: str) -> NameEntry:
-        """Cache miss: the name's registered domain, kind and DGA label score, kept in a
-        bounded dict (a plain dict get per event; the oldest half goes when full)."""
-        info = self._index.compute(qname)
-        score = (self.dga.label_score(info.label)
-                 if self.dga is not None and info.kind == NORMAL else 0.0)
+        """Cache miss: the name's registered domain, kind, DGA label score and whether the
+        tunneling detector looks at it, kept in a bounded dict (a plain dict get per event;
+        the oldest half goes when full)."""
+        reg, label, sub, kind = self._index.split(qname)
+        normal = kind == NORMAL
+        score = self._label_score(label) if normal else 0.0
         names = self._names
-        if len(names) >= self._names_cap:
-            self._names = names = dict(islice(names.items(), len(names) // 2, None))
-        entry = names[qname] = (info.reg, info.label, info.sub, info.kind, score)
+        if len(names) >= self._names_cap:  # in place: process_many holds the dict
+            for old in list(islice(names, len(names) // 2)):
+                del names[old]
+        entry = names[qname] = (reg, label, sub, kind, score,
+                                normal and len(sub) >= self.min_sub)
         return entry
 
     def _known(self, tenant: str, reg: str) -> bool:
@@ -223,7 +225,8 @@ class StreamLogic:
                     return
             self._advance(wm, lift=True)
         if len(self.tmax) > 4 * max(16, len(self.tenants)):
-            self.tmax = {t: m for t, m in self.tmax.items() if m >= floor}
+            for t in [t for t, m in self.tmax.items() if m < floor]:
+                del self.tmax[t]  # in place: process_many holds the dict
 
     def advance_to(self, watermark: int) -> None:
         """Move the watermark forward (the live driver calls this when input idles)."""

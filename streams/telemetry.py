@@ -56,7 +56,15 @@ class Pane:
             for k, v in src.items():
                 dst[k] = dst.get(k, 0) + v
         names = self.names
-        for k, v in other.names.items():
+        on = other.names
+        if len(names) + len(on) <= cap:  # the union fits: no name can overflow
+            common = names.keys() & on.keys()
+            summed = {k: names[k] + on[k] for k in common}
+            names.update(on)  # C-level for the names new here
+            if summed:
+                names.update(summed)
+            on = {}
+        for k, v in on.items():
             c = names.get(k)
             if c is not None:
                 names[k] = c + v
@@ -73,16 +81,20 @@ class Pane:
         self.clients |= other.clients
 
 
-def _percentile(hist: dict[int, int], total: int, q: float) -> int:
+def _percentiles(hist: dict[int, int], total: int) -> dict[str, int]:
+    """p50/p95/p99 from one pass over the sorted histogram."""
+    out = {"p50": 0, "p95": 0, "p99": 0}
     if not total:
-        return 0
-    rank = q * total
-    seen = 0
-    for code in sorted(hist):
-        seen += hist[code]
-        if seen >= rank:
-            return latency_value(code)
-    return latency_value(max(hist))
+        return out
+    codes = sorted(hist)
+    i, seen = 0, hist[codes[0]]
+    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+        rank = q * total
+        while seen < rank and i + 1 < len(codes):
+            i += 1
+            seen += hist[codes[i]]
+        out[name] = latency_value(codes[i])
+    return out
 
 
 def top_names(names: dict[str, int], n: int) -> list[tuple[str, int]]:
@@ -135,11 +147,7 @@ def render(tenant: str, start: int, size: int, p: Pane, top_n: int) -> dict[str,
         "cache": dict(sorted(cache.items())),
         "cache_hit_ratio": round((cache.get("hit", 0) + cache.get("stale", 0)) / lookups, 4)
         if lookups else 0.0,
-        "latency_us": {
-            "p50": _percentile(p.hist, p.count, 0.50),
-            "p95": _percentile(p.hist, p.count, 0.95),
-            "p99": _percentile(p.hist, p.count, 0.99),
-        },
+        "latency_us": _percentiles(p.hist, p.count),
         "distinct_clients": len(p.clients),
         "distinct_names": len(p.names) + overflow,
         "distinct_names_error": round(STD_ERROR * overflow / max(1, len(p.names) + overflow), 4),

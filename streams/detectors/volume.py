@@ -39,25 +39,41 @@ class NxBurstDetector:
     def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
         tenants: dict[str, list[int]] = {}
         oldest = ps - (self.span - 1) * self.pane
+        hist = self.hist
+        cmin, cratio = self.cfg.client_min, self.cfg.client_ratio
         for key, (n, nx) in counts.items():
-            t = tenants.setdefault(key[0], [0, 0])
+            t = tenants.get(key[0])
+            if t is None:
+                t = tenants[key[0]] = [0, 0]
             t[0] += n
             t[1] += nx
-            self._push(ps, key, n, nx, oldest, self.cfg.client_min, self.cfg.client_ratio)
+            h = hist.get(key)
+            if h is None:
+                h = hist[key] = []
+            h.append((ps, n, nx))
+            while h[0][0] < oldest:
+                del h[0]
+            if nx:
+                self._check(ps, key, h, cmin, cratio)
         for tenant, (n, nx) in sorted(tenants.items()):
             self._push(ps, (tenant, ""), n, nx, oldest, self.cfg.tenant_min,
                        self.cfg.tenant_ratio)
-        for key in [k for k, h in self.hist.items() if h[-1][0] < oldest]:
-            del self.hist[key]
+        for key in [k for k, h in hist.items() if h[-1][0] < oldest]:
+            del hist[key]
 
     def _push(self, ps: int, key: tuple[str, str], n: int, nx: int, oldest: int,
               minimum: int, ratio: float) -> None:
-        h = self.hist.setdefault(key, [])
+        h = self.hist.get(key)
+        if h is None:
+            h = self.hist[key] = []
         h.append((ps, n, nx))
-        while h and h[0][0] < oldest:
-            h.pop(0)
-        if not nx:
-            return
+        while h[0][0] < oldest:
+            del h[0]
+        if nx:
+            self._check(ps, key, h, minimum, ratio)
+
+    def _check(self, ps: int, key: tuple[str, str], h: list[tuple[int, int, int]],
+               minimum: int, ratio: float) -> None:
         total = sum(x[1] for x in h)
         nxs = sum(x[2] for x in h)
         r = nxs / total if total else 0.0
@@ -121,9 +137,9 @@ class RateSpikeDetector:
             b.mean *= decay
             b.var *= decay
             b.panes += gap
-        sigma = math.sqrt(b.var)
         if (b.panes >= cfg.warmup_panes and n >= minimum
-                and n > b.mean + cfg.k_sigma * sigma and n >= cfg.factor * b.mean):
+                and n > b.mean + cfg.k_sigma * (sigma := math.sqrt(b.var))
+                and n >= cfg.factor * b.mean):
             excess = (n - b.mean) / (cfg.k_sigma * sigma + 1.0)
             score = min(1.0, 0.5 + 0.1 * excess)
             self.report(Detection(
