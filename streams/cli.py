@@ -30,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
         return supervise(args.workers)
     import faust
 
+    from dnsflow.gctune import tune_for_batches
     from streams.faust_app import make_app
 
     app = make_app(settings)
+    tune_for_batches()  # the worker holds a large state and allocates per batch
     worker = faust.Worker(app, loglevel=args.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
     return 0
