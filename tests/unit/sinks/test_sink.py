@@ -202,6 +202,7 @@ def _unusual_records(events) -> list[bytes]:
         orjson.dumps(one(4, edge="edge-iso", ts=recent_iso, latency_us=12.0,
                          pod=5, labels={"app": "web"}, policy_version="7")),
         orjson.dumps(one(5, edge="edge-missing")).replace(b',"rule":""', b""),
+        orjson.dumps(one(6, edge="edge-uint64", policy_version=2**64 - 1)),
     ]
 
 
@@ -249,6 +250,7 @@ async def test_stored_rows_equal_their_events_field_by_field(store, events):
     assert stored["edge-upper"]["qname"] == "upper.example"
     assert stored["edge-idn"]["qname"] == "www.éxample.i̇stanbul"
     assert stored["edge-dup"]["latency_us"] == 2
+    assert stored["edge-uint64"]["policy_version"] == 2**64 - 1
 
 
 async def test_idle_sink_commits_without_being_stopped(store, events):
