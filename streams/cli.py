@@ -28,16 +28,39 @@ def run(args: argparse.Namespace) -> int:
                                                            "alert_rules": args.rules}})
     if args.workers > 1:
         return supervise(args.workers)
+    import asyncio
+
     import faust
 
+    from dnsflow.bus.kafka import KafkaBus
     from dnsflow.gctune import tune_for_batches
+    from dnsflow.topics import Topics
     from streams.faust_app import make_app
 
-    app = make_app(settings)
+    # the contract's topics before faust subscribes (a broker would auto-create the events
+    # topic with its default partitions, and faust the policies topic uncompacted)
+    asyncio.run(KafkaBus(settings.kafka, Topics(settings.topic_prefix)).ensure_topics())
+    partitions = asyncio.run(events_partitions(settings.kafka, settings.topic_prefix))
+    app = make_app(settings, partitions=partitions)
     tune_for_batches()  # the worker holds a large state and allocates per batch
     worker = faust.Worker(app, loglevel=args.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
     return 0
+
+
+async def events_partitions(bootstrap: str, prefix: str) -> int:
+    """The events topic's partition count: the state table must be co-partitioned with it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from dnsflow.topics import Topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([Topics(prefix).events])
+        return len(meta["partitions"])
+    finally:
+        await admin.close()
 
 
 def without_workers(argv: list[str]) -> list[str]:
