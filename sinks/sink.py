@@ -1,4 +1,4 @@
-"""The sink loop: Kafka topics → validated columnar batches → ClickHouse → commit.
+"""The sink loop: Kafka topics → validated batches → ClickHouse → commit.
 
 Order of operations per batch, which is what makes it exactly-once for stored rows:
 
