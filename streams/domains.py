@@ -38,6 +38,7 @@ class NameInfo(NamedTuple):
 
 
 _INTERNAL = NameInfo("", "", "", INTERNAL)
+STOPS_CAP = 65_536
 
 
 @lru_cache(maxsize=1)
@@ -52,10 +53,11 @@ def suffix_trie() -> Node:
     return root
 
 
-def split_plain(labels: list[str], root: Node) -> int:
+def split_plain(labels: list[str], root: Node) -> tuple[int, bool]:
     """Index of the registered label in a plain name's ``labels``, as tldextract finds it
-    (the walk of its ``suffix_index``); -1 when there is no public suffix or no label
-    left of it."""
+    (the walk of its ``suffix_index``), -1 when there is no public suffix or no label left
+    of it; and whether the walk saw no label left of the registered domain (then every name
+    ending in that registered domain splits at it too)."""
     n = len(labels)
     suffix_idx = label_idx = n
     node = root
@@ -69,10 +71,15 @@ def split_plain(labels: list[str], root: Node) -> int:
             continue
         if "*" in node:
             suffix_idx = label_idx if "!" + label in node else label_idx - 1
+            final = True
+        else:
+            final = suffix_idx == label_idx  # stopped right at the registered label
         break
+    else:
+        final = False
     if suffix_idx == n or suffix_idx < 1 or not labels[suffix_idx - 1]:
-        return -1
-    return suffix_idx - 1
+        return -1, False
+    return suffix_idx - 1, final
 
 
 class DomainIndex:
@@ -84,6 +91,8 @@ class DomainIndex:
         self._allow_suffixes = tuple("." + a for a in entries)
         self._depth = max((a.count(".") + 1 for a in entries), default=0)
         self._root = suffix_trie()
+        # registered domain -> (label, allow-listed, labels): see _under_known
+        self._stops: dict[str, tuple[str, bool, int]] = {}
         self.info = lru_cache(maxsize=cache_size)(self.compute)
 
     def compute(self, qname: str) -> NameInfo:
@@ -93,15 +102,24 @@ class DomainIndex:
     def split(self, qname: str) -> tuple[str, str, str, int]:
         """``(reg, label, sub, kind)`` of ``qname``, uncached (for callers that keep
         their own cache)."""
+        hit = self._under_known(qname)
+        if hit is not None:
+            return hit
         if _PLAIN(qname) and "xn--" not in qname:
             if qname.endswith(".arpa"):
                 return _INTERNAL
             labels = qname.split(".")
-            i = split_plain(labels, self._root)
+            i, final = split_plain(labels, self._root)
             if i < 0:
                 return _INTERNAL
-            return (".".join(labels[i:]), labels[i], ".".join(labels[:i]),
-                    ALLOWLISTED if self._allowed(labels) else NORMAL)
+            reg = ".".join(labels[i:])
+            allowed = self._allowed(labels)
+            if final:
+                stops = self._stops
+                if len(stops) >= STOPS_CAP:
+                    stops.clear()
+                stops[reg] = (labels[i], self._allowed(labels[i:]), len(labels) - i)
+            return reg, labels[i], ".".join(labels[:i]), ALLOWLISTED if allowed else NORMAL
         if not qname or qname.endswith(".arpa") or "." not in qname:
             return _INTERNAL
         r = _EXTRACT.extract_str(qname)
@@ -111,6 +129,27 @@ class DomainIndex:
         allowed = (reg in self._allow or qname in self._allow
                    or qname.endswith(self._allow_suffixes))
         return reg, r.domain, r.subdomain, ALLOWLISTED if allowed else NORMAL
+
+    def _under_known(self, qname: str) -> tuple[str, str, str, int] | None:
+        """A plain name under a registered domain whose split did not depend on the labels
+        left of it (most unique names: tunnel payloads, hashed CDN hosts): no walk."""
+        stops = self._stops
+        i = qname.find(".")
+        while i > 0:
+            rest = qname[i + 1:]
+            if "." not in rest:
+                return None
+            hit = stops.get(rest)
+            if hit is not None:
+                sub = qname[:i]
+                if not _PLAIN(sub) or "xn--" in sub:
+                    return None
+                label, allowed, depth = hit
+                if depth < self._depth:
+                    allowed = self._allowed(qname.rsplit(".", self._depth))
+                return rest, label, sub, ALLOWLISTED if allowed else NORMAL
+            i = qname.find(".", i + 1)
+        return None
 
     def _allowed(self, labels: list[str]) -> bool:
         """The name or a parent of it is allow-listed (checked over the name's dotted

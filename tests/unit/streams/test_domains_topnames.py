@@ -27,11 +27,14 @@ def reference(qname: str, allow: list[str]) -> NameInfo:
 
 
 def names_around_every_suffix() -> list[str]:
-    """Each public suffix rule (wildcards and exceptions too) bare and under 1-3 labels."""
+    """Each public suffix rule (wildcards and exceptions too) bare and under 1-3 labels;
+    in name order a parent comes first, so later names take the known-parent path."""
     names = set()
     for rule in _EXTRACT.tlds:
         for base in {rule.lstrip("!"), rule.replace("*.", ""), rule.replace("*", "w1")}:
-            names.update((base, "a." + base, "x-1.b_c." + base, "city.q." + base))
+            names.update((base, "a." + base, "x-1.b_c." + base, "city.q." + base,
+                          "w.a." + base, "v.x-1.b_c." + base, "xn--p1ai.a." + base,
+                          "a..a." + base, ".a." + base, "w.www." + base))
     names.update(("a..com", ".com", "com", "a.com.", "1.2.3.4", "1.2.3.com", "www.ck",
                   "a.www.ck", "b.ck", "a.b.ck", "-a.com", "_srv._tcp.example.com",
                   "xn--bcher-kva.example", "a.xn--p1ai", "Host.Example.COM", "a:80.com",
