@@ -72,6 +72,9 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
         broker_max_poll_records=batch_size,
         consumer_max_fetch_size=8 * 1024 * 1024,  # per partition: fewer fetch stalls
         producer_linger_ms=5,
+        # a killed worker's partitions move after 10 s, not faust's default 60 s (heartbeats
+        # come from the consumer thread, so a long batch does not miss them)
+        broker_session_timeout=10.0,
     )
     # the contract topics exist already (streams.cli creates the missing ones as the topic
     # table says: a compacted policies topic, events partitions): faust must not create them
@@ -170,6 +173,12 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
         new = assigned() - restored
         if new:
             resume(new)
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: Any, **_: Any) -> None:
+        """A graceful stop checkpoints everything processed (faust flushes the producer and
+        commits afterwards), so the next worker repeats nothing."""
+        checkpoint(allowed=set(touched))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:

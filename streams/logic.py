@@ -118,66 +118,74 @@ class StreamLogic:
         the per-batch lookups done once."""
         (pane, tmax, counts, tele_add, names, dga_observe, tunnel_observe, nd_known,
          newdom_observe, cross_observe, cross_prefix) = self._hot
+        auto = self.auto
+        max_ts, cur_ps, wm = self.max_ts, self.cur_ps, self.watermark
         last_ps = None
         pc: dict[tuple[str, str], list[int]] = None  # type: ignore[assignment]
-        for ev in events:
-            ts: int = ev["ts"]
-            tenant: str = ev["tenant"]
-            if ts > tmax.get(tenant, -FAR_FUTURE):
-                tmax[tenant] = ts
-                if ts > self.max_ts:
-                    self.max_ts = ts
-                    ps_new = ts - ts % pane
-                    if ps_new != self.cur_ps:
-                        self.cur_ps = ps_new
-                        if self.auto:
+        n = 0
+        try:
+            for ev in events:
+                ts: int = ev["ts"]
+                tenant: str = ev["tenant"]
+                ps = ts - ts % pane
+                if ts > tmax.get(tenant, -FAR_FUTURE):
+                    tmax[tenant] = ts
+                    if ts > max_ts:
+                        max_ts = self.max_ts = ts
+                        if ps != cur_ps:
+                            cur_ps = self.cur_ps = ps
+                            if auto:
+                                self._maybe_advance()
+                                wm = self.watermark
+                        elif auto and not self.blocked and ts - self.grace >= self.next_close:
                             self._maybe_advance()
-                    elif self.auto and not self.blocked and ts - self.grace >= self.next_close:
+                            wm = self.watermark
+                    elif self.blocked and tenant == self.holder and auto:
                         self._maybe_advance()
-                elif self.blocked and tenant == self.holder and self.auto:
-                    self._maybe_advance()
-            ps = ts - ts % pane
-            if ps + pane <= self.watermark:
-                self.late_dropped += 1
-                continue
-            self.events += 1
-            qname: str = ev["qname"]
-            client: str = ev["client_ip"]
-            rcode: str = ev["rcode"]
-            tele_add(ps, tenant, qname, client, rcode, ev["qtype"], ev["decision"],
-                     ev["cache"], ev["latency_us"], ps < self.cur_ps)
-            info = names.get(qname)
-            if info is None:
-                info = self._name(qname)
-            if ps != last_ps:
-                # a pane's counts leave ``counts`` only once events of it are late
-                pc = counts.get(ps)  # type: ignore[assignment]
-                if pc is None:
-                    pc = counts[ps] = {}
-                last_ps = ps
-            key = (tenant, client)
-            c = pc.get(key)
-            if c is None:
-                c = pc[key] = [0, 0]
-            c[0] += 1
-            kind = info[3]
-            nx = rcode == "NXDOMAIN"
-            if nx and kind != INTERNAL:
-                c[1] += 1
-            if kind == NORMAL:
-                reg = info[0]
-                if dga_observe is not None:
-                    dga_observe(ts, key, reg, info[4], nx, rcode)
-                if info[5] and tunnel_observe is not None:
-                    tunnel_observe(ts, tenant, client, reg, info[2], ev["qtype"])
-                if nd_known is not None and rcode == "NOERROR":
-                    known = nd_known.get(tenant)
-                    if known is None or reg not in known:  # known: nothing to do
-                        newdom_observe(ts, tenant, client, reg, qname, info[1])
-            if cross_observe is not None and ev["decision"] == "deny":
-                rule = ev.get("rule") or ""
-                if rule.startswith(cross_prefix):
-                    cross_observe(ts, tenant, client, qname, rule)
+                        wm = self.watermark
+                if ps + pane <= wm:
+                    self.late_dropped += 1
+                    continue
+                n += 1
+                qname: str = ev["qname"]
+                client: str = ev["client_ip"]
+                rcode: str = ev["rcode"]
+                tele_add(ps, tenant, qname, client, rcode, ev["qtype"], ev["decision"],
+                         ev["cache"], ev["latency_us"], ps < cur_ps)
+                info = names.get(qname)
+                if info is None:
+                    info = self._name(qname)
+                if ps != last_ps:
+                    # a pane's counts leave ``counts`` only once events of it are late
+                    pc = counts.get(ps)  # type: ignore[assignment]
+                    if pc is None:
+                        pc = counts[ps] = {}
+                    last_ps = ps
+                key = (tenant, client)
+                c = pc.get(key)
+                if c is None:
+                    c = pc[key] = [0, 0]
+                c[0] += 1
+                kind = info[3]
+                nx = rcode == "NXDOMAIN"
+                if nx and kind != INTERNAL:
+                    c[1] += 1
+                if kind == NORMAL:
+                    reg = info[0]
+                    if dga_observe is not None:
+                        dga_observe(ts, key, reg, info[4], nx, rcode)
+                    if info[5] and tunnel_observe is not None:
+                        tunnel_observe(ts, tenant, client, reg, info[2], ev["qtype"])
+                    if nd_known is not None and rcode == "NOERROR":
+                        known = nd_known.get(tenant)
+                        if known is None or reg not in known:  # known: nothing to do
+                            newdom_observe(ts, tenant, client, reg, qname, info[1])
+                if cross_observe is not None and ev["decision"] == "deny":
+                    rule = ev.get("rule") or ""
+                    if rule.startswith(cross_prefix):
+                        cross_observe(ts, tenant, client, qname, rule)
+        finally:
+            self.events += n
 
     def _name(self, qname: str) -> NameEntry:
         """Cache miss: the name's registered domain, kind, DGA label score and whether the
