@@ -182,9 +182,7 @@ class StreamsService:
         # A batch spans partitions (tenants); interleave them in event time, and let time
         # follow the slowest active partition, so no partition's events look late.
         good.sort(key=_ts)
-        process = self.logic.process
-        for ev in good:
-            process(ev)
+        self.logic.process_many(good)
         for tp, ts in newest.items():
             self.clock.observe(tp, ts)
         wm = self.clock.watermark()
