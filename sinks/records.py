@@ -44,8 +44,10 @@ class Records:
         return list(map(self.to_message, self.raw))
 
     def extend(self, more: Records) -> None:
-        if not self.raw:
-            self.to_message = more.to_message
+        if not self.raw:  # the usual batch: one fetch; take its columns as they are
+            self.topics, self.partitions, self.offsets = more.topics, more.partitions, more.offsets
+            self.values, self.raw, self.to_message = more.values, more.raw, more.to_message
+            return
         self.topics += more.topics
         self.partitions += more.partitions
         self.offsets += more.offsets
@@ -74,8 +76,3 @@ class Records:
         """The first offset of each (topic, partition) in this batch."""
         return dict(zip(zip(reversed(self.topics), reversed(self.partitions), strict=True),
                         reversed(self.offsets), strict=True))
-
-    def last_offsets(self) -> dict[tuple[str, int], int]:
-        """The last offset of each (topic, partition) in this batch."""
-        return dict(zip(zip(self.topics, self.partitions, strict=True), self.offsets,
-                        strict=True))

@@ -200,12 +200,11 @@ class Sink:
             return 0
         self.busy = True
         try:
-            inserts, rejects = await self._prepare_sync(msgs)
+            inserts, rejects, positions = await self._prepare_sync(msgs)
             prev = self._inflight[-1][0] if self._inflight else None
-            self._inflight.append((
-                asyncio.create_task(self._finish_batch(inserts, rejects, prev)),
-                {k: o + 1 for k, o in msgs.last_offsets().items()},
-            ))
+            self._inflight.append(
+                (asyncio.create_task(self._finish_batch(inserts, rejects, prev)), positions)
+            )
             while len(self._inflight) > _DEPTH:
                 await self._await_oldest()
             if final:
@@ -258,21 +257,23 @@ class Sink:
 
     async def _prepare(self, msgs: Records) -> list[_Insert]:
         """Reconcile, convert, DLQ the rejects; return the inserts to run."""
-        inserts, rejects = await self._prepare_sync(msgs)
+        inserts, rejects, _ = await self._prepare_sync(msgs)
         await self._await_inflight()
         await self._dlq(rejects)
         return inserts
 
     async def _prepare_sync(
         self, msgs: Records
-    ) -> tuple[list[_Insert], list[tuple[Message, str]]]:
+    ) -> tuple[list[_Insert], list[tuple[Message, str]], dict[tuple[str, int], int]]:
         """What must happen in order, before the next batch: reconcile, validate and build
-        the inserts, advancing the expected offsets."""
+        the inserts, advancing the expected offsets. Also returns the positions (next offset
+        per topic partition) that storing this batch completes."""
         self._uncommitted = True
-        await self._reconcile(msgs)
+        partitions = await self._reconcile(msgs)
         with gc_paused():
             batches, rejects = self._convert(msgs)
-            return [self._build_insert(table, tb) for table, tb in batches.items()], rejects
+            inserts = [self._build_insert(table, tb) for table, tb in batches.items()]
+        return inserts, rejects, {k: self._next[k] for k in partitions}
 
     def _build_insert(self, table: str, tb: _TableBatch) -> _Insert:
         spec = tb.spec
@@ -437,9 +438,10 @@ class Sink:
             if topic in self.specs:
                 self._next[(topic, p)] = first
 
-    async def _reconcile(self, msgs: Records) -> None:
+    async def _reconcile(self, msgs: Records) -> list[tuple[str, int]]:
         """Learn which offsets are already stored for partitions that did not continue where
-        this process left off (start, restart, rebalance); :meth:`store_batch` skips them."""
+        this process left off (start, restart, rebalance); :meth:`store_batch` skips them.
+        Returns the batch's (topic, partition)s."""
         firsts = msgs.first_offsets()
         by_table: dict[str, tuple[str, dict[int, int]]] = {}
         seen_before = False
@@ -454,6 +456,7 @@ class Sink:
         if seen_before:  # batches in flight may hold it: the query must see what they store
             await self._await_inflight()
         await self._query_stored(by_table)
+        return list(firsts)
 
     async def _query_stored(
         self, by_table: dict[str, tuple[str, dict[int, int]]], retry: bool = True
