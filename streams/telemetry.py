@@ -15,6 +15,7 @@ per-event cost does not grow with the number of windows. Approximations, stated:
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import nsmallest
 from itertools import compress
 from typing import Any
 
@@ -111,8 +112,8 @@ def top_names(names: dict[str, int], n: int) -> list[tuple[str, int]]:
     cut = sorted(names.values(), reverse=True)[n - 1]
     above = [(k, names[k]) for k in compress(names, map(cut.__lt__, names.values()))]
     above.sort(key=_by_count_then_name)
-    ties = sorted(compress(names, map(cut.__eq__, names.values())))
-    return above + [(k, cut) for k in ties[:n - len(above)]]
+    ties = nsmallest(n - len(above), compress(names, map(cut.__eq__, names.values())))
+    return above + [(k, cut) for k in ties]
 
 
 def _by_count_then_name(kv: tuple[str, int]) -> tuple[int, str]:

@@ -112,9 +112,10 @@ class RateSpikeDetector:
 
     def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
         tenants: dict[str, int] = {}
+        update, cmin = self._update, self.cfg.client_min
         for key, (n, _) in counts.items():
             tenants[key[0]] = tenants.get(key[0], 0) + n
-            self._update(ps, key, n, self.cfg.client_min)
+            update(ps, key, n, cmin)
         for tenant, n in sorted(tenants.items()):
             self._update(ps, (tenant, ""), n, self.cfg.tenant_min)
         self._panes_seen += 1
@@ -131,8 +132,8 @@ class RateSpikeDetector:
             # First sight: earlier panes of this tenant count as zeros once warm.
             first = self.started.setdefault(key[0], ps)
             b.panes = int((ps - first) // self.pane)
-        gap = max(0, int((ps - b.last) // self.pane) - 1)
-        if gap:  # idle panes were zero: decay the baseline
+        gap = (ps - b.last) // self.pane - 1  # whole panes (integer microseconds)
+        if gap > 0:  # idle panes were zero: decay the baseline
             decay = (1 - cfg.alpha) ** gap
             b.mean *= decay
             b.var *= decay
