@@ -13,6 +13,10 @@ into ``dns_events``. A value goes verbatim only when ClickHouse must read it exa
 core model does: plain ASCII without escapes (so its ``lower``/``upper`` equal Python's);
 anything else — and any batch ClickHouse refused — is sent as the canonical JSON of the
 stored row (:func:`canonical_body`), which is normalised already.
+
+A batch is one block for ClickHouse (``batch_rows`` ≤ 1 M rows, under
+``max_insert_block_size``; no byte limit by default), so the verbatim and the canonical body
+of a batch split into the same parts and one dedup token covers either.
 """
 
 from __future__ import annotations

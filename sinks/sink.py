@@ -244,11 +244,11 @@ class Sink:
         """Commit the positions of the batches stored so far, leaving those in flight be."""
         while self._inflight and self._inflight[0][0].done():
             await self._await_oldest()  # raises what the batch raised
-        if self._stored:
+        consumer = self._consumer
+        if self._stored and isinstance(consumer, FastKafkaConsumer):
             fault_point("after-insert")
-            assert isinstance(self._consumer, FastKafkaConsumer)
             positions, self._stored = self._stored, {}
-            await self._commit(lambda: self._consumer.commit_positions(positions))  # type: ignore[union-attr]
+            await self._commit(lambda: consumer.commit_positions(positions))
         self._last_commit = time.monotonic()
 
     async def store_batch(self, msgs: Records) -> None:
