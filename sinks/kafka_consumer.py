@@ -109,12 +109,17 @@ class FastKafkaConsumer(Consumer):
             for err in filter(None, errors):
                 log.debug("kafka consumer: %s", err)  # e.g. a topic not created yet
             got = [m for m, e in zip(got, errors, strict=True) if e is None]
-        topics = list(map(RdMessage.topic, got))
         partitions = list(map(RdMessage.partition, got))
         offsets = list(map(RdMessage.offset, got))
-        # position after the last returned record of each partition (the last one wins)
-        self._returned.update(
-            zip(zip(topics, partitions, strict=True), map((1).__add__, offsets), strict=True))
+        if len(self._topics) == 1:  # one topic subscribed: no str decoded per record
+            topics = [self._topics[0]] * len(got)
+            last = dict(zip(partitions, offsets, strict=True))
+            self._returned.update(((self._topics[0], p), o + 1) for p, o in last.items())
+        else:
+            topics = list(map(RdMessage.topic, got))
+            # position after the last returned record of each partition (the last one wins)
+            self._returned.update(zip(zip(topics, partitions, strict=True),
+                                      map((1).__add__, offsets), strict=True))
         return Records(topics, partitions, offsets, list(map(RdMessage.value, got)), got,
                        _message)
 

@@ -62,11 +62,21 @@ class Records:
         return Records(pick(self.topics), pick(self.partitions), pick(self.offsets),
                        pick(self.values), pick(self.raw), self.to_message)
 
+    def one_topic(self) -> str | None:
+        """The topic of every record, when they share one (the usual case)."""
+        topics = self.topics
+        if topics and topics.count(topics[0]) == len(topics):
+            return topics[0]
+        return None
+
     def by_topic(self) -> dict[str, Records]:
         """This batch split per topic (itself, when it holds one topic: the usual case)."""
         topics = self.topics
-        if not topics or topics.count(topics[0]) == len(topics):
-            return {topics[0]: self} if topics else {}
+        if not topics:
+            return {}
+        one = self.one_topic()
+        if one is not None:
+            return {one: self}
         where: dict[str, list[int]] = {}
         for i, t in enumerate(topics):
             where.setdefault(t, []).append(i)
@@ -74,5 +84,9 @@ class Records:
 
     def first_offsets(self) -> dict[tuple[str, int], int]:
         """The first offset of each (topic, partition) in this batch."""
+        one = self.one_topic()
+        if one is not None:  # no (topic, partition) tuple per record
+            firsts = dict(zip(reversed(self.partitions), reversed(self.offsets), strict=True))
+            return {(one, p): o for p, o in firsts.items()}
         return dict(zip(zip(reversed(self.topics), reversed(self.partitions), strict=True),
                         reversed(self.offsets), strict=True))
