@@ -29,6 +29,7 @@ from streams.checkpoint import forget, read_meta, restore, snapshot
 from streams.checkpoint_records import assemble, checkpoint_key, to_records
 from streams.clock import PartitionClock
 from streams.faust_batch import BatchApp, Row
+from streams.logic import FAR_FUTURE
 from streams.records import decode, decode_fast, dlq_record
 from streams.service import build_logic, idle_watermark
 
@@ -145,7 +146,9 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
             clock.observe(part, ts)
         newest.clear()
         wm = clock.watermark(lagging=lagging())
-        if wm is not None:
+        if wm is not None and (wm >= logic.next_close or logic.next_close == FAR_FUTURE):
+            # only when a pane can close: in between a new watermark changes nothing, and
+            # the pruning it triggers is not free (replay advances the same way)
             logic.advance_to(wm)
         await publish()
         # The state is written every checkpoint_s (here under load, by the timer otherwise);
