@@ -344,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
                 return prefix
 
             n = len(sample)
-            r["faust"], r["faust_cpu"] = faust_rate(bootstrap, loaded(), n, cpu=server_cpu)
+            prefix = loaded()  # each worker below reads it in its own consumer group
+            r["faust"], r["faust_cpu"] = faust_rate(bootstrap, prefix, n, cpu=server_cpu)
+            r["batch_floor"], _ = faust_rate(bootstrap, prefix, n, floor="batch-floor",
+                                             cpu=server_cpu)
             # faust's own agent does ~10k/s: a part of the input shows its rate well enough
             part = sample[:200_000]
-            prefix = loaded(part)
-            r["floor"], _ = faust_rate(bootstrap, prefix, len(part), floor="floor",
+            r["floor"], _ = faust_rate(bootstrap, loaded(part), len(part), floor="floor",
                                        cpu=server_cpu)
-            r["batch_floor"], _ = faust_rate(bootstrap, prefix, len(part), floor="batch-floor",
-                                             cpu=server_cpu)
             if args.faust_workers > 1:
                 r["scaled"], _ = faust_rate(bootstrap, loaded(), n, workers=args.faust_workers)
             # the in-process driver shares the streams' group name: its own topics
