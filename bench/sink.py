@@ -218,10 +218,10 @@ async def run_sink(
     bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, batch_rows: int,
 ) -> dict:
     from dnsflow.bus.kafka import KafkaBus
+    from dnsflow.gctune import tune_for_batches
     from dnsflow.topics import Topics
     from sinks.config import SinkConfig
     from sinks.dsn import parse
-    from sinks.gcpause import tune_for_batches
     from sinks.migrate import migrate
     from sinks.sink import Sink
     from sinks.store import Store

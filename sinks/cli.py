@@ -106,7 +106,7 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None) -> 
     import signal
 
     from dnsflow.bus import BusError, open_bus
-    from sinks.gcpause import tune_for_batches
+    from dnsflow.gctune import tune_for_batches
     from sinks.service import SinkService
 
     tune_for_batches()  # this process only moves batches
