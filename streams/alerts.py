@@ -126,11 +126,21 @@ class AlertEngine:
 
     def __init__(self, rules: RuleSet, emit: Callable[[str, dict[str, Any]], None]) -> None:
         self.emit = emit
-        self.rules = rules
+        self._rules = rules
+        self._compiled = _compile(rules)
         self.windows: dict[tuple[str, tuple[str, ...]], deque[tuple[int, dict[str, Any]]]] = {}
         self.quiet_until: dict[tuple[str, tuple[str, ...]], int] = {}
         self.suppressed = 0
         self.last_error: str | None = None
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: RuleSet) -> None:
+        self._rules = rules
+        self._compiled = _compile(rules)
 
     def replace(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -163,14 +173,20 @@ class AlertEngine:
 
     def on_anomaly(self, a: dict[str, Any]) -> None:
         ts = a["ts"]
-        for rule in self.rules.rules:
-            if not self.matches(rule, a):
+        rank = SEVERITY_RANK.get(a["severity"], 0)
+        for c in self._compiled:
+            if (rank < c.min_rank or a["score"] < c.min_score
+                    or (c.kinds is not None and a["kind"] not in c.kinds)
+                    or (c.tenants and not c.tenant_ok(a["tenant"]))):
                 continue
+            rule = c.rule
             group = tuple(str(a.get(f) or "") for f in rule.group_by)
             key = (rule.id, group)
-            win = self.windows.setdefault(key, deque())
+            win = self.windows.get(key)
+            if win is None:
+                win = self.windows[key] = deque()
             win.append((ts, a))
-            horizon = ts - to_us(rule.threshold.window_s)
+            horizon = ts - c.window_us
             while win and win[0][0] <= horizon:
                 win.popleft()
             if len(win) < rule.threshold.count:
@@ -178,7 +194,7 @@ class AlertEngine:
             if ts < self.quiet_until.get(key, -1):
                 self.suppressed += 1
                 continue
-            self.quiet_until[key] = ts + to_us(rule.suppress_s)
+            self.quiet_until[key] = ts + c.suppress_us
             anomalies = [x for _, x in win]
             win.clear()
             self.emit(rule.id, self._alert(rule, group, anomalies, ts))
@@ -199,3 +215,34 @@ class AlertEngine:
             "incidents": sorted({str(x["evidence"].get("incident")) for x in anomalies})[:20],
             "domains": sorted({x["domain"] for x in anomalies if x.get("domain")})[:20],
         }
+
+
+class _Compiled:
+    """A rule's match prepared once per rule set (anomalies are matched against every rule)."""
+
+    __slots__ = ("kinds", "min_rank", "min_score", "rule", "suppress_us", "tenant_seen",
+                 "tenants", "window_us")
+
+    def __init__(self, rule: Rule) -> None:
+        m = rule.match
+        self.rule = rule
+        self.kinds = frozenset(m.kind) if m.kind else None
+        self.tenants = tuple(m.tenant)
+        self.tenant_seen: dict[str, bool] = {}
+        self.min_rank = SEVERITY_RANK[m.min_severity]
+        self.min_score = m.min_score
+        self.window_us = to_us(rule.threshold.window_s)
+        self.suppress_us = to_us(rule.suppress_s)
+
+    def tenant_ok(self, tenant: str) -> bool:
+        ok = self.tenant_seen.get(tenant)
+        if ok is None:
+            if len(self.tenant_seen) > 10_000:
+                self.tenant_seen.clear()
+            ok = self.tenant_seen[tenant] = any(fnmatch.fnmatchcase(tenant, p)
+                                                for p in self.tenants)
+        return ok
+
+
+def _compile(rules: RuleSet) -> list[_Compiled]:
+    return [_Compiled(r) for r in rules.rules]
