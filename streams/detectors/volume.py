@@ -112,12 +112,25 @@ class RateSpikeDetector:
 
     def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
         tenants: dict[str, int] = {}
-        update, cmin = self._update, self.cfg.client_min
+        cfg = self.cfg
+        base, pane = self.base, self.pane
+        alpha, keep = cfg.alpha, 1 - cfg.alpha
+        warm, cmin = cfg.warmup_panes, cfg.client_min
         for key, (n, _) in counts.items():
             tenants[key[0]] = tenants.get(key[0], 0) + n
-            update(ps, key, n, cmin)
+            b = base.get(key)
+            if (b is not None and b.last == ps - pane
+                    and (b.panes < warm or n < cmin or n <= b.mean)):
+                # the common case, as _update does it: seen last pane, nothing to flag
+                diff = n - b.mean
+                b.mean += alpha * diff
+                b.var = keep * (b.var + alpha * diff * diff)
+                b.panes += 1
+                b.last = ps
+                continue
+            self._update(ps, key, n, cmin)
         for tenant, n in sorted(tenants.items()):
-            self._update(ps, (tenant, ""), n, self.cfg.tenant_min)
+            self._update(ps, (tenant, ""), n, cfg.tenant_min)
         self._panes_seen += 1
         if self._panes_seen % 360 == 0:  # forget clients idle for a day (bounded memory)
             horizon = ps - 86_400 * 1_000_000
