@@ -120,6 +120,7 @@ class StreamLogic:
          newdom_observe, cross_observe, cross_prefix) = self._hot
         auto = self.auto
         max_ts, cur_ps, wm = self.max_ts, self.cur_ps, self.watermark
+        wake = self.next_close + self.grace if auto and not self.blocked else FAR_FUTURE
         last_ps = None
         pc: dict[tuple[str, str], list[int]] = None  # type: ignore[assignment]
         n = 0
@@ -136,13 +137,13 @@ class StreamLogic:
                             cur_ps = self.cur_ps = ps
                             if auto:
                                 self._maybe_advance()
-                                wm = self.watermark
-                        elif auto and not self.blocked and ts - self.grace >= self.next_close:
+                                wm, wake = self.watermark, self._wake()
+                        elif ts >= wake:
                             self._maybe_advance()
-                            wm = self.watermark
+                            wm, wake = self.watermark, self._wake()
                     elif self.blocked and tenant == self.holder and auto:
                         self._maybe_advance()
-                        wm = self.watermark
+                        wm, wake = self.watermark, self._wake()
                 if ps + pane <= wm:
                     self.late_dropped += 1
                     continue
@@ -201,6 +202,11 @@ class StreamLogic:
         entry = names[qname] = (reg, label, sub, kind, score,
                                 normal and len(sub) >= self.min_sub)
         return entry
+
+    def _wake(self) -> int:
+        """Event time from which the newest event may close a pane (within the current one):
+        ``ts - grace >= next_close`` unless the watermark waits for a lagging tenant."""
+        return self.next_close + self.grace if self.auto and not self.blocked else FAR_FUTURE
 
     def _known(self, tenant: str, reg: str) -> bool:
         known = self.newdom.known.get(tenant) if self.newdom is not None else None
