@@ -15,7 +15,7 @@ per-event cost does not grow with the number of windows. Approximations, stated:
 from __future__ import annotations
 
 from collections.abc import Callable
-from heapq import nsmallest
+from heapq import heapify, heappop
 from itertools import compress
 from typing import Any
 
@@ -112,7 +112,13 @@ def top_names(names: dict[str, int], n: int) -> list[tuple[str, int]]:
     cut = sorted(names.values(), reverse=True)[n - 1]
     above = [(k, names[k]) for k in compress(names, map(cut.__lt__, names.values()))]
     above.sort(key=_by_count_then_name)
-    ties = nsmallest(n - len(above), compress(names, map(cut.__eq__, names.values())))
+    ties = list(compress(names, map(cut.__eq__, names.values())))
+    need = n - len(above)
+    if len(ties) > need:  # the first ``need`` in name order, by a C heap
+        heapify(ties)
+        ties = [heappop(ties) for _ in range(need)]
+    else:
+        ties.sort()
     return above + [(k, cut) for k in ties]
 
 
