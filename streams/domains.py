@@ -39,6 +39,7 @@ class NameInfo(NamedTuple):
 
 _INTERNAL = NameInfo("", "", "", INTERNAL)
 STOPS_CAP = 65_536
+MAX_REG_LABELS = 6  # longer registered domains take the walk
 
 
 @lru_cache(maxsize=1)
@@ -132,23 +133,35 @@ class DomainIndex:
 
     def _under_known(self, qname: str) -> tuple[str, str, str, int] | None:
         """A plain name under a registered domain whose split did not depend on the labels
-        left of it (most unique names: tunnel payloads, hashed CDN hosts): no walk."""
+        left of it (most unique names: tunnel payloads, hashed CDN hosts): no walk.
+
+        Registered domains are short, so they are looked for from the right; at most one
+        dotted suffix of a name can be one of them (a longer one would end in a shorter one
+        and split there)."""
         stops = self._stops
-        i = qname.find(".")
-        while i > 0:
-            rest = qname[i + 1:]
-            if "." not in rest:
+        j = qname.rfind(".")
+        for _ in range(MAX_REG_LABELS - 1):
+            j = qname.rfind(".", 0, j)
+            if j <= 0:
                 return None
-            hit = stops.get(rest)
-            if hit is not None:
-                sub = qname[:i]
-                if not _PLAIN(sub) or "xn--" in sub:
-                    return None
-                label, allowed, depth = hit
-                if depth < self._depth:
-                    allowed = self._allowed(qname.rsplit(".", self._depth))
-                return rest, label, sub, ALLOWLISTED if allowed else NORMAL
-            i = qname.find(".", i + 1)
+            hit = stops.get(qname[j + 1:])
+            if hit is None:
+                continue
+            sub = qname[:j]
+            if not _PLAIN(sub) or "xn--" in sub:
+                return None
+            label, allowed, labels = hit
+            if not allowed:  # the longer suffixes of the name the allowlist may hold
+                allow = self._allow
+                k = j
+                for _ in range(self._depth - labels):
+                    k = qname.rfind(".", 0, k)
+                    if qname[k + 1:] in allow:
+                        allowed = True
+                        break
+                    if k < 0:
+                        break
+            return qname[j + 1:], label, sub, ALLOWLISTED if allowed else NORMAL
         return None
 
     def _allowed(self, labels: list[str]) -> bool:

@@ -38,11 +38,14 @@ def names_around_every_suffix() -> list[str]:
     names.update(("a..com", ".com", "com", "a.com.", "1.2.3.4", "1.2.3.com", "www.ck",
                   "a.www.ck", "b.ck", "a.b.ck", "-a.com", "_srv._tcp.example.com",
                   "xn--bcher-kva.example", "a.xn--p1ai", "Host.Example.COM", "a:80.com",
-                  "a/b.com", "a@b.com", "x.elb.amazonaws.com", "x.cdn.jsdelivr.net"))
+                  "a/b.com", "a@b.com", "x.elb.amazonaws.com", "x.cdn.jsdelivr.net",
+                  "a.example.com", "deep.example.com", "x.deep.example.com",
+                  "x.y.deep.example.com", "a.b.co.uk", "x.y.b.co.uk"))
     return sorted(names)
 
 
-@pytest.mark.parametrize("allow", [[], list(DEFAULT_ALLOWLIST), ["co.uk", "x..y", "b.ck."]])
+@pytest.mark.parametrize("allow", [[], list(DEFAULT_ALLOWLIST), ["co.uk", "x..y", "b.ck."],
+                                   ["deep.example.com", "y.b.co.uk"]])
 def test_split_and_allowlist_match_tldextract(allow):
     index = DomainIndex(allow)
     names = names_around_every_suffix()
