@@ -1,7 +1,9 @@
 """The stream logic: plain Python, no Kafka, no faust — one instance per partition set.
 
-Feed events in (roughly) event-time order with :meth:`StreamLogic.process`; take what it
-produced with :meth:`StreamLogic.drain`. Outputs are ``telemetry`` (key tenant), ``anomaly``
+Feed events in (roughly) event-time order with :meth:`StreamLogic.process_many` (a batch,
+e.g. one fetch: the per-event references are bound once per call) or
+:meth:`StreamLogic.process` (one event); take what it produced with
+:meth:`StreamLogic.drain`. Outputs are ``telemetry`` (key tenant), ``anomaly``
 (key tenant), ``alert`` (key rule id) and ``policy_update`` (key ``auto:<tenant>``, carrying
 the policies-topic record). The watermark is the highest event time seen minus
 ``grace_s`` (the slowest active tenant's, see ``_maybe_advance``); a pane closes when the
