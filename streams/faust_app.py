@@ -160,7 +160,8 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
         """Tables are recovered before input flows: resume these partitions' checkpoints
         (at start-up into the fresh logic, after a rebalance into the running one)."""
         found = owned_checkpoints(state, parts)
-        restore(logic, found.values(), running=bool(restored))
+        # a logic that has run keeps its own clock (an eager rebalance revokes everything)
+        restore(logic, found.values(), running=bool(restored) or logic.events > 0)
         for part, data in found.items():  # offsets the restored state already includes
             done[part] = read_meta(data).get("offset", -1)
         if found:
@@ -234,7 +235,9 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
             offset = done.get(part, -1)
             value = snapshot(logic, tenants, {"partition": part, "offset": offset})
             stats["checkpoints"] += 1
-            records = to_records(part, value, stats["checkpoints"],
+            # a generation unique across restarts: a crash between pieces and manifest must
+            # not leave the old manifest naming half-overwritten pieces
+            records = to_records(part, value, time.time_ns(),
                                  state.data.get(checkpoint_key(part)))
             for key, piece in records:
                 if piece is None:
