@@ -102,24 +102,33 @@ def top_names(names: dict[str, int], n: int) -> list[tuple[str, int]]:
     """The ``n`` most queried names, ties by name.
 
     The n-th largest count is the cut: the fewer than ``n`` names above it are sorted, and
-    the names at the cut are taken in name order — selected by C-level filters, since most
-    names of a window are seen once and sit at the cut.
+    the names at the cut are taken in name order — with C-level filters and a C heap, since
+    most names of a window are seen once and sit at the cut.
     """
     if n <= 0 or not names:
         return []
     if len(names) <= n:
         return sorted(names.items(), key=_by_count_then_name)
-    cut = sorted(names.values(), reverse=True)[n - 1]
-    above = [(k, names[k]) for k in compress(names, map(cut.__lt__, names.values()))]
+    counts = sorted(names.values(), reverse=True)
+    cut = counts[n - 1]
+    n_above = counts.index(cut)
+    above = ([(k, names[k]) for k in compress(names, map(cut.__lt__, names.values()))]
+             if n_above else [])
     above.sort(key=_by_count_then_name)
-    ties = list(compress(names, map(cut.__eq__, names.values())))
-    need = n - len(above)
-    if len(ties) > need:  # the first ``need`` in name order, by a C heap
-        heapify(ties)
-        ties = [heappop(ties) for _ in range(need)]
+    need = n - n_above
+    if cut == counts[-1]:  # every name not above is at the cut: no second filter
+        ties = list(names)
+        skip = {k for k, _ in above}
     else:
-        ties.sort()
-    return above + [(k, cut) for k in ties]
+        ties = list(compress(names, map(cut.__eq__, names.values())))
+        skip = set()
+    heapify(ties)
+    picked: list[str] = []
+    while len(picked) < need:
+        k = heappop(ties)
+        if k not in skip:
+            picked.append(k)
+    return above + [(k, cut) for k in picked]
 
 
 def _by_count_then_name(kv: tuple[str, int]) -> tuple[int, str]:
