@@ -29,7 +29,6 @@ from streams.checkpoint import forget, read_meta, restore, snapshot
 from streams.checkpoint_records import assemble, checkpoint_key, to_records
 from streams.clock import PartitionClock
 from streams.faust_batch import BatchApp, Row
-from streams.logic import FAR_FUTURE
 from streams.records import decode, decode_fast, dlq_record
 from streams.service import build_logic, idle_watermark
 
@@ -146,9 +145,7 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
             clock.observe(part, ts)
         newest.clear()
         wm = clock.watermark(lagging=lagging())
-        if wm is not None and (wm >= logic.next_close or logic.next_close == FAR_FUTURE):
-            # only when a pane can close: in between a new watermark changes nothing, and
-            # the pruning it triggers is not free (replay advances the same way)
+        if wm is not None:
             logic.advance_to(wm)
         await publish()
         # The state is written every checkpoint_s (here under load, by the timer otherwise);
@@ -266,8 +263,7 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
     async def periodic_checkpoint() -> None:
         # between batches the warm-up may end: let the partition clock close windows
         wm = clock.watermark(lagging=lagging())
-        if wm is not None and wm > logic.watermark:
-            logic.advance_to(wm)
+        if wm is not None and logic.advance_to(wm):
             await publish()
             touched.update(set(owner.values()))
         checkpoint()
@@ -278,9 +274,7 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
         # close and denies expire even when nobody queries
         if time.monotonic() - last_input[0] < cfg.idle_advance_s:
             return
-        before = logic.watermark
-        logic.advance_to(idle_watermark(logic, time.monotonic() - last_input[0]))
-        if logic.watermark != before:
+        if logic.advance_to(idle_watermark(logic, time.monotonic() - last_input[0])):
             await publish()
             touched.update(set(owner.values()))
             checkpoint()

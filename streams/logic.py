@@ -244,10 +244,18 @@ class StreamLogic:
             for t in [t for t, m in self.tmax.items() if m < floor]:
                 del self.tmax[t]  # in place: process_many holds the dict
 
-    def advance_to(self, watermark: int) -> None:
-        """Move the watermark forward (the live driver calls this when input idles)."""
-        if watermark > self.watermark:
+    def advance_to(self, watermark: int) -> bool:
+        """Move the watermark forward (live drivers, after each batch and when input idles).
+
+        Only a watermark that lets a pane close does any work -- in between, a later
+        watermark changes no output, and replay advances at pane boundaries the same way --
+        so a driver may call this as often as it likes. True when panes closed.
+        """
+        if watermark > self.watermark and (watermark >= self.next_close
+                                           or self.next_close == FAR_FUTURE):
             self._advance(watermark, lift=True)
+            return True
+        return False
 
     def flush(self) -> None:
         """End of input: close every open window (auto-denies stay until they expire)."""

@@ -35,7 +35,16 @@ def replay_lines(logic: StreamLogic, lines: Iterable[bytes],
                  on_progress: Callable[[int], None] | None = None) -> ReplayStats:
     stats = ReplayStats()
     t0 = time.perf_counter()
-    process = logic.process
+    chunk: list[dict[str, Any]] = []  # process_many binds its per-event lookups per call
+
+    def run(chunk: list[dict[str, Any]]) -> None:
+        logic.process_many(chunk)
+        chunk.clear()
+        if logic.out:
+            for o in logic.drain():
+                stats.outputs[o.type] = stats.outputs.get(o.type, 0) + 1
+                on_output(o)
+
     n = 0
     for n, line in enumerate(lines, 1):
         if on_progress is not None and n % 8192 == 0:
@@ -51,11 +60,10 @@ def replay_lines(logic: StreamLogic, lines: Iterable[bytes],
                 on_error(n, str(exc))
                 continue
         stats.events += 1
-        process(ev)
-        if logic.out and len(logic.out) >= 256:
-            for o in logic.drain():
-                stats.outputs[o.type] = stats.outputs.get(o.type, 0) + 1
-                on_output(o)
+        chunk.append(ev)
+        if len(chunk) >= 256:
+            run(chunk)
+    run(chunk)
     stats.lines = n
     logic.flush()
     for o in logic.drain():
