@@ -304,7 +304,9 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"alerts: {len(report['alerts'])}")
     for a in report["alerts"][:10]:
         lines.append(f"  [{a.get('rule', '?')}] {a.get('summary', '')}")
-    lines.append(f"policy changes: {len(report['policy_updates'])}")
+    denied = sum(len(p.get("denies") or ()) for p in report["policy_updates"])
+    lines.append(f"policies: {len(report['policy_updates'])} (latest version of each), "
+                 f"{denied} auto-denied domains")
     for p in report["policy_updates"][:10]:
         denies = p.get("denies")
         if denies is None:
