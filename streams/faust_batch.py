@@ -105,8 +105,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 for topic, rows in batches.items():
                     if self.app.consumer_generation_id != generation or not self.flow_active:
                         break  # a rebalance started: these records are read again
-                    await self.wait_first(handlers[topic](topic, rows),
-                                          self.suspend_flow.wait())
+                    # awaited whole, never cancelled by a starting rebalance: a half-handled
+                    # batch would leave offsets marked done for events not yet in the state
+                    await handlers[topic](topic, rows)
                     for tp, offset in last.items():
                         if tp.topic == topic:
                             read_offset[tp] = offset
