@@ -42,7 +42,8 @@ def test_restarted_logic_resumes_windows_from_checkpoint(ev, lt):
     assert any(t == "anomaly" for t, _, _ in got)
 
 
-def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
+def two_tenants(ev, lt):
+    """Traffic of two tenants ("shop", "pay"), and what one uninterrupted logic publishes."""
     events = traffic(ev, lt)
     events += [dict(e, tenant="pay", namespace="pay") for e in traffic(ev, lt)[::3]]
     events.sort(key=lambda e: e["ts"])
@@ -50,7 +51,11 @@ def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
     for e in events:
         whole.process(e)
     whole.flush()
-    expected = sorted((o.type, o.key, str(o.value)) for o in whole.drain())
+    return events, sorted((o.type, o.key, str(o.value)) for o in whole.drain())
+
+
+def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
+    events, expected = two_tenants(ev, lt)
 
     first = make_logic(auto_response={"enabled": True})
     half = len(events) // 2
@@ -76,14 +81,7 @@ def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
 def test_rebalanced_tenant_moves_to_the_new_owner_and_leaves_the_old(ev, lt):
     """A partition moving mid-stream: the old worker checkpoints and forgets its tenant, the
     new one (already running) resumes it; together they publish what one worker would."""
-    events = traffic(ev, lt)
-    events += [dict(e, tenant="pay", namespace="pay") for e in traffic(ev, lt)[::3]]
-    events.sort(key=lambda e: e["ts"])
-    whole = make_logic(auto_response={"enabled": True})
-    for e in events:
-        whole.process(e)
-    whole.flush()
-    expected = sorted((o.type, o.key, str(o.value)) for o in whole.drain())
+    events, expected = two_tenants(ev, lt)
 
     old = make_logic(auto_response={"enabled": True})
     half = len(events) // 2
