@@ -23,15 +23,20 @@ async def _take(consumer: FastKafkaConsumer, n: int, timeout: float = 20) -> lis
     return got
 
 
-async def test_commit_resumes_the_group_after_the_last_returned_record(kafka_bootstrap,
-                                                                       topic_prefix):
+async def _ten_records(kafka_bootstrap: str, topic_prefix: str) -> tuple[str, str]:
+    """Values b"0".."9" on the events topic; returns (topic, a fresh group id)."""
     bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
     await bus.start()
     try:
         await bus.send_many(bus.topics.events, [(b"t", b"%d" % i) for i in range(10)])
     finally:
         await bus.stop()
-    topic, group = bus.topics.events, f"{topic_prefix}g"
+    return bus.topics.events, f"{topic_prefix}g"
+
+
+async def test_commit_resumes_the_group_after_the_last_returned_record(kafka_bootstrap,
+                                                                       topic_prefix):
+    topic, group = await _ten_records(kafka_bootstrap, topic_prefix)
 
     first = FastKafkaConsumer(kafka_bootstrap, [topic], group)
     await first.start()
@@ -59,13 +64,7 @@ async def test_records_come_as_columns_and_a_partial_commit_resumes_there(kafka_
                                                                           topic_prefix):
     """The sink's hot path: columns without a Message per record, the full record on
     demand (DLQ), and committing only what is stored while later records are in flight."""
-    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
-    await bus.start()
-    try:
-        await bus.send_many(bus.topics.events, [(b"t", b"%d" % i) for i in range(10)])
-    finally:
-        await bus.stop()
-    topic, group = bus.topics.events, f"{topic_prefix}g"
+    topic, group = await _ten_records(kafka_bootstrap, topic_prefix)
 
     first = FastKafkaConsumer(kafka_bootstrap, [topic], group)
     await first.start()
