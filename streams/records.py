@@ -55,7 +55,8 @@ def check(obj: dict[str, Any], where: str = "event") -> dict[str, Any]:
 
 
 class _Event(TypedDict):
-    """The fields the stream logic reads, typed as the edge writes them (others are skipped)."""
+    """The event fields the fast path checks, typed as the edge writes them; fields not
+    listed here (answers, upstream, fields added later) are skipped, not copied."""
 
     v: Literal[1]
     ts: int
