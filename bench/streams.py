@@ -20,8 +20,12 @@
   is the worker's CPU time over the events (steadier on a shared machine).
 * peer for "keeps up with the edge": ``edge_events_per_s``, the edge of ``bench.edge_qps``
   (identity, policy, cache, every event to Kafka) on one core under dnsperf for
-  ``--edge-seconds``, in this run: each answered query is one event. ``faust_vs_edge`` is the
-  ratio of the two, one core each.
+  ``--edge-seconds``, in this run: each answered query is one event. Then the faust worker,
+  on one core, reads exactly the events that edge published (``faust_edge_events_per_s``):
+  ``faust_vs_edge`` is the ratio, one core each. The labeled traffic packs hours of event time
+  into seconds (a window closes every ~100 events), so ``faust_labeled_vs_edge`` is the
+  harder, window-heavy figure; ``faust_paced_events_per_s`` is the labeled mix with its
+  event time re-spaced to the edge's pace.
 * ``faust_batch_floor_events_per_s``: a faust worker with the same batch delivery
   (``streams.faust_batch``) whose handler only counts: what faust still costs.
 
@@ -49,7 +53,7 @@ from typing import Any
 import orjson
 
 from bench.detect_eval import load_traffic
-from edge.peers import cpu_seconds
+from edge.peers import count_events, cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,8 +201,21 @@ def batch_floor_worker(bootstrap: str, prefix: str) -> None:
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
-def edge_rate(bootstrap: str, seconds: float) -> tuple[float, float]:
-    """The edge of bench.edge_qps on one core under dnsperf: (events/s, CPU µs per event)."""
+def paced(lines: list[bytes], per_s: float) -> list[bytes]:
+    """The same events with event time re-spaced to ``per_s`` events a second (the pace of a
+    live edge), so windows hold as many events as they would behind that edge."""
+    out = []
+    t0 = orjson.loads(lines[0])["ts"]
+    for i, line in enumerate(lines):
+        e = orjson.loads(line)
+        e["ts"] = t0 + int(i * 1_000_000 / per_s)
+        out.append(orjson.dumps(e))
+    return out
+
+
+def edge_rate(bootstrap: str, seconds: float) -> tuple[float, float, str, int]:
+    """The edge of bench.edge_qps on one core under dnsperf: (events/s, CPU µs per event,
+    the topic prefix its events went to, how many there are)."""
     from bench.edge_qps import Peer, cpus, publish_policy, start_edge
     from edge.peers import Unbound, stop_process
 
@@ -219,11 +236,12 @@ def edge_rate(bootstrap: str, seconds: float) -> tuple[float, float]:
         peer.warm(datafile, load_cpu)
         peer.run(datafile, seconds, load_cpu)
         peer.report()
-        return peer.qps, peer.cpu_us_per_query
     finally:
         if edge is not None:
-            stop_process(edge, 120)
+            stop_process(edge, 120)  # graceful: every event reaches Kafka
         upstream.stop()
+    events = asyncio.run(count_events(bootstrap, f"{prefix}events"))
+    return peer.qps, peer.cpu_us_per_query, prefix, events
 
 
 def faust_rate(bootstrap: str, prefix: str, total: int, floor: str = "", workers: int = 1,
@@ -357,7 +375,15 @@ def main(argv: list[str] | None = None) -> int:
             # the in-process driver shares the streams' group name: its own topics
             r["inproc"] = asyncio.run(inprocess_kafka_rate(bootstrap, loaded(), n))
             if args.edge_seconds > 0:
-                r["edge"], r["edge_cpu"] = edge_rate(bootstrap, args.edge_seconds)
+                r["edge"], r["edge_cpu"], edge_prefix, produced = edge_rate(
+                    bootstrap, args.edge_seconds)
+                # the same worker on exactly what the edge published: event time at the
+                # edge's pace, as a worker following a live edge sees it
+                r["faust_edge"], r["faust_edge_cpu"] = faust_rate(
+                    bootstrap, edge_prefix, produced, cpu=server_cpu)
+                # the labeled mix again, its event time re-spaced to the edge's pace
+                r["faust_paced"], r["faust_paced_cpu"] = faust_rate(
+                    bootstrap, loaded(paced(sample, r["edge"])), n, cpu=server_cpu)
         finally:
             if kafka is not None:
                 kafka.stop()
@@ -369,11 +395,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"in-process driver on aiokafka (dnsflow up --kafka): {r['inproc']:,.0f} events/s")
         if r.get("edge"):
             print(f"edge (one core, bench.edge_qps set-up): {r['edge']:,.0f} events/s, "
-                  f"{r['edge_cpu']:.1f} µs CPU per event")
-    faust, edge = r.get("faust", 0.0), r.get("edge", 0.0)
+                  f"{r['edge_cpu']:.1f} µs CPU per event; the faust worker on those events: "
+                  f"{r['faust_edge']:,.0f} events/s, {r['faust_edge_cpu']:.1f} µs CPU per "
+                  f"event; on the labeled mix at the edge's pace: {r['faust_paced']:,.0f} "
+                  f"events/s, {r['faust_paced_cpu']:.1f} µs CPU per event")
+    faust, edge, on_edge = r.get("faust", 0.0), r.get("edge", 0.0), r.get("faust_edge", 0.0)
     print(f"bench streams: logic_events_per_s={cold:.0f} faust_events_per_s={faust:.0f} "
-          f"edge_events_per_s={edge:.0f} faust_vs_edge={faust / edge if edge else 0:.2f} "
+          f"edge_events_per_s={edge:.0f} faust_edge_events_per_s={on_edge:.0f} "
+          f"faust_vs_edge={on_edge / edge if edge else 0:.2f} "
+          f"faust_labeled_vs_edge={faust / edge if edge else 0:.2f} "
           f"faust_cpu_us_per_event={r.get('faust_cpu', 0):.1f} "
+          f"faust_edge_cpu_us_per_event={r.get('faust_edge_cpu', 0):.1f} "
+          f"faust_paced_events_per_s={r.get('faust_paced', 0):.0f} "
+          f"faust_paced_cpu_us_per_event={r.get('faust_paced_cpu', 0):.1f} "
           f"edge_cpu_us_per_event={r.get('edge_cpu', 0):.1f} "
           f"logic_warm_events_per_s={warm:.0f} parse_only_events_per_s={parse:.0f} "
           f"pydantic_events_per_s={pyd:.0f} "
