@@ -39,6 +39,19 @@ def _second(k: Any) -> str:
     return k[1]
 
 
+# Each detector's per-tenant state: attribute -> how its keys name the tenant. One table for
+# split (checkpoints) and forget (rebalances), so a new attribute cannot reach one and not
+# the other.
+DETECTOR_STATE: dict[str, dict[str, Callable[[Any], str]]] = {
+    "dga": {"clients": _tenant, "slow": _tenant},
+    "tunnel": {"pairs": _tenant},
+    "nxburst": {"hist": _tenant},
+    "rate": {"base": _tenant, "started": _self},
+    "cross": {"state": _tenant},
+    "newdom": {"known": _self, "first": _self, "budget": _self},
+}
+
+
 def split(logic: StreamLogic, tenants: Collection[str]) -> dict[str, Any]:
     """The part of ``logic``'s state that belongs to ``tenants``."""
     t = logic.telemetry
@@ -51,23 +64,10 @@ def split(logic: StreamLogic, tenants: Collection[str]) -> dict[str, Any]:
     st["merged"] = {w: {ws: _by(_self, p, tenants) for ws, p in m.items()}
                     for w, m in t.merged.items()}
     det: dict[str, dict[str, Any]] = {}
-    if logic.dga is not None:
-        det["dga"] = {"clients": _by(_tenant, logic.dga.clients, tenants),
-                      "slow": _by(_tenant, logic.dga.slow, tenants)}
-    if logic.tunnel is not None:
-        det["tunnel"] = {"pairs": _by(_tenant, logic.tunnel.pairs, tenants)}
-    if logic.nxburst is not None:
-        det["nxburst"] = {"hist": _by(_tenant, logic.nxburst.hist, tenants)}
-    if logic.rate is not None:
-        det["rate"] = {"base": _by(_tenant, logic.rate.base, tenants),
-                       "started": _by(_self, logic.rate.started, tenants)}
-    if logic.cross is not None:
-        det["cross"] = {"state": _by(_tenant, logic.cross.state, tenants)}
-    if logic.newdom is not None:
-        n = logic.newdom
-        det["newdom"] = {"known": _by(_self, n.known, tenants),
-                         "first": _by(_self, n.first, tenants),
-                         "budget": _by(_self, n.budget, tenants)}
+    for name, attrs in DETECTOR_STATE.items():
+        d = getattr(logic, name)
+        if d is not None:
+            det[name] = {a: _by(key, getattr(d, a), tenants) for a, key in attrs.items()}
     st["detectors"] = det
     st["incidents"] = _by(_second, logic.incidents.open, tenants)
     st["responder"] = (_by(_self, logic.responder.active, tenants),
@@ -167,21 +167,11 @@ def forget(logic: StreamLogic, tenants: Collection[str]) -> None:
     for m in t.merged.values():
         for p in m.values():
             _drop(_self, p, gone)
-    if logic.dga is not None:
-        _drop(_tenant, logic.dga.clients, gone)
-        _drop(_tenant, logic.dga.slow, gone)
-    if logic.tunnel is not None:
-        _drop(_tenant, logic.tunnel.pairs, gone)
-    if logic.nxburst is not None:
-        _drop(_tenant, logic.nxburst.hist, gone)
-    if logic.rate is not None:
-        _drop(_tenant, logic.rate.base, gone)
-        _drop(_self, logic.rate.started, gone)
-    if logic.cross is not None:
-        _drop(_tenant, logic.cross.state, gone)
-    if logic.newdom is not None:
-        for d in (logic.newdom.known, logic.newdom.first, logic.newdom.budget):
-            _drop(_self, d, gone)
+    for name, attrs in DETECTOR_STATE.items():
+        d = getattr(logic, name)
+        if d is not None:
+            for a, key in attrs.items():
+                _drop(key, getattr(d, a), gone)
     _drop(_second, logic.incidents.open, gone)
     _drop(_self, logic.responder.active, gone)
     _drop(_self, logic.responder.version, gone)
