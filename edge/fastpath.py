@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from edge import wire
 from edge.cache import Entry, patch
 from edge.metrics import BOUNDS_US
-from edge.policy.compat import ClientInfo, Verdict
+from policies.api import ClientInfo, Verdict
 
 if TYPE_CHECKING:
     from edge.resolver import Resolver

@@ -19,12 +19,12 @@ from edge import wire
 from edge.cache import AnswerCache, patch
 from edge.fastpath import FastPath
 from edge.identity.table import IdentityTable
-from edge.policy.compat import ClientInfo, PolicyStore, Verdict, View
 from edge.policy.local import local_answer
 from edge.policy.ratelimit import RateLimiter
 from edge.telemetry.publisher import EventPublisher
 from edge.upstream.base import UpstreamError
 from edge.upstream.pool import UpstreamPool
+from policies.api import ClientInfo, PolicyStore, Verdict, View
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Resolver:
                       local: dict[str, list[Any]], max_size: int) -> bytes | None:
         """A single-label name in a view with search domains: the first expansion the client
         may see and that exists is answered as a CNAME to it plus its records."""
-        from edge.policy.compat import LocalRecord
+        from policies.api import LocalRecord
 
         store = self.policy.store
         pool = self.pool_for(view.upstreams)

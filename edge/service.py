@@ -26,13 +26,13 @@ from edge.listeners.sockets import split_hostport
 from edge.listeners.stream import StreamListener
 from edge.listeners.udp import UdpListener
 from edge.metrics import EdgeMetrics
-from edge.policy.compat import POLICIES_AVAILABLE, PolicyStore
 from edge.policy.subscription import PolicySubscription
 from edge.resolver import PolicyHolder, Resolver
 from edge.telemetry import EventPublisher, Spool
 from edge.telemetry.spool import SpoolBusy
 from edge.tls import client_context, self_signed, server_context
 from edge.upstream.pool import UpstreamPool
+from policies.api import PolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class EdgeService:
             "cache": self.cache.stats(),
             "upstreams": self.pool.status() if self.pool else {},
             "policy": (self.subscription.status() if self.subscription else
-                       {"available": POLICIES_AVAILABLE, "injected": self._injected_policy}),
+                       {"injected": self._injected_policy}),
             "identity": {**self.identity.size(),
                          **({"kubernetes": self.k8s.status()} if self.k8s else {})},
             "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from dnsflow.kube import TENANT_LABEL, ListWatch, api_client
 from edge.identity.table import IdentityTable
-from edge.policy.compat import ClientInfo
+from policies.api import ClientInfo
 
 log = logging.getLogger(__name__)
 

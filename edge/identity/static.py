@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from edge.identity.table import Network
-from edge.policy.compat import ClientInfo
+from policies.api import ClientInfo
 
 
 class StaticMapError(ValueError):

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from dnsflow.bus import Bus, BusError, Message
-from edge.policy.compat import POLICIES_AVAILABLE, PolicyRecordError, PolicyStore
 from edge.resolver import PolicyHolder
+from policies.api import PolicyRecordError, PolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ class PolicySubscription:
         self._stopping = False
 
     def load_snapshot(self) -> bool:
-        if not POLICIES_AVAILABLE:
-            return False
         try:
             data = self.snapshot_path.read_bytes()
         except FileNotFoundError:
@@ -82,9 +80,6 @@ class PolicySubscription:
 
     async def start(self) -> None:
         self.load_snapshot()
-        if not POLICIES_AVAILABLE:
-            self.ready = True
-            return
         self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-sub")
 
     async def _run(self) -> None:
@@ -184,6 +179,6 @@ class PolicySubscription:
             self._task = None
 
     def status(self) -> dict[str, Any]:
-        return {"available": POLICIES_AVAILABLE, "applied": self.applied,
+        return {"applied": self.applied,
                 "ignored": self.ignored, "rejected": self.rejected, "ready": self.ready,
                 "from_snapshot": self.from_snapshot, "last_error": self.last_error}

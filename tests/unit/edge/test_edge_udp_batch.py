@@ -199,7 +199,7 @@ def test_decode_name_matches_recvfrom_addresses() -> None:
 async def test_memoised_hit_is_redecided_every_second(start_edge, monkeypatch) -> None:
     """A verdict that changes without a policy generation bump (an auto-deny entry) takes
     effect within a second on the memoised path; an unchanged one keeps it memoised."""
-    from edge.policy.compat import Verdict
+    from policies.api import Verdict
 
     svc = await start_edge()
     port = svc.status()["udp_port"]
