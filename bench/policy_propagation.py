@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,16 +53,15 @@ def kafka(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
+    from edge.peers import KafkaLocal
+
     state = tempfile.mkdtemp(prefix="dnsflow-bench-kafka-")
-    env = {**os.environ, "KAFKA_LOCAL_DIR": state}
-    script = ROOT / "scripts" / "kafka-local"
     print(f"starting a local Kafka in {state} ...", file=sys.stderr, flush=True)
-    out = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True,
-                         text=True, timeout=300, check=True)
+    broker = KafkaLocal(Path(state))
     try:
-        yield out.stdout.strip().splitlines()[-1]
+        yield broker.start()
     finally:
-        subprocess.run(["bash", str(script), "stop"], env=env, timeout=60, check=False)
+        broker.stop()
 
 
 def pct(values: list[float], p: float) -> float:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -185,15 +184,14 @@ def kafka(bootstrap: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    script = ROOT / "scripts" / "kafka-local"
+    from edge.peers import KafkaLocal
+
     with tempfile.TemporaryDirectory(prefix="bench-sink-kafka-") as state:
-        env = {**os.environ, "KAFKA_LOCAL_DIR": state}
-        out = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True,
-                             text=True, timeout=300, check=True)
+        broker = KafkaLocal(Path(state))
         try:
-            yield out.stdout.strip().splitlines()[-1]
+            yield broker.start()
         finally:
-            subprocess.run(["bash", str(script), "stop"], env=env, timeout=60, check=False)
+            broker.stop()
 
 
 async def produce(bootstrap: str, prefix: str, values: list[tuple[bytes, bytes]]) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -277,6 +278,9 @@ class FstrmCapture:
         return self.out.stat().st_size if self.out.exists() else 0
 
 
+_BOOTSTRAP = re.compile(r"[A-Za-z0-9.-]+:\d{1,5}")
+
+
 class KafkaLocal:
     """``scripts/kafka-local`` in a private state directory (stopped by its own PID file)."""
 
@@ -296,7 +300,13 @@ class KafkaLocal:
         return out.stdout.strip()
 
     def start(self) -> str:
-        self.bootstrap = self._run("start", 300).splitlines()[-1]
+        """Start (or find running) and return the bootstrap; the script's stdout must be
+        exactly ``host:port`` -- anything else is a broken contract, said in one error."""
+        out = self._run("start", 300)
+        if not _BOOTSTRAP.fullmatch(out):
+            self.stop()
+            raise RuntimeError(f"kafka-local start printed {out!r}, expected host:port")
+        self.bootstrap = out
         return self.bootstrap
 
     def stop(self) -> None:

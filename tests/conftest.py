@@ -25,22 +25,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    state = tmp_path_factory.mktemp("kafka-local")
-    env = {**os.environ, "KAFKA_LOCAL_DIR": str(state)}
-    script = ROOT / "scripts" / "kafka-local"
+    from edge.peers import KafkaLocal
+
+    kafka = KafkaLocal(tmp_path_factory.mktemp("kafka-local"))
     try:
-        out = subprocess.run(
-            ["bash", str(script), "start"], env=env, capture_output=True, text=True,
-            timeout=300, check=True,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        bootstrap = kafka.start()
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
         if os.environ.get("DNSFLOW_REQUIRE_KAFKA") == "1":
             pytest.fail(f"local Kafka did not start: {exc}")
         pytest.skip(f"local Kafka not available: {exc}")
     try:
-        yield out.stdout.strip().splitlines()[-1]
+        yield bootstrap
     finally:
-        subprocess.run(["bash", str(script), "stop"], env=env, timeout=60, check=False)
+        kafka.stop()
 
 
 @pytest.fixture
