@@ -94,7 +94,27 @@ def parse_document(obj: Any, file: str, doc: int) -> tuple[Policy | None, list[P
     try:
         return model.model_validate(obj), []
     except ValidationError as exc:
-        return None, problems_from(exc, file, doc)
+        return None, [_name_rule(p, obj) for p in problems_from(exc, file, doc)]
+
+
+_RULE_PATH = re.compile(r"^spec\.rules\[(\d+)\]\.match\.regex\[")
+
+
+def _name_rule(p: Problem, obj: dict[str, Any]) -> Problem:
+    """A refused regex also names its policy and rule (the pattern is in the message)."""
+    m = _RULE_PATH.match(p.path)
+    if m is None:
+        return p
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    ns, name = meta.get("namespace"), meta.get("name")
+    policy = f"{ns}/{name}" if ns else str(name)
+    rules = (obj.get("spec") or {}).get("rules") if isinstance(obj.get("spec"), dict) else None
+    i = int(m.group(1))
+    rid = None
+    if isinstance(rules, list) and i < len(rules) and isinstance(rules[i], dict):
+        rid = rules[i].get("id")
+    rule = f"rule {rid!r}" if rid else f"rule #{i}"
+    return Problem(p.file, p.doc, p.path, f"{p.message} [policy {policy}, {rule}]")
 
 
 def load_text(text: str, file: str) -> tuple[list[Located], list[Problem]]:

@@ -11,11 +11,11 @@ tried while it could still beat the best plain-name candidate.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies.regex import NameRegex, compile_name_regex
 from policies.types import ClientInfo, Verdict
 
 _BIG = 1 << 62
@@ -146,7 +146,7 @@ class Matcher:
         exact: dict[str, list[CompiledRule]] = {}
         below: dict[str, list[CompiledRule]] = {}
         anyname: list[CompiledRule] = []
-        regex: list[tuple[CompiledRule, re.Pattern[str]]] = []
+        regex: list[tuple[CompiledRule, NameRegex]] = []
         for r in rules:
             if not (r.names or r.suffixes or r.regexes):
                 anyname.append(r)
@@ -160,7 +160,7 @@ class Matcher:
                 exact.setdefault(s, []).append(r)
                 below.setdefault(s, []).append(r)
             for rx in r.regexes:
-                regex.append((r, re.compile(rx)))
+                regex.append((r, compile_name_regex(rx)))  # RE2: linear time
         self._exact = {k: _packed(v) for k, v in exact.items()}
         self._below = {k: _packed(v) for k, v in below.items()}
         # Only suffixes with as many labels as some key can hit: skip the other probes.
@@ -220,7 +220,7 @@ class Matcher:
         for r, rx in self._regex:
             if r.index >= bi:
                 break
-            if rx.fullmatch(name) is not None and (r.qtypes is None or qtype in r.qtypes) and (
+            if rx.fullmatch(name) and (r.qtypes is None or qtype in r.qtypes) and (
                     r.selector is None or r.selector.matches(client)):
                 best = r
                 break
@@ -239,6 +239,6 @@ class Matcher:
         for r in self._any:
             found[r.index] = r
         for r, rx in self._regex:
-            if rx.fullmatch(name) is not None:
+            if rx.fullmatch(name):
                 found[r.index] = r
         return [found[k] for k in sorted(found)]

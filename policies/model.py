@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 
 from dnsflow.kube import TENANT_LABEL as TENANT_LABEL  # re-exported by policies.api
 from policies.names import check_name
+from policies.regex import RegexError, compile_name_regex
 
 API_VERSION = "dnsflow.io/v1"
 
@@ -151,62 +152,16 @@ def _check_list(values: list[str], check: Any) -> list[str]:
     return out
 
 
-def _regex_hazard(items: Any, in_repeat: bool = False) -> str | None:
-    """Why the pattern could backtrack catastrophically, or None.
-
-    Tenant regexes run at the shared edge on every query, so a pattern that can take
-    exponential time is a denial of service for every tenant. Conservative rules: no
-    repeat inside a repeat, no alternation inside a repeat, no backreferences.
-    """
-    from re import _parser as sre  # the stdlib's own parser; stable across 3.11+
-
-    for op, av in items:
-        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
-            _lo, hi, sub = av
-            repeats = hi is sre.MAXREPEAT or hi > 1
-            if repeats and in_repeat:
-                return "a repeat inside a repeat (e.g. '(a+)+')"
-            why = _regex_hazard(sub, in_repeat or repeats)
-            if why:
-                return why
-        elif op == sre.BRANCH:
-            if in_repeat:
-                return "an alternation inside a repeat (e.g. '(a|ab)*')"
-            for alt in av[1]:
-                why = _regex_hazard(alt, in_repeat)
-                if why:
-                    return why
-        elif op in (sre.SUBPATTERN,):
-            why = _regex_hazard(av[-1], in_repeat)
-            if why:
-                return why
-        elif op in (sre.ASSERT, sre.ASSERT_NOT):
-            why = _regex_hazard(av[1], in_repeat)
-            if why:
-                return why
-        elif op in (sre.GROUPREF, sre.GROUPREF_EXISTS):
-            return "a backreference"
-        elif op == sre.ATOMIC_GROUP:
-            why = _regex_hazard(av, in_repeat)
-            if why:
-                return why
-    return None
-
-
 def _check_regex(pattern: str) -> str:
-    from re import _parser as sre
-
+    """Tenant regexes run at the shared edge on every query, so they are compiled with RE2
+    (linear time in the name, no backtracking); what RE2 cannot compile is refused."""
     if len(pattern) > MAX_REGEX_LEN:
         raise ValueError(f"regex longer than {MAX_REGEX_LEN} characters")
     try:
-        re.compile(pattern)
-        parsed = sre.parse(pattern)
-    except re.error as exc:
-        raise ValueError(f"bad regex {pattern!r}: {exc}") from None
-    why = _regex_hazard(parsed)
-    if why:
-        raise ValueError(f"regex {pattern!r} could backtrack catastrophically: it has {why}; "
-                         "use suffixes or '*.zone' names for label repetition")
+        compile_name_regex(pattern)
+    except RegexError as exc:
+        raise ValueError(f"bad regex {pattern!r}: {exc} (policy regexes use RE2 syntax, which "
+                         "matches in linear time: no backreferences or lookaround)") from None
     return pattern
 
 
@@ -218,8 +173,8 @@ class Match(_Strict):
     suffixes: list[str] = Field(default_factory=list,
                                 description="a zone: the name itself and everything below")
     regex: list[str] = Field(default_factory=list,
-                             description="Python regular expressions matched against the whole "
-                                         "lower-case name without trailing dot")
+                             description="RE2 regular expressions (linear time) matched against "
+                                         "the whole lower-case name without trailing dot")
     types: list[str] = Field(default_factory=list)
     response: ResponseMatch | None = None
 

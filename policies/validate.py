@@ -9,7 +9,6 @@ the matcher, so it stays linear in the number of rules.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from policies.compiler import policy_order, response_cond, rule_id, selector_of
 from policies.loader import Located, Problem
 from policies.matcher import ANY_CLIENT, ResponseCond, Selector
 from policies.model import ClusterDNSPolicy, DNSPolicy, Match
+from policies.regex import NameRegex, compile_name_regex
 
 
 @dataclass(slots=True)
@@ -58,7 +58,7 @@ class _Coverage:
         self.suffix: dict[str, list[_Entry]] = defaultdict(list)
         self.wild: dict[str, list[_Entry]] = defaultdict(list)
         self.regex_src: dict[str, list[_Entry]] = defaultdict(list)
-        self.regex: list[tuple[re.Pattern[str], _Entry]] = []
+        self.regex: list[tuple[NameRegex, _Entry]] = []
         self.all: list[_Entry] = []
 
     def add(self, e: _Entry, m: Match) -> None:
@@ -70,7 +70,7 @@ class _Coverage:
             self.suffix[s].append(e)
         for rx in m.regex:
             self.regex_src[rx].append(e)
-            self.regex.append((re.compile(rx), e))
+            self.regex.append((compile_name_regex(rx), e))
 
     def _first(self, e: _Entry, pools: Iterable[list[_Entry]]) -> _Entry | None:
         for pool in pools:
