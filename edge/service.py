@@ -22,6 +22,7 @@ from dnsflow.settings import ConfigError, Settings, section
 from edge.cache import AnswerCache
 from edge.config import EdgeConfig, system_upstreams
 from edge.identity import IdentityTable, StaticMapError, load_static_map
+from edge.identity.static import StaticMapWatcher
 from edge.listeners.sockets import split_hostport
 from edge.listeners.stream import StreamListener
 from edge.listeners.udp import UdpListener
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 class EdgeService:
     name = "edge"
+    map_poll_s = 2.0  # how often the static tenant map file is checked for changes
 
     def __init__(self, settings: Settings, bus: Bus | None, cfg: EdgeConfig,
                  policy_store: Any = None) -> None:
@@ -64,30 +66,7 @@ class EdgeService:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.started = False
         self._map_task: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def _stamp(path: Path) -> tuple[float, int] | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    async def _watch_map(self, path: Path, last: tuple[float, int] | None,
-                         interval: float = 2.0) -> None:
-        """Reload the static tenant map when the file changes; a bad edit keeps the old map.
-        ``last`` is the stamp of the version loaded at start (taken before loading)."""
-        while True:
-            await asyncio.sleep(interval)
-            now = self._stamp(path)
-            if now is None or now == last:
-                continue
-            last = now
-            try:
-                self.identity.set_static(load_static_map(path))
-                log.info("tenant map %s reloaded", path)
-            except StaticMapError as exc:
-                log.error("%s; keeping the previous map", exc)
+        self.map_watcher: StaticMapWatcher | None = None
 
     def _policy_changed(self, keys: list[bytes]) -> None:
         """A tenant's or the cluster's policy changed: exports and isolation modes may now
@@ -125,13 +104,15 @@ class EdgeService:
     async def _start(self) -> None:
         cfg = self.cfg
         if cfg.tenant_map:
-            loaded = self._stamp(Path(cfg.tenant_map))
+            loaded = StaticMapWatcher.stamp(cfg.tenant_map)  # before reading: no edit missed
             try:
                 self.identity.set_static(load_static_map(cfg.tenant_map))
             except StaticMapError as exc:
                 raise ConfigError(str(exc)) from None
+            self.map_watcher = StaticMapWatcher(cfg.tenant_map, self.identity.set_static,
+                                                loaded, self.map_poll_s)
             self._map_task = asyncio.get_running_loop().create_task(
-                self._watch_map(Path(cfg.tenant_map), loaded), name="tenant-map")
+                self.map_watcher.run(), name="tenant-map")
         if cfg.kubernetes:
             from edge.identity.k8s import KubernetesIdentity
 
@@ -320,6 +301,8 @@ class EdgeService:
             "policy": (self.subscription.status() if self.subscription else
                        {"injected": self._injected_policy}),
             "identity": {**self.identity.size(),
+                         **({"tenant_map": self.map_watcher.status()} if self.map_watcher
+                            else {}),
                          **({"kubernetes": self.k8s.status()} if self.k8s else {})},
             "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]
                          + self.resolver.fast.answered} if self.resolver else {}),

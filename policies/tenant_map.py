@@ -84,13 +84,16 @@ def load_tenant_map(path: str | Path) -> TenantMap:
     p = Path(path)
     src = f"tenant map {p}"
     try:
-        data = yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+        data = yaml.safe_load(raw.decode("utf-8"))
     except OSError as exc:
         raise TenantMapError(f"{src}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise TenantMapError(f"{src}: not UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError:
         raise TenantMapError(f"{src}: invalid YAML") from None
     if data is None:
-        return TenantMap()
+        raise TenantMapError(f"{src}: empty (no clients, default or namespaces)")
     if not isinstance(data, dict):
         raise TenantMapError(f"{src}: expected a mapping at the top level")
     out = TenantMap()
@@ -111,4 +114,6 @@ def load_tenant_map(path: str | Path) -> TenantMap:
     for cidr, spec in data.items():
         if cidr not in _RESERVED:
             out.entries.append((_net(f"{src}: {cidr}", cidr), _info(f"{src}: {cidr}", spec)))
+    if not out.entries and out.default is None and not out.namespaces:
+        raise TenantMapError(f"{src}: empty (no clients, default or namespaces)")
     return out

@@ -12,11 +12,20 @@ Accepted shapes (errors name the file and the entry)::
     # or a mapping form
     10.2.0.0/16: {tenant: globex, namespace: globex-api}
     10.3.0.0/16: initech/initech-db   # "tenant/namespace" shorthand
+
+A map file that is empty (nothing but comments, or no clients, default or namespaces), not
+UTF-8, unreadable or invalid is an error: at start the edge refuses it; on a hot reload
+(:class:`StaticMapWatcher`) the last good map stays in force. Editors truncate a file before
+writing it, and an empty map would drop every namespace's owner, making other tenants'
+names visible.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +35,8 @@ import yaml
 
 from edge.identity.table import Network
 from policies.api import ClientInfo
+
+log = logging.getLogger(__name__)
 
 
 class StaticMapError(ValueError):
@@ -40,6 +51,10 @@ class StaticMap:
     entries: list[tuple[Network, ClientInfo]] = field(default_factory=list)
     default: tuple[str, str] | None = None          # (tenant, namespace) of unknown clients
     namespaces: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.entries and self.default is None and not self.namespaces
 
 
 def _entry(where: str, cidr: Any, spec: Any) -> tuple[Network, ClientInfo]:
@@ -101,15 +116,92 @@ def parse_static_map(data: Any, source: str = "tenant map") -> StaticMap:
 
 
 def load_static_map(path: str | Path) -> StaticMap:
+    """Read and check a map file; an empty, non-UTF-8, unreadable or invalid one raises
+    :class:`StaticMapError` naming the file and what is wrong."""
     p = Path(path)
+    src = f"tenant map {p}"
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except OSError as exc:
-        raise StaticMapError(f"tenant map {p}: cannot read ({exc.strerror})") from None
+        raise StaticMapError(f"{src}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StaticMapError(f"{src}: not UTF-8 (byte {exc.start}: "
+                             f"{raw[exc.start:exc.start + 1]!r})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
-        raise StaticMapError(f"tenant map {p}{line}: invalid YAML") from None
-    return parse_static_map(data, f"tenant map {p}")
+        raise StaticMapError(f"{src}{line}: invalid YAML") from None
+    result = parse_static_map(data, src)
+    if result.empty:
+        raise StaticMapError(f"{src}: empty ({len(raw)} bytes; no clients, default or "
+                             "namespaces)")
+    return result
+
+
+Stamp = tuple[int, int]
+
+
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class StaticMapWatcher:
+    """Poll a map file; apply each good version, keep the last good one otherwise.
+
+    Every change of (mtime, size) is read once: a bad version (empty, not UTF-8, unreadable,
+    invalid) is logged once at ERROR naming the file and the problem, counted, and left
+    out; the watcher keeps going, so the next good edit is applied. ``stamp`` is the one of
+    the version already in force (taken before it was loaded)."""
+
+    def __init__(self, path: str | Path, apply: Callable[[StaticMap], None],
+                 stamp: Stamp | None = None, interval: float = 2.0) -> None:
+        self.path = Path(path)
+        self.apply = apply
+        self.interval = interval
+        self.reloads = 0
+        self.rejected = 0
+        self.last_error = ""
+        self._last = stamp if stamp is not None else _stamp(self.path)
+
+    @staticmethod
+    def stamp(path: str | Path) -> Stamp | None:
+        return _stamp(Path(path))
+
+    def check(self) -> bool | None:
+        """One poll: True if a new map was applied, False if a new version was refused,
+        None if nothing changed."""
+        now = _stamp(self.path)
+        if now == self._last:
+            return None
+        self._last = now
+        try:
+            if now is None:
+                raise StaticMapError(f"tenant map {self.path}: cannot read (missing)")
+            new = load_static_map(self.path)
+            self.apply(new)
+        except Exception as exc:  # whatever it is, the watcher and the last good map stay
+            self.rejected += 1
+            self.last_error = str(exc)
+            log.error("%s; keeping the last good tenant map", exc)
+            return False
+        self.reloads += 1
+        self.last_error = ""
+        log.info("tenant map %s reloaded (%d entries)", self.path, len(new.entries))
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.check()
+
+    def status(self) -> dict[str, object]:
+        return {"path": str(self.path), "reloads": self.reloads, "rejected": self.rejected,
+                "last_error": self.last_error}

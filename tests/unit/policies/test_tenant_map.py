@@ -46,6 +46,9 @@ default: {tenant: guests, namespace: lobby}
     ("namespaces: [a]\n", "namespaces: expected a mapping"),
     ("- a\n", "expected a mapping at the top level"),
     ("a: [\n", "invalid YAML"),
+    ("", "empty"),
+    ("# being edited\n", "empty"),
+    ("clients: []\n", "empty"),
 ])
 def test_errors_name_the_file_and_entry(tmp_path, text, message):
     with pytest.raises(TenantMapError, match=r"tenant map .*map\.yaml") as exc:
@@ -59,3 +62,10 @@ def test_unknown_client_without_default(tmp_path):
         m.client("192.0.2.1")
     with pytest.raises(TenantMapError, match="not an IP address"):
         m.client("nope")
+
+
+def test_not_utf8_is_a_clear_error(tmp_path):
+    f = tmp_path / "map.yaml"
+    f.write_bytes(b"10.0.0.0/8: \xff\xfe/b\n")
+    with pytest.raises(TenantMapError, match=r"tenant map .*map\.yaml: not UTF-8 \(byte 12\)"):
+        load_tenant_map(f)
