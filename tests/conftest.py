@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,50 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
     finally:
         kafka.stop()
+
+
+@dataclass(frozen=True)
+class KubeLocal:
+    """A real kube-apiserver (scripts/kube-local): its admin kubeconfig and the folder with
+    ``kube-apiserver``, ``kubectl`` and ``helm`` built from their Go modules."""
+
+    kubeconfig: Path
+    tools: Path
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                as_user: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.tools / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        if as_user:
+            cmd += ["--as", as_user]
+        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
+        return out
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeLocal]:
+    """A real Kubernetes API server on loopback, started by ``make test`` or here."""
+    given, tools = os.environ.get("DNSFLOW_TEST_KUBECONFIG"), os.environ.get("DNSFLOW_KUBE_TOOLS")
+    if given and tools:
+        yield KubeLocal(Path(given), Path(tools))
+        return
+    script = ROOT / "scripts" / "kube-local"
+    env = {**os.environ, "KUBE_LOCAL_DIR": str(tmp_path_factory.mktemp("kube-local"))}
+    try:
+        tools_out = subprocess.run(["bash", str(script), "tools"], env=env, capture_output=True,
+                                   text=True, timeout=1800, check=True).stdout.strip()
+        cfg = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True,
+                             text=True, timeout=300, check=True).stdout.strip()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        if os.environ.get("DNSFLOW_REQUIRE_KUBE") == "1":
+            pytest.fail(f"local kube-apiserver did not start: {exc} {detail[-400:]}")
+        pytest.skip(f"local kube-apiserver not available: {exc}")
+    try:
+        yield KubeLocal(Path(cfg), Path(tools_out))
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, timeout=120, check=False)
 
 
 @pytest.fixture

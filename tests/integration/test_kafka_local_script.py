@@ -92,6 +92,7 @@ def test_run_tests_rejects_a_bootstrap_that_is_not_host_port(tmp_path: Path) -> 
         '[ "$1" = start ] && printf "\\033[0m127.0.0.1:9092\\n"\n'
         "exit 0\n"
     )
+    (fake_root / "scripts" / "kube-local").write_text("#!/usr/bin/env bash\nexit 0\n")
     out = subprocess.run(
         ["bash", str(fake_root / "scripts" / "run-tests")], capture_output=True, text=True,
         timeout=60, env={**os.environ, "KAFKA_LOCAL_DIR": str(tmp_path / "s")},
