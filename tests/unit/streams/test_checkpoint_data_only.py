@@ -1,0 +1,112 @@
+"""Checkpoints are data, never code (issue #11): they used to be pickled into the worker's
+changelog topic, so anyone able to write that topic could run code in the worker."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import pickle
+from collections import deque
+
+import lz4.frame
+import msgspec
+from streams_helpers import T0, make_logic
+
+from streams import checkpoint
+from streams.checkpoint import DETECTOR_STATE, FORMAT, VERSION, read_meta, restore, snapshot
+
+
+class _Evil:
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this calls Path.touch(marker)
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def _populated_logic(ev, lt):
+    logic = make_logic(auto_response={"enabled": True},
+                       detectors={"new_domain": {"warmup_s": 60}})
+    events, _ = lt.scenario(minutes=12, benign_clients=12, infected_per_family=2,
+                            tunnels_per_tool=2)
+    events = list(events)
+    events += [ev(T0 + 690_000_000 + i * 500_000, "payments", "10.0.2.99",
+                  f"svc{i}.shop.svc.cluster.local", rcode="NXDOMAIN", decision="deny",
+                  rule="isolation") for i in range(12)]
+    events += [ev(T0 + i * 1_000_000, "payments", "10.0.2.5", f"n{i % 7}.example.org")
+               for i in range(200)]
+    for e in sorted(events, key=lambda e: e["ts"]):  # state left open at the end
+        logic.process(e)
+    logic.drain()
+    return logic
+
+
+def _same(a, b, path="state"):
+    """Deep equality by type, value and (for state classes) every field."""
+    assert type(a) is type(b), f"{path}: {type(a)} != {type(b)}"
+    if isinstance(a, dict):
+        assert list(a) == list(b), f"{path}: keys"
+        for k in a:
+            _same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple, deque)):
+        assert len(a) == len(b), f"{path}: length"
+        if isinstance(a, deque):
+            assert a.maxlen == b.maxlen, f"{path}: maxlen"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif type(a).__module__.startswith("streams"):
+        for f in checkpoint._fields(type(a)):
+            assert hasattr(a, f) == hasattr(b, f), f"{path}.{f}"
+            if hasattr(a, f):
+                _same(getattr(a, f), getattr(b, f), f"{path}.{f}")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_every_detectors_state_round_trips(ev, lt):
+    logic = _populated_logic(ev, lt)
+    for name, attrs in DETECTOR_STATE.items():
+        det = getattr(logic, name)
+        for attr in attrs:
+            assert getattr(det, attr), f"test traffic leaves {name}.{attr} empty"
+    data = snapshot(logic, meta={"partition": 3, "offset": 41})
+    assert b"pickle" not in data and read_meta(data) == {"partition": 3, "offset": 41}
+    doc = msgspec.msgpack.decode(lz4.frame.decompress(data))
+    assert (doc["format"], doc["v"]) == (FORMAT, VERSION)
+    fresh = make_logic(auto_response={"enabled": True},
+                       detectors={"new_domain": {"warmup_s": 60}})
+    assert restore(fresh, [data]) == 1
+    for name, attrs in DETECTOR_STATE.items():
+        for attr in attrs:
+            _same(getattr(getattr(logic, name), attr), getattr(getattr(fresh, name), attr),
+                  f"{name}.{attr}")
+    _same(checkpoint.split(logic, logic.tmax), checkpoint.split(fresh, fresh.tmax))
+
+
+def test_a_pickled_checkpoint_is_never_executed(tmp_path, caplog, ev, lt):
+    marker = tmp_path / "pwned"
+    evil = lz4.frame.compress(pickle.dumps(_Evil(marker)))
+    pickle.loads(pickle.dumps(_Evil(tmp_path / "probe")))  # the payload does run if unpickled
+    assert (tmp_path / "probe").exists()
+    logic = make_logic()
+    caplog.set_level(logging.ERROR, logger="streams.checkpoint")
+    assert restore(logic, [evil]) == 0
+    assert read_meta(evil) == {}
+    assert not marker.exists()
+    assert any("checkpoint refused" in r.getMessage() for r in caplog.records
+               if r.name == "streams.checkpoint")
+
+
+def test_other_versions_and_garbage_are_refused_and_the_rest_restored(caplog, ev, lt):
+    good = snapshot(_populated_logic(ev, lt))
+    other = lz4.frame.compress(msgspec.msgpack.encode({"format": FORMAT, "v": VERSION + 1,
+                                                      "state": {}}))
+    bad_class = lz4.frame.compress(msgspec.msgpack.encode(
+        {"format": FORMAT, "v": VERSION, "state": {"\x00": ["os.system", {"cmd": "true"}]}}))
+    caplog.set_level(logging.ERROR, logger="streams.checkpoint")
+    logic = make_logic()
+    assert restore(logic, [b"garbage", other, bad_class, good]) == 1
+    msgs = [r.getMessage() for r in caplog.records if r.name == "streams.checkpoint"]
+    assert len(msgs) == 3
+    assert "version 2" in msgs[1] and "unknown tagged value 'os.system'" in msgs[2]
+    assert logic.events > 0  # the good one was merged; the worker keeps going
