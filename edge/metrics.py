@@ -19,6 +19,9 @@ from prometheus_client.core import (
 
 BOUNDS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000,
              500_000, 1_000_000, 2_500_000)
+_CONN_EVENTS = ("accepted", "refused", "evicted", "idle_closed", "read_timeouts",
+                "handshake_timeouts", "handshake_failed", "write_paused", "write_overflow",
+                "h2_rapid_reset_goaway", "h2_resets", "bad_headers", "protocol_errors")
 
 
 class EdgeMetrics:
@@ -47,11 +50,36 @@ class EdgeMetrics:
             c = self.cells[key] = [0]
         return c
 
-    def query_counts(self) -> dict[tuple[str, str, str, str], int]:
+    def raw_counts(self) -> dict[tuple[str, str, str, str], int]:
+        """Counts as the answer path recorded them (isolated queries still marked)."""
         totals = dict(self.queries)
         for k, c in list(self.cells.items()):
             totals[k] = totals.get(k, 0) + c[0]
         return totals
+
+    @staticmethod
+    def _isolated(decision: str, cache: str) -> bool:
+        # The resolver records an isolated query (another tenant's name, answered as the
+        # upstream answers a missing one) as decision "deny" with a cache state; a policy
+        # deny never touches the cache (cache "none").
+        return decision == "deny" and cache != "none"
+
+    def query_counts(self) -> dict[tuple[str, str, str, str], int]:
+        """Per-tenant series as the tenant may see them: an isolated query is counted as
+        what it looks like, a missing name (decision "allow"), never as its own series:
+        a separate one would tell the tenant which names belong to another tenant."""
+        totals: dict[tuple[str, str, str, str], int] = {}
+        for (tenant, rcode, decision, cache), n in self.raw_counts().items():
+            if self._isolated(decision, cache):
+                decision = "allow"
+            k = (tenant, rcode, decision, cache)
+            totals[k] = totals.get(k, 0) + n
+        return totals
+
+    def isolated_count(self) -> int:
+        """Isolated queries of all tenants: for operators, with no tenant label."""
+        return sum(n for (_, _, decision, cache), n in self.raw_counts().items()
+                   if self._isolated(decision, cache))
 
     def add_source(self, fn: Callable[[], dict[str, Any]]) -> None:
         """A callable returning {'cache': {...}, 'upstreams': {...}, 'events': {...}}."""
@@ -62,6 +90,12 @@ class EdgeMetrics:
                                 labels=["edge", "tenant", "rcode", "decision", "cache"])
         for (tenant, rcode, decision, cache), n in self.query_counts().items():
             c.add_metric([self.edge, tenant, rcode, decision, cache], n)
+        yield c
+        c = CounterMetricFamily("dnsflow_edge_isolated_queries",
+                                "queries for another tenant's names, answered as missing names "
+                                "(all tenants: operators only, no tenant label)",
+                                labels=["edge"])
+        c.add_metric([self.edge], self.isolated_count())
         yield c
         buckets = []
         acc = 0
@@ -127,6 +161,36 @@ class EdgeMetrics:
                                   labels=["edge"])
             g.add_metric([self.edge], ev.get("spool_pending", 0))
             yield g
+
+        conns = merged.get("connections") or {}
+        if conns:
+            g = GaugeMetricFamily("dnsflow_edge_connections_open",
+                                  "TCP+DoT+DoH connections held (the shared budget)",
+                                  labels=["edge"])
+            g.add_metric([self.edge], conns.get("open", 0))
+            yield g
+            m = CounterMetricFamily("dnsflow_edge_connections_budget",
+                                    "connections refused or evicted by the shared budget",
+                                    labels=["edge", "outcome"])
+            for key in ("refused_full", "refused_client", "evicted"):
+                m.add_metric([self.edge, key], conns.get(key, 0))
+            yield m
+            m = CounterMetricFamily("dnsflow_edge_connection_events",
+                                    "stream connection guard events per listener",
+                                    labels=["edge", "transport", "event"])
+            for st in conns.get("listeners", []):
+                for key in _CONN_EVENTS:
+                    if key in st:
+                        m.add_metric([self.edge, st.get("transport", ""), key], st[key])
+            yield m
+        rrl = merged.get("rrl") or {}
+        if rrl.get("enabled"):
+            m = CounterMetricFamily("dnsflow_edge_rrl_responses",
+                                    "UDP answers withheld by response rate limiting",
+                                    labels=["edge", "action"])
+            m.add_metric([self.edge, "dropped"], rrl.get("dropped", 0))
+            m.add_metric([self.edge, "slipped"], rrl.get("slipped", 0))
+            yield m
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

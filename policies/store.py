@@ -36,6 +36,8 @@ from policies.records import (
 )
 from policies.types import ClientInfo, PolicyRecordError, Verdict, View
 
+# The rule of an isolation verdict (in events and explain): the same for every namespace.
+ISOLATION_RULE = "isolation"
 GC_PAUSE_BYTES = 64 * 1024
 
 
@@ -290,7 +292,9 @@ class PolicyStore:
             if ns is not None:
                 v = st.isolation_verdicts.get(ns)
                 if v is None:
-                    v = Verdict("deny", f"isolation:{ns}", st.version, deny_mode="NXDOMAIN",
+                    # the rule never names the namespace: it lands in the asking tenant's
+                    # events, and "isolation:<ns>" would tell it whose namespace that is
+                    v = Verdict("deny", ISOLATION_RULE, st.version, deny_mode="NXDOMAIN",
                                 isolated=True)
                     st.isolation_verdicts[ns] = v
                 return v

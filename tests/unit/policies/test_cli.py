@@ -64,7 +64,7 @@ def test_validate_missing_file(files, capsys):
      ["decision: deny DROP", "rule:     shop/base#ads",
       "client gets: no response at all"]),
     (["--client", "10.1.2.3", "--name", "db.bank.svc.cluster.local"],
-     ["decision: deny NXDOMAIN", "rule:     isolation:bank", "service 'db' not exported"]),
+     ["decision: deny NXDOMAIN", "rule:     isolation\n", "service 'db' not exported"]),
     (["--client", "10.1.2.3", "--name", "api.bank.svc.cluster.local"],
      ["decision: allow", "default allow"]),
     (["--client", "10.2.0.9", "--name", "x.tracker.net"],
