@@ -63,6 +63,19 @@ class EdgeConfig(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
     worker_index: int = Field(default=0, ge=0)
     idle_timeout: float = Field(default=10.0, gt=0)
+    # hostile clients (edge/listeners/budget.py, edge/rrl.py)
+    max_connections: int = Field(default=2048, ge=1, description="TCP+DoT+DoH connections")
+    max_connections_per_client: int = Field(default=64, ge=1)
+    tcp_read_timeout: float = Field(default=5.0, gt=0, description="a started message "
+                                    "(TCP/DoT query, DoH request) must be complete within")
+    tls_handshake_timeout: float = Field(default=5.0, gt=0)
+    rrl_rate: float = Field(default=0.0, ge=0, description="UDP answers per second per "
+                            "client prefix; 0 = response rate limiting off")
+    rrl_burst: float = Field(default=0.0, ge=0, description="bucket size; 0 = rrl_rate")
+    rrl_slip: int = Field(default=2, ge=0, description="every Nth limited answer is sent "
+                          "truncated (TC=1), the rest dropped; 0 = drop all")
+    rrl_ipv4_prefix: int = Field(default=24, ge=8, le=32)
+    rrl_ipv6_prefix: int = Field(default=56, ge=16, le=128)
     policy_snapshot: str | None = None
     subscribe_policies: bool = True
     reuse_port: bool = True

@@ -23,12 +23,14 @@ from edge.cache import AnswerCache
 from edge.config import EdgeConfig, system_upstreams
 from edge.identity import IdentityTable, StaticMapError, load_static_map
 from edge.identity.static import StaticMapWatcher
+from edge.listeners.budget import ConnectionBudget
 from edge.listeners.sockets import split_hostport
 from edge.listeners.stream import StreamListener
 from edge.listeners.udp import UdpListener
 from edge.metrics import EdgeMetrics
 from edge.policy.subscription import PolicySubscription
 from edge.resolver import PolicyHolder, Resolver
+from edge.rrl import ResponseRateLimiter
 from edge.telemetry import EventPublisher, Spool
 from edge.telemetry.spool import SpoolBusy
 from edge.tls import client_context, self_signed, server_context
@@ -180,12 +182,20 @@ class EdgeService:
         cfg = self.cfg
         assert self.resolver is not None
         host, port = split_hostport(cfg.listen)
+        # one connection budget for TCP, DoT and DoH; UDP response rate limiting if set
+        self.budget = ConnectionBudget(cfg.max_connections, cfg.max_connections_per_client)
+        guard = {"budget": self.budget, "read_timeout": cfg.tcp_read_timeout,
+                 "handshake_timeout": cfg.tls_handshake_timeout}
+        self.rrl = ResponseRateLimiter(
+            cfg.rrl_rate, cfg.rrl_burst, cfg.rrl_slip, cfg.rrl_ipv4_prefix,
+            cfg.rrl_ipv6_prefix) if cfg.rrl_rate > 0 else None
+        self.metrics.add_source(self._hostile_status)
         # TCP on the same port as UDP; with port 0 retry until a port is free for both
         for attempt in range(20 if port == 0 else 1):
-            udp = UdpListener(self.resolver, host, port, cfg.reuse_port)
+            udp = UdpListener(self.resolver, host, port, cfg.reuse_port, rrl=self.rrl)
             await udp.start()
             tcp = StreamListener(self.resolver, host, udp.port, idle_timeout=cfg.idle_timeout,
-                                 reuse_port=cfg.reuse_port)
+                                 reuse_port=cfg.reuse_port, **guard)
             try:
                 await tcp.start()
                 break
@@ -205,7 +215,7 @@ class EdgeService:
                 h, p = split_hostport(cfg.dot_listen, 853)
                 dot = StreamListener(self.resolver, h, p, ssl_context=server_context(
                     cert, key, ["dot"]), idle_timeout=cfg.idle_timeout,
-                    reuse_port=cfg.reuse_port)
+                    reuse_port=cfg.reuse_port, **guard)
                 await dot.start()
                 self.listeners.append(dot)
                 self.ports["dot"] = dot.port
@@ -215,7 +225,8 @@ class EdgeService:
                 h, p = split_hostport(cfg.doh_listen, 443)
                 doh = DohListener(self.resolver, h, p, ssl_context=server_context(
                     cert, key, ["h2", "http/1.1"]), path=cfg.doh_path,
-                    reuse_port=cfg.reuse_port, idle_timeout=max(cfg.idle_timeout, 30.0))
+                    reuse_port=cfg.reuse_port, idle_timeout=max(cfg.idle_timeout, 30.0),
+                    **guard)
                 await doh.start()
                 self.listeners.append(doh)
                 self.ports["doh"] = doh.port
@@ -308,7 +319,18 @@ class EdgeService:
                          + self.resolver.fast.answered} if self.resolver else {}),
             "workers": [w.pid for w in self.workers],
             "udp_listeners": [u.status() for u in self.listeners if isinstance(u, UdpListener)],
+            **self._hostile_status(),
         }
+
+    def _hostile_status(self) -> dict[str, Any]:
+        """Connection budget, per-listener guard counters and RRL (status() and /metrics)."""
+        budget = getattr(self, "budget", None)
+        rrl = getattr(self, "rrl", None)
+        return {"connections": {
+            **(budget.status() if budget is not None else {}),
+            "listeners": [lst.status() for lst in self.listeners
+                          if not isinstance(lst, UdpListener)]},
+            "rrl": rrl.status() if rrl is not None else {"enabled": False}}
 
 
 def _die_with_parent() -> None:

@@ -1,5 +1,10 @@
 """DNS over TCP (RFC 1035/7766) and over TLS (RFC 7858): 2-byte length framing, pipelined
-queries answered as soon as each is ready (possibly out of order), idle timeout."""
+queries answered as soon as each is ready (possibly out of order).
+
+Hostile clients (``budget.py``): connections are charged to one budget shared with DoH, TLS
+handshakes have a deadline, a started message must be complete within ``read_timeout``,
+the idle timer moves only when a whole query arrives, and a client that pipelines without
+reading its answers is paused (then aborted) instead of growing our buffers."""
 
 from __future__ import annotations
 
@@ -11,65 +16,55 @@ import ssl
 import struct
 from typing import Any
 
+from edge.listeners.budget import ConnectionBudget, GuardedProtocol, Limits, protocol_factory
 from edge.listeners.sockets import bind_socket
 from edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 128
-MAX_CONNECTIONS = 2048
+MAX_CONNECTIONS = 2048  # the default budget when none is shared
 
 
-class _StreamProtocol(asyncio.Protocol):
+class _StreamProtocol(GuardedProtocol):
     def __init__(self, listener: StreamListener) -> None:
+        super().__init__(listener.limits)
         self.l = listener
         self.answer = listener.resolver.answer
         self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.ip = ""
         self.pending: set[asyncio.Task[Any]] = set()
-        self.idle: asyncio.TimerHandle | None = None
-        self.paused = False
+        self.full = False     # MAX_PENDING answers in flight: stop taking queries
+        self.eof = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.ip = peer[0] if peer else ""
-        if len(self.l.conns) >= MAX_CONNECTIONS:
-            self.l.refused += 1
-            transport.close()
-            return
+    def started(self) -> None:
         self.l.conns.add(self)
-        self._arm()
 
-    def _arm(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = asyncio.get_running_loop().call_later(self.l.idle_timeout, self._on_idle)
-
-    def _on_idle(self) -> None:
-        if self.pending:
-            self._arm()
-            return
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def stopped(self) -> None:
         self.l.conns.discard(self)
-        if self.idle is not None:
-            self.idle.cancel()
-        self.transport = None
+
+    def partial(self) -> bool:
+        return bool(self.buf) and not self.blocked()
+
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def blocked(self) -> bool:
+        return self.full or self.write_paused
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        self._arm()
+        self._process()
+
+    def _process(self) -> None:
         buf = self.buf
-        while len(buf) >= 2:
+        got = False
+        while len(buf) >= 2 and not self.blocked() and self.transport is not None:
             (ln,) = struct.unpack_from("!H", buf)
             if len(buf) < 2 + ln:
                 break
             msg = bytes(buf[2:2 + ln])
             del buf[:2 + ln]
+            got = True
             if ln == 0:
                 continue
             try:
@@ -86,41 +81,62 @@ class _StreamProtocol(asyncio.Protocol):
             task = asyncio.ensure_future(r)
             self.pending.add(task)
             task.add_done_callback(self._done)
-            if len(self.pending) >= MAX_PENDING and not self.paused and self.transport:
-                self.transport.pause_reading()
-                self.paused = True
+            if len(self.pending) >= MAX_PENDING:
+                self.full = True
+        if got:
+            self.progress()
+        self.update_reading()
+        if buf and not self.blocked():
+            self.arm_deadline()  # the rest of this message must come within read_timeout
+        elif self.eof:
+            self._finish()
 
     def _write(self, r: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(struct.pack("!H", len(r)) + r)
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(struct.pack("!H", len(r)) + r)
+            self.overflowing()
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.pending.discard(task)
-        if self.paused and len(self.pending) < MAX_PENDING // 2 and self.transport:
-            self.transport.resume_reading()
-            self.paused = False
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("answering a %s query from %s failed: %r", self.l.transport_name,
-                      self.ip, exc)
-            return
-        r = task.result()
-        if r is not None:
-            self._write(r)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                log.error("answering a %s query from %s failed: %r", self.l.transport_name,
+                          self.ip, exc)
+            else:
+                r = task.result()
+                if r is not None:
+                    self._write(r)
+        if self.full and len(self.pending) < MAX_PENDING // 2:
+            self.full = False
+            self.resume()
+        elif self.eof:
+            self._finish()
+
+    def resume(self) -> None:
+        if not self.blocked():
+            self._process()
 
     def eof_received(self) -> bool:
-        # half-close: finish pending answers, then close
-        if not self.pending and self.transport is not None:
-            self.transport.close()
+        # half-close: finish pending answers (and complete queries already read), then close
+        self.eof = True
+        self._finish()
         return self.l.ssl is None  # TLS transports cannot stay half-open
+
+    def _finish(self) -> None:
+        if self.pending or self.transport is None:
+            return
+        if len(self.buf) >= 2 and len(self.buf) >= 2 + struct.unpack_from("!H", self.buf)[0]:
+            return  # complete queries still to answer (we are blocked on writing)
+        self.transport.close()
 
 
 class StreamListener:
     def __init__(self, resolver: Resolver, host: str, port: int, *,
                  ssl_context: ssl.SSLContext | None = None, idle_timeout: float = 10.0,
-                 reuse_port: bool = True) -> None:
+                 reuse_port: bool = True, budget: ConnectionBudget | None = None,
+                 read_timeout: float = 5.0, handshake_timeout: float = 5.0) -> None:
         self.resolver = resolver
         self.host = host
         self.port = port
@@ -130,14 +146,26 @@ class StreamListener:
         self.transport_name = "dot" if ssl_context is not None else "tcp"
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[_StreamProtocol] = set()
-        self.refused = 0
+        self.handshakes: set[Any] = set()
+        self.limits = Limits(budget or ConnectionBudget(MAX_CONNECTIONS),
+                             idle_timeout=idle_timeout, read_timeout=read_timeout,
+                             handshake_timeout=handshake_timeout)
+
+    @property
+    def refused(self) -> int:
+        return self.limits.counters["refused"]
 
     async def start(self) -> None:
         sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
         self.port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _StreamProtocol(self), sock=sock,
-                                               ssl=self.ssl)
+        self.server = await loop.create_server(
+            protocol_factory(self.limits, self.ssl, lambda: _StreamProtocol(self),
+                             self.handshakes), sock=sock)
+
+    def status(self) -> dict[str, Any]:
+        return {"transport": self.transport_name, "port": self.port, "open": len(self.conns),
+                "handshaking": len(self.handshakes), **self.limits.counters}
 
     async def stop(self, grace: float = 3.0) -> None:
         if self.server is not None:
@@ -146,7 +174,9 @@ class StreamListener:
         if pending:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), grace)
-        for c in list(self.conns):
+        for c in list(self.conns) + list(self.handshakes):
             if c.transport is not None:
                 c.transport.close()
+            else:
+                c.evict()
         self.server = None

@@ -18,8 +18,10 @@ import ctypes
 import errno
 import logging
 import socket
+import time
 from typing import Any
 
+from edge import rrl as rrl_mod
 from edge.listeners import mmsg
 from edge.listeners.sockets import bind_socket
 from edge.resolver import Resolver
@@ -34,7 +36,8 @@ _ADDRS_MAX = 100_000
 
 class UdpListener:
     def __init__(self, resolver: Resolver, host: str, port: int, reuse_port: bool = True,
-                 batched_io: bool | None = None) -> None:
+                 batched_io: bool | None = None,
+                 rrl: rrl_mod.ResponseRateLimiter | None = None) -> None:
         self.resolver = resolver
         self.host = host
         self.port = port
@@ -50,6 +53,7 @@ class UdpListener:
         self._backlog: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
+        self.rrl = rrl  # response rate limiting (None: off)
 
     async def start(self) -> None:
         self.sock = bind_socket(self.host, self.port, socket.SOCK_DGRAM, self.reuse_port)
@@ -76,6 +80,9 @@ class UdpListener:
         v4 = b.namelen == 16
         namelen = b.namelen
         slot, out_slot, name = mmsg.SLOT, mmsg.OUT_SLOT, mmsg.NAME
+        lim = self.rrl
+        if lim is not None:
+            rl_check, rl_key6, mask4 = lim.check, lim.key_v6, lim.mask4
         for _ in range(ROUNDS):
             n = b.recv(fd)
             if n <= 0:
@@ -85,6 +92,8 @@ class UdpListener:
                         log.debug("udp recvmmsg: %s", errno.errorcode.get(err, err))
                 return
             t0 = fp.begin()
+            if lim is not None:
+                now = time.monotonic()
             j = 0
             moved = False  # an answer slot re-pointed at another datagram's sender
             dests: list[Any] = []
@@ -104,22 +113,28 @@ class UdpListener:
                         addrs.clear()
                     addrs[ak] = addr
                 try:
-                    tail = hit(addr[0], rbuf[off + 2:off + ln], t0)
-                    if tail is not None:
-                        so = j * out_slot
-                        tl = len(tail)
-                        if tl + 2 <= out_slot:
-                            smv[so:so + 2 + tl] = rbuf[off:off + 2] + tail
-                            siov64[2 * j + 1] = tl + 2
-                            if j != i:
-                                s64[8 * j] = nbase + i * name
-                                moved = True
-                            dests.append(addr)
-                            j += 1
-                        else:
-                            self._send(rbuf[off:off + 2] + tail, addr)
-                        continue
-                    r = answer(rbuf[off:off + ln], addr[0], "udp")
+                    if lim is not None and (verdict := rl_check(
+                            (ak >> 32) & mask4 if v4 else rl_key6(ak), now)):
+                        if verdict == rrl_mod.DROP:
+                            continue
+                        r = rrl_mod.tc_reply(rbuf[off:off + ln])  # slip: TC=1, try TCP
+                    else:
+                        tail = hit(addr[0], rbuf[off + 2:off + ln], t0)
+                        if tail is not None:
+                            so = j * out_slot
+                            tl = len(tail)
+                            if tl + 2 <= out_slot:
+                                smv[so:so + 2 + tl] = rbuf[off:off + 2] + tail
+                                siov64[2 * j + 1] = tl + 2
+                                if j != i:
+                                    s64[8 * j] = nbase + i * name
+                                    moved = True
+                                dests.append(addr)
+                                j += 1
+                            else:
+                                self._send(rbuf[off:off + 2] + tail, addr)
+                            continue
+                        r = answer(rbuf[off:off + ln], addr[0], "udp")
                 except Exception:
                     log.exception("answering a UDP packet from %s failed", addr[0])
                     self.errors += 1
@@ -182,6 +197,8 @@ class UdpListener:
         answer = self.resolver.answer
         fast = self.resolver.fast.answer
         backlog = self._backlog
+        lim = self.rrl
+        now = time.monotonic() if lim is not None else 0.0
         for _ in range(BATCH):
             try:
                 data, addr = recvfrom(65535)
@@ -190,6 +207,12 @@ class UdpListener:
             except OSError as exc:  # e.g. ICMP errors surfaced on the socket
                 log.debug("udp recv: %s", exc)
                 return
+            if lim is not None and (verdict := lim.check(lim.key_ip(addr[0]), now)):
+                if verdict == rrl_mod.SLIP:
+                    r = rrl_mod.tc_reply(data)
+                    if r is not None:
+                        self._send(r, addr)
+                continue
             try:
                 r = fast(data, addr[0])
                 if r is not None:
@@ -267,7 +290,8 @@ class UdpListener:
     def status(self) -> dict[str, Any]:
         return {"port": self.port, "batched_io": self.batched_io, "errors": self.errors,
                 "send_dropped": self.send_dropped, "oversize": self.oversize,
-                "backlog": len(self._backlog)}
+                "backlog": len(self._backlog),
+                "rrl": self.rrl.status() if self.rrl is not None else {"enabled": False}}
 
     async def stop(self, grace: float = 3.0) -> None:
         if self._loop is not None and self.sock is not None:
