@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +61,7 @@ class EdgeService:
         self.ops: Any = None
         self.k8s: Any = None
         self.ports: dict[str, int] = {}
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.supervisor: Any = None  # edge.supervisor.WorkerSupervisor (worker 0)
         self.started = False
         self._map_task: asyncio.Task[None] | None = None
         self.map_watcher: StaticMapWatcher | None = None
@@ -140,7 +136,8 @@ class EdgeService:
                                            check_interval=cfg.health_interval)
         self.pool.start()
         if cfg.events and self.bus is not None:
-            spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else (
+            # one spool per worker process: a spool directory has one writer (SpoolBusy)
+            spool_dir = Path(cfg.spool_dir) / f"w{cfg.worker_index}" if cfg.spool_dir else (
                 self.home / "spool" / f"{cfg.name}-w{cfg.worker_index}")
             try:
                 spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
@@ -172,6 +169,14 @@ class EdgeService:
         log.info("edge %s serving %s", cfg.name, self.ports)
 
     async def _start_listeners(self) -> None:
+        cfg = self.cfg
+        if cfg.reuse_port and cfg.worker_index == 0:  # SO_REUSEPORT only among our workers
+            from edge.supervisor import ensure_port_free
+
+            for addr, kinds in ((cfg.listen, ("udp", "tcp")), (cfg.dot_listen, ("tcp",)),
+                                (cfg.doh_listen, ("tcp",))):
+                if addr and split_hostport(addr)[1]:
+                    ensure_port_free(*split_hostport(addr), kinds=kinds)
         try:
             await self._bind_listeners()
         except OSError as exc:
@@ -232,7 +237,8 @@ class EdgeService:
                 self.ports["doh"] = doh.port
 
     def _spawn_workers(self) -> None:
-        """Extra processes binding the same ports with SO_REUSEPORT (one core each)."""
+        """Extra processes binding the same ports with SO_REUSEPORT (one core each), kept
+        running by a supervisor that restarts and reports dead ones (edge/supervisor.py)."""
         cfg = self.cfg.model_dump()
         host, _ = split_hostport(self.cfg.listen)
         cfg["listen"] = f"[{host}]:{self.ports['udp']}" if ":" in host else (
@@ -244,12 +250,13 @@ class EdgeService:
         cfg["metrics_listen"] = None
         settings = self.settings.model_dump(mode="json")
         settings.pop("source", None)
-        for i in range(1, self.cfg.workers):
-            spec = {"settings": settings, "edge": {**cfg, "worker_index": i, "workers": 1}}
-            self.workers.append(subprocess.Popen(
-                [sys.executable, "-m", "edge.worker", json.dumps(spec)],
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-                preexec_fn=_die_with_parent))
+        from edge.supervisor import WorkerSupervisor
+
+        specs = {i: {"settings": settings, "edge": {**cfg, "worker_index": i, "workers": 1}}
+                 for i in range(1, self.cfg.workers)}
+        self.supervisor = WorkerSupervisor(self.cfg.name, specs, preexec_fn=_die_with_parent)
+        self.supervisor.start()
+        self.metrics.registry.register(self.supervisor)  # type: ignore[arg-type]
 
     def _addr(self, kind: str) -> str | None:
         port = self.ports.get(kind)
@@ -271,9 +278,8 @@ class EdgeService:
         failing to stop does not keep the others running."""
         if self._map_task is not None:
             self._map_task.cancel()
-        for w in self.workers:
-            with contextlib.suppress(Exception):
-                w.terminate()
+        workers = (asyncio.ensure_future(self.supervisor.stop())
+                   if self.supervisor is not None else None)
         parts: list[tuple[str, Any]] = [("listener", lst.stop) for lst in self.listeners]
         parts += [("ops", self.ops.stop if self.ops else None),
                   ("publisher", self.publisher.stop if self.publisher else None),
@@ -289,9 +295,9 @@ class EdgeService:
                 await fn()
             except Exception:
                 log.exception("edge %s: stopping the %s failed", self.cfg.name, what)
-        for w in self.workers:
+        if workers is not None:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(w.wait, 15)
+                await workers
         self.started = False
 
     def status(self) -> dict[str, Any]:
@@ -317,7 +323,8 @@ class EdgeService:
                          **({"kubernetes": self.k8s.status()} if self.k8s else {})},
             "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]
                          + self.resolver.fast.answered} if self.resolver else {}),
-            "workers": [w.pid for w in self.workers],
+            **(self.supervisor.status() if self.supervisor is not None else {
+                "workers": [], "workers_alive": 0, "worker_restarts": {}}),
             "udp_listeners": [u.status() for u in self.listeners if isinstance(u, UdpListener)],
             **self._hostile_status(),
         }

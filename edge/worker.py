@@ -1,4 +1,8 @@
-"""One extra edge worker process (``--workers N``): same config, same ports (SO_REUSEPORT)."""
+"""One extra edge worker process (``--workers N``): same config, same ports (SO_REUSEPORT).
+
+Started and, when it dies, restarted by worker 0's supervisor (``edge/supervisor.py``). Like
+worker 0, it starts without Kafka (events are spooled in its own ``<spool_dir>/w<N>``) rather
+than dying on ``BusError``."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import sys
 
 
 async def _main(spec: dict) -> None:
-    from dnsflow.bus import open_bus
+    from dnsflow.bus import BusError, open_bus
     from dnsflow.settings import Settings
     from edge.config import EdgeConfig
     from edge.service import EdgeService
@@ -18,7 +22,12 @@ async def _main(spec: dict) -> None:
     settings = Settings.model_validate(spec["settings"])
     cfg = EdgeConfig.model_validate(spec["edge"])
     bus = open_bus(settings.kafka, settings.topic_prefix)
-    await bus.start()
+    try:
+        await bus.start()
+    except BusError as exc:
+        logging.getLogger("edge").warning(
+            "worker %s: Kafka unavailable at start (%s): events will be spooled",
+            cfg.worker_index, exc)
     svc = EdgeService(settings, bus, cfg)
     await svc.start()
     stop = asyncio.Event()
