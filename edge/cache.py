@@ -63,11 +63,17 @@ def patch(entry_bytes: bytes, q: wire.Query, qlen: int) -> bytes:
 
 
 class AnswerCache:
-    """Bounded LRU keyed by (view, lower-case qname wire, qtype, qclass, EDNS/DO/CD bits)."""
+    """Bounded LRU keyed by (view, lower-case qname wire, qtype, qclass, EDNS/DO/CD/AD bits).
+
+    What is stored already carries the edge's header bits (RA, no AA, the key's CD and AD)
+    and clamped TTLs (:func:`wire.fix_reply`), so a hit only patches ID, RD and letter case.
+    """
 
     def __init__(self, max_entries: int = 100_000, serve_stale: bool = False,
-                 stale_seconds: float = 86_400.0, clock: Any = time.monotonic) -> None:
+                 stale_seconds: float = 86_400.0, clock: Any = time.monotonic,
+                 max_ttl: int = MAX_TTL) -> None:
         self.max_entries = max_entries
+        self.max_ttl = max_ttl
         self.serve_stale = serve_stale
         self.stale_seconds = stale_seconds
         self.clock = clock
@@ -82,7 +88,7 @@ class AnswerCache:
 
     @staticmethod
     def key(view: str, q: wire.Query) -> tuple:
-        bits = (1 if q.edns else 0) | (2 if q.do else 0) | (4 if q.flags & wire.CD else 0)
+        bits = (1 if q.edns else 0) | (2 if q.do else 0) | (q.flags & (wire.CD | wire.AD))
         return (view, q.qwire.lower(), q.qtype, q.qclass, bits)
 
     def get(self, key: tuple) -> Entry | None:
@@ -120,7 +126,7 @@ class AnswerCache:
                 return None  # RFC 2308 5: no SOA, no negative caching
             ttl = min(resp.negative_ttl, MAX_NEGATIVE_TTL)
         elif resp.rcode == wire.NOERROR:
-            ttl = min(resp.min_ttl if resp.min_ttl is not None else 0, MAX_TTL)
+            ttl = min(resp.min_ttl if resp.min_ttl is not None else 0, self.max_ttl)
         else:
             return None
         if ttl <= 0:

@@ -50,6 +50,15 @@ class EdgeConfig(BaseModel):
     default_namespace: str = ""
     cache_size: int = Field(default=100_000, ge=0)
     serve_stale: bool = False
+    max_cache_ttl: int = Field(default=86_400, ge=1, le=0x7FFFFFFF,
+                               description="cap on every TTL passed on and cached (seconds)")
+    max_udp_size: int = Field(default=1232, ge=512, le=65535,
+                              description="largest UDP answer whatever the client's EDNS size "
+                              "(larger ones get TC=1)")
+    chaos_identity: str | None = Field(default=None, description="CH TXT id.server / "
+                                       "hostname.bind answer; unset = REFUSED (hidden)")
+    chaos_version: str | None = Field(default=None, description="CH TXT version.bind / "
+                                      "version.server answer; unset = REFUSED (hidden)")
     spool_dir: str | None = None
     spool_limit_mb: float = Field(default=1024, gt=0)
     events: bool = True

@@ -46,7 +46,9 @@ class PolicyHolder:
 class Resolver:
     def __init__(self, *, identity: IdentityTable, policy: PolicyHolder, cache: AnswerCache,
                  pool: UpstreamPool, publisher: EventPublisher | None, edge: str = "edge",
-                 pool_factory: Any = None, metrics: Any = None) -> None:
+                 pool_factory: Any = None, metrics: Any = None,
+                 max_udp_size: int = wire.MAX_UDP, max_cache_ttl: int = wire.MAX_CACHE_TTL,
+                 chaos_identity: str | None = None, chaos_version: str | None = None) -> None:
         self.identity = identity
         self.policy = policy
         self.cache = cache
@@ -55,6 +57,11 @@ class Resolver:
         self.edge = edge
         self.metrics = metrics
         self.ratelimit = RateLimiter()
+        self.max_udp_size = max_udp_size      # cap on UDP answers whatever the client's EDNS
+        self.max_cache_ttl = max_cache_ttl
+        # CH TXT id.server/hostname.bind and version.bind/version.server: None = REFUSED
+        self.chaos = {"id.server": chaos_identity, "hostname.bind": chaos_identity,
+                      "version.bind": chaos_version, "version.server": chaos_version}
         self._pool_factory = pool_factory or (lambda urls: UpstreamPool.from_urls(urls))
         self._pools: dict[tuple[str, ...], UpstreamPool] = {}
         self._names: dict[bytes, str] = {}
@@ -127,8 +134,10 @@ class Resolver:
         if q.edns and q.edns_version != 0:
             self._emit(ts, client, transport, qname, qtype, "BADVERS", [], t0, "none", None, "")
             return wire.error_response(q, wire.BADVERS)
+        if q.qclass == wire.C_CH:
+            return self._chaos(q, client, transport, qname, qtype, t0, ts)
         if transport == "udp":
-            max_size = q.udp_size if q.edns else 512
+            max_size = min(q.udp_size, self.max_udp_size) if q.edns else 512
         store = self.policy.store
         try:
             v = store.decide(client, qname, qtype)
@@ -164,8 +173,9 @@ class Resolver:
             if e is None or e.policy_version != v.policy_version:
                 return self._search(q, v, client, transport, qname, qtype, t0, ts, view,
                                     local, max_size)
+        f = q.flags
         key = (client.tenant, q.qwire.lower(), q.qtype, q.qclass,
-               (1 if q.edns else 0) | (2 if q.do else 0) | (4 if q.flags & wire.CD else 0))
+               (1 if q.edns else 0) | (2 if q.do else 0) | (f & (wire.CD | wire.AD)))
         e = self.cache.get(key)
         if (e is not None and e.policy_version == v.policy_version
                 and (e.decision == "q") == (action == "isolate")):
@@ -191,7 +201,22 @@ class Resolver:
     @staticmethod
     def _key(tenant: str, q: wire.Query) -> tuple:
         return (tenant, q.qwire.lower(), q.qtype, q.qclass,
-                (1 if q.edns else 0) | (2 if q.do else 0) | (4 if q.flags & wire.CD else 0))
+                (1 if q.edns else 0) | (2 if q.do else 0) | (q.flags & (wire.CD | wire.AD)))
+
+    def _chaos(self, q: wire.Query, c: ClientInfo, transport: str, qname: str, qtype: str,
+               t0: float, ts: int) -> bytes:
+        """CHAOS class is answered here, never forwarded: the upstream's software and
+        identity stay hidden. ``version.bind``/``id.server`` (and their aliases) get the
+        configured text, REFUSED when none is (like unbound's hide-version/hide-identity);
+        every other CH query is REFUSED."""
+        text = self.chaos.get(qname) if q.qtype in (wire.T_TXT, 255) else None
+        if text is None:
+            self._emit(ts, c, transport, qname, qtype, "REFUSED", [], t0, "none", None,
+                       "local")
+            return wire.error_response(q, wire.REFUSED)
+        self._emit(ts, c, transport, qname, qtype, "NOERROR", [f'TXT "{text}"'], t0, "none",
+                   None, "local")
+        return wire.chaos_answer(q, text)
 
     async def _search(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
                       qname: str, qtype: str, t0: float, ts: int, view: View,
@@ -219,8 +244,8 @@ class Resolver:
                            "local")
                 return out if len(out) <= max_size else wire.truncate(out, q)
             try:
-                tail, upname = await pool.query(wire.make_query(full, q.qtype))
-                resp = wire.parse_response(tail)
+                tail, upname, resp = await pool.resolve(wire.make_query(full, q.qtype),
+                                                        self.max_cache_ttl)
             except (UpstreamError, wire.WireError):
                 continue
             if resp.rcode != wire.NOERROR or not resp.an_count:
@@ -234,7 +259,8 @@ class Resolver:
             out, answers, rcode = local_answer(q, [LocalRecord(qname, "CNAME", ttl, full)],
                                                follow=tail)
             try:
-                self.cache.put(key, out, wire.parse_response(out), upstream=upname,
+                self.cache.put(key, out, wire.parse_response(out, None, self.max_cache_ttl),
+                               upstream=upname,
                                policy_version=v.policy_version, qlen=len(q.qwire),
                                rcode=rcode)
             except wire.WireError:
@@ -250,10 +276,12 @@ class Resolver:
         if exc.rcode is None:
             self.counters["dropped"] += 1
             return None
-        try:
-            q = _partial_query(data)
-        except wire.WireError:
-            q = None
+        q = exc.query
+        if q is None:
+            try:
+                q = _partial_query(data)
+            except wire.WireError:
+                q = None
         self.counters["formerr"] += 1
         rname = wire.rcode_name(exc.rcode)
         if q is not None:
@@ -263,8 +291,8 @@ class Resolver:
             if not wire.echoable(q):
                 return wire.formerr_from_raw(data, exc.rcode)
             return wire.error_response(q, exc.rcode)
-        self._emit(ts, client, transport, "", "TYPE0", "FORMERR", [], t0, "none", None, "")
-        return wire.formerr_from_raw(data)
+        self._emit(ts, client, transport, "", "TYPE0", rname, [], t0, "none", None, "")
+        return wire.formerr_from_raw(data, exc.rcode)
 
     def _ptr_hidden(self, client: ClientInfo, qname: str) -> bool:
         """PTR of another tenant's pod address: hidden like its forward name."""
@@ -338,7 +366,7 @@ class Resolver:
         upname = ""
         try:
             tq = wire.make_query(target, q.qtype)
-            tail, upname = await pool.query(tq)
+            tail, upname, _ = await pool.resolve(tq, self.max_cache_ttl)
         except (UpstreamError, wire.WireError):
             tail = None
         out, answers, rcode = local_answer(q, [rec], follow=tail)
@@ -348,15 +376,18 @@ class Resolver:
         return out
 
     async def _ask(self, q: wire.Query, pool: UpstreamPool, qwire: bytes | None = None
-                   ) -> tuple[bytes, str]:
-        return await pool.query(wire.upstream_query(q, 0, qwire))
+                   ) -> tuple[bytes, str, wire.Response]:
+        """A validated NOERROR/NXDOMAIN reply from the first upstream that gives one, with
+        the edge's own header bits and clamped TTLs (so the cache stores them as served)."""
+        reply, upname, resp = await pool.resolve(wire.upstream_query(q, 0, qwire),
+                                                 self.max_cache_ttl)
+        return wire.fix_reply(reply, resp, q), upname, resp
 
     async def _miss(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
                     qtype: str, t0: float, ts: int, key: tuple, pool: UpstreamPool,
                     max_size: int) -> bytes | None:
         try:
-            reply, upname = await self._ask(q, pool)
-            resp = wire.parse_response(reply)
+            reply, upname, resp = await self._ask(q, pool)
         except (UpstreamError, wire.WireError) as exc:
             return self._upstream_failed(q, v, c, transport, qname, qtype, t0, ts, key,
                                          max_size, exc)
@@ -397,18 +428,22 @@ class Resolver:
 
     def _upstream_failed(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
                          qname: str, qtype: str, t0: float, ts: int, key: tuple,
-                         max_size: int, exc: Exception) -> bytes:
+                         max_size: int, exc: Exception, decision: str | None = None) -> bytes:
+        """Every upstream failed (timeout, garbage, SERVFAIL/REFUSED): an expired answer
+        within the serve-stale window (RFC 8767), else SERVFAIL."""
         stale = self.cache.get_stale(key)
         if stale is not None:
             out = patch(stale.at(time.monotonic(), stale=True), q, stale.qlen)
             if len(out) > max_size:
                 out = wire.truncate(out, q)
-            self._emit(ts, c, transport, qname, qtype, stale.rcode, stale.answers, t0, "stale",
-                       v, stale.upstream)
+            self._emit(ts, c, transport, qname, qtype, stale.rcode,
+                       [] if decision else stale.answers, t0, "stale", v, stale.upstream,
+                       decision=decision)
             return out
         log.debug("upstream failed for %s %s: %s", qname, qtype, exc)
         self.counters["servfail"] += 1
-        self._emit(ts, c, transport, qname, qtype, "SERVFAIL", [], t0, "miss", v, "")
+        self._emit(ts, c, transport, qname, qtype, "SERVFAIL", [], t0, "miss", v, "",
+                   decision=decision)
         return wire.error_response(q, wire.SERVFAIL)
 
     async def _isolated(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
@@ -417,9 +452,12 @@ class Resolver:
         """Answer exactly as the upstream answers a name that does not exist.
 
         We ask the upstream for a sibling name that cannot exist (the first label replaced by
-        random letters of the same length), so rcode, SOA and timing are those of a real
-        miss; the answer keeps its byte layout, so the client's question drops back in place.
-        The result is cached under the hidden name like any negative answer.
+        random letters of the same length), through the same path as any miss (failover,
+        validation, SERVFAIL or stale when every upstream fails), and answer whatever that
+        gives: NXDOMAIN with its SOA, REFUSED-everywhere SERVFAIL, a wildcard's records —
+        in every rcode and class what a missing name would get. The probe name is put back
+        to the hidden name (same length, so the layout is unchanged) and the result is cached
+        under the hidden name like any answer.
         """
         first = q.qwire[0]
         probe_label = _random_label(first, q.qwire[1:1 + first].lower())
@@ -427,26 +465,21 @@ class Resolver:
         pool = self.pool_for(view.upstreams)
         dec = "deny"
         try:
-            reply, upname = await self._ask(q, pool, probe)
-            resp = wire.parse_response(reply)
+            reply, upname, resp = await self._ask(q, pool, probe)
         except (UpstreamError, wire.WireError) as exc:
             return self._upstream_failed(q, v, c, transport, qname, qtype, t0, ts, key,
-                                         max_size, exc)
-        if resp.rcode != wire.NXDOMAIN or resp.an_count:
-            # a wildcard answered the probe: fall back to a bare NXDOMAIN
-            self._emit(ts, c, transport, qname, qtype, "NXDOMAIN", [], t0, "miss", v, upname,
-                       decision=dec)
-            return wire.error_response(q, wire.NXDOMAIN)
+                                         max_size, exc, decision=dec)
         qlen = len(q.qwire)
-        reply = reply[:12] + q.qwire.lower() + reply[12 + qlen:]
+        reply = reply.replace(probe, q.qwire.lower())
+        rcode = wire.rcode_name(resp.rcode)
         e = self.cache.put(key, reply, resp, upstream=upname,
-                           policy_version=v.policy_version, qlen=qlen, rcode="NXDOMAIN")
+                           policy_version=v.policy_version, qlen=qlen, rcode=rcode)
         if e is not None:
             e.decision = level
         out = patch(reply, q, qlen)
         if len(out) > max_size:
             out = wire.truncate(out, q)
-        self._emit(ts, c, transport, qname, qtype, "NXDOMAIN", [], t0, "miss", v, upname,
+        self._emit(ts, c, transport, qname, qtype, rcode, [], t0, "miss", v, upname,
                    decision=dec)
         return out
 

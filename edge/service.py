@@ -52,7 +52,8 @@ class EdgeService:
         self._ns_seen: dict[str, str] | None = None
         self.identity.listeners.append(self._ns_changed)
         self.metrics = EdgeMetrics(cfg.name)
-        self.cache = AnswerCache(cfg.cache_size or 1, serve_stale=cfg.serve_stale)
+        self.cache = AnswerCache(cfg.cache_size or 1, serve_stale=cfg.serve_stale,
+                                 max_ttl=cfg.max_cache_ttl)
         self.publisher: EventPublisher | None = None
         self.subscription: PolicySubscription | None = None
         self.pool: UpstreamPool | None = None
@@ -148,6 +149,8 @@ class EdgeService:
         self.resolver = Resolver(
             identity=self.identity, policy=self.holder, cache=self.cache, pool=self.pool,
             publisher=self.publisher, edge=cfg.name, metrics=self.metrics,
+            max_udp_size=cfg.max_udp_size, max_cache_ttl=cfg.max_cache_ttl,
+            chaos_identity=cfg.chaos_identity, chaos_version=cfg.chaos_version,
             pool_factory=lambda urls: _started(UpstreamPool.from_urls(
                 urls, ssl_up, timeout=cfg.upstream_timeout, check_interval=cfg.health_interval)))
         await self._start_listeners()

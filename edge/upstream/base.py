@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import struct
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,13 +21,25 @@ class UpstreamAddr:
 
     def __str__(self) -> str:
         if self.scheme == "https":
-            return self.url
+            return redact_url(self.url)
         host = f"[{self.host}]" if ":" in self.host else self.host
         sni = f"@{self.sni}" if self.sni and self.sni != self.host else ""
         return f"{self.scheme}://{host}:{self.port}{sni}"
 
 
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
+
+
+def redact_url(text: str) -> str:
+    """The URL without its userinfo (``https://user:pw@host/`` -> ``https://host/``): the
+    upstream's display name goes into metrics labels, logs and events."""
+    if "://" not in text:
+        return text.rsplit("@", 1)[-1] if "@" in text.split("/", 1)[0] else text
+    scheme, rest = text.split("://", 1)
+    authority, sep, path = rest.partition("/")
+    if "@" in authority:
+        authority = authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{sep}{path}"
 
 
 def parse_upstream(text: str) -> UpstreamAddr:
@@ -44,8 +55,9 @@ def parse_upstream(text: str) -> UpstreamAddr:
         scheme = "tls"
     if scheme == "doh":
         scheme = "https"
+    shown = redact_url(raw)
     if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"upstream {text!r}: scheme must be udp, tcp, tls or https")
+        raise ValueError(f"upstream {shown!r}: scheme must be udp, tcp, tls or https")
     sni = ""
     rest = raw.split("://", 1)[1]
     if scheme == "tls" and "@" in rest:
@@ -54,10 +66,10 @@ def parse_upstream(text: str) -> UpstreamAddr:
     try:
         port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
-        raise ValueError(f"upstream {text!r}: bad port") from None
+        raise ValueError(f"upstream {shown!r}: bad port") from None
     host = parts.hostname
     if not host:
-        raise ValueError(f"upstream {text!r}: missing host")
+        raise ValueError(f"upstream {shown!r}: missing host")
     url = raw if scheme == "https" else ""
     if scheme == "https" and not parts.path:
         url = raw.rstrip("/") + "/dns-query"
@@ -78,15 +90,34 @@ class Upstream(abc.ABC):
         return None
 
 
+def reply_matches(question: bytes, reply: bytes) -> bool:
+    """Whether ``reply`` (ID already matched) answers a query with this question (its name
+    case-insensitive, type and class exact): QR set and one question equal to ours, or a
+    header-only error reply (some servers send FORMERR/REFUSED without the question; the
+    pool then tries the next upstream). A forged or stray datagram fails this and the
+    transports keep waiting for the genuine reply."""
+    if len(reply) < 12 or not reply[2] & 0x80:
+        return False
+    qd = (reply[4] << 8) | reply[5]
+    if qd == 0:
+        return bool(reply[3] & 0x0F) and not any(reply[6:12])
+    if qd != 1:
+        return False
+    end = 12 + len(question)
+    return (len(reply) >= end and reply[end - 4:end] == question[-4:]
+            and reply[12:end - 4].lower() == question[:-4].lower())
+
+
+def question_bytes(packet: bytes) -> bytes:
+    """Name, type and class of a query packet (uncompressed, one question)."""
+    return packet[12:12 + _qlen(packet)]
+
+
 def check_reply(query: bytes, reply: bytes) -> None:
     """The reply answers this query: same ID, QR set, same question (case-insensitive)."""
-    if len(reply) < 12 or reply[:2] != query[:2] or not reply[2] & 0x80:
+    if len(reply) < 12 or reply[:2] != query[:2] or not reply_matches(question_bytes(query),
+                                                                      reply):
         raise UpstreamError("reply does not match the query")
-    qd = struct.unpack_from("!H", reply, 4)[0]
-    if qd == 1:
-        qlen = _qlen(query)
-        if reply[12:12 + qlen].lower() != query[12:12 + qlen].lower():
-            raise UpstreamError("reply question differs from the query")
 
 
 def _qlen(packet: bytes) -> int:

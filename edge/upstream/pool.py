@@ -1,8 +1,15 @@
 """Several upstreams with failover and health checks.
 
-Order of preference is the configured order; an upstream that fails is marked down after
-``fail_threshold`` consecutive failures and skipped until a background health check (a
-``. NS`` query — any well-formed reply counts, even SERVFAIL) brings it back.
+Order of preference is the configured order. A reply that is malformed, or whose rcode is
+not NOERROR/NXDOMAIN (SERVFAIL, REFUSED, FORMERR, NOTIMP...), sends the query on to the next
+upstream; the caller gets an error (and answers SERVFAIL, or stale) only when all fail.
+
+Health is the health check's to decide, never one client's names: a query that times out
+(or gets garbage) only makes the upstream *suspect* and starts a health check at once (a
+``. NS`` query, two tries — any well-formed reply counts, even SERVFAIL or REFUSED); the
+upstream is marked down only when that check fails, and skipped until a later check (every
+``check_interval``) brings it back. Names nobody can resolve therefore never flip an
+upstream whose server still answers, nor ``/readyz``.
 """
 
 from __future__ import annotations
@@ -41,19 +48,20 @@ class Health:
     errors: int = 0
     last_error: str = ""
     last_ok: float = 0.0
+    bad_replies: int = 0    # malformed replies and SERVFAIL/REFUSED/...: not health failures
 
 
 class UpstreamPool:
     def __init__(self, upstreams: Sequence[Upstream], *, timeout: float = 2.0,
-                 fail_threshold: int = 3, check_interval: float = 2.0) -> None:
+                 check_interval: float = 2.0) -> None:
         if not upstreams:
             raise ValueError("at least one upstream is needed")
         self.upstreams = list(upstreams)
         self.timeout = timeout
-        self.fail_threshold = fail_threshold
         self.check_interval = check_interval
         self.health = {u.name: Health() for u in self.upstreams}
         self._task: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def from_urls(cls, urls: Sequence[str], ssl_context: ssl.SSLContext | None = None,
@@ -65,7 +73,23 @@ class UpstreamPool:
         return [u.name for u in self.upstreams]
 
     async def query(self, packet: bytes) -> tuple[bytes, str]:
-        """Ask healthy upstreams in order within one overall timeout; raise if none answer."""
+        """Ask healthy upstreams in order within one overall timeout; the first reply that
+        matches the query, whatever its rcode (health checks, raw forwarding)."""
+        reply, name, _ = await self._ask(packet, None)
+        return reply, name
+
+    async def resolve(self, packet: bytes, max_ttl: int = wire.MAX_CACHE_TTL
+                      ) -> tuple[bytes, str, wire.Response]:
+        """Like :meth:`query`, but only a validated reply (:func:`wire.parse_response`) with
+        rcode NOERROR or NXDOMAIN ends the search; SERVFAIL, REFUSED, other rcodes and
+        malformed replies go on to the next upstream. Raises :class:`UpstreamError` when
+        none gives one in time."""
+        reply, name, resp = await self._ask(packet, (wire.question_of(packet), max_ttl))
+        assert resp is not None
+        return reply, name, resp
+
+    async def _ask(self, packet: bytes, validate: tuple[bytes, int] | None
+                   ) -> tuple[bytes, str, wire.Response | None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         order = [u for u in self.upstreams if self.health[u.name].up] or self.upstreams
@@ -88,39 +112,68 @@ class UpstreamPool:
                 self._failed(up, h, repr(exc))
                 errors.append(repr(exc))
                 continue
-            h.fails = 0
-            h.up = True
             h.last_ok = time.time()
-            return reply, up.name
+            resp = None
+            if validate is not None:
+                try:
+                    resp = wire.parse_response(reply, *validate)
+                except wire.WireError as exc:
+                    h.bad_replies += 1
+                    h.last_error = f"{up.name}: malformed reply ({exc})"
+                    errors.append(h.last_error)
+                    continue
+                if resp.rcode not in (wire.NOERROR, wire.NXDOMAIN):
+                    h.bad_replies += 1
+                    errors.append(f"{up.name}: {wire.rcode_name(resp.rcode)}")
+                    continue
+            return reply, up.name, resp
         raise UpstreamError("; ".join(errors) or "no upstream answered in time")
 
     def _failed(self, up: Upstream, h: Health, err: str) -> None:
+        """A query got no usable reply: count it, and let a health check decide at once
+        whether the upstream is down (one client's unanswerable names must not do it)."""
         h.errors += 1
-        h.fails += 1
         h.last_error = err
-        if h.up and h.fails >= self.fail_threshold:
-            h.up = False
-            log.warning("upstream %s marked down: %s", up.name, err)
+        if h.up:
+            self._suspect(up)
 
-    async def check_once(self) -> None:
+    def _suspect(self, up: Upstream) -> None:
+        t = self._probes.get(up.name)
+        if t is None or t.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._probes[up.name] = loop.create_task(self._probe(up))
+
+    async def _probe(self, up: Upstream) -> bool:
+        """The health check of one upstream: ``. NS``, up to two tries; marks it up or down."""
+        h = self.health[up.name]
         probe = wire.make_query(".", wire.T_NS)
-        for up in self.upstreams:
-            h = self.health[up.name]
-            if h.up and time.time() - h.last_ok < self.check_interval:
-                continue
+        err = ""
+        for _ in range(2):
             try:
                 await up.query(probe, min(self.timeout, 1.0))
             except Exception as exc:
-                h.last_error = str(exc)
-                if h.up:
-                    h.fails += 1
-                    if h.fails >= self.fail_threshold:
-                        h.up = False
-                        log.warning("upstream %s marked down by health check", up.name)
+                err = str(exc) or repr(exc)
                 continue
             if not h.up:
                 log.info("upstream %s is back", up.name)
             h.up, h.fails, h.last_ok = True, 0, time.time()
+            return True
+        h.fails += 1
+        h.last_error = err
+        if h.up:
+            h.up = False
+            log.warning("upstream %s marked down by health check: %s", up.name, err)
+        return False
+
+    async def check_once(self) -> None:
+        for up in self.upstreams:
+            h = self.health[up.name]
+            if h.up and time.time() - h.last_ok < self.check_interval:
+                continue
+            await self._probe(up)
 
     async def _checker(self) -> None:
         while True:
@@ -138,10 +191,14 @@ class UpstreamPool:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
+        for t in self._probes.values():
+            t.cancel()
+        self._probes.clear()
         for up in self.upstreams:
             with contextlib.suppress(Exception):
                 await up.close()
 
     def status(self) -> dict[str, dict[str, object]]:
         return {n: {"up": h.up, "queries": h.queries, "errors": h.errors,
-                    "last_error": h.last_error} for n, h in self.health.items()}
+                    "bad_replies": h.bad_replies, "last_error": h.last_error}
+                for n, h in self.health.items()}

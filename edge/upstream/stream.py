@@ -8,7 +8,14 @@ import random
 import ssl
 import struct
 
-from edge.upstream.base import Upstream, UpstreamAddr, UpstreamError, check_reply
+from edge.upstream.base import (
+    Upstream,
+    UpstreamAddr,
+    UpstreamError,
+    check_reply,
+    question_bytes,
+    reply_matches,
+)
 
 
 class StreamUpstream(Upstream):
@@ -20,6 +27,8 @@ class StreamUpstream(Upstream):
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self._questions: dict[bytes, bytes] = {}
+        self.mismatched = 0
         self._reader_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
         self.connects = 0
@@ -49,7 +58,10 @@ class StreamUpstream(Upstream):
                 msg = await reader.readexactly(ln)
                 fut = self._pending.get(msg[:2])
                 if fut is not None and not fut.done():
-                    fut.set_result(msg)
+                    if reply_matches(self._questions[msg[:2]], msg):
+                        fut.set_result(msg)
+                    else:  # wrong question for this ID: keep waiting for the right one
+                        self.mismatched += 1
         except (asyncio.IncompleteReadError, OSError, ssl.SSLError) as exc:
             err = UpstreamError(f"{self.name}: connection lost ({exc!r})")
         except asyncio.CancelledError:
@@ -77,6 +89,7 @@ class StreamUpstream(Upstream):
             msg = qid + packet[2:]
             fut: asyncio.Future[bytes] = loop.create_future()
             self._pending[qid] = fut
+            self._questions[qid] = question_bytes(msg)
             try:
                 writer.write(struct.pack("!H", len(msg)) + msg)
                 reply = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
@@ -90,6 +103,7 @@ class StreamUpstream(Upstream):
                 last = UpstreamError(f"{self.name}: {exc!r}")
             finally:
                 self._pending.pop(qid, None)
+                self._questions.pop(qid, None)
         raise last or UpstreamError(f"{self.name}: timeout after {timeout:.1f}s")
 
     async def close(self) -> None:

@@ -11,7 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 
-from edge.upstream.base import Upstream, UpstreamAddr, UpstreamError, check_reply
+from edge.upstream.base import (
+    Upstream,
+    UpstreamAddr,
+    UpstreamError,
+    check_reply,
+    question_bytes,
+    reply_matches,
+)
 from edge.upstream.stream import StreamUpstream
 
 POOL = 4
@@ -31,6 +38,7 @@ class _Sock(asyncio.DatagramProtocol):
         self.owner = owner
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self.questions: dict[bytes, bytes] = {}   # ID -> the question its reply must carry
         self.uses = 0
         self.retired = False
 
@@ -41,8 +49,13 @@ class _Sock(asyncio.DatagramProtocol):
         if len(data) < 12:
             return
         fut = self.pending.get(data[:2])
-        if fut is not None and not fut.done():
-            fut.set_result(data)
+        if fut is None or fut.done():
+            return
+        if not reply_matches(self.questions[data[:2]], data):
+            # right ID, wrong question (forged or stray): keep waiting for the genuine one
+            self.owner.mismatched += 1
+            return
+        fut.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
         for fut in list(self.pending.values()):
@@ -54,6 +67,7 @@ class _Sock(asyncio.DatagramProtocol):
 
     def done_with(self, qid: bytes) -> None:
         self.pending.pop(qid, None)
+        self.questions.pop(qid, None)
         if self.retired and not self.pending and self.transport is not None:
             self.transport.close()
 
@@ -67,6 +81,8 @@ class UdpUpstream(Upstream):
         self._tcp = StreamUpstream(UpstreamAddr("tcp", addr.host, addr.port))
         self.tcp_fallbacks = 0
         self.sockets_opened = 0
+        self.mismatched = 0
+        self._fill = asyncio.Lock()
 
     async def _open(self) -> _Sock:
         loop = asyncio.get_running_loop()
@@ -76,21 +92,21 @@ class UdpUpstream(Upstream):
         return sock
 
     async def _pick(self) -> _Sock:
+        """A socket of the pool. The pool never holds more than ``pool_size`` sockets:
+        concurrent misses wait for one filler instead of each opening its own, and a socket
+        past ``rotate`` uses leaves the pool (closing once its last answer is in) and is
+        replaced by the next pick."""
         socks = self._socks
         if len(socks) < self.pool_size or any(x.transport is None for x in socks):
-            socks[:] = [x for x in socks if x.transport is not None]
-            while len(socks) < self.pool_size:
-                socks.append(await self._open())
+            async with self._fill:
+                socks[:] = [x for x in socks if x.transport is not None]
+                while len(socks) < self.pool_size:
+                    socks.append(await self._open())
         s = socks[_pick_rand.randrange(len(socks))]
         s.uses += 1
-        if s.uses >= self.rotate:  # replace it: closes once its last answer is in
-            s.retired = True
-            if not s.pending and s.transport is not None:
-                s.transport.close()
+        if s.uses >= self.rotate and not s.retired:
+            s.retired = True    # carries this query, then closes (done_with)
             socks.remove(s)
-            socks.append(await self._open())
-            s = socks[-1]
-            s.uses = 1
         return s
 
     async def query(self, packet: bytes, timeout: float) -> bytes:
@@ -104,6 +120,7 @@ class UdpUpstream(Upstream):
         packet = qid + packet[2:]
         fut: asyncio.Future[bytes] = loop.create_future()
         s.pending[qid] = fut
+        s.questions[qid] = question_bytes(packet)
         # a timer on the future itself: cheaper than asyncio.wait_for on the miss path
         timer = loop.call_later(timeout, _expire, fut, self.name, timeout)
         try:

@@ -160,8 +160,14 @@ async def test_truncation_and_tcp_retry(unbound, edge_factory) -> None:
     assert svc.pool.upstreams[0].tcp_fallbacks == 1         # edge itself retried over TCP
     r = await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=3)
     assert not r.flags & dns.flags.TC and len(r.answer[0]) == 2
+    # a 4096-byte EDNS buffer gets no more than 1232 bytes over UDP (unbound's max-udp-size
+    # default too) unless the operator raises max_udp_size
     q4k = dns.message.make_query("big.bench.test", "TXT", use_edns=0, payload=4096)
     r = await dns.asyncquery.udp(q4k, "127.0.0.1", port=port, timeout=3)
+    assert r.flags & dns.flags.TC and not r.answer
+    big = await edge_factory(upstreams=[f"udp://127.0.0.1:{unbound.port}"], max_udp_size=4096,
+                             name="edge-big")
+    r = await dns.asyncquery.udp(q4k, "127.0.0.1", port=big.status()["udp_port"], timeout=3)
     assert not r.flags & dns.flags.TC and len(r.answer[0]) == 2
 
 
