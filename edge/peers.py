@@ -1,6 +1,6 @@
 """Real peers on loopback for integration tests and benchmarks: unbound (plain, DoT, DoH,
-dnstap), fstrm_capture, and the local Kafka script. Every process is started here and stopped
-by its PID; nothing listens beyond 127.0.0.1.
+dnstap), NSD (authoritative), fstrm_capture, and the local Kafka script. Every process is
+started here and stopped by its PID; nothing listens beyond 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -196,6 +196,83 @@ class Unbound:
             self.log.close()
 
     def __enter__(self) -> Unbound:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _nsd_binary() -> str | None:
+    return shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None)
+
+
+class Nsd:
+    """``nsd -d`` serving zone files on 127.0.0.1 (UDP and TCP), no database, no remote
+    control, no transfers: the authoritative server behind unbound and the edge in the
+    conformance test. ``zones`` maps a zone name to its zone-file text."""
+
+    def __init__(self, zones: dict[str, str], *, workdir: Path | None = None,
+                 port: int | None = None) -> None:
+        self.zones = dict(zones)
+        self.port = port or free_port()
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="nsd-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+
+    def config(self) -> str:
+        d = self.dir
+        lines = [
+            "server:",
+            f"  ip-address: 127.0.0.1@{self.port}",
+            f"  port: {self.port}",
+            "  do-ip6: no",
+            "  server-count: 1",
+            '  username: ""',
+            '  chroot: ""',
+            f'  zonesdir: "{d}"',
+            '  database: ""',
+            f'  pidfile: "{d}/nsd.pid"',
+            f'  xfrdfile: "{d}/xfrd.state"',
+            f'  xfrdir: "{d}"',
+            f'  zonelistfile: "{d}/zone.list"',
+            f'  logfile: "{d}/nsd.log"',
+            "  verbosity: 0",
+            "  hide-version: yes",
+            "  hide-identity: yes",
+            "remote-control:",
+            "  control-enable: no",
+        ]
+        for name in self.zones:
+            lines += ["zone:", f'  name: "{name.rstrip(".")}."',
+                      f'  zonefile: "{name.rstrip(".")}.zone"']
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 15.0) -> Nsd:
+        nsd = _nsd_binary()
+        if not nsd:
+            raise RuntimeError("nsd is not installed (scripts/install-peers)")
+        for name, text in self.zones.items():
+            (self.dir / f"{name.rstrip('.')}.zone").write_text(text)
+        conf = self.dir / "nsd.conf"
+        conf.write_text(self.config())
+        self.log = open(self.dir / "nsd.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([nsd, "-d", "-c", str(conf)], stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_dns(self.port, timeout, self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            logs = "".join(p.read_text()[-800:] for p in (self.dir / "nsd.out",
+                                                          self.dir / "nsd.log") if p.exists())
+            raise RuntimeError(f"nsd: {exc}: {logs}") from None
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        with contextlib.suppress(Exception):
+            self.log.close()
+
+    def __enter__(self) -> Nsd:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
