@@ -81,3 +81,46 @@ async def test_cancelling_a_waiting_reader_cancels_it():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
+
+
+async def test_retention_is_bounded_oldest_first_and_offsets_stay_absolute():
+    # issue #11: the embedded bus kept every event in memory
+    bus = MemoryBus(Topics("x."), partitions=1, retain_records=100, retain_bytes=0)
+    c = bus.consumer(["x.events"], "slow")
+    await c.start()
+    for i in range(10):
+        await bus.send_many("x.events", [(b"t", b"%d" % (i * 100 + j)) for j in range(100)])
+    log = bus.topic("x.events").partitions[0]
+    assert 90 <= len(log) <= 100
+    assert log[-1].offset == 999 and log[0].offset == 1000 - len(log)
+    assert bus.count("x.events") == 1000
+    # the consumer that fell behind skips ahead to the oldest kept record, and says so
+    got = await _drain(c, rounds=3)
+    assert [m.offset for m in got] == list(range(1000 - len(log), 1000))
+    assert c.skipped == 1000 - len(log) == bus.skipped
+    assert bus.stats()["x.events"]["trimmed"] == 1000 - len(log)
+
+
+async def test_retention_in_bytes():
+    bus = MemoryBus(Topics("x."), partitions=1, retain_records=0, retain_bytes=50_000)
+    await bus.send_many("x.events", [(b"t", b"x" * 800) for _ in range(1000)])
+    st = bus.stats()["x.events"]
+    assert st["written"] == 1000 and st["bytes"] <= 50_000 and st["kept"] >= 40
+
+
+async def test_compacted_topic_keeps_the_newest_of_every_key_past_the_bound():
+    bus = MemoryBus(Topics("x."), partitions=1, retain_records=10, retain_bytes=0)
+    for round_ in range(5):
+        await bus.send_many("x.policies", [(b"k%d" % k, b"v%d" % round_) for k in range(8)])
+    c = bus.consumer(["x.policies"], None)
+    await c.start()
+    got = await _drain(c)
+    assert {m.key: m.value for m in got} == {b"k%d" % k: b"v4" for k in range(8)}
+    assert len(bus.topic("x.policies").partitions[0]) <= 10
+    assert c.skipped == 0
+
+
+async def test_default_bound_and_environment(monkeypatch):
+    assert MemoryBus(Topics("x.")).retain_records == 50_000
+    monkeypatch.setenv("DNSFLOW_MEMORY_BUS_RETAIN_RECORDS", "7")
+    assert MemoryBus(Topics("x.")).retain_records == 7
