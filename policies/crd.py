@@ -5,22 +5,40 @@ OpenAPI schema and dnsflow's validation cannot drift apart.
 
 The output is a Kubernetes *structural* schema: references inlined, ``anyOf null`` turned
 into ``nullable``, OpenAPI v3.0 ``exclusiveMinimum``, no defaults (objects stay as written;
-dnsflow applies its defaults). Semantic checks (names, regexes, CIDRs, unreachable rules)
-stay in dnsflow, which rejects and reports them.
+dnsflow applies its defaults).
+
+On top of what the JSON schema of the model says, :data:`CONSTRAINTS` adds what the API
+server can judge at ``kubectl apply``, mirroring the model's validators: ``pattern``s for
+names and ids, CEL ``x-kubernetes-validations`` with the model's messages for upstream URLs,
+record types, CIDRs and the rule's action/field consistency. CEL rules have a cost budget
+that the API server estimates from the largest lists and strings, so lists and strings get
+``maxItems``/``maxLength`` bounds (generous next to the 1.5 MiB object limit). What CEL
+cannot judge -- RE2 regex compilation, record data, conflicts and unreachable rules across
+documents, tenancy -- is judged by the policy source, which reports it in the resource's
+``status`` (``Accepted`` condition, see policies/sources/kubernetes.py).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
 
+import dns.rdatatype
 import yaml
 from pydantic import BaseModel
 
-from policies.model import API_VERSION, ClusterDNSPolicySpec, DNSPolicySpec
+from policies.model import (
+    API_VERSION,
+    MAX_REGEX_LEN,
+    UPSTREAM_SCHEMES,
+    ClusterDNSPolicySpec,
+    DNSPolicySpec,
+)
 
 GROUP, VERSION = API_VERSION.split("/")
+HELM_CRDS = "deploy/helm/dnsflow/crds"
 _DROP = {"title", "default"}
 
 
@@ -63,9 +81,183 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+# ---------------------------------------------------------------- what the API server judges
+# Labels of letters (any case: names are lower-cased), digits, '-', '_' or non-ASCII (IDNs
+# are stored as punycode), none empty, '*.' only first; the finer label rules (no leading or
+# trailing '-', 63 octets) are dnsflow's. Kept short: the API server prints it on a mismatch.
+NAME_PATTERN = r"^([-\w[:^ascii:]]+\.)*[-\w[:^ascii:]]+\.?$"
+WILDCARD_NAME_PATTERN = r"^(\*\.)?([-\w[:^ascii:]]+\.)*[-\w[:^ascii:]]+\.?$"
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+RULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+MAX_NAME = 254      # 253 plus the optional trailing dot
+MAX_UPSTREAM = 512
+# list bounds: what the CEL cost estimate multiplies by
+MAX_RULES = 512
+MAX_PATTERNS = 4096  # names / suffixes per rule (block lists)
+MAX_REGEXES = 64
+MAX_TYPES = 64
+MAX_UPSTREAMS = 8
+MAX_RECORDS = 1024
+MAX_CIDRS = 64
+
+_QTYPES = sorted(t.name for t in dns.rdatatype.RdataType if not t.name.startswith("TYPE"))
+
+
+def _rule(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+# Names are checked by pattern only: a CEL rule per name would cost rules x names per
+# object in the API server's estimate (block lists have thousands of names per rule).
+_NAME = {"maxLength": MAX_NAME, "pattern": NAME_PATTERN}
+_WILD_NAME = {"maxLength": MAX_NAME, "pattern": WILDCARD_NAME_PATTERN}
+_K8S_NAME = {"maxLength": 253, "pattern": K8S_NAME_PATTERN}
+# scheme://host..., a path only for https/doh (as check_upstream); the scheme has its own
+# message, the rest is the pattern's
+UPSTREAM_PATTERN = (r"^((udp|tcp|tls|dot)://[^/?#:][^/]*(/([?#].*)?)?"
+                    r"|(https|doh)://[^/?#:].*)$")
+_UPSTREAM = {"maxLength": MAX_UPSTREAM, "pattern": UPSTREAM_PATTERN,
+             "x-kubernetes-validations": [
+                 _rule(repr([f"{s}://" for s in UPSTREAM_SCHEMES]).replace('"', "'")
+                       + ".exists(p, self.startsWith(p))",
+                       "upstream must start with udp://, tcp://, tls:// (dot://) or https:// "
+                       "(doh://)")]}
+_QTYPE = {"maxLength": 16, "x-kubernetes-validations": [
+    _rule("self.upperAscii().replace('-', '_') in " + repr(_QTYPES).replace('"', "'")
+          + " || self.upperAscii().matches('^TYPE[0-9]{1,5}$')",
+          "unknown DNS record type (a mnemonic such as A, AAAA, CNAME, TXT, or TYPEnnn)")]}
+_CIDR = {"maxLength": 64, "x-kubernetes-validations": [
+    _rule("isCIDR(self) ? cidr(self) == cidr(self).masked() : isIP(self)",
+          "bad CIDR: an address or a network with its host bits zero, e.g. 10.0.0.0/8")]}
+_RECORDS = {"maxItems": MAX_RECORDS}
+_RULE_RULES = [
+    _rule("(self.action == 'rewrite') == has(self.rewrite)",
+          "'rewrite' is required with action rewrite and only allowed with it"),
+    _rule("(self.action == 'redirect') == has(self.redirect)",
+          "'redirect' is required with action redirect and only allowed with it"),
+    _rule("!has(self.denyMode) || self.action == 'deny'",
+          "'denyMode' is only allowed with action deny"),
+    _rule("!has(self.rateLimit) || self.action != 'deny'",
+          "'rateLimit' makes no sense with action deny"),
+    _rule("!has(self.match) || !has(self.match.response) || self.action != 'redirect'",
+          "a response rule (match.response) cannot redirect: the query was already answered"),
+]
+
+# path inside spec ("[]" = the items of a list) -> what to add to that schema node
+CONSTRAINTS: dict[str, dict[str, Any]] = {
+    "tenant": _K8S_NAME,
+    "clients.namespaces": {"maxItems": 256},
+    "clients.namespaces[]": {"maxLength": 253, "pattern": r"^(\*|" + K8S_NAME_PATTERN[1:-1]
+                             + r")$"},
+    "clients.serviceAccounts": {"maxItems": 256},
+    "clients.serviceAccounts[]": {"maxLength": 253},
+    "clients.tenants": {"maxItems": 256},
+    "clients.tenants[]": _K8S_NAME,
+    "rules": {"maxItems": MAX_RULES},
+    "rules[]": {"x-kubernetes-validations": _RULE_RULES},
+    "rules[].id": {"pattern": RULE_ID_PATTERN, "maxLength": 128},
+    "rules[].match.names": {"maxItems": MAX_PATTERNS},
+    "rules[].match.names[]": _WILD_NAME,
+    "rules[].match.suffixes": {"maxItems": MAX_PATTERNS},
+    "rules[].match.suffixes[]": _NAME,
+    "rules[].match.regex": {"maxItems": MAX_REGEXES},
+    "rules[].match.regex[]": {"maxLength": MAX_REGEX_LEN, "minLength": 1},
+    "rules[].match.types": {"maxItems": MAX_TYPES},
+    "rules[].match.types[]": _QTYPE,
+    "rules[].match.response": {"x-kubernetes-validations": [
+        _rule("(has(self.answerCIDRs) && size(self.answerCIDRs) > 0) || "
+              "(has(self.rcodes) && size(self.rcodes) > 0)",
+              "response match needs answerCIDRs or rcodes")]},
+    "rules[].match.response.answerCIDRs": {"maxItems": MAX_CIDRS},
+    "rules[].match.response.answerCIDRs[]": _CIDR,
+    "rules[].match.response.rcodes": {"maxItems": 8},
+    "rules[].rewrite": {"x-kubernetes-validations": [
+        _rule("(has(self.records) && size(self.records) > 0) != has(self.cname)",
+              "rewrite needs exactly one of 'records' or 'cname'")]},
+    "rules[].rewrite.records": {"maxItems": 64},
+    "rules[].rewrite.records[].type": _QTYPE,
+    "rules[].rewrite.records[].value": {"maxLength": 4096},
+    "rules[].rewrite.cname": _NAME,
+    "rules[].redirect.upstreams": {"maxItems": MAX_UPSTREAMS},
+    "rules[].redirect.upstreams[]": _UPSTREAM,
+    "view.records": _RECORDS,
+    "view.records[].name": _WILD_NAME,
+    "view.records[].type": _QTYPE,
+    "view.records[].value": {"maxLength": 4096},
+    "view.searchDomains": {"maxItems": 64},
+    "view.searchDomains[]": _NAME,
+    "view.upstreams": {"maxItems": MAX_UPSTREAMS},
+    "view.upstreams[]": _UPSTREAM,
+    "exports": {"maxItems": 1024},
+    "exports[].service": {"maxLength": 63, "pattern": K8S_NAME_PATTERN},
+    "exports[].to": {"maxItems": 256},
+    "exports[].to[]": {"maxLength": 253, "pattern": r"^(\*|" + K8S_NAME_PATTERN[1:-1] + r")$"},
+}
+
+
+def _node(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = schema
+    for part in path.split("."):
+        items = part.endswith("[]")
+        key = part[:-2] if items else part
+        node = (node or {}).get("properties", {}).get(key)
+        if node is not None and items:
+            node = node.get("items")
+        if node is None:
+            return None
+    return node
+
+
+def constrain(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add :data:`CONSTRAINTS` to a structural spec schema (paths absent from it, e.g.
+    ``view`` in ClusterDNSPolicy, are skipped)."""
+    for path, extra in CONSTRAINTS.items():
+        node = _node(schema, path)
+        if node is not None:
+            node.update(copy.deepcopy(extra))
+    return schema
+
+
 def spec_schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True)
-    return _structural(raw, raw.get("$defs", {}))
+    return constrain(_structural(raw, raw.get("$defs", {})))
+
+
+def _condition() -> dict[str, Any]:
+    return {"type": "object", "required": ["type", "status"], "properties": {
+        "type": {"type": "string", "maxLength": 64},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "reason": {"type": "string", "maxLength": 128},
+        "message": {"type": "string", "maxLength": 32768},
+        "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+    }}
+
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "written by the dnsflow policy source: whether this generation is in force",
+    "properties": {
+        "conditions": {"type": "array", "maxItems": 8, "items": _condition(),
+                       "x-kubernetes-list-type": "map",
+                       "x-kubernetes-list-map-keys": ["type"]},
+        "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+        "tenant": {"type": "string", "description": "the tenant whose policy this is "
+                   "(_global for cluster policy)"},
+        "publishedVersion": {"type": "integer", "format": "int64", "minimum": 0,
+                             "description": "version of the tenant's policy in force"},
+        "contentHash": {"type": "string", "description": "hash of the tenant's policy in force"},
+    },
+}
+_STATUS_COLUMNS = [
+    {"name": "Accepted", "type": "string",
+     "jsonPath": '.status.conditions[?(@.type=="Accepted")].status'},
+    {"name": "Version", "type": "integer", "jsonPath": ".status.publishedVersion"},
+    {"name": "Reason", "type": "string", "priority": 1,
+     "jsonPath": '.status.conditions[?(@.type=="Accepted")].reason'},
+    {"name": "Message", "type": "string", "priority": 1,
+     "jsonPath": '.status.conditions[?(@.type=="Accepted")].message'},
+]
 
 
 def crd(kind: str, plural: str, short: str, scope: str, model: type[BaseModel],
@@ -83,8 +275,9 @@ def crd(kind: str, plural: str, short: str, scope: str, model: type[BaseModel],
             "scope": scope,
             "versions": [{
                 "name": VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
                 "additionalPrinterColumns": [
-                    *columns,
+                    *columns, *_STATUS_COLUMNS,
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
@@ -95,6 +288,7 @@ def crd(kind: str, plural: str, short: str, scope: str, model: type[BaseModel],
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": spec_schema(model),
+                        "status": STATUS_SCHEMA,
                     },
                 }},
             }],
@@ -107,10 +301,10 @@ def manifests() -> dict[str, dict[str, Any]]:
         "dnspolicies.yaml": crd("DNSPolicy", "dnspolicies", "dnsp", "Namespaced",
                                 DNSPolicySpec, [
                                     {"name": "Tenant", "type": "string",
-                                     "jsonPath": ".spec.tenant"},
+                                     "jsonPath": ".status.tenant"},
                                     {"name": "Priority", "type": "integer",
                                      "jsonPath": ".spec.priority"},
-                                    {"name": "Isolation", "type": "string",
+                                    {"name": "Isolation", "type": "string", "priority": 1,
                                      "jsonPath": ".spec.isolation"}]),
         "clusterdnspolicies.yaml": crd("ClusterDNSPolicy", "clusterdnspolicies", "cdnsp",
                                        "Cluster", ClusterDNSPolicySpec, [
@@ -122,17 +316,19 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    head = ("# Generated by `python -m policies.crd deploy/crds` from policies/model.py: "
-            "do not edit.\n")
+    head = ("# Generated by `python -m policies.crd` (deploy/crds and deploy/helm/dnsflow/crds) "
+            "from policies/model.py: do not edit.\n")
     return head + yaml.safe_dump(doc, sort_keys=False, width=100)
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv else Path("deploy/crds")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, doc in manifests().items():
-        (out / name).write_text(render(doc))
-        print(out / name)
+    """Write the CRDs into each folder given (default: deploy/crds and the Helm chart's)."""
+    outs = [Path(a) for a in argv] or [Path("deploy/crds"), Path(HELM_CRDS)]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, doc in manifests().items():
+            (out / name).write_text(render(doc))
+            print(out / name)
     return 0
 
 

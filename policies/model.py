@@ -35,6 +35,7 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 _LABEL_KEY = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MAX_REGEX_LEN = 512
+UPSTREAM_SCHEMES = ("udp", "tcp", "tls", "https", "dot", "doh")
 
 
 def _k8s_name(value: str, what: str) -> str:
@@ -45,13 +46,15 @@ def _k8s_name(value: str, what: str) -> str:
 
 
 def check_upstream(url: str) -> str:
-    """Validate ``udp://host[:port]``, ``tcp://..``, ``tls://host[:port][@sni]``, ``https://host/path``."""
+    """Validate ``udp://host[:port]``, ``tcp://..``, ``tls://host[:port][@sni]``, ``https://host/path``
+    (``dot://`` and ``doh://`` are the edge's aliases of ``tls://`` and ``https://``)."""
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"upstream {url!r}: expected udp://, tcp://, tls:// or https://")
     scheme, rest = url.split("://", 1)
-    if scheme not in ("udp", "tcp", "tls", "https"):
+    if scheme not in UPSTREAM_SCHEMES:
         raise ValueError(f"upstream {url!r}: unknown scheme {scheme!r} "
-                         "(use udp, tcp, tls or https)")
+                         "(use udp, tcp, tls (dot) or https (doh))")
+    scheme = {"dot": "tls", "doh": "https"}.get(scheme, scheme)
     sni = ""
     if scheme == "tls" and "@" in rest:
         rest, sni = rest.rsplit("@", 1)

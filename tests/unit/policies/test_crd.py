@@ -12,10 +12,21 @@ DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 def test_committed_crds_match_the_model():
-    for name, doc in crd.manifests().items():
-        committed = (DEPLOY / "crds" / name).read_text()
-        assert committed == crd.render(doc), \
-            f"regenerate: python -m policies.crd deploy/crds ({name})"
+    for folder in (DEPLOY / "crds", DEPLOY / "helm" / "dnsflow" / "crds"):
+        for name, doc in crd.manifests().items():
+            committed = (folder / name).read_text()
+            assert committed == crd.render(doc), f"regenerate: python -m policies.crd ({name})"
+
+
+def test_status_subresource_and_columns():
+    for doc in crd.manifests().values():
+        version = doc["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        assert {"conditions", "observedGeneration", "publishedVersion", "contentHash"} <= \
+            set(status)
+        columns = [c["name"] for c in version["additionalPrinterColumns"]]
+        assert columns[-1] == "Age" and {"Accepted", "Version"} <= set(columns)
 
 
 def _walk(node, path="spec"):
