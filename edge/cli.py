@@ -40,6 +40,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-events", action="store_true", help="do not publish events")
     g.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="json: one JSON object per log line (structured logs)")
+    n = parser.add_argument_group("node-local set-up (NodeLocal DNSCache style)")
+    n.add_argument("--setup-interface", metavar="IFACE",
+                   help="first create dummy interface IFACE holding --local-ip and NOTRACK "
+                   "rules for DNS to/from those addresses (needs CAP_NET_ADMIN, ip, nft)")
+    n.add_argument("--local-ip", metavar="IP[,IP]", default="169.254.20.10",
+                   help="addresses for --setup-interface (default 169.254.20.10; add the "
+                   "kube-dns ClusterIP to take over its traffic on this node)")
+    n.add_argument("--no-notrack", action="store_true",
+                   help="with --setup-interface: no NOTRACK rules")
+    n.add_argument("--setup-only", action="store_true",
+                   help="do the set-up and exit (an init container) without serving")
     parser.set_defaults(func=run)
 
 
@@ -84,6 +95,16 @@ def run(args: argparse.Namespace) -> int:
         from edge.logs import use_json_logs
 
         use_json_logs()
+    if getattr(args, "setup_interface", None):
+        from edge import nodelocal
+
+        done = nodelocal.setup(args.setup_interface, nodelocal.parse_local_ips(args.local_ip),
+                               notrack=not args.no_notrack)
+        print(f"dnsflow edge: node-local set-up {done}", flush=True)
+        if args.setup_only:
+            return 0
+    elif getattr(args, "setup_only", False):
+        raise UsageError("dnsflow edge: --setup-only needs --setup-interface IFACE")
     settings = settings_from_args(args)
     kw = overrides(args)
     if (kw.get("workers") or 1) > 1 and not settings.kafka:
