@@ -46,6 +46,8 @@ class EdgeConfig(BaseModel):
     kube_api: str | None = Field(default=None, description="API server URL without auth "
                                  "(kubectl proxy, tests); default in-cluster or kubeconfig")
     kube_sync_timeout: float = Field(default=10.0, ge=0)
+    node_name: str | None = Field(default=None, description="watch only this node's pods "
+                                  "(spec.nodeName); default $NODE_NAME; unset: every pod")
     default_tenant: str = "default"
     default_namespace: str = ""
     cache_size: int = Field(default=100_000, ge=0)

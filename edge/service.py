@@ -116,7 +116,7 @@ class EdgeService:
             from edge.identity.k8s import KubernetesIdentity
 
             self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig,
-                                          host=cfg.kube_api)
+                                          host=cfg.kube_api, node_name=cfg.node_name)
             await self.k8s.start()
             try:  # serve with a synced identity map when the API answers quickly
                 await asyncio.wait_for(self.k8s.ready.wait(), cfg.kube_sync_timeout)

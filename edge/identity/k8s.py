@@ -4,12 +4,19 @@ pod IP -> (tenant, namespace, pod, service account, labels); a namespace's tenan
 ``dnsflow.io/tenant`` label, else the namespace name. The client is synchronous, so each
 list+watch runs in a daemon thread and posts changes to the event loop, which rebuilds the
 identity table (debounced) and swaps it in whole.
+
+An edge serves the pods of its own node, so with a node name (``node_name``, else the
+``NODE_NAME`` environment variable the DaemonSet sets from the downward API) it watches
+only those pods (field selector ``spec.nodeName=<node>``): the API server sends each edge
+its node's share instead of every pod of the cluster. PTR names of pods on other nodes are
+then judged by the names in the upstream's answer (``hides``), not by this table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from types import MappingProxyType
 from typing import Any
 
@@ -22,8 +29,10 @@ log = logging.getLogger(__name__)
 class KubernetesIdentity:
     def __init__(self, table: IdentityTable, *, kubeconfig: str | None = None,
                  host: str | None = None, api: Any = None, timeout: float = 30.0,
-                 debounce: float = 0.05) -> None:
+                 debounce: float = 0.05, node_name: str | None = None) -> None:
         self.table = table
+        self.node_name = node_name if node_name is not None else (
+            os.environ.get("NODE_NAME") or None)
         self.api = api if api is not None else api_client(kubeconfig, host)
         self.timeout = timeout
         self.debounce = debounce
@@ -45,8 +54,9 @@ class KubernetesIdentity:
         self._threads = [
             ListWatch(self, "namespaces", core.list_namespace, timeout=self.timeout,
                       name="edge-k8s-namespaces"),
-            ListWatch(self, "pods", core.list_pod_for_all_namespaces, timeout=self.timeout,
-                      name="edge-k8s-pods"),
+            ListWatch(self, "pods", core.list_pod_for_all_namespaces,
+                      {"field_selector": f"spec.nodeName={self.node_name}"}
+                      if self.node_name else None, timeout=self.timeout, name="edge-k8s-pods"),
         ]
         for t in self._threads:
             t.start()
@@ -125,5 +135,6 @@ class KubernetesIdentity:
 
     def status(self) -> dict[str, Any]:
         return {"pods": len(self.pods), "namespaces": len(self.namespaces),
-                "synced": sorted(self.synced), "errors": self.errors,
-                "last_error": self.last_error}
+                "node": self.node_name or "", "synced": sorted(self.synced),
+                "errors": self.errors, "last_error": self.last_error,
+                "watches": {t.what: t.status() for t in self._threads}}
