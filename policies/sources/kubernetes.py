@@ -8,6 +8,16 @@ Safety rules specific to Kubernetes:
 - problems freeze only the tenant (or ``_global``) they belong to: that key keeps its last
   good version while the others keep following the cluster.
 
+After each sync every resource gets its verdict in its ``status`` subresource (what CEL in
+the CRD cannot judge -- RE2 regexes, record data, conflicts across resources, tenancy):
+condition ``Accepted`` True (reason ``Published``) or False (``Invalid``: its own problem;
+``Conflict``: it clashes with another resource; ``Blocked``: another resource of the same
+tenant is invalid, so the tenant keeps its last good version; ``NoTenant``: its namespace
+has no tenant label), the message being the line ``dnsflow policy validate`` prints;
+``observedGeneration``, and the ``publishedVersion`` / ``contentHash`` of the tenant's
+policy in force. A status is written only when it differs from what the resource carries
+(the write itself comes back as a watch event), so the source never loops on its own writes.
+
 The client is synchronous, so each watch runs in a daemon thread and hands events to the
 event loop; ``stop()`` closes the streams.
 """
@@ -18,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from dnsflow.bus import Bus
@@ -69,6 +80,12 @@ class KubernetesSource:
         self._threads: list[ListWatch] = []
         self._task: asyncio.Task[None] | None = None
         self._synced: set[str] = set()
+        self._custom: Any = None  # CustomObjectsApi once started: status writes
+        self._parse_problems: set[Problem] = set()
+        self.statuses: dict[tuple[str, str, str], dict[str, Any]] = {}  # what we last wrote
+        self.status_writes = 0
+        self.status_errors = 0
+        self._warned: set[tuple[str, str, str]] = set()
 
     # ---------------------------------------------------------------- threads -> loop
     def post(self, what: str, kind: str, objs: list[dict[str, Any]]) -> None:
@@ -81,6 +98,7 @@ class KubernetesSource:
         self._loop = asyncio.get_running_loop()
         await self.publisher.load()
         custom = client.CustomObjectsApi(self.api)
+        self._custom = custom
         core = client.CoreV1Api(self.api)
         t = self.timeout_s
         self._threads = [
@@ -111,6 +129,8 @@ class KubernetesSource:
         return {"syncs": self.syncs, "errors": self.errors, "last_error": self.last_error,
                 "objects": sum(len(v) for v in self.objects.values()),
                 "namespaces": len(self.namespaces),
+                "status_writes": self.status_writes, "status_errors": self.status_errors,
+                "watches": {t.what: t.status() for t in self._threads},
                 "problems": {k: [str(p) for p in v] for k, v in self.problems.items()},
                 "versions": {k: v.get("version") for k, v in self.publisher.current.items()}}
 
@@ -150,6 +170,7 @@ class KubernetesSource:
         tenants = self.namespace_tenants()
         per_key: dict[str, list[Located]] = {}
         problems: dict[str, list[Problem]] = {}
+        self._parse_problems = set()
         for kind in ("ClusterDNSPolicy", "DNSPolicy"):
             for (ns, name), obj in sorted(self.objects[kind].items()):
                 where = f"{PLURALS[kind]}/{ns + '/' if ns else ''}{name}"
@@ -165,15 +186,17 @@ class KubernetesSource:
                         continue
                     given = doc["spec"].get("tenant")
                     if given is not None and given != tenant:
-                        problems.setdefault(tenant, []).append(Problem(
-                            where, 1, "spec.tenant",
-                            f"{given!r} differs from namespace {ns!r}'s tenant {tenant!r}"))
+                        wrong = Problem(where, 1, "spec.tenant", f"{given!r} differs from "
+                                        f"namespace {ns!r}'s tenant {tenant!r}")
+                        problems.setdefault(tenant, []).append(wrong)
+                        self._parse_problems.add(wrong)
                         continue
                     doc["spec"]["tenant"] = tenant
                     key = tenant
                 policy, errs = parse_document(doc, where, 1)
                 if errs:
                     problems.setdefault(key, []).extend(errs)
+                    self._parse_problems.update(errs)
                 elif policy is not None:
                     if isinstance(policy, DNSPolicy):
                         key = policy.tenant
@@ -192,12 +215,14 @@ class KubernetesSource:
 
     async def sync(self) -> None:
         docs, problems = self.build()
+        before = {(k, p) for k, errs in self.problems.items() for p in errs}
         self.problems = problems
         frozen = {k for k in problems if not k.startswith("namespace:")}
         for key, errs in problems.items():
-            for p in errs:
-                log.error("kubernetes policy rejected (%s keeps its last good version): %s",
-                          key, p)
+            for p in errs:  # each once, not again on every later event
+                if (key, p) not in before:
+                    log.error("kubernetes policy rejected (%s keeps its last good version): "
+                              "%s", key, p)
         # keys with problems keep what is published: neither changed nor pruned
         keep = {k: v for k, v in self.publisher.current.items() if k in frozen}
         targets = {**docs}
@@ -211,6 +236,103 @@ class KubernetesSource:
         if self.on_namespaces is not None:
             self.on_namespaces(self.namespace_tenants())
         self.syncs += 1
+        await self.write_statuses()
+
+    # ---------------------------------------------------------------- status subresource
+    def verdict(self, kind: str, ns: str, name: str) -> dict[str, Any]:
+        """The ``status`` this resource should carry after the last :meth:`sync` (without
+        ``lastTransitionTime``)."""
+        obj = self.objects[kind][(ns, name)]
+        where = f"{PLURALS[kind]}/{ns + '/' if ns else ''}{name}"
+        key = GLOBAL if kind == "ClusterDNSPolicy" else self.namespace_tenants().get(ns)
+        gen = (obj.get("metadata") or {}).get("generation")
+        if key is None:
+            state, reason = "False", "NoTenant"
+            message = next((str(p) for p in self.problems.get(f"namespace:{ns}", [])
+                            if p.file == where), f"namespace {ns!r} has no tenant label")
+        else:
+            mine = [p for p in self.problems.get(key, []) if p.file == where]
+            others = [p for p in self.problems.get(key, []) if p.file != where]
+            current = self.publisher.current.get(key)
+            if mine:
+                state = "False"
+                reason = "Invalid" if any(p in self._parse_problems for p in mine) \
+                    else "Conflict"
+                message = str(mine[0]) + (f" (and {len(mine) - 1} more)" if len(mine) > 1
+                                          else "")
+            elif others:
+                state, reason = "False", "Blocked"
+                kept = f"version {current['version']}" if current else "nothing"
+                message = (f"not in force: {key} keeps {kept} while another resource is "
+                           f"rejected: {others[0]}")
+            else:
+                state, reason = "True", "Published"
+                message = (f"in force: {key} version {current['version']}" if current
+                           else f"in force: {key}")
+        current = self.publisher.current.get(key) if key is not None else None
+        cond = {"type": "Accepted", "status": state, "reason": reason, "message": message}
+        if gen is not None:
+            cond["observedGeneration"] = gen
+        status: dict[str, Any] = {"conditions": [cond], "observedGeneration": gen,
+                                  "tenant": key,
+                                  "publishedVersion": current.get("version") if current else None,
+                                  "contentHash": current.get("hash") if current else None}
+        return status
+
+    @staticmethod
+    def _comparable(status: dict[str, Any] | None) -> dict[str, Any]:
+        status = dict(status or {})
+        status["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                for c in status.get("conditions") or []]
+        return {k: v for k, v in status.items() if v is not None}
+
+    async def write_statuses(self) -> None:
+        """Patch the status of every resource whose verdict changed (after a sync)."""
+        if self._custom is None:
+            return
+        for kind in ("ClusterDNSPolicy", "DNSPolicy"):
+            for (ns, name), obj in list(self.objects[kind].items()):
+                ref = (kind, ns, name)
+                want = self.verdict(kind, ns, name)
+                have = obj.get("status")
+                if self._comparable(want) in (self._comparable(have),
+                                              self._comparable(self.statuses.get(ref))):
+                    continue
+                old = {c.get("type"): c for c in (have or {}).get("conditions") or []}
+                for cond in want["conditions"]:
+                    prev = old.get(cond["type"])
+                    cond["lastTransitionTime"] = (
+                        prev["lastTransitionTime"] if prev and prev.get("status") ==
+                        cond["status"] and prev.get("lastTransitionTime") else
+                        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                try:
+                    await asyncio.to_thread(self._patch_status, kind, ns, name, want)
+                except Exception as exc:
+                    if getattr(exc, "status", None) == 404:
+                        continue  # deleted meanwhile: its DELETED event is on its way
+                    self.status_errors += 1
+                    self.last_error = f"status {ref}: {type(exc).__name__}: {exc}"
+                    (log.debug if ref in self._warned else log.warning)(
+                        "cannot write the status of %s %s/%s: %s", kind, ns, name,
+                        getattr(exc, "reason", None) or exc)
+                    self._warned.add(ref)
+                    continue
+                self.statuses[ref] = want
+                self.status_writes += 1
+        live = {(k, ns, n) for k, table in self.objects.items() for (ns, n) in table}
+        for ref in set(self.statuses) - live:
+            del self.statuses[ref]
+
+    def _patch_status(self, kind: str, ns: str, name: str, status: dict[str, Any]) -> None:
+        body = {"status": status}
+        kw = {"_content_type": "application/merge-patch+json",
+              "_request_timeout": self.timeout_s}
+        if kind == "DNSPolicy":
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, PLURALS[kind], name, body, **kw)
+        else:
+            self._custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURALS[kind], name, body, **kw)
 
     async def _run(self) -> None:
         while True:
