@@ -114,7 +114,10 @@ class DohListener:
                 return _plain(400, "missing dns parameter")
             param = values[0]
             try:
-                msg = base64.urlsafe_b64decode(param + "=" * (-len(param) % 4))
+                # strict (validate=True): the lenient decoder skips characters outside the
+                # alphabet and would answer whatever the rest decodes to (found by fuzzing)
+                msg = base64.b64decode(param.rstrip("=") + "=" * (-len(param.rstrip("=")) % 4),
+                                       altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
                 return _plain(400, "dns parameter is not base64url")
         elif method == "POST":

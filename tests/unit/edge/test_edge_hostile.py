@@ -422,3 +422,16 @@ def test_budget_fairness_unit() -> None:
     assert not b.admit(C("e"), "e")          # one each now: refused
     b.release(c, "c")
     assert b.total == 3 and b.status()["evicted"] == 2
+
+
+async def test_doh_dns_parameter_must_be_strict_base64url(start_edge) -> None:
+    """Characters outside base64url are a 400, not skipped (the lenient decoder answered
+    whatever the rest decoded to; found by bench.edge_fuzz)."""
+    import httpx
+
+    svc = await start_edge(doh_listen="127.0.0.1:0")
+    url = f"https://localhost:{svc.status()['doh_port']}/dns-query"
+    b64 = base64.urlsafe_b64encode(Q).rstrip(b"=").decode()
+    async with httpx.AsyncClient(verify=client_tls(svc, ["http/1.1"])) as c:
+        assert (await c.get(url, params={"dns": b64})).status_code == 200
+        assert (await c.get(url, params={"dns": "!!" + b64})).status_code == 400
