@@ -54,10 +54,13 @@ def test_structural_schema():
     assert set(rule["match"]["properties"]) == {"names", "suffixes", "regex", "types", "response"}
 
 
-def test_rbac_grants_only_reads_to_the_source():
-    docs = list(yaml.safe_load_all((DEPLOY / "rbac" / "policies.yaml").read_text()))
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
-    verbs = {v for r in role["rules"] for v in r["verbs"]}
-    assert verbs == {"get", "list", "watch"}
-    resources = {x for r in role["rules"] for x in r["resources"]}
-    assert resources == {"dnspolicies", "clusterdnspolicies", "namespaces"}
+def test_rbac_grants_the_source_reads_and_status_patches_only():
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "dnsflow.yaml").read_text()) if d]
+    role = next(d for d in docs if d["kind"] == "ClusterRole"
+                and d["metadata"]["name"] == "dnsflow-policies")
+    grants = {(res, verb) for r in role["rules"] for res in r["resources"] for verb in r["verbs"]}
+    assert {v for res, v in grants if "/" not in res} == {"get", "list", "watch"}
+    assert {(res, v) for res, v in grants if "/" in res} == {
+        ("dnspolicies/status", "patch"), ("clusterdnspolicies/status", "patch")}
+    assert {res for res, _ in grants} == {"dnspolicies", "clusterdnspolicies", "namespaces",
+                                          "dnspolicies/status", "clusterdnspolicies/status"}
