@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.upstream.base import parse_upstream
 
@@ -30,6 +30,10 @@ class EdgeConfig(BaseModel):
 
     name: str = Field(default_factory=socket.gethostname, description="edge name in events")
     listen: str = Field(default="127.0.0.1:5353", description="UDP+TCP host:port")
+    extra_addresses: list[str] = Field(
+        default_factory=list,
+        description="more local addresses served on listen's port over UDP+TCP (e.g. the "
+                    "kube-dns ClusterIP beside 169.254.20.10, as NodeLocal DNSCache does)")
     dot_listen: str | None = Field(default=None, description="DNS-over-TLS host:port")
     doh_listen: str | None = Field(default=None, description="DNS-over-HTTPS host:port")
     doh_path: str = "/dns-query"
@@ -96,6 +100,34 @@ class EdgeConfig(BaseModel):
     def _upstreams(cls, value: list[str]) -> list[str]:
         for u in value:
             parse_upstream(u)  # raises ValueError naming the bad one
+        return value
+
+    @model_validator(mode="after")
+    def _no_loop(self) -> EdgeConfig:
+        """An upstream that is one of the edge's own addresses would forward to itself."""
+        from edge.listeners.sockets import split_hostport
+
+        host, port = split_hostport(self.listen)
+        own = {(a, port) for a in (host, *self.extra_addresses)} if port else set()
+        for u in self.upstreams:
+            addr = parse_upstream(u)
+            if addr.scheme in ("udp", "tcp") and (addr.host, addr.port) in own:
+                raise ValueError(
+                    f"upstream {u!r} is one of the edge's own addresses (it would forward to "
+                    f"itself): when the edge serves the kube-dns ClusterIP, forward to a "
+                    f"separate Service for CoreDNS (NodeLocal DNSCache's kube-dns-upstream)")
+        return self
+
+    @field_validator("extra_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for a in value:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise ValueError(f"{a!r} is not an IP address") from None
         return value
 
     @field_validator("listen", "dot_listen", "doh_listen", "metrics_listen")

@@ -176,8 +176,11 @@ class EdgeService:
         if cfg.reuse_port and cfg.worker_index == 0:  # SO_REUSEPORT only among our workers
             from edge.supervisor import ensure_port_free
 
+            port = split_hostport(cfg.listen)[1]
             for addr, kinds in ((cfg.listen, ("udp", "tcp")), (cfg.dot_listen, ("tcp",)),
-                                (cfg.doh_listen, ("tcp",))):
+                                (cfg.doh_listen, ("tcp",)),
+                                *((_hostport(a, port), ("udp", "tcp"))
+                                  for a in cfg.extra_addresses)):
                 if addr and split_hostport(addr)[1]:
                     ensure_port_free(*split_hostport(addr), kinds=kinds)
         try:
@@ -213,6 +216,14 @@ class EdgeService:
                     raise
         self.listeners += [udp, tcp]
         self.ports.update(udp=udp.port, tcp=tcp.port)
+        for extra in cfg.extra_addresses:  # same port, same resolver, same budget
+            eu = UdpListener(self.resolver, extra, udp.port, cfg.reuse_port, rrl=self.rrl)
+            await eu.start()
+            self.listeners.append(eu)
+            et = StreamListener(self.resolver, extra, udp.port, idle_timeout=cfg.idle_timeout,
+                                reuse_port=cfg.reuse_port, **guard)
+            await et.start()
+            self.listeners.append(et)
         if cfg.dot_listen or cfg.doh_listen:
             if cfg.tls_cert and cfg.tls_key:
                 cert, key = Path(cfg.tls_cert), Path(cfg.tls_key)
@@ -244,12 +255,11 @@ class EdgeService:
         running by a supervisor that restarts and reports dead ones (edge/supervisor.py)."""
         cfg = self.cfg.model_dump()
         host, _ = split_hostport(self.cfg.listen)
-        cfg["listen"] = f"[{host}]:{self.ports['udp']}" if ":" in host else (
-            f"{host}:{self.ports['udp']}")
+        cfg["listen"] = _hostport(host, self.ports["udp"])
         for key in ("dot", "doh"):
             if key in self.ports:
                 h, _ = split_hostport(cfg[f"{key}_listen"])
-                cfg[f"{key}_listen"] = f"{h}:{self.ports[key]}"
+                cfg[f"{key}_listen"] = _hostport(h, self.ports[key])
         cfg["metrics_listen"] = None
         settings = self.settings.model_dump(mode="json")
         settings.pop("source", None)
@@ -265,8 +275,7 @@ class EdgeService:
         port = self.ports.get(kind)
         if port is None:
             return None
-        host, _ = split_hostport(self.cfg.listen)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return _hostport(split_hostport(self.cfg.listen)[0], port)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         policy_ok = self.subscription is None or self.subscription.ready
@@ -341,6 +350,10 @@ class EdgeService:
             "listeners": [lst.status() for lst in self.listeners
                           if not isinstance(lst, UdpListener)]},
             "rrl": rrl.status() if rrl is not None else {"enabled": False}}
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _die_with_parent() -> None:

@@ -7,8 +7,10 @@ Run outside ``make test``, the fixture starts (and stops) its own broker with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +60,22 @@ class KubeLocal:
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
         return out
+
+    def apply_crds(self, timeout: float = 30.0) -> None:
+        """Apply the committed CRDs (``deploy/crds``) and wait until both are Established:
+        the API server refuses a CRD whose CEL rules exceed its cost budget, so this is
+        itself a check."""
+        self.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
+        for crd in ("dnspolicies.dnsflow.io", "clusterdnspolicies.dnsflow.io"):
+            deadline = time.monotonic() + timeout
+            while True:
+                got = json.loads(self.kubectl("get", "crd", crd, "-o", "json").stdout)
+                conds = {c["type"]: c["status"]
+                         for c in got.get("status", {}).get("conditions", [])}
+                if conds.get("Established") == "True":
+                    break
+                assert time.monotonic() < deadline, f"{crd} not established: {conds}"
+                time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "dnsflow"
+CLUSTER_IP = "10.96.0.10"
 NEEDED = ("ip", "nft", "setpriv", "setcap", "dig", "unshare", "curl")
 
 pytestmark = pytest.mark.skipif(
@@ -181,6 +182,9 @@ def test_daemonset_edge_answers_on_the_node_local_address(netns, helm_bin: Path,
         [str(helm_bin), "template", "dnsflow", str(CHART), "--namespace", "dnsflow-system",
          "--set", f"edge.upstreams={{udp://{node_ip}:{up_port}}}",
          "--set", "edge.kubernetes=false",
+         # a second local address, as when the edge takes over the kube-dns ClusterIP (this
+         # address exists only inside the namespaces the test made)
+         "--set", f"edge.localIPs={{169.254.20.10,{CLUSTER_IP}}}",
          # Kafka is away (nothing listens there): the edge and its worker spool, not die
          "--set", f"kafka.bootstrap={node_ip}:9"],
         capture_output=True, text=True, check=True, timeout=60).stdout
@@ -241,7 +245,7 @@ def test_daemonset_edge_answers_on_the_node_local_address(netns, helm_bin: Path,
                              env=env, cwd="/", capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, f"init {c['name']}: {out.stdout}{out.stderr}"
     addrs = sh("ip", "-n", node, "-o", "addr", "show", "dev", "dnsflow0").stdout
-    assert "169.254.20.10/32" in addrs
+    assert "169.254.20.10/32" in addrs and f"{CLUSTER_IP}/32" in addrs
     rules = sh("ip", "netns", "exec", node, "nft", "list", "table", "inet",
                "dnsflow_nodelocal").stdout
     assert "notrack" in rules and "169.254.20.10" in rules
@@ -270,6 +274,10 @@ def test_daemonset_edge_answers_on_the_node_local_address(netns, helm_bin: Path,
         tcp = sh("ip", "netns", "exec", pod, "dig", "@169.254.20.10", "+tcp", "+short",
                  "+time=2", "+tries=1", "example.com").stdout.strip()
         assert tcp == "192.0.2.1"
+        for proto in ("+notcp", "+tcp"):  # the second local address, same port
+            got = sh("ip", "netns", "exec", pod, "dig", f"@{CLUSTER_IP}", proto, "+short",
+                     "+time=2", "+tries=1", "example.com").stdout.strip()
+            assert got == "192.0.2.1", proto
         # the process is the DaemonSet's user with only NET_BIND_SERVICE
         status = Path(f"/proc/{edge.pid}/status").read_text()
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)

@@ -5,7 +5,6 @@ the model accepts applies."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -17,24 +16,10 @@ from policies.model import DNSPolicy
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _established(kube, crd: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        got = json.loads(kube.kubectl("get", "crd", crd, "-o", "json").stdout)
-        conds = {c["type"]: c["status"] for c in got.get("status", {}).get("conditions", [])}
-        if conds.get("Established") == "True":
-            return
-        assert time.monotonic() < deadline, f"{crd} not established: {conds}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def crds(kube):
-    """The committed CRDs, applied (the API server rejects a CRD whose CEL rules exceed the
-    cost budget, so applying them is itself a check)."""
-    kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
-    for crd in ("dnspolicies.dnsflow.io", "clusterdnspolicies.dnsflow.io"):
-        _established(kube, crd)
+    """The committed CRDs, applied and Established."""
+    kube.apply_crds()
     return kube
 
 

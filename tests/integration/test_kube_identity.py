@@ -182,12 +182,7 @@ async def test_expired_resource_version_lists_again(api, kube) -> None:
     """A watch from a resourceVersion the API server no longer has (here: one older than its
     watch cache, as after an etcd compaction) ends with 410 Gone / Expired; the ListWatch
     lists again (RESET) and carries on watching from the new listing."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    kube.kubectl("apply", "-f", str(root / "deploy" / "crds"))
-    await until(lambda: kube.kubectl("get", "dnsp", "-A", check=False).returncode == 0, 30,
-                "CRD served")
+    await asyncio.to_thread(kube.apply_crds)
     custom = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
     ns = f"gone-{_uid()}"

@@ -5,7 +5,6 @@ accepts the project's CRDs as served resources."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,16 +20,7 @@ def test_api_server_is_ready_and_enforces_rbac(kube) -> None:
 
 
 def test_project_crds_are_established_and_served(kube) -> None:
-    kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
-    for crd in ("dnspolicies.dnsflow.io", "clusterdnspolicies.dnsflow.io"):
-        deadline = time.monotonic() + 30
-        while True:
-            got = json.loads(kube.kubectl("get", "crd", crd, "-o", "json").stdout)
-            conds = {c["type"]: c["status"] for c in got.get("status", {}).get("conditions", [])}
-            if conds.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"{crd} not established: {conds}"
-            time.sleep(0.2)
+    kube.apply_crds()
     ns = "kube-local-smoke"
     kube.kubectl("create", "namespace", ns)
     try:

@@ -28,11 +28,7 @@ G = ("dnsflow.io", "v1")
 
 @pytest.fixture(scope="module")
 def api(kube):
-    kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
-    deadline = time.monotonic() + 30
-    while kube.kubectl("get", "dnsp", "-A", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "CRDs not served"
-        time.sleep(0.2)
+    kube.apply_crds()
     return config.new_client_from_config(config_file=str(kube.kubeconfig))
 
 

@@ -60,7 +60,7 @@ def _render(kube, namespace: str) -> str:
 
 @pytest.fixture(scope="module")
 def release(kube):
-    kube.kubectl("apply", "-f", str(ROOT / "deploy" / "crds"))
+    kube.apply_crds()
     ns = f"dnsflow-rbac-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", ns)
     kube.kubectl("apply", "-f", "-", input=_render(kube, ns))
