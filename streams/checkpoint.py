@@ -11,11 +11,14 @@ be able to run code in the worker (pickle would let them). A checkpoint is an lz
 one msgpack map ``{"format": "dnsflow.streams.checkpoint", "v": 1, "state": ...}``; the state
 is plain msgpack (str, int, float, bool, None, bytes, lists, str-keyed maps) plus tagged
 values for what msgpack lacks: a map ``{"\\x00": [tag, payload]}`` holds a tuple, set, frozenset,
-deque, bytearray, a map with non-str keys, or an instance of one of the state classes in
-``_CLASSES`` (built with ``__new__`` and its listed fields: no constructor, no import by
-name). A checkpoint of another format or version, or one that does not decode, is refused
-with an ERROR log: :func:`restore` skips it (that partition starts fresh from its committed
-offset) and :func:`read_meta` returns ``{}``.
+deque, bytearray, a map with non-str keys, or an instance of one of the logic's own state
+classes in ``_CLASSES`` (built with ``__new__`` and its listed fields: no constructor, no
+import by name). Detectors hand over their state as plain data
+(``streams.detectors.base.Detector.snapshot``/``restore``/``forget``), stored under their
+kind: the checkpoint knows no detector. A checkpoint of another format or version (version 1,
+before issue #15, included), or one that does not decode, is refused with an ERROR log:
+:func:`restore` skips it (that partition starts fresh from its committed offset) and
+:func:`read_meta` returns ``{}``.
 """
 
 from __future__ import annotations
@@ -29,10 +32,7 @@ from typing import Any
 import lz4.frame
 import msgspec
 
-from streams.detectors.dga import _Client, _Slow
-from streams.detectors.tunneling import _Pair
-from streams.detectors.volume import _Baseline
-from streams.incidents import Detection, _Incident
+from streams.incidents import _Incident
 from streams.logic import StreamLogic
 from streams.policy_bridge import Deny
 from streams.sketch import HyperLogLog
@@ -41,7 +41,7 @@ from streams.telemetry import Pane
 log = logging.getLogger("streams.checkpoint")
 
 FORMAT = "dnsflow.streams.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: detector state as each detector's own plain data (issue #15)
 
 # Clock and counters: merged by max (the newest checkpoint's clock wins).
 SCALARS = ("max_ts", "watermark", "next_close", "cur_ps", "events", "late_dropped")
@@ -63,19 +63,6 @@ def _second(k: Any) -> str:
     return k[1]
 
 
-# Each detector's per-tenant state: attribute -> how its keys name the tenant. One table for
-# split (checkpoints) and forget (rebalances), so a new attribute cannot reach one and not
-# the other.
-DETECTOR_STATE: dict[str, dict[str, Callable[[Any], str]]] = {
-    "dga": {"clients": _tenant, "slow": _tenant},
-    "tunnel": {"pairs": _tenant},
-    "nxburst": {"hist": _tenant},
-    "rate": {"base": _tenant, "started": _self},
-    "cross": {"state": _tenant},
-    "newdom": {"known": _self, "first": _self, "budget": _self},
-}
-
-
 def split(logic: StreamLogic, tenants: Collection[str]) -> dict[str, Any]:
     """The part of ``logic``'s state that belongs to ``tenants``."""
     t = logic.telemetry
@@ -87,12 +74,7 @@ def split(logic: StreamLogic, tenants: Collection[str]) -> dict[str, Any]:
     st["panes"] = {ps: _by(_self, p, tenants) for ps, p in t.panes.items()}
     st["merged"] = {w: {ws: _by(_self, p, tenants) for ws, p in m.items()}
                     for w, m in t.merged.items()}
-    det: dict[str, dict[str, Any]] = {}
-    for name, attrs in DETECTOR_STATE.items():
-        d = getattr(logic, name)
-        if d is not None:
-            det[name] = {a: _by(key, getattr(d, a), tenants) for a, key in attrs.items()}
-    st["detectors"] = det
+    st["detectors"] = {kind: d.snapshot(tenants) for kind, d in logic.detectors.items()}
     st["incidents"] = _by(_second, logic.incidents.open, tenants)
     st["responder"] = (_by(_self, logic.responder.active, tenants),
                        _by(_self, logic.responder.version, tenants))
@@ -117,9 +99,7 @@ def _fields(cls: type) -> tuple[str, ...]:
 _CLASSES: dict[str, tuple[type, tuple[str, ...]]] = {
     name: (cls, _fields(cls)) for name, cls in {
         "telemetry.Pane": Pane, "sketch.HyperLogLog": HyperLogLog,
-        "dga.Client": _Client, "dga.Slow": _Slow, "tunneling.Pair": _Pair,
-        "volume.Baseline": _Baseline, "incidents.Incident": _Incident,
-        "incidents.Detection": Detection, "policy_bridge.Deny": Deny,
+        "incidents.Incident": _Incident, "policy_bridge.Deny": Deny,
     }.items()
 }
 _NAME_OF = {cls: name for name, (cls, _) in _CLASSES.items()}
@@ -243,6 +223,8 @@ def load(data: bytes) -> dict[str, Any]:
         raise CheckpointError("malformed state (missing parts)")
     if any(type(st[a]) not in (int, float) for a in SCALARS):
         raise CheckpointError("malformed state (clock)")
+    if type(st["detectors"]) is not dict:
+        raise CheckpointError("malformed state (detectors)")
     return st
 
 
@@ -273,6 +255,7 @@ def restore(logic: StreamLogic, checkpoints: Iterable[bytes], running: bool = Fa
     assigned by a rebalance) keeps its own clock and only gains the partition's tenants.
     """
     n = 0
+    probe: StreamLogic | None = None
     for data in checkpoints:
         try:
             st = load(data)
@@ -280,6 +263,23 @@ def restore(logic: StreamLogic, checkpoints: Iterable[bytes], running: bool = Fa
             log.error("streams: checkpoint refused, its partition starts fresh from the "
                       "committed offset: %s", exc)
             continue
+        # detectors are tried on a scratch logic first: a malformed part refuses the whole
+        # checkpoint before anything of it is merged (a disabled detector's part is skipped)
+        if probe is None:
+            probe = StreamLogic(logic.cfg, model=logic.model, auto_watermark=False)
+        kind = ""
+        try:
+            for kind, data in st["detectors"].items():
+                if kind in probe.detectors:
+                    probe.detectors[kind].restore(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("streams: checkpoint refused, its partition starts fresh from the "
+                      "committed offset: malformed %s state (%s)", kind, exc)
+            continue
+        for kind, data in st["detectors"].items():
+            det = logic.detectors.get(kind)
+            if det is not None:
+                det.restore(data)
         n += 1
         for a in SCALARS:
             if not running and (n == 1 or st[a] > getattr(logic, a)):
@@ -291,12 +291,6 @@ def restore(logic: StreamLogic, checkpoints: Iterable[bytes], running: bool = Fa
         _merge_nested(logic.counts, st["counts"], 2)
         _merge_nested(logic.telemetry.panes, st["panes"], 2)
         _merge_nested(logic.telemetry.merged, st["merged"], 3)
-        for name, attrs in st["detectors"].items():
-            det = getattr(logic, name, None)
-            if det is None:
-                continue
-            for attr, value in attrs.items():
-                getattr(det, attr).update(value)
         logic.incidents.open.update(st["incidents"])
         logic.responder.active.update(st["responder"][0])
         logic.responder.version.update(st["responder"][1])
@@ -332,11 +326,8 @@ def forget(logic: StreamLogic, tenants: Collection[str]) -> None:
     for m in t.merged.values():
         for p in m.values():
             _drop(_self, p, gone)
-    for name, attrs in DETECTOR_STATE.items():
-        d = getattr(logic, name)
-        if d is not None:
-            for a, key in attrs.items():
-                _drop(key, getattr(d, a), gone)
+    for d in logic.detectors.values():
+        d.forget(gone)
     _drop(_second, logic.incidents.open, gone)
     _drop(_self, logic.responder.active, gone)
     _drop(_self, logic.responder.version, gone)

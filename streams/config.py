@@ -6,13 +6,16 @@ seconds in the file and microseconds inside the logic (the event ``ts`` unit).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from dnsflow.settings import Settings, section
+from streams.detectors import registered
 
-Kind = Literal["dga", "tunneling", "nxdomain_burst", "rate_spike", "cross_tenant", "new_domain"]
+# the anomaly kinds: one per registered detector (streams/detectors/)
+KINDS: tuple[str, ...] = tuple(c.kind for c in registered())
+Kind = Literal[KINDS]  # type: ignore[valid-type]
 SeverityName = Literal["low", "medium", "high", "critical"]
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -42,84 +45,16 @@ class TelemetryConfig(BaseModel):
                                  "before the HyperLogLog overflow takes over")
 
 
-class DgaConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    window_s: float = Field(60, gt=0)
-    min_label_len: int = Field(6, ge=1, description="shorter registered labels are not scored")
-    suspicious_score: float = Field(0.6, ge=0, le=1)
-    nx_min: int = Field(8, ge=1, description="distinct NXDOMAIN registered domains per client")
-    susp_min: int = Field(4, ge=1, description="distinct suspicious registered domains")
-    slow_window_s: float = Field(600, gt=0, description="window for slow DGAs")
-    slow_nx_min: int = Field(12, ge=1)
-    slow_nx_share: float = Field(0.1, ge=0, le=1)
-    c2_score: float = Field(0.8, ge=0, le=1, description="a resolving domain needs this "
-                            "score to be named as the live C2 (and be auto-denied)")
-    nx_share: float = Field(0.2, ge=0, le=1, description="NXDOMAIN share of a client's "
-                            "queries needed when its NXDOMAIN names look benign")
+def _detectors_config() -> type[BaseModel]:
+    """``streams.detectors``: one section per registered detector (its ``config`` model,
+    named by its kind), plus the look-alike allowlists every detector respects."""
+    fields: dict[str, Any] = {c.kind: (c.config, c.config()) for c in registered()}
+    fields["allowlist"] = (list[str], Field(default_factory=lambda: list(DEFAULT_ALLOWLIST)))
+    fields["extra_allowlist"] = (list[str], Field(default_factory=list))
+    return create_model("DetectorsConfig", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-class TunnelingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    min_sub_len: int = Field(14, ge=1, description="subdomain part shorter than this is ignored")
-    window_s: float = Field(60, gt=0)
-    min_unique: int = Field(20, ge=2)
-    long_window_s: float = Field(3600, gt=0, description="low-and-slow window")
-    long_min_unique: int = Field(60, ge=2)
-    min_avg_len: float = Field(18, ge=1)
-    min_randomness: float = Field(0.5, ge=0, le=1)
-
-
-class NxBurstConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    window_s: float = Field(60, gt=0)
-    client_min: int = Field(30, ge=1)
-    client_ratio: float = Field(0.5, ge=0, le=1)
-    tenant_min: int = Field(300, ge=1)
-    tenant_ratio: float = Field(0.3, ge=0, le=1)
-
-
-class RateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    pane_s: float = Field(10, gt=0)
-    alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the newest pane")
-    k_sigma: float = Field(6.0, gt=0)
-    factor: float = Field(3.0, ge=1, description="also require count >= factor * baseline")
-    warmup_panes: int = Field(6, ge=1)
-    client_min: int = Field(200, ge=1)
-    tenant_min: int = Field(1000, ge=1)
-
-
-class CrossTenantConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    window_s: float = Field(60, gt=0)
-    min_count: int = Field(3, ge=1)
-    rule_prefix: str = "isolation"
-
-
-class NewDomainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    warmup_s: float = Field(300, ge=0, description="learn a tenant's domains this long first")
-    max_per_window: int = Field(20, ge=0)
-    window_s: float = Field(60, gt=0)
-    max_known: int = Field(200_000, ge=100)
-
-
-class DetectorsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dga: DgaConfig = DgaConfig()
-    tunneling: TunnelingConfig = TunnelingConfig()
-    nxdomain_burst: NxBurstConfig = NxBurstConfig()
-    rate_spike: RateConfig = RateConfig()
-    cross_tenant: CrossTenantConfig = CrossTenantConfig()
-    new_domain: NewDomainConfig = NewDomainConfig()
-    allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWLIST))
-    extra_allowlist: list[str] = Field(default_factory=list)
+DetectorsConfig = _detectors_config()
 
 
 class IncidentConfig(BaseModel):
@@ -159,7 +94,7 @@ class StreamsConfig(BaseModel):
         "are committed only as far as a written checkpoint reaches, so a crash repeats at "
         "most this much input and loses none")
     telemetry: TelemetryConfig = TelemetryConfig()
-    detectors: DetectorsConfig = DetectorsConfig()
+    detectors: DetectorsConfig = DetectorsConfig()  # type: ignore[valid-type]
     incidents: IncidentConfig = IncidentConfig()
     alert_rules: str | None = Field(None, description="YAML file of alert rules")
     auto_response: AutoResponseConfig = AutoResponseConfig()

@@ -10,14 +10,17 @@ next detection opens a new incident.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from typing import Any
 
 from streams.config import SEVERITY_RANK, IncidentConfig
+from streams.detectors.base import Detection
 from streams.windows import to_us
 
 REBUILD_EVERY = 64
+
+__all__ = ["Detection", "Incidents", "severity_for"]
 
 
 def severity_for(score: float) -> str:
@@ -28,19 +31,6 @@ def severity_for(score: float) -> str:
     if score >= 0.5:
         return "medium"
     return "low"
-
-
-@dataclass(slots=True)
-class Detection:
-    ts: int
-    kind: str
-    tenant: str
-    score: float
-    client_ip: str = ""
-    domain: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-    severity: str = ""
-    key: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

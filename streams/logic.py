@@ -15,17 +15,15 @@ Given the same events in the same order the outputs are identical, whatever the 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any, NamedTuple
 
 from streams.alerts import DEFAULT_RULES, AlertEngine, RuleSet
 from streams.config import StreamsConfig
-from streams.detectors.dga import DgaDetector
-from streams.detectors.discovery import CrossTenantDetector, NewDomainDetector
+from streams.detectors import registered
+from streams.detectors.base import Detector, DetectorContext, NameEntry, overrides
 from streams.detectors.ngram import NgramModel, default_model
-from streams.detectors.tunneling import TunnelingDetector
-from streams.detectors.volume import NxBurstDetector, RateSpikeDetector
 from streams.domains import INTERNAL, NORMAL, DomainIndex
 from streams.incidents import Incidents
 from streams.response import AutoResponder
@@ -35,9 +33,7 @@ from streams.windows import pane_size, to_us
 OUTPUT_TYPES = ("telemetry", "anomaly", "alert", "policy_update")
 FAR_FUTURE = 1 << 62
 NAMES_CACHE = 262_144
-# per query name: registered domain, label, subdomain, kind, DGA label score, whether the
-# subdomain is long enough for the tunneling detector
-NameEntry = tuple[str, str, str, int, float, bool]
+Observers = tuple[Callable[..., None], ...]
 
 
 class Output(NamedTuple):
@@ -58,7 +54,9 @@ class StreamLogic:
         det = cfg.detectors
         self.grace = to_us(cfg.grace_s)
         windows = [to_us(w) for w in cfg.windows]
-        self.pane = pane_size([*windows, to_us(det.rate_spike.pane_s)])
+        classes = registered()
+        self.pane = pane_size([*windows, *(to_us(s) for c in classes
+                                           for s in c.pane_seconds(getattr(det, c.kind)))])
         self._index = DomainIndex([*det.allowlist, *det.extra_allowlist])
         self._names: dict[str, NameEntry] = {}
         self._names_cap = NAMES_CACHE
@@ -66,21 +64,7 @@ class StreamLogic:
         self.out: list[Output] = []
         self.telemetry = Telemetry(cfg.telemetry, windows, self.pane, self._emit)
         self.incidents = Incidents(cfg.incidents, self._anomaly)
-        report = self.incidents.report
-        self.newdom = (NewDomainDetector(det.new_domain, report, self._label_score)
-                       if det.new_domain.enabled else None)
-        self.dga = (DgaDetector(det.dga, self.model, report, self._known)
-                    if det.dga.enabled else None)
-        self.tunnel = (TunnelingDetector(det.tunneling, self.model, report)
-                       if det.tunneling.enabled else None)
-        self.min_sub = det.tunneling.min_sub_len
-        self.nxburst = (NxBurstDetector(det.nxdomain_burst, self.pane, report)
-                        if det.nxdomain_burst.enabled else None)
-        self.rate = (RateSpikeDetector(det.rate_spike, self.pane, report)
-                     if det.rate_spike.enabled else None)
-        self.cross = (CrossTenantDetector(det.cross_tenant, report)
-                      if det.cross_tenant.enabled else None)
-        self.cross_prefix = det.cross_tenant.rule_prefix
+        self.detectors = self._build_detectors(classes)
         self.alerts = AlertEngine(rules if rules is not None else DEFAULT_RULES, self._alert)
         self.responder = AutoResponder(cfg.auto_response, self._policy)
         self.counts: dict[int, dict[tuple[str, str], list[int]]] = {}
@@ -101,25 +85,42 @@ class StreamLogic:
         self.min_window = min(windows)
         # what process_many needs per event, bound once; the containers here are only ever
         # changed in place (checkpoint.restore/forget update them too)
-        nd = self.newdom
-        self._hot = (
-            self.pane, self.tmax, self.counts, self.telemetry.add, self._names,
-            self.dga.observe if self.dga is not None else None,
-            self.tunnel.observe if self.tunnel is not None else None,
-            nd.known if nd is not None else None, nd.observe if nd is not None else None,
-            self.cross.observe if self.cross is not None else None, self.cross_prefix)
+        self._hot = (self.pane, self.tmax, self.counts, self.telemetry.add, self._names,
+                     self._on_deny)
+
+    def _build_detectors(self, classes: list[type[Detector]]) -> dict[str, Detector]:
+        """The enabled detectors, by kind in call order, and who is called when."""
+        ctx = DetectorContext(self.incidents.report, self.model, self.pane)
+        dets: dict[str, Detector] = {}
+        for c in classes:
+            dcfg = getattr(self.cfg.detectors, c.kind)
+            if getattr(dcfg, "enabled", True):
+                dets[c.kind] = c(dcfg, ctx)
+        for d in dets.values():
+            d.bind(ctx)
+        self._label_score = ctx.label_score
+        self._on_deny: Observers = tuple(d.observe for d in dets.values() if d.on_deny)
+        self._on_pane = [d.on_pane for d in dets.values() if overrides(d, "on_pane")]
+        self._on_watermark = [d.on_watermark for d in dets.values()
+                              if overrides(d, "on_watermark")]
+        # observers of a name by the length of its subdomain part: [(at least, observers)],
+        # longest first (Detector.names); looked up once per name, cached with it
+        named = [(d.names, d.observe) for d in dets.values() if d.names is not None]
+        self._by_sub: list[tuple[int, Observers]] = [
+            (n, tuple(o for m, o in named if m <= n))
+            for n in sorted({m for m, _ in named}, reverse=True)]
+        return dets
 
     # ------------------------------------------------------------------ input
 
     def process(self, ev: dict[str, Any]) -> None:
-        """Account one validated event (see ``streams.records.check``)."""
+        """Account one validated event (see ``streams.event_decode.check``)."""
         self.process_many((ev,))
 
     def process_many(self, events: Iterable[dict[str, Any]]) -> None:
         """Account validated events in order: the same as :meth:`process` on each, with
         the per-batch lookups done once."""
-        (pane, tmax, counts, tele_add, names, dga_observe, tunnel_observe, nd_known,
-         newdom_observe, cross_observe, cross_prefix) = self._hot
+        pane, tmax, counts, tele_add, names, on_deny = self._hot
         auto = self.auto
         max_ts, cur_ps, wm = self.max_ts, self.cur_ps, self.watermark
         wake = self.next_close + self.grace if auto and not self.blocked else FAR_FUTURE
@@ -153,8 +154,7 @@ class StreamLogic:
                 qname: str = ev["qname"]
                 client: str = ev["client_ip"]
                 rcode: str = ev["rcode"]
-                tele_add(ps, tenant, qname, client, rcode, ev["qtype"], ev["decision"],
-                         ev["cache"], ev["latency_us"], ps < cur_ps)
+                tele_add(ps, ev, ps < cur_ps)
                 info = names.get(qname)
                 if info is None:
                     info = self._name(qname)
@@ -169,53 +169,41 @@ class StreamLogic:
                 if c is None:
                     c = pc[key] = [0, 0]
                 c[0] += 1
-                kind = info[3]
-                nx = rcode == "NXDOMAIN"
-                if nx and kind != INTERNAL:
+                if rcode == "NXDOMAIN" and info[3] != INTERNAL:
                     c[1] += 1
-                if kind == NORMAL:
-                    reg = info[0]
-                    if dga_observe is not None:
-                        dga_observe(ts, key, reg, info[4], nx, rcode)
-                    if info[5] and tunnel_observe is not None:
-                        tunnel_observe(ts, tenant, client, reg, info[2], ev["qtype"])
-                    if nd_known is not None and rcode == "NOERROR":
-                        known = nd_known.get(tenant)
-                        if known is None or reg not in known:  # known: nothing to do
-                            newdom_observe(ts, tenant, client, reg, qname, info[1])
-                if cross_observe is not None and ev["decision"] == "deny":
-                    rule = ev.get("rule") or ""
-                    if rule.startswith(cross_prefix):
-                        cross_observe(ts, tenant, client, qname, rule)
+                for observe in info[5]:  # the detectors that want this name
+                    observe(ts, key, ev, info)
+                if on_deny and ev["decision"] == "deny":
+                    for observe in on_deny:
+                        observe(ts, key, ev, info)
         finally:
             self.events += n
 
     def _name(self, qname: str) -> NameEntry:
-        """Cache miss: the name's registered domain, kind, DGA label score and whether the
-        tunneling detector looks at it, kept in a bounded dict (a plain dict get per event;
-        the oldest half goes when full)."""
+        """Cache miss: the name's registered domain, kind, DGA label score and the detectors
+        that look at it, kept in a bounded dict (a plain dict get per event; the oldest half
+        goes when full)."""
         reg, label, sub, kind = self._index.split(qname)
-        normal = kind == NORMAL
-        score = self._label_score(label) if normal else 0.0
+        observers: Observers = ()
+        score = 0.0
+        if kind == NORMAL:
+            score = self._label_score(label)
+            n = len(sub)
+            for at_least, obs in self._by_sub:
+                if n >= at_least:
+                    observers = obs
+                    break
         names = self._names
         if len(names) >= self._names_cap:  # in place: process_many holds the dict
             for old in list(islice(names, len(names) // 2)):
                 del names[old]
-        entry = names[qname] = (reg, label, sub, kind, score,
-                                normal and len(sub) >= self.min_sub)
+        entry = names[qname] = (reg, label, sub, kind, score, observers)
         return entry
 
     def _wake(self) -> int:
         """Event time from which the newest event may close a pane (within the current one):
         ``ts - grace >= next_close`` unless the watermark waits for a lagging tenant."""
         return self.next_close + self.grace if self.auto and not self.blocked else FAR_FUTURE
-
-    def _known(self, tenant: str, reg: str) -> bool:
-        known = self.newdom.known.get(tenant) if self.newdom is not None else None
-        return known is not None and reg in known
-
-    def _label_score(self, label: str) -> float:
-        return self.dga.label_score(label) if self.dga is not None else 0.0
 
     # ------------------------------------------------------------------ time
 
@@ -272,13 +260,10 @@ class StreamLogic:
         self.telemetry.close(watermark)
         for ps in sorted(k for k in self.counts if k + pane <= watermark):
             counts = self.counts.pop(ps)
-            if self.nxburst is not None:
-                self.nxburst.on_pane(ps, counts)
-            if self.rate is not None:
-                self.rate.on_pane(ps, counts)
-        for det in (self.dga, self.tunnel, self.cross):
-            if det is not None:
-                det.prune(watermark)
+            for on_pane in self._on_pane:
+                on_pane(ps, counts)
+        for on_watermark in self._on_watermark:
+            on_watermark(watermark)
         self.incidents.expire(watermark)
         if lift:
             self.responder.expire(watermark)

@@ -185,8 +185,9 @@ class Telemetry:
         self.panes: dict[int, dict[str, Pane]] = {}
         self.merged: dict[int, dict[int, dict[str, Pane]]] = {w: {} for w in self.windows}
 
-    def add(self, ps: int, tenant: str, qname: str, client: str, rcode: str, qtype: str,
-            decision: str, cache: str, latency: int, late: bool) -> None:
+    def add(self, ps: int, ev: dict[str, Any], late: bool) -> None:
+        """Count event ``ev`` in pane ``ps`` (``late``: the pane is not the newest)."""
+        tenant: str = ev["tenant"]
         tenants = self.panes.get(ps)
         if tenants is None:
             tenants = self.panes[ps] = {}
@@ -197,13 +198,15 @@ class Telemetry:
         if late:
             p.late += 1
         combos = p.combos
-        k = (rcode, qtype, decision, cache)
+        k = (ev["rcode"], ev["qtype"], ev["decision"], ev["cache"])
         combos[k] = combos.get(k, 0) + 1
+        latency: int = ev["latency_us"]
         b = latency.bit_length()
         code = latency if b <= 5 else ((b - 5) << 5) | (latency >> (b - 5))
         hist = p.hist
         hist[code] = hist.get(code, 0) + 1
         names = p.names
+        qname: str = ev["qname"]
         c = names.get(qname)
         if c is not None:
             names[qname] = c + 1
@@ -213,7 +216,7 @@ class Telemetry:
             if p.overflow is None:
                 p.overflow = HyperLogLog()
             p.overflow.add(qname)
-        p.clients.add(client)
+        p.clients.add(ev["client_ip"])
 
     def close(self, watermark: int) -> None:
         """Close panes that ended at or before ``watermark``; emit finished windows."""

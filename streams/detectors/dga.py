@@ -21,12 +21,44 @@ CDN/cloud look-alikes and internal names never reach this detector.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
+from typing import Any
 
-from streams.config import DgaConfig
-from streams.detectors.ngram import NgramModel
-from streams.incidents import Detection
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.detectors.base import (
+    REG,
+    SCORE,
+    Detection,
+    Detector,
+    DetectorContext,
+    Key,
+    NameEntry,
+    drop,
+    expect,
+    first,
+    from_rows,
+    slots_of,
+    to_rows,
+)
 from streams.windows import to_us
+
+
+class DgaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    window_s: float = Field(60, gt=0)
+    min_label_len: int = Field(6, ge=1, description="shorter registered labels are not scored")
+    suspicious_score: float = Field(0.6, ge=0, le=1)
+    nx_min: int = Field(8, ge=1, description="distinct NXDOMAIN registered domains per client")
+    susp_min: int = Field(4, ge=1, description="distinct suspicious registered domains")
+    slow_window_s: float = Field(600, gt=0, description="window for slow DGAs")
+    slow_nx_min: int = Field(12, ge=1)
+    slow_nx_share: float = Field(0.1, ge=0, le=1)
+    c2_score: float = Field(0.8, ge=0, le=1, description="a resolving domain needs this "
+                            "score to be named as the live C2 (and be auto-denied)")
+    nx_share: float = Field(0.2, ge=0, le=1, description="NXDOMAIN share of a client's "
+                            "queries needed when its NXDOMAIN names look benign")
 
 
 class _Client:
@@ -65,16 +97,21 @@ class _Slow:
         self.next = first
 
 
-class DgaDetector:
-    kind = "dga"
+_CLIENT = slots_of(_Client)
+_SLOW = slots_of(_Slow)
 
-    def __init__(self, cfg: DgaConfig, model: NgramModel,
-                 report: Callable[[Detection], None],
-                 known: Callable[[str, str], bool] = lambda tenant, reg: False) -> None:
-        self.cfg = cfg
-        self.known = known
-        self.model = model
-        self.report = report
+
+class DgaDetector(Detector):
+    kind = "dga"
+    order = 10
+    config = DgaConfig
+
+    def __init__(self, cfg: DgaConfig, ctx: DetectorContext) -> None:
+        super().__init__(cfg, ctx)
+        self.known = ctx.known
+        self.model = ctx.model
+        self.names = 0  # every name with a public suffix
+        ctx.label_score = self.label_score  # cached with every name; new_domain uses it
         self.win = to_us(cfg.window_s)
         self.clients: dict[tuple[str, str], _Client] = {}
         self.lwin = to_us(cfg.slow_window_s)
@@ -87,10 +124,16 @@ class DgaDetector:
             return 0.0  # too short to judge; IDN (punycode) labels are not random
         return self.model.score(label)
 
-    def observe(self, ts: int, key: tuple[str, str], reg: str, s: float, nx: bool,
-                rcode: str) -> None:
-        """One query of client ``key`` = (tenant, client) for registered domain ``reg``
-        whose label scored ``s`` (:meth:`label_score`, cached per name by the caller)."""
+    def bind(self, ctx: DetectorContext) -> None:
+        self.known = ctx.known
+
+    def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        """One query of client ``key`` = (tenant, client) for a name with a public suffix;
+        its registered domain's label score is cached with the name (:meth:`label_score`)."""
+        reg = name[REG]
+        s = name[SCORE]
+        rcode = ev["rcode"]
+        nx = rcode == "NXDOMAIN"
         st = self.clients.get(key)
         w = ts // self.win
         if st is None:
@@ -105,13 +148,12 @@ class DgaDetector:
         st.n += 1
         if not nx and s < self.thr:
             return
-        tenant, client = key
         new_resolved = False
         if nx:
             st.nxq += 1
-            if self.known(tenant, reg):
+            if self.known(key[0], reg):
                 return  # resolved in this tenant before: a typo or outage, not a DGA name
-            self._slow(ts, tenant, client, key, st, reg, s)
+            self._slow(ts, key, st, reg, s)
             if reg in st.nx:
                 return
             st.nx[reg] = s
@@ -124,7 +166,7 @@ class DgaDetector:
         n_susp = len(st.susp) + st.prev_susp
         if n_nx >= st.next_nx or n_susp >= st.next_susp or (new_resolved and st.next_nx >
                                                              self.cfg.nx_min):
-            self._evaluate(ts, tenant, client, st, n_nx, n_susp)
+            self._evaluate(ts, key, st, n_nx, n_susp)
 
     def _slow_state(self, key: tuple[str, str], lw: int) -> _Slow:
         sl = self.slow.get(key)
@@ -133,9 +175,9 @@ class DgaDetector:
             sl = self.slow[key] = _Slow(lw, self.cfg.slow_nx_min, prev)
         return sl
 
-    def _slow(self, ts: int, tenant: str, client: str, key: tuple[str, str], st: _Client,
-              reg: str, s: float) -> None:
+    def _slow(self, ts: int, key: Key, st: _Client, reg: str, s: float) -> None:
         """Slow DGAs (one name every 20 s or more) over ``slow_window_s``."""
+        tenant, client = key
         sl = self._slow_state(key, ts // self.lwin)
         if reg in sl.nx or len(sl.nx) >= 5000:
             return
@@ -159,9 +201,9 @@ class DgaDetector:
                       "nxdomain_share": round(share, 3), "domains": [d for d, _ in top]},
         ))
 
-    def _evaluate(self, ts: int, tenant: str, client: str, st: _Client, n_nx: int,
-                  n_susp: int) -> None:
+    def _evaluate(self, ts: int, key: Key, st: _Client, n_nx: int, n_susp: int) -> None:
         cfg = self.cfg
+        tenant, client = key
         susp_nx = sum(1 for _, was_nx in st.susp.values() if was_nx)
         scored = dict(st.nx)
         scored.update({d: s for d, (s, was_nx) in st.susp.items() if was_nx})
@@ -197,10 +239,24 @@ class DgaDetector:
             },
         ))
 
-    def prune(self, watermark: int) -> None:
+    def on_watermark(self, watermark: int) -> None:
         w = watermark // self.win
         for key in [k for k, st in self.clients.items() if st.w < w - 1]:
             del self.clients[key]
         lw = watermark // self.lwin
         for key in [k for k, sl in self.slow.items() if sl.lw < lw - 1]:
             del self.slow[key]
+
+    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
+        return {"clients": to_rows(self.clients, tenants, _CLIENT, first),
+                "slow": to_rows(self.slow, tenants, _SLOW, first)}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        clients, slow = expect(data, "clients", "slow")
+        clients, slow = from_rows(_Client, clients, _CLIENT), from_rows(_Slow, slow, _SLOW)
+        self.clients.update(clients)
+        self.slow.update(slow)
+
+    def forget(self, tenants: Collection[str]) -> None:
+        drop(self.clients, tenants, first)
+        drop(self.slow, tenants, first)

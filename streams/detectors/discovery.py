@@ -16,24 +16,69 @@ names that do not resolve are left to the DGA and NXDOMAIN detectors. At most
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
+from typing import Any
 
-from streams.config import CrossTenantConfig, NewDomainConfig
-from streams.incidents import Detection
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.detectors.base import (
+    LABEL,
+    REG,
+    Detection,
+    Detector,
+    DetectorContext,
+    Key,
+    NameEntry,
+    drop,
+    expect,
+    first,
+    itself,
+)
 from streams.windows import to_us
 
 
-class CrossTenantDetector:
-    kind = "cross_tenant"
+class CrossTenantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    window_s: float = Field(60, gt=0)
+    min_count: int = Field(3, ge=1)
+    rule_prefix: str = "isolation"
 
-    def __init__(self, cfg: CrossTenantConfig, report: Callable[[Detection], None]) -> None:
-        self.cfg = cfg
-        self.report = report
+
+class NewDomainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    warmup_s: float = Field(300, ge=0, description="learn a tenant's domains this long first")
+    max_per_window: int = Field(20, ge=0)
+    window_s: float = Field(60, gt=0)
+    max_known: int = Field(200_000, ge=100)
+
+
+def _map(x: Any, what: str) -> dict[Any, Any]:
+    if type(x) is not dict:
+        raise ValueError(f"{what} is not a map")
+    return x
+
+
+class CrossTenantDetector(Detector):
+    kind = "cross_tenant"
+    order = 50
+    config = CrossTenantConfig
+    on_deny = True
+
+    def __init__(self, cfg: CrossTenantConfig, ctx: DetectorContext) -> None:
+        super().__init__(cfg, ctx)
         self.win = to_us(cfg.window_s)
+        self.prefix = cfg.rule_prefix
         self.state: dict[tuple[str, str], tuple[int, int, dict[str, str]]] = {}
 
-    def observe(self, ts: int, tenant: str, client: str, qname: str, rule: str) -> None:
-        key = (tenant, client)
+    def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        """A denied query: counted when the edge's rule is an isolation rule."""
+        rule = ev.get("rule") or ""
+        if not rule.startswith(self.prefix):
+            return
+        tenant, client = key
+        qname = ev["qname"]
         w = ts // self.win
         st = self.state.get(key)
         if st is None or w > st[0]:
@@ -54,20 +99,35 @@ class CrossTenantDetector:
                           "targets": targets[:10]},
             ))
 
-    def prune(self, watermark: int) -> None:
+    def on_watermark(self, watermark: int) -> None:
         w = watermark // self.win
         for key in [k for k, st in self.state.items() if st[0] < w - 1]:
             del self.state[key]
 
+    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
+        return {"state": [[k, v] for k, v in self.state.items() if k[0] in tenants]}
 
-class NewDomainDetector:
+    def restore(self, data: dict[str, Any]) -> None:
+        (rows,) = expect(data, "state")
+        state = {}
+        for k, (w, count, names) in rows:
+            state[k] = (w, count, _map(names, "cross_tenant names"))
+        self.state.update(state)
+
+    def forget(self, tenants: Collection[str]) -> None:
+        drop(self.state, tenants, first)
+
+
+class NewDomainDetector(Detector):
     kind = "new_domain"
+    order = 60
+    config = NewDomainConfig
 
-    def __init__(self, cfg: NewDomainConfig, report: Callable[[Detection], None],
-                 label_score: Callable[[str], float] = lambda label: 0.0) -> None:
-        self.cfg = cfg
-        self.label_score = label_score
-        self.report = report
+    def __init__(self, cfg: NewDomainConfig, ctx: DetectorContext) -> None:
+        super().__init__(cfg, ctx)
+        self.label_score = ctx.label_score
+        self.names = 0  # every name with a public suffix (NOERROR answers count)
+        ctx.known = self.is_known  # the DGA detector skips domains the tenant resolved
         self.warmup = to_us(cfg.warmup_s)
         self.win = to_us(cfg.window_s)
         self.known: dict[str, dict[str, None]] = {}
@@ -75,14 +135,29 @@ class NewDomainDetector:
         self.budget: dict[str, tuple[int, int]] = {}
         self.unreported = 0
 
-    def observe(self, ts: int, tenant: str, client: str, reg: str, qname: str,
-                label: str) -> None:
+    def bind(self, ctx: DetectorContext) -> None:
+        self.label_score = ctx.label_score
+
+    def is_known(self, tenant: str, reg: str) -> bool:
+        known = self.known.get(tenant)
+        return known is not None and reg in known
+
+    def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        """A query for a name with a public suffix: only a NOERROR answer for a registered
+        domain the tenant never resolved before counts."""
+        if ev["rcode"] != "NOERROR":
+            return
+        tenant = key[0]
+        reg = name[REG]
         known = self.known.get(tenant)
         if known is None:
             known = self.known[tenant] = {}
             self.first[tenant] = ts
-        if reg in known:
+        elif reg in known:
             return
+        client = key[1]
+        qname = ev["qname"]
+        label = name[LABEL]
         known[reg] = None
         if len(known) > self.cfg.max_known:
             del known[next(iter(known))]
@@ -103,3 +178,21 @@ class NewDomainDetector:
             evidence={"first_name": qname, "learning_s": self.cfg.warmup_s,
                       "char_score": round(dga_score, 3)},
         ))
+
+    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
+        return {"known": {t: list(v) for t, v in self.known.items() if t in tenants},
+                "first": {t: v for t, v in self.first.items() if t in tenants},
+                "budget": {t: v for t, v in self.budget.items() if t in tenants}}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        known, first_ts, budget = expect(data, "known", "first", "budget")
+        known = {t: dict.fromkeys(regs) for t, regs in _map(known, "known").items()}
+        budget = {t: tuple(v) for t, v in _map(budget, "budget").items()}
+        self.known.update(known)
+        self.first.update(_map(first_ts, "first"))
+        self.budget.update(budget)
+
+    def forget(self, tenants: Collection[str]) -> None:
+        drop(self.known, tenants, itself)
+        drop(self.first, tenants, itself)
+        drop(self.budget, tenants, itself)

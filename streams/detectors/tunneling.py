@@ -13,13 +13,40 @@ CDN/cloud hostnames with hashes are allow-listed before this detector runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
+from typing import Any
 from zlib import crc32
 
-from streams.config import TunnelingConfig
-from streams.detectors.ngram import NgramModel
-from streams.incidents import Detection
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.detectors.base import (
+    REG,
+    SUB,
+    Detection,
+    Detector,
+    DetectorContext,
+    Key,
+    NameEntry,
+    drop,
+    expect,
+    first,
+    from_rows,
+    slots_of,
+    to_rows,
+)
 from streams.windows import to_us
+
+
+class TunnelingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    min_sub_len: int = Field(14, ge=1, description="subdomain part shorter than this is ignored")
+    window_s: float = Field(60, gt=0)
+    min_unique: int = Field(20, ge=2)
+    long_window_s: float = Field(3600, gt=0, description="low-and-slow window")
+    long_min_unique: int = Field(60, ge=2)
+    min_avg_len: float = Field(18, ge=1)
+    min_randomness: float = Field(0.5, ge=0, le=1)
 
 PAYLOAD_QTYPES = frozenset({"TXT", "NULL", "CNAME", "MX", "KEY", "ANY", "SRV", "PRIVATE"})
 UNIQUE_CAP = 20_000
@@ -47,27 +74,33 @@ class _Pair:
         self.lnext = cfg.long_min_unique
 
 
-class TunnelingDetector:
-    kind = "tunneling"
+_PAIR = slots_of(_Pair)
 
-    def __init__(self, cfg: TunnelingConfig, model: NgramModel,
-                 report: Callable[[Detection], None]) -> None:
-        self.cfg = cfg
-        self.model = model
-        self.report = report
+
+class TunnelingDetector(Detector):
+    kind = "tunneling"
+    order = 20
+    config = TunnelingConfig
+
+    def __init__(self, cfg: TunnelingConfig, ctx: DetectorContext) -> None:
+        super().__init__(cfg, ctx)
+        self.model = ctx.model
         self.win = to_us(cfg.window_s)
         self.lwin = to_us(cfg.long_window_s)
-        self.min_sub = cfg.min_sub_len
+        self.names = cfg.min_sub_len  # only names with a subdomain part this long
         self.pairs: dict[tuple[str, str, str], _Pair] = {}
 
-    def observe(self, ts: int, tenant: str, client: str, reg: str, sub: str,
-                qtype: str) -> None:
-        key = (tenant, client, reg)
-        st = self.pairs.get(key)
+    def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        tenant, client = key
+        reg = name[REG]
+        sub = name[SUB]
+        qtype = ev["qtype"]
+        pk = (tenant, client, reg)
+        st = self.pairs.get(pk)
         w = ts // self.win
         lw = ts // self.lwin
         if st is None:
-            st = self.pairs[key] = _Pair(w, lw, self.cfg)
+            st = self.pairs[pk] = _Pair(w, lw, self.cfg)
         if w > st.w:
             st.prev = len(st.uniq) if w == st.w + 1 else 0
             st.w, st.uniq, st.n, st.bytes, st.payload = w, set(), 0, 0, 0
@@ -93,19 +126,20 @@ class TunnelingDetector:
         st.lbytes += len(sub)
         if len(uniq) + st.prev >= st.next:
             st.next = 2 * (len(uniq) + st.prev)
-            self._evaluate(ts, tenant, client, reg, st, slow=False)
+            self._evaluate(ts, pk, st, slow=False)
         elif len(luniq) + st.lprev >= st.lnext:
             st.lnext = 2 * (len(luniq) + st.lprev)
-            self._evaluate(ts, tenant, client, reg, st, slow=True)
+            self._evaluate(ts, pk, st, slow=True)
 
     def randomness(self, subs: list[str]) -> float:
         """Mean trigram score of the long labels in ``subs`` (0 English-like .. 1 random)."""
         scores = [self.model.score(lab) for s in subs for lab in s.split(".") if len(lab) >= 8]
         return sum(scores) / len(scores) if scores else 0.0
 
-    def _evaluate(self, ts: int, tenant: str, client: str, reg: str, st: _Pair,
-                  slow: bool) -> None:
+    def _evaluate(self, ts: int, pk: tuple[str, str, str], st: _Pair, slow: bool) -> None:
+        """``pk``: (tenant, client, registered domain)."""
         cfg = self.cfg
+        tenant, client, reg = pk
         if slow:
             unique, count, total = len(st.luniq) + st.lprev, st.lcount, st.lbytes
             need = cfg.long_min_unique
@@ -137,7 +171,17 @@ class TunnelingDetector:
             },
         ))
 
-    def prune(self, watermark: int) -> None:
+    def on_watermark(self, watermark: int) -> None:
         lw = watermark // self.lwin
         for key in [k for k, st in self.pairs.items() if st.lw < lw - 1]:
             del self.pairs[key]
+
+    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
+        return {"pairs": to_rows(self.pairs, tenants, _PAIR, first)}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        (pairs,) = expect(data, "pairs")
+        self.pairs.update(from_rows(_Pair, pairs, _PAIR))
+
+    def forget(self, tenants: Collection[str]) -> None:
+        drop(self.pairs, tenants, first)

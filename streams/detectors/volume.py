@@ -18,25 +18,72 @@ shows as a sudden jump against its own history, whatever its normal volume.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Collection
+from typing import Any
 
-from streams.config import NxBurstConfig, RateConfig
-from streams.incidents import Detection
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.detectors.base import (
+    Detection,
+    Detector,
+    DetectorContext,
+    PaneCounts,
+    drop,
+    expect,
+    first,
+    from_rows,
+    itself,
+    slots_of,
+    to_rows,
+)
 from streams.windows import to_us
 
 
-class NxBurstDetector:
-    kind = "nxdomain_burst"
+class NxBurstConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    window_s: float = Field(60, gt=0)
+    client_min: int = Field(30, ge=1)
+    client_ratio: float = Field(0.5, ge=0, le=1)
+    tenant_min: int = Field(300, ge=1)
+    tenant_ratio: float = Field(0.3, ge=0, le=1)
 
-    def __init__(self, cfg: NxBurstConfig, pane_us: int,
-                 report: Callable[[Detection], None]) -> None:
-        self.cfg = cfg
-        self.report = report
+
+class RateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    pane_s: float = Field(10, gt=0)
+    alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the newest pane")
+    k_sigma: float = Field(6.0, gt=0)
+    factor: float = Field(3.0, ge=1, description="also require count >= factor * baseline")
+    warmup_panes: int = Field(6, ge=1)
+    client_min: int = Field(200, ge=1)
+    tenant_min: int = Field(1000, ge=1)
+
+
+class NxBurstDetector(Detector):
+    kind = "nxdomain_burst"
+    order = 30
+    config = NxBurstConfig
+
+    def __init__(self, cfg: NxBurstConfig, ctx: DetectorContext) -> None:
+        super().__init__(cfg, ctx)
+        pane_us = ctx.pane
         self.span = max(1, round(to_us(cfg.window_s) / pane_us))
         self.hist: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
         self.pane = pane_us
 
-    def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
+    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
+        return {"hist": [[k, h] for k, h in self.hist.items() if k[0] in tenants]}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        (hist,) = expect(data, "hist")
+        self.hist.update({k: [tuple(x) for x in h] for k, h in hist})
+
+    def forget(self, tenants: Collection[str]) -> None:
+        drop(self.hist, tenants, first)
+
+    def on_pane(self, ps: int, counts: PaneCounts) -> None:
         tenants: dict[str, list[int]] = {}
         oldest = ps - (self.span - 1) * self.pane
         hist = self.hist
@@ -56,13 +103,12 @@ class NxBurstDetector:
             if nx:
                 self._check(ps, key, h, cmin, cratio)
         for tenant, (n, nx) in sorted(tenants.items()):
-            self._push(ps, (tenant, ""), n, nx, oldest, self.cfg.tenant_min,
-                       self.cfg.tenant_ratio)
+            self._push_tenant(ps, tenant, n, nx, oldest)
         for key in [k for k, h in hist.items() if h[-1][0] < oldest]:
             del hist[key]
 
-    def _push(self, ps: int, key: tuple[str, str], n: int, nx: int, oldest: int,
-              minimum: int, ratio: float) -> None:
+    def _push_tenant(self, ps: int, tenant: str, n: int, nx: int, oldest: int) -> None:
+        key = (tenant, "")
         h = self.hist.get(key)
         if h is None:
             h = self.hist[key] = []
@@ -70,7 +116,7 @@ class NxBurstDetector:
         while h[0][0] < oldest:
             del h[0]
         if nx:
-            self._check(ps, key, h, minimum, ratio)
+            self._check(ps, key, h, self.cfg.tenant_min, self.cfg.tenant_ratio)
 
     def _check(self, ps: int, key: tuple[str, str], h: list[tuple[int, int, int]],
                minimum: int, ratio: float) -> None:
@@ -98,19 +144,42 @@ class _Baseline:
         self.last = ps
 
 
-class RateSpikeDetector:
-    kind = "rate_spike"
+_BASELINE = slots_of(_Baseline)
 
-    def __init__(self, cfg: RateConfig, pane_us: int,
-                 report: Callable[[Detection], None]) -> None:
-        self.cfg = cfg
-        self.report = report
-        self.pane = pane_us
+
+class RateSpikeDetector(Detector):
+    kind = "rate_spike"
+    order = 40
+    config = RateConfig
+
+    def __init__(self, cfg: RateConfig, ctx: DetectorContext) -> None:
+        super().__init__(cfg, ctx)
+        self.pane = ctx.pane
         self.base: dict[tuple[str, str], _Baseline] = {}
         self.started: dict[str, int] = {}
         self._panes_seen = 0
 
-    def on_pane(self, ps: int, counts: dict[tuple[str, str], list[int]]) -> None:
+    @classmethod
+    def pane_seconds(cls, cfg: RateConfig) -> tuple[float, ...]:
+        return (cfg.pane_s,)
+
+    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
+        return {"base": to_rows(self.base, tenants, _BASELINE, first),
+                "started": {t: v for t, v in self.started.items() if t in tenants}}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        base, started = expect(data, "base", "started")
+        base = from_rows(_Baseline, base, _BASELINE)
+        if type(started) is not dict:
+            raise ValueError("rate_spike: started is not a map")
+        self.base.update(base)
+        self.started.update(started)
+
+    def forget(self, tenants: Collection[str]) -> None:
+        drop(self.base, tenants, first)
+        drop(self.started, tenants, itself)
+
+    def on_pane(self, ps: int, counts: PaneCounts) -> None:
         tenants: dict[str, int] = {}
         cfg = self.cfg
         base, pane = self.base, self.pane

@@ -13,7 +13,8 @@ import msgspec
 from streams_helpers import T0, make_logic
 
 from streams import checkpoint
-from streams.checkpoint import DETECTOR_STATE, FORMAT, VERSION, read_meta, restore, snapshot
+from streams.checkpoint import FORMAT, VERSION, read_meta, restore, snapshot
+from streams.detectors import registered
 
 
 class _Evil:
@@ -55,7 +56,7 @@ def _same(a, b, path="state"):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _same(x, y, f"{path}[{i}]")
     elif type(a).__module__.startswith("streams"):
-        for f in checkpoint._fields(type(a)):
+        for f in checkpoint._fields(type(a)) or tuple(vars(a)):
             assert hasattr(a, f) == hasattr(b, f), f"{path}.{f}"
             if hasattr(a, f):
                 _same(getattr(a, f), getattr(b, f), f"{path}.{f}")
@@ -65,10 +66,11 @@ def _same(a, b, path="state"):
 
 def test_every_detectors_state_round_trips(ev, lt):
     logic = _populated_logic(ev, lt)
-    for name, attrs in DETECTOR_STATE.items():
-        det = getattr(logic, name)
-        for attr in attrs:
-            assert getattr(det, attr), f"test traffic leaves {name}.{attr} empty"
+    tenants = set(logic.tmax)
+    assert list(logic.detectors) == [c.kind for c in registered()]  # every one enabled
+    for kind, det in logic.detectors.items():
+        state = det.snapshot(tenants)
+        assert state and all(state.values()), f"test traffic leaves {kind} state empty"
     data = snapshot(logic, meta={"partition": 3, "offset": 41})
     assert b"pickle" not in data and read_meta(data) == {"partition": 3, "offset": 41}
     doc = msgspec.msgpack.decode(lz4.frame.decompress(data))
@@ -76,10 +78,11 @@ def test_every_detectors_state_round_trips(ev, lt):
     fresh = make_logic(auto_response={"enabled": True},
                        detectors={"new_domain": {"warmup_s": 60}})
     assert restore(fresh, [data]) == 1
-    for name, attrs in DETECTOR_STATE.items():
-        for attr in attrs:
-            _same(getattr(getattr(logic, name), attr), getattr(getattr(fresh, name), attr),
-                  f"{name}.{attr}")
+    for kind, det in logic.detectors.items():
+        _same(det.snapshot(tenants), fresh.detectors[kind].snapshot(tenants), kind)
+        for attr, value in vars(det).items():  # the live state itself, not only its data
+            if isinstance(value, dict):
+                _same(value, getattr(fresh.detectors[kind], attr), f"{kind}.{attr}")
     _same(checkpoint.split(logic, logic.tmax), checkpoint.split(fresh, fresh.tmax))
 
 
@@ -110,3 +113,21 @@ def test_other_versions_and_garbage_are_refused_and_the_rest_restored(caplog, ev
     assert len(msgs) == 3
     assert "version 2" in msgs[1] and "unknown tagged value 'os.system'" in msgs[2]
     assert logic.events > 0  # the good one was merged; the worker keeps going
+
+
+def test_a_malformed_detector_part_refuses_the_whole_checkpoint(caplog, ev, lt):
+    """Detector state is data each detector checks: a bad part is refused before anything of
+    the checkpoint is merged, and old (version 1) checkpoints are refused, not misread."""
+    good = checkpoint.load(snapshot(_populated_logic(ev, lt)))
+    good["detectors"]["tunneling"] = {"pairs": [[("t", "c", "r"), [1, 2]]]}  # 2 of 14 fields
+    doc = {"format": FORMAT, "v": VERSION, "state": checkpoint._data(good)}
+    bad = lz4.frame.compress(msgspec.msgpack.encode(doc))
+    old = lz4.frame.compress(msgspec.msgpack.encode({"format": FORMAT, "v": 1, "state": {}}))
+    caplog.set_level(logging.ERROR, logger="streams.checkpoint")
+    logic = make_logic()
+    assert restore(logic, [bad, old]) == 0
+    assert logic.events == 0 and not logic.tmax
+    assert all(not any(d.snapshot(set(good["tmax"])).values())
+               for d in logic.detectors.values())
+    msgs = [r.getMessage() for r in caplog.records if r.name == "streams.checkpoint"]
+    assert "malformed tunneling state" in msgs[0] and "version 1" in msgs[1]
