@@ -224,7 +224,9 @@ async def test_upstream_queries_use_several_rotating_source_ports(start_edge, up
         assert r.rcode() == dns.rcode.NXDOMAIN
     # 4 live sockets hold at most 4 uses each; every retired one took 5: >= 3 retired
     assert up.sockets_opened >= 4 + 3
-    assert len(up._socks) == 4
+    # never more than the pool size; one short when the last pick retired its socket (the
+    # next pick replaces it)
+    assert len(up._socks) in (3, 4)
 
 
 async def test_ipv6_loopback_listener(start_edge, bus) -> None:
