@@ -55,6 +55,13 @@ class Entry:
         return self.cur
 
 
+def cache_key(view: str, q: wire.Query, lname: bytes) -> tuple[Any, ...]:
+    """The one cache key: (view, lower-case qname wire ``lname``, qtype, qclass, EDNS/DO/CD/AD
+    bits). Never the ID, letter case or EDNS options (cookies)."""
+    return (view, lname, q.qtype, q.qclass,
+            (1 if q.edns else 0) | (2 if q.do else 0) | (q.flags & (wire.CD | wire.AD)))
+
+
 def patch(entry_bytes: bytes, q: wire.Query, qlen: int) -> bytes:
     """Client's ID, RD bit and question case on a cached answer."""
     flags = (entry_bytes[2] & 0xFE) | (q.raw[2] & 0x01)
@@ -87,9 +94,8 @@ class AnswerCache:
         return len(self._d)
 
     @staticmethod
-    def key(view: str, q: wire.Query) -> tuple:
-        bits = (1 if q.edns else 0) | (2 if q.do else 0) | (q.flags & (wire.CD | wire.AD))
-        return (view, q.qwire.lower(), q.qtype, q.qclass, bits)
+    def key(view: str, q: wire.Query) -> tuple[Any, ...]:
+        return cache_key(view, q, q.qwire.lower())
 
     def get(self, key: tuple) -> Entry | None:
         e = self._d.get(key)
@@ -117,8 +123,9 @@ class AnswerCache:
         return e
 
     def put(self, key: tuple, data: bytes, resp: wire.Response, *, upstream: str,
-            policy_version: int, qlen: int, rcode: str) -> Entry | None:
-        """Store an answer if it is cacheable (RFC 2308 for negatives); returns the entry."""
+            policy_version: int) -> Entry | None:
+        """Store an answer to the question of ``key`` (:func:`cache_key`) if it is cacheable
+        (RFC 2308 for negatives); returns the entry."""
         if resp.truncated:
             return None
         if resp.rcode == wire.NXDOMAIN or (resp.rcode == wire.NOERROR and resp.an_count == 0):
@@ -134,9 +141,9 @@ class AnswerCache:
         now = self.clock()
         ttls = tuple(wire.U32.unpack_from(data, o)[0] for o in resp.ttl_offsets)
         e = Entry(data=data, ttl_offsets=tuple(resp.ttl_offsets), ttls=ttls, stored=now,
-                  expires=now + ttl, stale_until=now + ttl + self.stale_seconds, rcode=rcode,
-                  answers=resp.answers, upstream=upstream, policy_version=policy_version,
-                  qlen=qlen)
+                  expires=now + ttl, stale_until=now + ttl + self.stale_seconds,
+                  rcode=wire.rcode_name(resp.rcode), answers=resp.answers, upstream=upstream,
+                  policy_version=policy_version, qlen=len(key[1]))
         d = self._d
         d[key] = e
         d.move_to_end(key)

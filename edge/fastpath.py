@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from edge import wire
 from edge.cache import Entry, patch
 from edge.metrics import BOUNDS_US
-from policies.api import ClientInfo, Verdict
 
 if TYPE_CHECKING:
-    from edge.resolver import Resolver
+    from edge.request import Request, Shared
+    from policies.api import ClientInfo, Verdict
 
 MAX_ENTRIES = 50_000
 TTL = 1.0  # a memoised decision is re-checked at least this often (auto-deny expiry)
@@ -37,21 +37,22 @@ class Memo:
     __slots__ = ("asked", "cell", "check_at", "entry", "event", "expires_perf", "gen", "limit",
                  "q", "rate", "sec", "stored_perf", "tail", "until", "verdict")
 
-    def __init__(self, entry: Entry, gen: tuple[int, int], cell: list[int] | None,
-                 q: wire.Query, rate: tuple[float, int] | None, limit: int,
-                 event: tuple[bytes, bytes] | None, verdict: Verdict | None = None,
-                 asked: tuple[ClientInfo, str, str] | None = None) -> None:
+    def __init__(self, req: Request, entry: Entry, gen: tuple[int, int],
+                 telemetry: tuple[tuple[bytes, bytes] | None, list[int] | None]) -> None:
+        v = req.verdict
+        assert v is not None
         self.entry = entry
         # what to re-decide every second, and the verdict it must still give (None: re-take
         # the full path, e.g. for PTR queries whose hiding depends on more than the verdict)
-        self.verdict = verdict
-        self.asked = asked
+        redecide = req.q.qtype != wire.T_PTR
+        self.verdict: Verdict | None = v if redecide else None
+        self.asked: tuple[ClientInfo, str, str] | None = (
+            (req.client, req.qname, req.qtype) if redecide else None)
         self.gen = gen
-        self.cell = cell  # the metrics counter of this hit's labels
-        self.event = event
-        self.q = q
-        self.rate = rate
-        self.limit = limit
+        self.event, self.cell = telemetry  # pre-encoded event; metrics counter of its labels
+        self.q = req.q
+        self.rate = v.rate_limit
+        self.limit = req.max_size
         # expiry and TTL seconds on the perf_counter clock (cache entries use monotonic)
         now_mono, now_perf = time.monotonic(), _perf()
         self.until = now_perf + TTL
@@ -69,8 +70,15 @@ class FastPath:
     lookup, one clock comparison and two appends; the clock, the event timestamp, the latency
     and the metrics are taken once per batch."""
 
-    def __init__(self, resolver: Resolver) -> None:
-        self.r = resolver
+    def __init__(self, shared: Shared) -> None:
+        # what the memoised path reads, taken once: the identity and policy generations,
+        # the policy store (re-decisions), rate limits, cache counters, events, metrics
+        self._identity = shared.identity
+        self._policy = shared.policy
+        self._cache = shared.cache
+        self._ratelimit = shared.ratelimit
+        self._publisher = shared.publisher
+        self._metrics = shared.metrics
         self.memo: dict[tuple[str, bytes], Memo] = {}
         self.answered = 0
         self._gen: tuple[int, int] = (-1, -1)
@@ -80,33 +88,30 @@ class FastPath:
     def clear(self) -> None:
         self.memo.clear()
 
-    def remember(self, data: bytes, ip: str, q: wire.Query, e: Entry, c: ClientInfo,
-                 v: Verdict, qname: str, qtype: str, answers: list[str], decision: str,
-                 max_size: int) -> None:
-        """Called by the full path after answering ``data`` from cache entry ``e``."""
+    def remember(self, req: Request, e: Entry, answers: list[str], decision: str) -> None:
+        """Called by the full path after answering UDP request ``req`` (decided: its
+        ``verdict`` is set) from cache entry ``e`` with these event ``answers``/``decision``."""
         memo = self.memo
         if len(memo) >= MAX_ENTRIES:
             memo.clear()
-        r = self.r
+        c, v = req.client, req.verdict
+        assert v is not None
         event = None
-        if r.publisher is not None:
-            event = r.publisher.template(
-                (c.tenant, c.namespace, c.pod, c.service_account, c.ip, "udp", qname, qtype,
-                 e.rcode, answers, "hit", decision, v.rule, v.policy_version, e.upstream))
+        if self._publisher is not None:
+            event = self._publisher.template(
+                (c.tenant, c.namespace, c.pod, c.service_account, c.ip, "udp", req.qname,
+                 req.qtype, e.rcode, answers, "hit", decision, v.rule, v.policy_version,
+                 e.upstream))
         cell = None
-        if r.metrics is not None:
-            cell = r.metrics.cell((c.tenant, e.rcode, decision, "hit"))
-        redecide = q.qtype != wire.T_PTR
-        memo[(ip, data[2:])] = Memo(e, (r.identity.generation, r.policy.generation), cell, q,
-                                    v.rate_limit, max_size, event,
-                                    v if redecide else None,
-                                    (c, qname, qtype) if redecide else None)
+        if self._metrics is not None:
+            cell = self._metrics.cell((c.tenant, e.rcode, decision, "hit"))
+        memo[(req.ip, req.raw[2:])] = Memo(
+            req, e, (self._identity.generation, self._policy.generation), (event, cell))
 
     # -- batched answer path ------------------------------------------------------------
     def begin(self) -> float:
         """Start a batch; returns its clock reading (pass it to ``hit`` and ``settle``)."""
-        r = self.r
-        self._gen = (r.identity.generation, r.policy.generation)
+        self._gen = (self._identity.generation, self._policy.generation)
         return _perf()
 
     def hit(self, ip: str, qtail: bytes, now: float) -> bytes | None:
@@ -131,7 +136,7 @@ class FastPath:
                 f.tail = full[2:]
                 f.sec = sec
             f.check_at = min(f.until, f.expires_perf, f.stored_perf + sec + 1)
-        if f.rate is not None and not self.r.ratelimit.allow(ip, *f.rate):
+        if f.rate is not None and not self._ratelimit.allow(ip, *f.rate):
             return None  # the full path answers (and counts) the refusal
         self._hits += 1
         if f.event is not None:
@@ -148,7 +153,7 @@ class FastPath:
         if f.verdict is None or f.asked is None:
             return False
         try:
-            v = self.r.policy.store.decide(*f.asked)
+            v = self._policy.store.decide(*f.asked)
         except Exception:
             return False
         if v != f.verdict:
@@ -164,15 +169,14 @@ class FastPath:
         if not n:
             return
         self._hits = 0
-        r = self.r
         lat = int((_perf() - t0) * 1e6 / (packets or 1))
-        r.cache.hits += n
+        self._cache.hits += n
         self.answered += n
-        pub = r.publisher
+        pub = self._publisher
         if pub is not None and self._events:
             events, self._events = self._events, []
             pub.emit_many(_time_ns() // 1000, lat, events)
-        m = r.metrics
+        m = self._metrics
         if m is not None:
             m.lat[0 if lat < 50 else bisect_left(BOUNDS_US, lat)] += n
             m.lat_sum_us += lat * n

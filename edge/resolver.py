@@ -2,29 +2,31 @@
 
 ``answer()`` is synchronous for everything it can answer from memory (cache hits, denies,
 errors) and returns a coroutine only when an upstream must be asked, so listeners pay for a
-task only on a miss. Each query emits exactly one event tuple to the publisher.
+task only on a miss. Each query is one :class:`edge.request.Request` carried through the
+steps below and emits exactly one event (``Request.emit``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import string
+import struct
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-from dnsflow.schema import now_us
 from edge import wire
-from edge.cache import AnswerCache, patch
+from edge.cache import Entry, cache_key, patch
 from edge.fastpath import FastPath
-from edge.identity.table import IdentityTable
 from edge.policy.local import local_answer
-from edge.policy.ratelimit import RateLimiter
-from edge.telemetry.publisher import EventPublisher
+from edge.request import PolicyHolder as PolicyHolder  # re-exported: its old home
+from edge.request import Request, Shared
 from edge.upstream.base import UpstreamError
 from edge.upstream.pool import UpstreamPool
-from policies.api import ClientInfo, PolicyStore, Verdict, View
+from policies.api import CompiledView, LocalRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,71 +34,53 @@ _NAMES_MAX = 200_000
 _LETTERS = string.ascii_lowercase
 
 
-class PolicyHolder:
-    """The store in force; the subscription swaps or mutates it, the resolver reads it."""
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How the resolver answers, beyond what policy decides (the ``edge:`` config)."""
 
-    def __init__(self, store: PolicyStore) -> None:
-        self.store = store
-        self.generation = 0
-
-    def changed(self) -> None:
-        self.generation += 1
+    max_udp_size: int = wire.MAX_UDP        # cap on UDP answers whatever the client's EDNS
+    max_cache_ttl: int = wire.MAX_CACHE_TTL  # cap on every TTL passed on or cached
+    chaos_identity: str | None = None       # CH TXT id.server/hostname.bind (None: REFUSED)
+    chaos_version: str | None = None        # CH TXT version.bind/version.server
+    # pools for a view's or a redirect rule's own upstreams (default: UpstreamPool.from_urls)
+    pool_factory: Callable[[list[str]], UpstreamPool] | None = None
 
 
 class Resolver:
-    def __init__(self, *, identity: IdentityTable, policy: PolicyHolder, cache: AnswerCache,
-                 pool: UpstreamPool, publisher: EventPublisher | None, edge: str = "edge",
-                 pool_factory: Any = None, metrics: Any = None,
-                 max_udp_size: int = wire.MAX_UDP, max_cache_ttl: int = wire.MAX_CACHE_TTL,
-                 chaos_identity: str | None = None, chaos_version: str | None = None) -> None:
-        self.identity = identity
-        self.policy = policy
-        self.cache = cache
+    def __init__(self, shared: Shared, pool: UpstreamPool, options: Options | None = None
+                 ) -> None:
+        opts = options or Options()
+        self.shared = shared
+        self.identity = shared.identity
+        self.policy = shared.policy
+        self.cache = shared.cache
+        self.ratelimit = shared.ratelimit
         self.pool = pool
-        self.publisher = publisher
-        self.edge = edge
-        self.metrics = metrics
-        self.ratelimit = RateLimiter()
-        self.max_udp_size = max_udp_size      # cap on UDP answers whatever the client's EDNS
-        self.max_cache_ttl = max_cache_ttl
-        # CH TXT id.server/hostname.bind and version.bind/version.server: None = REFUSED
-        self.chaos = {"id.server": chaos_identity, "hostname.bind": chaos_identity,
-                      "version.bind": chaos_version, "version.server": chaos_version}
-        self._pool_factory = pool_factory or (lambda urls: UpstreamPool.from_urls(urls))
+        self.max_udp_size = opts.max_udp_size
+        self.max_cache_ttl = opts.max_cache_ttl
+        self.chaos = {"id.server": opts.chaos_identity, "hostname.bind": opts.chaos_identity,
+                      "version.bind": opts.chaos_version, "version.server": opts.chaos_version}
+        self._pool_factory = opts.pool_factory or UpstreamPool.from_urls
         self._pools: dict[tuple[str, ...], UpstreamPool] = {}
         self._names: dict[bytes, str] = {}
-        self.fast = FastPath(self)
-        self._views: dict[str, tuple[int, View, dict[str, list[Any]]]] = {}
+        self.fast = FastPath(shared)
+        self._views: dict[str, tuple[int, CompiledView, dict[str, list[Any]]]] = {}
         self.counters = {"queries": 0, "formerr": 0, "dropped": 0, "servfail": 0,
                          "truncated": 0, "denied": 0, "rate_limited": 0, "isolated": 0}
 
     # -- helpers ------------------------------------------------------------------------
-    def _emit(self, ts: int, c: ClientInfo, transport: str, qname: str, qtype: str, rcode: str,
-              answers: list[str], t0: float, cache: str, v: Verdict | None, upstream: str,
-              decision: str | None = None, rule: str | None = None) -> None:
-        lat = int((time.perf_counter() - t0) * 1e6)
-        pub = self.publisher
-        if pub is not None:
-            pub.emit((ts, c.tenant, c.namespace, c.pod, c.service_account, c.ip, transport,
-                      qname, qtype, rcode, answers, lat, cache,
-                      decision or (v.action if v else "allow"),
-                      rule if rule is not None else (v.rule if v else ""),
-                      v.policy_version if v else 0, upstream))
-        m = self.metrics
-        if m is not None:
-            m.observe(c.tenant, rcode, decision or (v.action if v else "allow"), cache, lat)
-
-    def qname_text(self, qwire: bytes) -> str:
+    def qname_text(self, lname: bytes) -> str:
+        """The event's qname for a lower-case question name in wire form (memoised)."""
         names = self._names
-        s = names.get(qwire)
+        s = names.get(lname)
         if s is None:
-            s = wire.wire_to_text(qwire)
+            s = wire.wire_to_text(lname)
             if len(names) >= _NAMES_MAX:
                 names.clear()
-            names[qwire] = s
+            names[lname] = s
         return s
 
-    def _view(self, tenant: str) -> tuple[View, dict[str, list[Any]]]:
+    def _view(self, tenant: str) -> tuple[CompiledView, dict[str, list[Any]]]:
         store = self.policy.store
         gen = self.policy.generation
         got = self._views.get(tenant)
@@ -118,116 +102,103 @@ class Resolver:
         return p
 
     # -- the answer path ----------------------------------------------------------------
-    def answer(self, data: bytes, ip: str, transport: str, max_size: int = 65535
+    def answer(self, data: bytes, ip: str, transport: str
                ) -> bytes | Coroutine[Any, Any, bytes | None] | None:
         """Answer from memory (bytes), drop (None), or return a coroutine that asks upstream."""
-        t0 = time.perf_counter()
-        ts = now_us()
+        req = Request(self.shared, data, ip, transport)
         self.counters["queries"] += 1
         try:
-            q = wire.parse_query(data)
+            q = req.q = wire.parse_query(data)
         except wire.WireError as exc:
-            return self._bad_packet(data, exc, ip, transport, t0, ts)
-        client = self.identity.lookup(ip)
-        qname = self.qname_text(q.qwire.lower())
-        qtype = wire.qtype_name(q.qtype)
+            return self._bad_packet(req, exc)
+        lname = q.qwire.lower()
+        qname = req.qname = self.qname_text(lname)
+        qtype = req.qtype = wire.qtype_name(q.qtype)
         if q.edns and q.edns_version != 0:
-            self._emit(ts, client, transport, qname, qtype, "BADVERS", [], t0, "none", None, "")
+            req.emit("BADVERS")
             return wire.error_response(q, wire.BADVERS)
         if q.qclass == wire.C_CH:
-            return self._chaos(q, client, transport, qname, qtype, t0, ts)
+            return self._chaos(req)
         if transport == "udp":
-            max_size = min(q.udp_size, self.max_udp_size) if q.edns else 512
-        store = self.policy.store
+            req.max_size = min(q.udp_size, self.max_udp_size) if q.edns else 512
+        client = req.client
         try:
-            v = store.decide(client, qname, qtype)
+            v = req.verdict = self.policy.store.decide(client, qname, qtype)
         except Exception:
             log.exception("policy decide failed for %s %s; answering SERVFAIL", qname, qtype)
             self.counters["servfail"] += 1
-            self._emit(ts, client, transport, qname, qtype, "SERVFAIL", [], t0, "none", None, "")
+            req.emit("SERVFAIL")
             return wire.error_response(q, wire.SERVFAIL)
         if v.rate_limit is not None and not self.ratelimit.allow(ip, *v.rate_limit):
             self.counters["rate_limited"] += 1
-            self._emit(ts, client, transport, qname, qtype, "REFUSED", [], t0, "none", v, "",
-                       decision="deny", rule=v.rule or "ratelimit")
+            req.verdict = dataclasses.replace(v, action="deny", rule=v.rule or "ratelimit")
+            req.emit("REFUSED")
             return wire.error_response(q, wire.REFUSED)
         action = v.action
-        if action == "allow" and q.qtype == wire.T_PTR and self._ptr_hidden(client, qname):
+        if action == "allow" and q.qtype == wire.T_PTR and self._ptr_hidden(req):
             action = "isolate"
         if action == "deny":
             if v.isolated or (v.deny_mode == "NXDOMAIN" and v.rule.startswith("isolation")):
                 action = "isolate"
             else:
-                return self._deny(q, v, client, transport, qname, qtype, t0, ts, max_size)
+                return self._deny(req)
         if action == "rewrite":
-            return self._rewrite(q, v, client, transport, qname, qtype, t0, ts, max_size)
+            return self._rewrite(req)
         if v.log:
-            self._audit(v, client, qname, qtype)
+            _audit(req)
         view, local = self._view(client.tenant)
         if action == "allow" and local and qname in local:
-            return self._local(q, v, client, transport, qname, qtype, t0, ts, local[qname],
-                               max_size)
-        if (action == "allow" and view.search_domains and "." not in qname and qname
-                and q.qtype != wire.T_PTR):
-            e = self.cache.get(self._key(client.tenant, q))
-            if e is None or e.policy_version != v.policy_version:
-                return self._search(q, v, client, transport, qname, qtype, t0, ts, view,
-                                    local, max_size)
-        f = q.flags
-        key = (client.tenant, q.qwire.lower(), q.qtype, q.qclass,
-               (1 if q.edns else 0) | (2 if q.do else 0) | (f & (wire.CD | wire.AD)))
+            return self._local(req, local[qname])
+        key = req.key = cache_key(client.tenant, q, lname)
         e = self.cache.get(key)
+        if (action == "allow" and view.search_domains and "." not in qname and qname
+                and q.qtype != wire.T_PTR
+                and (e is None or e.policy_version != v.policy_version)):
+            return self._search(req, view, local)
         if (e is not None and e.policy_version == v.policy_version
                 and (e.decision == "q") == (action == "isolate")):
-            out = patch(e.at(time.monotonic()), q, e.qlen)
-            if len(out) > max_size:
-                self.counters["truncated"] += 1
-                out = wire.truncate(out, q)
-            dec = "deny" if action == "isolate" or e.decision else None
-            answers = [] if action == "isolate" else e.answers
-            self._emit(ts, client, transport, qname, qtype, e.rcode, answers, t0, "hit", v,
-                       e.upstream, decision=dec)
-            if transport == "udp" and len(out) <= max_size and not v.log:
-                self.fast.remember(data, ip, q, e, client, v, qname, qtype, answers,
-                                   dec or v.action, max_size)
-            return out
+            return self._hit(req, e, action == "isolate")
         if action == "isolate":
             self.counters["isolated"] += 1
-            return self._isolated(q, v, client, transport, qname, qtype, t0, ts, key, view,
-                                  max_size, "q")
+            return self._isolated(req, view, "q")
         pool = self.pool_for(tuple(v.upstreams) if action == "redirect" else view.upstreams)
-        return self._miss(q, v, client, transport, qname, qtype, t0, ts, key, pool, max_size)
+        return self._miss(req, pool)
 
-    @staticmethod
-    def _key(tenant: str, q: wire.Query) -> tuple:
-        return (tenant, q.qwire.lower(), q.qtype, q.qclass,
-                (1 if q.edns else 0) | (2 if q.do else 0) | (q.flags & (wire.CD | wire.AD)))
+    def _hit(self, req: Request, e: Entry, isolated: bool) -> bytes:
+        """A cache hit: the stored answer patched for this client; a UDP one is memoised."""
+        q, v = req.q, req.verdict
+        assert v is not None
+        out = patch(e.at(time.monotonic()), q, e.qlen)
+        if len(out) > req.max_size:
+            self.counters["truncated"] += 1
+            out = wire.truncate(out, q)
+        dec = "deny" if isolated or e.decision else None
+        answers = [] if isolated else e.answers
+        req.emit(e.rcode, answers, "hit", e.upstream, dec)
+        if req.transport == "udp" and len(out) <= req.max_size and not v.log:
+            self.fast.remember(req, e, answers, dec or v.action)
+        return out
 
-    def _chaos(self, q: wire.Query, c: ClientInfo, transport: str, qname: str, qtype: str,
-               t0: float, ts: int) -> bytes:
+    def _chaos(self, req: Request) -> bytes:
         """CHAOS class is answered here, never forwarded: the upstream's software and
         identity stay hidden. ``version.bind``/``id.server`` (and their aliases) get the
         configured text, REFUSED when none is (like unbound's hide-version/hide-identity);
         every other CH query is REFUSED."""
-        text = self.chaos.get(qname) if q.qtype in (wire.T_TXT, 255) else None
+        q = req.q
+        text = self.chaos.get(req.qname) if q.qtype in (wire.T_TXT, 255) else None
         if text is None:
-            self._emit(ts, c, transport, qname, qtype, "REFUSED", [], t0, "none", None,
-                       "local")
+            req.emit("REFUSED", upstream="local")
             return wire.error_response(q, wire.REFUSED)
-        self._emit(ts, c, transport, qname, qtype, "NOERROR", [f'TXT "{text}"'], t0, "none",
-                   None, "local")
+        req.emit("NOERROR", [f'TXT "{text}"'], upstream="local")
         return wire.chaos_answer(q, text)
 
-    async def _search(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
-                      qname: str, qtype: str, t0: float, ts: int, view: View,
-                      local: dict[str, list[Any]], max_size: int) -> bytes | None:
+    async def _search(self, req: Request, view: CompiledView, local: dict[str, list[Any]]
+                      ) -> bytes | None:
         """A single-label name in a view with search domains: the first expansion the client
         may see and that exists is answered as a CNAME to it plus its records."""
-        from policies.api import LocalRecord
-
         store = self.policy.store
         pool = self.pool_for(view.upstreams)
-        key = self._key(c.tenant, q)
+        q, c, qname, qtype = req.q, req.client, req.qname, req.qtype
         for dom in view.search_domains:
             full = f"{qname}.{dom.lower().rstrip('.')}"
             try:
@@ -240,9 +211,8 @@ class Resolver:
             if full in local:
                 out, answers, rcode = local_answer(q, [LocalRecord(qname, "CNAME", 60, full),
                                                        *local[full]])
-                self._emit(ts, c, transport, qname, qtype, rcode, answers, t0, "none", v,
-                           "local")
-                return out if len(out) <= max_size else wire.truncate(out, q)
+                req.emit(rcode, answers, upstream="local")
+                return out if len(out) <= req.max_size else wire.truncate(out, q)
             try:
                 tail, upname, resp = await pool.resolve(wire.make_query(full, q.qtype),
                                                         self.max_cache_ttl)
@@ -259,23 +229,25 @@ class Resolver:
             out, answers, rcode = local_answer(q, [LocalRecord(qname, "CNAME", ttl, full)],
                                                follow=tail)
             try:
-                self.cache.put(key, out, wire.parse_response(out, None, self.max_cache_ttl),
-                               upstream=upname,
-                               policy_version=v.policy_version, qlen=len(q.qwire),
-                               rcode=rcode)
+                self._store(req, out, wire.parse_response(out, None, self.max_cache_ttl),
+                            upname)
             except wire.WireError:
                 pass
-            self._emit(ts, c, transport, qname, qtype, rcode, answers, t0, "miss", v, upname)
-            return out if len(out) <= max_size else wire.truncate(out, q)
-        pool = self.pool_for(view.upstreams)
-        return await self._miss(q, v, c, transport, qname, qtype, t0, ts, key, pool, max_size)
+            req.emit(rcode, answers, "miss", upname)
+            return out if len(out) <= req.max_size else wire.truncate(out, q)
+        return await self._miss(req, pool)
 
-    def _bad_packet(self, data: bytes, exc: wire.WireError, ip: str, transport: str,
-                    t0: float, ts: int) -> bytes | None:
-        client = self.identity.lookup(ip)
+    def _store(self, req: Request, reply: bytes, resp: wire.Response, upname: str
+               ) -> Entry | None:
+        v = req.verdict
+        return self.cache.put(req.key, reply, resp, upstream=upname,
+                              policy_version=v.policy_version if v is not None else 0)
+
+    def _bad_packet(self, req: Request, exc: wire.WireError) -> bytes | None:
         if exc.rcode is None:
             self.counters["dropped"] += 1
             return None
+        data = req.raw
         q = exc.query
         if q is None:
             try:
@@ -285,24 +257,26 @@ class Resolver:
         self.counters["formerr"] += 1
         rname = wire.rcode_name(exc.rcode)
         if q is not None:
-            qname = self.qname_text(q.qwire.lower())
-            self._emit(ts, client, transport, qname, wire.qtype_name(q.qtype), rname, [], t0,
-                       "none", None, "")
+            req.q = q
+            req.qname = self.qname_text(q.qwire.lower())
+            req.qtype = wire.qtype_name(q.qtype)
+            req.emit(rname)
             if not wire.echoable(q):
                 return wire.formerr_from_raw(data, exc.rcode)
             return wire.error_response(q, exc.rcode)
-        self._emit(ts, client, transport, "", "TYPE0", rname, [], t0, "none", None, "")
+        req.emit(rname)  # qname "", qtype TYPE0
         return wire.formerr_from_raw(data, exc.rcode)
 
-    def _ptr_hidden(self, client: ClientInfo, qname: str) -> bool:
+    def _ptr_hidden(self, req: Request) -> bool:
         """PTR of another tenant's pod address: hidden like its forward name."""
-        ip = wire.ptr_to_ip(qname)
+        ip = wire.ptr_to_ip(req.qname)
         if ip is None:
             return False
         ns = self.identity.namespace_of_ip(ip)
         if ns is None:
             return False
         tenant = self.identity.tenant_of_namespace(ns)
+        client = req.client
         if tenant is None or tenant == client.tenant:
             return False
         view, _ = self._view(client.tenant)
@@ -313,55 +287,44 @@ class Resolver:
             log.exception("policy hides() failed for %s", pod_name)
             return True
 
-    def _deny(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
-              qtype: str, t0: float, ts: int, max_size: int) -> bytes | None:
+    def _deny(self, req: Request) -> bytes | None:
+        """A policy deny (``req.verdict``): its deny mode's rcode, or nothing (DROP)."""
+        v = req.verdict
+        assert v is not None
         self.counters["denied"] += 1
-        self._audit(v, c, qname, qtype)
+        _audit(req)
         mode = (v.deny_mode or "NXDOMAIN").upper()
         if mode == "DROP":
-            self._emit(ts, c, transport, qname, qtype, "DROP", [], t0, "none", v, "")
+            req.emit("DROP")
             return None
         rcode = {"NXDOMAIN": wire.NXDOMAIN, "REFUSED": wire.REFUSED,
                  "NODATA": wire.NOERROR}.get(mode, wire.NXDOMAIN)
-        self._emit(ts, c, transport, qname, qtype, wire.rcode_name(rcode), [], t0, "none", v, "")
-        return wire.error_response(q, rcode)
+        req.emit(wire.rcode_name(rcode))
+        return wire.error_response(req.q, rcode)
 
-    @staticmethod
-    def _audit(v: Verdict, c: ClientInfo, qname: str, qtype: str) -> None:
-        """Rules marked ``log: true`` leave a structured log line besides the event."""
-        if v.log:
-            log.info("policy %s %s %s %s for %s/%s/%s", v.action, v.rule, qname, qtype,
-                     c.tenant, c.namespace, c.ip,
-                     extra={"rule": v.rule, "action": v.action, "qname": qname,
-                            "qtype": qtype, "tenant": c.tenant, "namespace": c.namespace,
-                            "client_ip": c.ip, "pod": c.pod})
-
-    def _rewrite(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
-                 qtype: str, t0: float, ts: int, max_size: int
-                 ) -> bytes | Coroutine[Any, Any, bytes | None]:
-        self._audit(v, c, qname, qtype)
+    def _rewrite(self, req: Request) -> bytes | Coroutine[Any, Any, bytes | None]:
+        v = req.verdict
+        assert v is not None
+        _audit(req)
         records = list(v.records)
         cname = [r for r in records if r.rtype.upper() == "CNAME"]
-        if cname and q.qtype != wire.T_CNAME and not any(
-                r.rtype.upper() == qtype for r in records):
-            return self._rewrite_cname(q, v, c, transport, qname, qtype, t0, ts, cname[0],
-                                       max_size)
-        return self._local(q, v, c, transport, qname, qtype, t0, ts, records, max_size)
+        if cname and req.q.qtype != wire.T_CNAME and not any(
+                r.rtype.upper() == req.qtype for r in records):
+            return self._rewrite_cname(req, cname[0])
+        return self._local(req, records)
 
-    def _local(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
-               qtype: str, t0: float, ts: int, records: list[Any], max_size: int) -> bytes:
-        out, answers, rcode = local_answer(q, records)
-        if len(out) > max_size:
-            out = wire.truncate(out, q)
-        self._emit(ts, c, transport, qname, qtype, rcode, answers, t0, "none", v, "local")
+    def _local(self, req: Request, records: list[Any]) -> bytes:
+        out, answers, rcode = local_answer(req.q, records)
+        if len(out) > req.max_size:
+            out = wire.truncate(out, req.q)
+        req.emit(rcode, answers, upstream="local")
         return out
 
-    async def _rewrite_cname(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
-                             qname: str, qtype: str, t0: float, ts: int, rec: Any,
-                             max_size: int) -> bytes | None:
+    async def _rewrite_cname(self, req: Request, rec: Any) -> bytes | None:
         """A CNAME rewrite: answer the CNAME and what the target resolves to upstream."""
+        q = req.q
         target = rec.rdata.rstrip(".").lower()
-        pool = self.pool_for(self._view(c.tenant)[0].upstreams)
+        pool = self.pool_for(self._view(req.client.tenant)[0].upstreams)
         tail: bytes | None = None
         upname = ""
         try:
@@ -370,9 +333,9 @@ class Resolver:
         except (UpstreamError, wire.WireError):
             tail = None
         out, answers, rcode = local_answer(q, [rec], follow=tail)
-        if len(out) > max_size:
+        if len(out) > req.max_size:
             out = wire.truncate(out, q)
-        self._emit(ts, c, transport, qname, qtype, rcode, answers, t0, "miss", v, upname)
+        req.emit(rcode, answers, "miss", upname)
         return out
 
     async def _ask(self, q: wire.Query, pool: UpstreamPool, qwire: bytes | None = None
@@ -383,14 +346,12 @@ class Resolver:
                                                  self.max_cache_ttl)
         return wire.fix_reply(reply, resp, q), upname, resp
 
-    async def _miss(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str, qname: str,
-                    qtype: str, t0: float, ts: int, key: tuple, pool: UpstreamPool,
-                    max_size: int) -> bytes | None:
+    async def _miss(self, req: Request, pool: UpstreamPool) -> bytes | None:
+        q, c, qname = req.q, req.client, req.qname
         try:
             reply, upname, resp = await self._ask(q, pool)
         except (UpstreamError, wire.WireError) as exc:
-            return self._upstream_failed(q, v, c, transport, qname, qtype, t0, ts, key,
-                                         max_size, exc)
+            return self._upstream_failed(req, exc)
         store = self.policy.store
         hidden = False
         try:
@@ -401,54 +362,48 @@ class Resolver:
         if hidden:
             self.counters["isolated"] += 1
             view, _ = self._view(c.tenant)
-            return await self._isolated(q, v, c, transport, qname, qtype, t0, ts, key, view,
-                                        max_size, "a")
+            return await self._isolated(req, view, "a")
         rcode = wire.rcode_name(resp.rcode)
         try:
-            rv = store.check_response(c, qname, qtype, rcode, resp.answer_ips)
+            rv = store.check_response(c, qname, req.qtype, rcode, resp.answer_ips)
         except Exception:
             log.exception("policy check_response failed for %s", qname)
             rv = None
         if rv is not None and rv.action == "deny":
-            return self._deny(q, rv, c, transport, qname, qtype, t0, ts, max_size)
+            req.verdict = rv
+            return self._deny(req)
         if rv is not None and rv.action == "rewrite" and rv.records:
             # a response rule replaced the answer: local records, never cached as upstream's
-            self._audit(rv, c, qname, qtype)
-            return self._local(q, rv, c, transport, qname, qtype, t0, ts, list(rv.records),
-                               max_size)
-        qlen = len(q.qwire)
-        self.cache.put(key, reply, resp, upstream=upname, policy_version=v.policy_version,
-                       qlen=qlen, rcode=rcode)
-        out = patch(reply, q, qlen)
-        if len(out) > max_size:
+            req.verdict = rv
+            _audit(req)
+            return self._local(req, list(rv.records))
+        self._store(req, reply, resp, upname)
+        out = patch(reply, q, len(q.qwire))
+        if len(out) > req.max_size:
             self.counters["truncated"] += 1
             out = wire.truncate(out, q)
-        self._emit(ts, c, transport, qname, qtype, rcode, resp.answers, t0, "miss", v, upname)
+        req.emit(rcode, resp.answers, "miss", upname)
         return out
 
-    def _upstream_failed(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
-                         qname: str, qtype: str, t0: float, ts: int, key: tuple,
-                         max_size: int, exc: Exception, decision: str | None = None) -> bytes:
+    def _upstream_failed(self, req: Request, exc: Exception, decision: str | None = None
+                         ) -> bytes:
         """Every upstream failed (timeout, garbage, SERVFAIL/REFUSED): an expired answer
         within the serve-stale window (RFC 8767), else SERVFAIL."""
-        stale = self.cache.get_stale(key)
+        q = req.q
+        stale = self.cache.get_stale(req.key)
         if stale is not None:
             out = patch(stale.at(time.monotonic(), stale=True), q, stale.qlen)
-            if len(out) > max_size:
+            if len(out) > req.max_size:
                 out = wire.truncate(out, q)
-            self._emit(ts, c, transport, qname, qtype, stale.rcode,
-                       [] if decision else stale.answers, t0, "stale", v, stale.upstream,
-                       decision=decision)
+            req.emit(stale.rcode, [] if decision else stale.answers, "stale", stale.upstream,
+                     decision)
             return out
-        log.debug("upstream failed for %s %s: %s", qname, qtype, exc)
+        log.debug("upstream failed for %s %s: %s", req.qname, req.qtype, exc)
         self.counters["servfail"] += 1
-        self._emit(ts, c, transport, qname, qtype, "SERVFAIL", [], t0, "miss", v, "",
-                   decision=decision)
+        req.emit("SERVFAIL", cache="miss", decision=decision)
         return wire.error_response(q, wire.SERVFAIL)
 
-    async def _isolated(self, q: wire.Query, v: Verdict, c: ClientInfo, transport: str,
-                        qname: str, qtype: str, t0: float, ts: int, key: tuple, view: View,
-                        max_size: int, level: str) -> bytes | None:
+    async def _isolated(self, req: Request, view: CompiledView, level: str) -> bytes | None:
         """Answer exactly as the upstream answers a name that does not exist.
 
         We ask the upstream for a sibling name that cannot exist (the first label replaced by
@@ -457,31 +412,39 @@ class Resolver:
         gives: NXDOMAIN with its SOA, REFUSED-everywhere SERVFAIL, a wildcard's records —
         in every rcode and class what a missing name would get. The probe name is put back
         to the hidden name (same length, so the layout is unchanged) and the result is cached
-        under the hidden name like any answer.
+        under the hidden name like any answer (``level``: "q" hidden by the question, "a" by
+        the answer).
         """
-        first = q.qwire[0]
-        probe_label = _random_label(first, q.qwire[1:1 + first].lower())
-        probe = bytes((first,)) + probe_label + q.qwire[1 + first:].lower()
+        q = req.q
+        lname = req.key[1]
+        first = lname[0]
+        probe = bytes((first,)) + _random_label(first, lname[1:1 + first]) + lname[1 + first:]
         pool = self.pool_for(view.upstreams)
         dec = "deny"
         try:
             reply, upname, resp = await self._ask(q, pool, probe)
         except (UpstreamError, wire.WireError) as exc:
-            return self._upstream_failed(q, v, c, transport, qname, qtype, t0, ts, key,
-                                         max_size, exc, decision=dec)
-        qlen = len(q.qwire)
-        reply = reply.replace(probe, q.qwire.lower())
-        rcode = wire.rcode_name(resp.rcode)
-        e = self.cache.put(key, reply, resp, upstream=upname,
-                           policy_version=v.policy_version, qlen=qlen, rcode=rcode)
+            return self._upstream_failed(req, exc, decision=dec)
+        reply = reply.replace(probe, lname)
+        e = self._store(req, reply, resp, upname)
         if e is not None:
             e.decision = level
-        out = patch(reply, q, qlen)
-        if len(out) > max_size:
+        out = patch(reply, q, len(q.qwire))
+        if len(out) > req.max_size:
             out = wire.truncate(out, q)
-        self._emit(ts, c, transport, qname, qtype, rcode, [], t0, "miss", v, upname,
-                   decision=dec)
+        req.emit(wire.rcode_name(resp.rcode), cache="miss", upstream=upname, decision=dec)
         return out
+
+
+def _audit(req: Request) -> None:
+    """Rules marked ``log: true`` leave a structured log line besides the event."""
+    v, c = req.verdict, req.client
+    if v is not None and v.log:
+        log.info("policy %s %s %s %s for %s/%s/%s", v.action, v.rule, req.qname, req.qtype,
+                 c.tenant, c.namespace, c.ip,
+                 extra={"rule": v.rule, "action": v.action, "qname": req.qname,
+                        "qtype": req.qtype, "tenant": c.tenant, "namespace": c.namespace,
+                        "client_ip": c.ip, "pod": c.pod})
 
 
 def _random_label(n: int, avoid: bytes) -> bytes:
@@ -502,8 +465,6 @@ def _partial_query(data: bytes) -> wire.Query:
     qend = wire.read_qname(data, 12)
     if qend + 4 > len(data):
         raise wire.WireError("question truncated")
-    import struct
-
     qtype, qclass = struct.unpack_from("!HH", data, qend)
     q = wire.Query(data, qid, flags, data[12:qend], qtype, qclass, qend + 4)
     return q

@@ -19,13 +19,14 @@ from edge.cache import AnswerCache
 from edge.config import EdgeConfig, system_upstreams
 from edge.identity import IdentityTable, StaticMapError, load_static_map
 from edge.identity.static import StaticMapWatcher
-from edge.listeners.budget import ConnectionBudget
-from edge.listeners.sockets import split_hostport
+from edge.listeners.budget import ConnectionBudget, Limits
+from edge.listeners.sockets import Bind, split_hostport
 from edge.listeners.stream import StreamListener
 from edge.listeners.udp import UdpListener
 from edge.metrics import EdgeMetrics
 from edge.policy.subscription import PolicySubscription
-from edge.resolver import PolicyHolder, Resolver
+from edge.request import PolicyHolder, Shared
+from edge.resolver import Options, Resolver
 from edge.rrl import ResponseRateLimiter
 from edge.telemetry import EventPublisher, Spool
 from edge.telemetry.spool import SpoolBusy
@@ -147,12 +148,13 @@ class EdgeService:
             self.publisher = make_publisher(self.bus, spool, cfg)
             await self.publisher.start()
         self.resolver = Resolver(
-            identity=self.identity, policy=self.holder, cache=self.cache, pool=self.pool,
-            publisher=self.publisher, edge=cfg.name, metrics=self.metrics,
-            max_udp_size=cfg.max_udp_size, max_cache_ttl=cfg.max_cache_ttl,
-            chaos_identity=cfg.chaos_identity, chaos_version=cfg.chaos_version,
-            pool_factory=lambda urls: _started(UpstreamPool.from_urls(
-                urls, ssl_up, timeout=cfg.upstream_timeout, check_interval=cfg.health_interval)))
+            Shared(self.identity, self.holder, self.cache, self.publisher, self.metrics),
+            self.pool, Options(
+                max_udp_size=cfg.max_udp_size, max_cache_ttl=cfg.max_cache_ttl,
+                chaos_identity=cfg.chaos_identity, chaos_version=cfg.chaos_version,
+                pool_factory=lambda urls: _started(UpstreamPool.from_urls(
+                    urls, ssl_up, timeout=cfg.upstream_timeout,
+                    check_interval=cfg.health_interval))))
         await self._start_listeners()
         self.metrics.add_source(lambda: {
             "cache": self.cache.stats(), "upstreams": self.pool.status() if self.pool else {},
@@ -195,18 +197,21 @@ class EdgeService:
         host, port = split_hostport(cfg.listen)
         # one connection budget for TCP, DoT and DoH; UDP response rate limiting if set
         self.budget = ConnectionBudget(cfg.max_connections, cfg.max_connections_per_client)
-        guard = {"budget": self.budget, "read_timeout": cfg.tcp_read_timeout,
-                 "handshake_timeout": cfg.tls_handshake_timeout}
+
+        def limits(idle: float = cfg.idle_timeout) -> Limits:  # one per stream listener
+            return Limits(self.budget, idle_timeout=idle, read_timeout=cfg.tcp_read_timeout,
+                          handshake_timeout=cfg.tls_handshake_timeout)
+
+        reuse = cfg.reuse_port
         self.rrl = ResponseRateLimiter(
             cfg.rrl_rate, cfg.rrl_burst, cfg.rrl_slip, cfg.rrl_ipv4_prefix,
             cfg.rrl_ipv6_prefix) if cfg.rrl_rate > 0 else None
         self.metrics.add_source(self._hostile_status)
         # TCP on the same port as UDP; with port 0 retry until a port is free for both
         for attempt in range(20 if port == 0 else 1):
-            udp = UdpListener(self.resolver, host, port, cfg.reuse_port, rrl=self.rrl)
+            udp = UdpListener(self.resolver, Bind(host, port, reuse), rrl=self.rrl)
             await udp.start()
-            tcp = StreamListener(self.resolver, host, udp.port, idle_timeout=cfg.idle_timeout,
-                                 reuse_port=cfg.reuse_port, **guard)
+            tcp = StreamListener(self.resolver, Bind(host, udp.port, reuse), limits=limits())
             try:
                 await tcp.start()
                 break
@@ -217,11 +222,10 @@ class EdgeService:
         self.listeners += [udp, tcp]
         self.ports.update(udp=udp.port, tcp=tcp.port)
         for extra in cfg.extra_addresses:  # same port, same resolver, same budget
-            eu = UdpListener(self.resolver, extra, udp.port, cfg.reuse_port, rrl=self.rrl)
+            eu = UdpListener(self.resolver, Bind(extra, udp.port, reuse), rrl=self.rrl)
             await eu.start()
             self.listeners.append(eu)
-            et = StreamListener(self.resolver, extra, udp.port, idle_timeout=cfg.idle_timeout,
-                                reuse_port=cfg.reuse_port, **guard)
+            et = StreamListener(self.resolver, Bind(extra, udp.port, reuse), limits=limits())
             await et.start()
             self.listeners.append(et)
         if cfg.dot_listen or cfg.doh_listen:
@@ -232,9 +236,8 @@ class EdgeService:
             self.tls_cert_path = cert
             if cfg.dot_listen:
                 h, p = split_hostport(cfg.dot_listen, 853)
-                dot = StreamListener(self.resolver, h, p, ssl_context=server_context(
-                    cert, key, ["dot"]), idle_timeout=cfg.idle_timeout,
-                    reuse_port=cfg.reuse_port, **guard)
+                dot = StreamListener(self.resolver, Bind(h, p, reuse), ssl_context=server_context(
+                    cert, key, ["dot"]), limits=limits())
                 await dot.start()
                 self.listeners.append(dot)
                 self.ports["dot"] = dot.port
@@ -242,10 +245,9 @@ class EdgeService:
                 from edge.listeners.doh import DohListener
 
                 h, p = split_hostport(cfg.doh_listen, 443)
-                doh = DohListener(self.resolver, h, p, ssl_context=server_context(
-                    cert, key, ["h2", "http/1.1"]), path=cfg.doh_path,
-                    reuse_port=cfg.reuse_port, idle_timeout=max(cfg.idle_timeout, 30.0),
-                    **guard)
+                doh = DohListener(self.resolver, Bind(h, p, reuse), ssl_context=server_context(
+                    cert, key, ["h2", "http/1.1"]), limits=limits(max(cfg.idle_timeout, 30.0)),
+                    path=cfg.doh_path)
                 await doh.start()
                 self.listeners.append(doh)
                 self.ports["doh"] = doh.port

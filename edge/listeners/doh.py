@@ -26,7 +26,7 @@ import h11
 
 from edge import wire
 from edge.listeners.budget import ConnectionBudget, GuardedProtocol, Limits, protocol_factory
-from edge.listeners.sockets import bind_socket
+from edge.listeners.sockets import Bind, bind_socket
 from edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -42,26 +42,21 @@ def _plain(status: int, text: str) -> Reply:
 
 
 class DohListener:
-    def __init__(self, resolver: Resolver, host: str, port: int, *,
-                 ssl_context: ssl.SSLContext | None, path: str = "/dns-query",
-                 reuse_port: bool = True, idle_timeout: float = 30.0,
-                 budget: ConnectionBudget | None = None, read_timeout: float = 5.0,
-                 handshake_timeout: float = 5.0) -> None:
+    def __init__(self, resolver: Resolver, bind: Bind, *, ssl_context: ssl.SSLContext | None,
+                 limits: Limits | None = None, path: str = "/dns-query") -> None:
+        """``limits`` (budget and timeouts, counters: one per listener) default to a budget
+        of 2048 connections and a 30 s idle timeout."""
         self.resolver = resolver
-        self.host = host
-        self.port = port
+        self.host, self.port, self.reuse_port = bind
         self.ssl = ssl_context
         self.path = path
-        self.reuse_port = reuse_port
-        self.idle_timeout = idle_timeout
         if ssl_context is not None:
             ssl_context.set_alpn_protocols(["h2", "http/1.1"])
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[Any] = set()
         self.handshakes: set[Any] = set()
         self.requests = {"h2": 0, "http/1.1": 0}
-        self.limits = Limits(budget or ConnectionBudget(2048), idle_timeout=idle_timeout,
-                             read_timeout=read_timeout, handshake_timeout=handshake_timeout)
+        self.limits = limits or Limits(ConnectionBudget(2048), idle_timeout=30.0)
         # hostile HTTP, counted (and logged once per kind)
         self.counters = {"h2_rapid_reset_goaway": 0, "h2_resets": 0, "bad_headers": 0,
                          "protocol_errors": 0}

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import socket
+from typing import NamedTuple
+
+
+class Bind(NamedTuple):
+    """Where a listener listens: host, port (0: any free one) and whether ``--workers``
+    processes share it (SO_REUSEPORT)."""
+
+    host: str
+    port: int
+    reuse_port: bool = True
 
 
 def split_hostport(text: str, default_port: int = 53) -> tuple[str, int]:

@@ -17,7 +17,7 @@ import struct
 from typing import Any
 
 from edge.listeners.budget import ConnectionBudget, GuardedProtocol, Limits, protocol_factory
-from edge.listeners.sockets import bind_socket
+from edge.listeners.sockets import Bind, bind_socket
 from edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -133,23 +133,19 @@ class _StreamProtocol(GuardedProtocol):
 
 
 class StreamListener:
-    def __init__(self, resolver: Resolver, host: str, port: int, *,
-                 ssl_context: ssl.SSLContext | None = None, idle_timeout: float = 10.0,
-                 reuse_port: bool = True, budget: ConnectionBudget | None = None,
-                 read_timeout: float = 5.0, handshake_timeout: float = 5.0) -> None:
+    def __init__(self, resolver: Resolver, bind: Bind, *,
+                 ssl_context: ssl.SSLContext | None = None, limits: Limits | None = None
+                 ) -> None:
+        """TCP, or DoT with ``ssl_context``; ``limits`` (budget and timeouts, counters: one
+        per listener) default to a budget of MAX_CONNECTIONS and a 10 s idle timeout."""
         self.resolver = resolver
-        self.host = host
-        self.port = port
+        self.host, self.port, self.reuse_port = bind
         self.ssl = ssl_context
-        self.idle_timeout = idle_timeout
-        self.reuse_port = reuse_port
         self.transport_name = "dot" if ssl_context is not None else "tcp"
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[_StreamProtocol] = set()
         self.handshakes: set[Any] = set()
-        self.limits = Limits(budget or ConnectionBudget(MAX_CONNECTIONS),
-                             idle_timeout=idle_timeout, read_timeout=read_timeout,
-                             handshake_timeout=handshake_timeout)
+        self.limits = limits or Limits(ConnectionBudget(MAX_CONNECTIONS))
 
     @property
     def refused(self) -> int:

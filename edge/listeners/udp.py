@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import errno
 import logging
 import socket
 import time
@@ -23,7 +21,7 @@ from typing import Any
 
 from edge import rrl as rrl_mod
 from edge.listeners import mmsg
-from edge.listeners.sockets import bind_socket
+from edge.listeners.sockets import Bind, bind_socket
 from edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -31,17 +29,13 @@ log = logging.getLogger(__name__)
 BATCH = 64
 ROUNDS = 4  # recvmmsg calls per wake-up at most, so other tasks still get the loop
 MAX_BACKLOG = 10_000
-_ADDRS_MAX = 100_000
 
 
 class UdpListener:
-    def __init__(self, resolver: Resolver, host: str, port: int, reuse_port: bool = True,
-                 batched_io: bool | None = None,
+    def __init__(self, resolver: Resolver, bind: Bind, *, batched_io: bool | None = None,
                  rrl: rrl_mod.ResponseRateLimiter | None = None) -> None:
         self.resolver = resolver
-        self.host = host
-        self.port = port
-        self.reuse_port = reuse_port
+        self.host, self.port, self.reuse_port = bind
         self.sock: socket.socket | None = None
         self.inflight: set[asyncio.Task[Any]] = set()
         self.errors = 0
@@ -49,7 +43,6 @@ class UdpListener:
         self.oversize = 0  # datagrams longer than a receive slot (not DNS queries): dropped
         self.batched_io = mmsg.available() if batched_io is None else batched_io
         self._mb: mmsg.MsgBatch | None = None
-        self._addrs: dict[Any, tuple[Any, ...]] = {}
         self._backlog: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
@@ -60,7 +53,7 @@ class UdpListener:
         self.port = self.sock.getsockname()[1]
         self._loop = asyncio.get_running_loop()
         if self.batched_io:
-            self._mb = mmsg.MsgBatch(BATCH, 16 if self.sock.family == socket.AF_INET else 28)
+            self._mb = mmsg.MsgBatch(BATCH, self.sock.family)
             self._loop.add_reader(self.sock.fileno(), self._readable_batched)
         else:
             self._loop.add_reader(self.sock.fileno(), self._readable)
@@ -73,68 +66,45 @@ class UdpListener:
         fd = sock.fileno()
         fp = self.resolver.fast
         hit, answer = fp.hit, self.resolver.answer
-        # slicing the ctypes receive buffer gives bytes in one step (half a memoryview's cost)
-        r32, n64, rbuf, smv = b.r32, b.n64, b.rbuf, b.smv
-        s64, siov64, nbase = b.s64, b.siov64, b.nbase
-        addrs = self._addrs
-        v4 = b.namelen == 16
-        namelen = b.namelen
-        slot, out_slot, name = mmsg.SLOT, mmsg.OUT_SLOT, mmsg.NAME
         lim = self.rrl
         if lim is not None:
-            rl_check, rl_key6, mask4 = lim.check, lim.key_v6, lim.mask4
+            rl_check, rl_key = lim.check, (lim.key_v4 if b.ipv4 else lim.key_v6)
         for _ in range(ROUNDS):
-            n = b.recv(fd)
-            if n <= 0:
-                if n < 0:
-                    err = ctypes.get_errno()
-                    if err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                        log.debug("udp recvmmsg: %s", errno.errorcode.get(err, err))
+            try:
+                n = b.recv(fd)
+            except OSError as exc:
+                log.debug("udp recvmmsg: %s", exc)
+                return
+            if not n:
                 return
             t0 = fp.begin()
+            rest, senders = b.received(n)
             if lim is not None:
                 now = time.monotonic()
-            j = 0
-            moved = False  # an answer slot re-pointed at another datagram's sender
-            dests: list[Any] = []
-            lens = r32[14:16 * n:16]  # every msg_len (and IPv4 sockaddr) in one slice
-            keys = n64[0:4 * n:4] if v4 else None
+                keys = b.sender_keys(n)
+            # answers: the datagram each answers (~i: a memoised hit, the bytes after the
+            # ID; the datagram's own ID goes first) and the bytes
+            to: list[int] = []
+            replies: list[bytes] = []
+            to_add, reply_add = to.append, replies.append
             for i in range(n):
-                ln = lens[i]
-                if ln >= slot:
+                tail = rest[i]
+                if tail is None:
                     self.oversize += 1
                     continue
-                off = i * slot
-                ak = keys[i] if keys is not None else bytes(b.nmv[i * name:i * name + 28])
-                addr = addrs.get(ak)
-                if addr is None:
-                    addr = mmsg.decode_name(bytes(b.nmv[i * name:i * name + namelen]))
-                    if len(addrs) >= _ADDRS_MAX:
-                        addrs.clear()
-                    addrs[ak] = addr
+                addr = senders[i]
                 try:
-                    if lim is not None and (verdict := rl_check(
-                            (ak >> 32) & mask4 if v4 else rl_key6(ak), now)):
+                    if lim is not None and (verdict := rl_check(rl_key(keys[i]), now)):
                         if verdict == rrl_mod.DROP:
                             continue
-                        r = rrl_mod.tc_reply(rbuf[off:off + ln])  # slip: TC=1, try TCP
+                        r = rrl_mod.tc_reply(b.datagram(i))  # slip: TC=1, try TCP
                     else:
-                        tail = hit(addr[0], rbuf[off + 2:off + ln], t0)
-                        if tail is not None:
-                            so = j * out_slot
-                            tl = len(tail)
-                            if tl + 2 <= out_slot:
-                                smv[so:so + 2 + tl] = rbuf[off:off + 2] + tail
-                                siov64[2 * j + 1] = tl + 2
-                                if j != i:
-                                    s64[8 * j] = nbase + i * name
-                                    moved = True
-                                dests.append(addr)
-                                j += 1
-                            else:
-                                self._send(rbuf[off:off + 2] + tail, addr)
+                        r = hit(addr[0], tail, t0)
+                        if r is not None:  # memoised: the answer after the ID
+                            to_add(~i)
+                            reply_add(r)
                             continue
-                        r = answer(rbuf[off:off + ln], addr[0], "udp")
+                        r = answer(b.datagram(i), addr[0], "udp")
                 except Exception:
                     log.exception("answering a UDP packet from %s failed", addr[0])
                     self.errors += 1
@@ -142,51 +112,35 @@ class UdpListener:
                 if r is None:
                     continue
                 if type(r) is bytes:
-                    rl = len(r)
-                    if rl <= out_slot:
-                        so = j * out_slot
-                        smv[so:so + rl] = r
-                        siov64[2 * j + 1] = rl
-                        if j != i:
-                            s64[8 * j] = nbase + i * name
-                            moved = True
-                        dests.append(addr)
-                        j += 1
-                    else:
-                        self._send(r, addr)
+                    to_add(i)
+                    reply_add(r)
                     continue
                 task = asyncio.ensure_future(r)
                 self.inflight.add(task)
                 task.add_done_callback(lambda t, a=addr: self._done(t, a))
-            if j:
-                self._flush_slots(j, dests)
-            if moved:
-                b.restore_names(j)
+            if to:
+                self._flush(to, replies, senders)
             fp.settle(t0, n)
             if n < b.n:
                 return
 
-    def _flush_slots(self, count: int, dests: list[Any]) -> None:
-        """sendmmsg the filled answer slots; what the kernel does not take joins the backlog."""
+    def _flush(self, to: list[int], replies: list[bytes], senders: list[Any]) -> None:
+        """sendmmsg the batch's answers; what the kernel does not take joins the backlog."""
         b = self._mb
         assert b is not None and self.sock is not None
         sent = 0
         if not self._backlog:
-            sent = b.send(self.sock.fileno(), count)
-            if sent < 0:
-                err = ctypes.get_errno()
-                if err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    # one bad destination fails the call: send one by one to find it
-                    log.debug("udp sendmmsg: %s", errno.errorcode.get(err, err))
-                    for k in range(count):
-                        ln = b.siov64[2 * k + 1]
-                        self._send(bytes(b.smv[k * mmsg.OUT_SLOT:k * mmsg.OUT_SLOT + ln]),
-                                   dests[k])
-                    return
-                sent = 0
-        for k in range(sent, count):
-            ln = b.siov64[2 * k + 1]
-            self._queue(bytes(b.smv[k * mmsg.OUT_SLOT:k * mmsg.OUT_SLOT + ln]), dests[k])
+            try:
+                sent = b.send(self.sock.fileno(), to, replies)
+            except OSError as exc:
+                # one bad destination fails the call: send one by one to find it
+                log.debug("udp sendmmsg: %s", exc)
+                for i, r in zip(to, replies, strict=True):
+                    self._send(b.reply(i, r), senders[i if i >= 0 else ~i])
+                return
+        for k in range(sent, len(to)):
+            i = to[k]
+            self._queue(b.reply(i, replies[k]), senders[i if i >= 0 else ~i])
 
     def _readable(self) -> None:
         sock = self.sock

@@ -36,8 +36,8 @@ def answer(name: str, ttl: int = 60, rcode: int = 0, soa_ttl: int | None = None)
 def put(cache: AnswerCache, view: str, name: str, data: bytes):
     q = wire.parse_query(dns.message.make_query(name, "A").to_wire())
     resp = wire.parse_response(data)
-    return cache.put(AnswerCache.key(view, q), data, resp, upstream="u", policy_version=0,
-                     qlen=len(q.qwire), rcode=wire.rcode_name(resp.rcode)), q
+    return cache.put(AnswerCache.key(view, q), data, resp, upstream="u",
+                     policy_version=0), q
 
 
 def test_lru_bound_evicts_least_recently_used() -> None:

@@ -67,6 +67,14 @@ async def burst(port: int, queries: list[dns.message.Message], host: str = "127.
             s.close()
 
 
+def make_query(name: str, qid: int) -> dns.message.Message:
+    """An A query with a fixed ID: ``burst`` matches answers by ID, so IDs must differ
+    (50 random ones collide about once in 50 runs)."""
+    q = dns.message.make_query(name, "A")
+    q.id = qid
+    return q
+
+
 async def published(svc, n: int) -> None:
     for _ in range(250):
         if svc.publisher.published >= n:
@@ -120,7 +128,7 @@ async def test_a_burst_of_hits_gets_each_id_and_case_and_one_valid_event_each(
         assert e.qname in names or e.qname.startswith("nope")
     hits = [orjson.loads(v) for _, v in evs if orjson.loads(v)["cache"] == "hit"]
     assert len(hits) >= len(queries) - 12
-    m = svc.resolver.metrics
+    m = svc.resolver.shared.metrics
     if m is not None:  # the Prometheus counters agree with the events
         counts = m.query_counts()
         assert sum(counts.values()) == total
@@ -157,7 +165,7 @@ async def test_ipv6_listener_batched(start_edge, bus: MemoryBus) -> None:
         pytest.skip("no ::1 on this host")
     svc = await start_edge(listen="[::1]:0")
     port = svc.status()["udp_port"]
-    queries = [dns.message.make_query("example.com", "A") for _ in range(50)]
+    queries = [make_query("example.com", 2000 + k) for k in range(50)]
     replies = await burst(port, queries, host="::1", family=socket.AF_INET6)
     assert len(replies) == len(queries) and all(r.answer for r in replies.values())
     await published(svc, 50)
@@ -170,7 +178,7 @@ async def test_recvfrom_fallback_answers_and_events_the_same(start_edge, bus: Me
     svc = await start_edge()
     assert not udp_listener(svc).batched_io
     port = svc.status()["udp_port"]
-    queries = [dns.message.make_query("example.com", "A") for _ in range(40)]
+    queries = [make_query("example.com", 3000 + k) for k in range(40)]
     for q in queries[20:]:
         q.id = queries[0].id  # repeats of one packet: the memoised path
     replies = await burst(port, queries[:20])
