@@ -13,7 +13,13 @@ from policies.loader import Located, PolicySetError, Problem
 from policies.model import API_VERSION, TENANT_LABEL, ClusterDNSPolicy, DNSPolicy
 from policies.records import GLOBAL
 from policies.store import PolicyStore
-from policies.types import ClientInfo, LocalRecord, PolicyRecordError, Verdict, View
+from policies.types import (
+    ClientInfo,
+    CompiledView,
+    LocalRecord,
+    PolicyRecordError,
+    Verdict,
+)
 
 
 def policy_records(source: str | Sequence[str | Path], version: int = 1,
@@ -33,6 +39,7 @@ __all__ = [
     "AutoDeny",
     "ClientInfo",
     "ClusterDNSPolicy",
+    "CompiledView",
     "DNSPolicy",
     "LocalRecord",
     "Located",
@@ -42,7 +49,6 @@ __all__ = [
     "PolicyStore",
     "Problem",
     "Verdict",
-    "View",
     "auto_deny_record",
     "policy_records",
 ]

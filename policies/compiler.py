@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from policies.matcher import CompiledRule, ResponseCond, Selector
 from policies.model import ClusterDNSPolicy, DNSPolicy, Rule
-from policies.types import LocalRecord, Verdict, View
+from policies.types import CompiledView, LocalRecord, Verdict
 
 
 def policy_order(p: DNSPolicy | ClusterDNSPolicy) -> tuple[int, int, str, str]:
@@ -126,7 +126,7 @@ def rewrite_records(rule: CompiledRule, name: str, qtype: str) -> tuple[LocalRec
                  if qtype in (t, "ANY"))
 
 
-def merge_view(tenant: str, policies: Sequence[DNSPolicy], cluster_domain: str) -> View:
+def merge_view(tenant: str, policies: Sequence[DNSPolicy], cluster_domain: str) -> CompiledView:
     """One view per tenant: records and search domains unioned, first upstream list wins."""
     records: dict[tuple[str, str, str], LocalRecord] = {}
     search: dict[str, None] = {}
@@ -142,4 +142,4 @@ def merge_view(tenant: str, policies: Sequence[DNSPolicy], cluster_domain: str) 
             search.setdefault(s, None)
         if v.upstreams and not upstreams:
             upstreams = tuple(v.upstreams)
-    return View(tenant, tuple(records.values()), tuple(search), upstreams, cluster_domain)
+    return CompiledView(tenant, tuple(records.values()), tuple(search), upstreams, cluster_domain)

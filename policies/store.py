@@ -34,7 +34,7 @@ from policies.records import (
     KIND_CLUSTER,
     decode,
 )
-from policies.types import ClientInfo, PolicyRecordError, Verdict, View
+from policies.types import ClientInfo, CompiledView, PolicyRecordError, Verdict
 
 # The rule of an isolation verdict (in events and explain): the same for every namespace.
 ISOLATION_RULE = "isolation"
@@ -56,7 +56,7 @@ class _Tenant:
     matcher: Matcher
     response: Matcher | None
     default: Verdict
-    view: View
+    view: CompiledView
     auto: dict[str, tuple[int, Verdict]] | None = None
     isolation_verdicts: dict[str, Verdict] = field(default_factory=dict)
 
@@ -336,7 +336,7 @@ class PolicyStore:
                 return r.verdict
         return None
 
-    def view(self, tenant: str) -> View:
+    def view(self, tenant: str) -> CompiledView:
         return self._state(tenant).view
 
     def version(self, tenant: str) -> int:

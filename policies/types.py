@@ -51,7 +51,7 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class View:
+class CompiledView:
     """A tenant's DNS view: local records, search domains, upstreams."""
 
     tenant: str
