@@ -1,33 +1,101 @@
 """Event and anomaly schema v1 — the contract every component meets on.
 
-Two paths on purpose: :class:`DnsEvent` (pydantic) validates records that cross a trust
-boundary (Kafka input, replay files), while :func:`encode_event` serialises the plain dicts
-the edge builds on its hot path without model construction.
+:class:`Event` (a ``msgspec.Struct``) is *the* event: every field, its type, its bounds and
+its default. Everything else is derived from it or checked against it
+(``tests/unit/core/test_event_contract.py``): :data:`EVENT_FIELDS`, the edge's positional
+tuple and pre-encoded templates (``edge/telemetry/publisher.py``), the streams' fast decoder
+(``streams/event_decode.py``), the sink's strict decoder and columns (``sinks/rows.py``) and
+the ClickHouse DDL (``sinks/schema/*.sql``).
+
+Two validation paths on purpose: msgspec decoders derived from :class:`Event` check
+well-formed records in C on the hot paths, while :class:`DnsEvent` (pydantic) decides the
+unusual ones that cross a trust boundary (ISO timestamps, upper-case names, ...) and names
+the field that is wrong.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
+from msgspec import Meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
 
 Transport = Literal["udp", "tcp", "dot", "doh"]
 CacheState = Literal["hit", "miss", "stale", "none"]
-Decision = Literal["allow", "deny", "rewrite", "redirect"]
+Decision = Literal["allow", "deny", "rewrite", "redirect", "would_deny"]  # last: audit mode
 AnomalyKind = Literal[
     "dga", "tunneling", "nxdomain_burst", "rate_spike", "cross_tenant", "new_domain"
 ]
 Severity = Literal["low", "medium", "high", "critical"]
 
-EVENT_FIELDS: tuple[str, ...] = (
-    "v", "ts", "edge", "tenant", "namespace", "client_ip", "transport", "qname", "qtype",
-    "rcode", "answers", "latency_us", "cache", "decision", "rule", "policy_version", "upstream",
-)
+
+
+class Event(msgspec.Struct, kw_only=True, gc=False):
+    """One DNS query/response as seen by an edge (schema v1): the one field list.
+
+    The field order is the storage order (``dns_events`` columns) and, without ``edge`` and
+    ``v``, the order of the edge's event tuple. Unknown fields are allowed (fields may be
+    added); ``gc=False``: an event never holds a cycle.
+    """
+
+    ts: int  # UTC, integer microseconds since the epoch
+    tenant: Annotated[str, Meta(min_length=1)]
+    namespace: str
+    pod: str = ""
+    service_account: str = ""
+    edge: str
+    client_ip: str
+    transport: Transport
+    qname: str  # lower case, no trailing dot
+    qtype: str  # mnemonic, upper case
+    rcode: str  # mnemonic, upper case
+    answers: list[str] = []  # msgspec copies empty-list defaults
+    latency_us: Annotated[int, Meta(ge=0)]
+    cache: CacheState
+    decision: Decision
+    rule: str = ""
+    policy_version: Annotated[int, Meta(ge=0)] = 0
+    upstream: str = ""
+    v: Literal[1] = SCHEMA_VERSION
+
+
+EVENT_FIELDS: tuple[str, ...] = Event.__struct_fields__
+EVENT_TYPES: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(Event)}
+EVENT_REQUIRED: frozenset[str] = frozenset(
+    f.name for f in msgspec.structs.fields(Event) if f.required)
+
+
+def event_struct(name: str, *, order: tuple[str, ...] = EVENT_FIELDS,
+                 types: dict[str, Any] | None = None, forbid_unknown_fields: bool = False
+                 ) -> type[msgspec.Struct]:
+    """A ``msgspec.Struct`` with :class:`Event`'s fields (in ``order``, which must hold each
+    of them once) and types, except where ``types`` narrows one (a store's column bounds).
+    Components that need a stricter decoder derive it here instead of restating fields."""
+    if sorted(order) != sorted(EVENT_FIELDS):
+        raise ValueError(f"{name}: order must list the event's fields once each")
+    over = types or {}
+    unknown = set(over) - set(EVENT_FIELDS)
+    if unknown:
+        raise ValueError(f"{name}: not event fields: {sorted(unknown)}")
+    by_name = {f.name: f for f in msgspec.structs.fields(Event)}
+    spec: list[Any] = []
+    for key in order:
+        f = by_name[key]
+        typ = over.get(key, f.type)
+        if f.required:
+            spec.append((key, typ))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            spec.append((key, typ, msgspec.field(default_factory=f.default_factory)))
+        else:
+            spec.append((key, typ, f.default))
+    return msgspec.defstruct(name, spec, kw_only=True, gc=False,
+                             forbid_unknown_fields=forbid_unknown_fields)
 
 
 def now_us() -> int:
@@ -65,6 +133,8 @@ class DnsEvent(BaseModel):
     edge: str
     tenant: str = Field(min_length=1)
     namespace: str
+    pod: str = ""
+    service_account: str = ""
     client_ip: str
     transport: Transport
     qname: str
@@ -82,6 +152,12 @@ class DnsEvent(BaseModel):
     @classmethod
     def _ts(cls, value: Any) -> int:
         return _ts_to_us(value)
+
+    @field_validator("pod", "service_account", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        # identity fields come from labels and APIs: a non-string is kept as its JSON text
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
 
     @field_validator("qname")
     @classmethod

@@ -11,11 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError, Message
-from dnsflow.schema import now_us
+from dnsflow.dlq import dlq_record
 from policies.store import PolicyStore
 from policies.types import PolicyRecordError
 
@@ -89,12 +87,8 @@ class PolicyFollower:
         return True
 
     async def _dlq(self, m: Message, reason: str) -> None:
-        value = orjson.dumps({
-            "ts": now_us(), "source_topic": m.topic, "partition": m.partition,
-            "offset": m.offset, "key": m.key.decode("utf-8", "replace") if m.key else None,
-            "value": m.value.decode("utf-8", "replace") if m.value else None,
-            "reason": reason, "component": "policies",
-        })
+        value = dlq_record(m.topic, m.partition, m.offset, reason, m.value, m.key,
+                           component="policies")
         try:
             await self.bus.send(self.bus.topics.dlq, value, key=m.topic.encode())
         except BusError as exc:

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from dnsflow.bus import BusError, Consumer, Message
+from sinks.batch import Records
 from sinks.gcpause import gc_paused
-from sinks.records import Records
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 import orjson
 from msgspec import Meta
 
-from dnsflow.schema import RecordError, decode_json, parse_anomaly, parse_event
+from dnsflow.schema import (
+    EVENT_FIELDS,
+    RecordError,
+    decode_json,
+    event_struct,
+    parse_anomaly,
+    parse_event,
+)
 
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
@@ -30,16 +37,9 @@ INT64_MAX = 2**63 - 1
 TS_MIN_US = 0
 TS_MAX_US = 10_413_791_999_000_000
 
-EVENT_COLUMNS: tuple[str, ...] = (
-    "ts", "tenant", "namespace", "pod", "service_account", "edge", "client_ip", "transport",
-    "qname", "qtype", "rcode", "answers", "latency_us", "cache", "decision", "rule",
-    "policy_version", "upstream", "v", "extra",
-)
-_KNOWN_EVENT_KEYS = frozenset(
-    ("v", "ts", "edge", "tenant", "namespace", "client_ip", "transport", "qname", "qtype",
-     "rcode", "answers", "latency_us", "cache", "decision", "rule", "policy_version",
-     "upstream", "pod", "service_account")
-)
+# The stored row: the core's event fields in the core's order, then what did not fit them.
+EVENT_COLUMNS: tuple[str, ...] = (*EVENT_FIELDS, "extra")
+_KNOWN_EVENT_KEYS = frozenset(EVENT_FIELDS)
 
 
 def ts_to_us(value: Any, where: str = "ts") -> int:
@@ -69,39 +69,20 @@ def ts_to_us(value: Any, where: str = "ts") -> int:
     return us
 
 
-class _Event(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
-    """The well-typed shape of an event, decoded and checked in C by msgspec.
-
-    Field order is :data:`EVENT_COLUMNS` (without ``extra``). It accepts a subset of what
-    :class:`dnsflow.schema.DnsEvent` accepts (strict types, no unknown fields), so anything
-    it refuses is decided by the core model instead: same rules, same reasons.
-    ``policy_version`` is bounded to int64 here (msgspec's limit for bounds); the rest of
-    UInt64 takes the model path. ``gc=False``: a decoded event never holds a cycle, so the
-    collector need not track the 10^5 of them a batch makes.
-    """
-
-    ts: Annotated[int, Meta(ge=TS_MIN_US, le=TS_MAX_US)]
-    tenant: Annotated[str, Meta(min_length=1)]
-    namespace: str
-    pod: str = ""
-    service_account: str = ""
-    edge: str
-    client_ip: str
-    transport: Literal["udp", "tcp", "dot", "doh"]
-    qname: str
-    qtype: str
-    rcode: str
-    answers: list[str] = []  # msgspec copies empty-list defaults
-    latency_us: Annotated[int, Meta(ge=0, le=UINT32_MAX)]
-    cache: Literal["hit", "miss", "stale", "none"]
-    decision: Literal["allow", "deny", "rewrite", "redirect"]
-    rule: str = ""
-    policy_version: Annotated[int, Meta(ge=0, le=INT64_MAX)] = 0
-    upstream: str = ""
-    v: Literal[1] = 1
+# The well-typed shape of an event, decoded and checked in C by msgspec: the core's
+# :class:`dnsflow.schema.Event` in :data:`EVENT_COLUMNS` order (without ``extra``), with no
+# unknown fields and the columns' bounds. It accepts a subset of what the core model accepts
+# (strict types, no unknown fields), so anything it refuses is decided by the core model
+# instead: same rules, same reasons. ``policy_version`` is bounded to int64 here (msgspec's
+# limit for bounds); the rest of UInt64 takes the model path.
+StoredEvent = event_struct(
+    "StoredEvent", order=EVENT_COLUMNS[:-1], forbid_unknown_fields=True,
+    types={"ts": Annotated[int, Meta(ge=TS_MIN_US, le=TS_MAX_US)],
+           "latency_us": Annotated[int, Meta(ge=0, le=UINT32_MAX)],
+           "policy_version": Annotated[int, Meta(ge=0, le=INT64_MAX)]})
 
 
-_decode_event = msgspec.json.Decoder(_Event).decode
+_decode_event = msgspec.json.Decoder(StoredEvent).decode
 _astuple = msgspec.structs.astuple
 _NO_EXTRA = ("",)
 _QNAME = EVENT_COLUMNS.index("qname")
@@ -193,21 +174,14 @@ def _slow_event_row(raw: bytes, where: str) -> tuple[Any, ...]:
     obj = decode_json(raw, where)
     event = parse_event(obj, where)  # raises RecordError with the core's reasons
     data = event.model_dump()
-    for key in ("pod", "service_account"):
-        value = data.pop(key, "")
-        data[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
     ts = ts_to_us(data["ts"], f"{where}: ts")
     for key, limit in (("latency_us", UINT32_MAX), ("policy_version", UINT64_MAX)):
         if data[key] > limit:
             raise RecordError(f"{where}: {key}: {data[key]} is too large to store (max {limit})")
     extra = {k: v for k, v in data.items() if k not in _KNOWN_EVENT_KEYS}
-    return (
-        ts, data["tenant"], data["namespace"], data["pod"], data["service_account"],
-        data["edge"], data["client_ip"], data["transport"], data["qname"], data["qtype"],
-        data["rcode"], data["answers"], data["latency_us"], data["cache"], data["decision"],
-        data["rule"], data["policy_version"], data["upstream"], 1,
-        orjson.dumps(extra).decode() if extra else "",
-    )
+    data["ts"] = ts
+    data["v"] = 1
+    return (*[data[k] for k in EVENT_FIELDS], orjson.dumps(extra).decode() if extra else "")
 
 
 # ---- the low-volume topics: flexible records, whole record kept as JSON where it varies ----

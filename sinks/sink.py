@@ -24,14 +24,14 @@ from typing import Any, TypeVar
 
 from dnsflow.bus import Bus, BusError, Consumer, Message
 from dnsflow.bus.kafka import KafkaBus
+from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError
+from sinks.batch import Records
 from sinks.config import SinkConfig
-from sinks.dlq import dlq_record
 from sinks.faults import fault_point
 from sinks.gcpause import gc_paused
 from sinks.ingest import canonical_body, ingest_body
 from sinks.kafka_consumer import FastKafkaConsumer
-from sinks.records import Records
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
 from sinks.topics import ensure_topics
@@ -297,7 +297,9 @@ class Sink:
 
     async def _dlq(self, rejects: list[tuple[Message, str]]) -> None:
         if rejects:
-            records = [(m.topic.encode(), dlq_record(m, reason)) for m, reason in rejects]
+            records = [(m.topic.encode(), dlq_record(m.topic, m.partition, m.offset, reason,
+                                                    m.value, m.key, component="sink"))
+                       for m, reason in rejects]
             await self._retry(lambda: self.bus.send_many(self.dlq_topic, records),
                               f"DLQ {self.dlq_topic}")
             self.stats.rejected += len(rejects)

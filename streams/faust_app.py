@@ -22,14 +22,15 @@ import faust
 import orjson
 from faust.types import TP
 
+from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from streams.checkpoint import forget, read_meta, restore, snapshot
 from streams.checkpoint_records import assemble, checkpoint_key, to_records
 from streams.clock import PartitionClock
+from streams.event_decode import decode, decode_fast
 from streams.faust_batch import BatchApp, Row
-from streams.records import decode, decode_fast, dlq_record
 from streams.service import build_logic, idle_watermark
 
 log = logging.getLogger("streams.faust")
@@ -132,7 +133,7 @@ def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6)
                 except RecordError as exc:
                     stats["dlq"] += 1
                     await out["dlq"].send(key=topic.encode(), value=dlq_record(
-                        topic, part, offset, str(exc), value, key))
+                        topic, part, offset, str(exc), value, key, component="streams"))
                     continue
             good.append(ev)
             owner[ev["tenant"]] = part

@@ -16,8 +16,8 @@ from typing import IO, Any
 import orjson
 
 from dnsflow.schema import RecordError
+from streams.event_decode import decode, decode_fast
 from streams.logic import Output, StreamLogic
-from streams.records import decode, decode_fast
 
 
 @dataclass

@@ -20,13 +20,14 @@ import orjson
 
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError, Message
+from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import ConfigError, Settings
 from streams import config as streams_config
 from streams.alerts import RuleFileError, load_rules
 from streams.clock import PartitionClock
+from streams.event_decode import decode, decode_fast
 from streams.logic import Output, StreamLogic
-from streams.records import decode, decode_fast, dlq_record
 from streams.webhook import WebhookSender
 
 log = logging.getLogger("streams.service")
@@ -173,7 +174,8 @@ class StreamsService:
                     decode(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}", not_after)
             except RecordError as exc:
                 dead.append((m.topic.encode(), dlq_record(m.topic, m.partition, m.offset,
-                                                          str(exc), m.value, m.key)))
+                                                          str(exc), m.value, m.key,
+                                                          component="streams")))
                 continue
             good.append(ev)
             tp = (m.topic, m.partition)

@@ -8,17 +8,14 @@ with the reason and never replace what is in force.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from dnsflow.bus import Bus, BusError, Message
+from dnsflow.dlq import dlq_record
 from edge.resolver import PolicyHolder
 from policies.api import PolicyRecordError, PolicyStore
 
@@ -150,18 +147,10 @@ class PolicySubscription:
             await self._dlq(m, reason)
 
     async def _dlq(self, m: Message, reason: str) -> None:
-        value = m.value or b""
+        rec = dlq_record(m.topic, m.partition, m.offset, reason, m.value, m.key,
+                         component="edge")
         try:
-            text: Any = value.decode()
-        except UnicodeDecodeError:
-            text = None
-        rec = {"source_topic": m.topic, "partition": m.partition, "offset": m.offset,
-               "key": (m.key or b"").decode("utf-8", "replace"), "reason": reason,
-               "component": "edge", "ts": int(time.time() * 1e6),
-               "value": text if text is not None else base64.b64encode(value).decode(),
-               "value_encoding": "utf-8" if text is not None else "base64"}
-        try:
-            await self.bus.send(self.bus.topics.dlq, orjson.dumps(rec), key=m.topic.encode())
+            await self.bus.send(self.bus.topics.dlq, rec, key=m.topic.encode())
         except BusError as exc:
             log.error("cannot send rejected policy record to the DLQ: %s", exc)
 

@@ -21,14 +21,20 @@ from typing import Any
 import orjson
 
 from dnsflow.bus import Bus, BusError
+from dnsflow.schema import EVENT_FIELDS, SCHEMA_VERSION
 from edge.telemetry.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 
-# Order of the tuple the answer path emits (after the constant fields v and edge).
-EVENT_KEYS = ("ts", "tenant", "namespace", "pod", "service_account", "client_ip", "transport",
-              "qname", "qtype", "rcode", "answers", "latency_us", "cache", "decision", "rule",
-              "policy_version", "upstream")
+# Order of the tuple the answer path emits: the core's event fields (dnsflow.schema.Event)
+# without the ones constant per edge (v, edge), which the encoder writes first.
+_CONSTANT = ("v", "edge")
+EVENT_KEYS: tuple[str, ...] = tuple(k for k in EVENT_FIELDS if k not in _CONSTANT)
+# A memoised hit's template holds every field but these two, which vary per hit.
+_PER_HIT = ("ts", "latency_us")
+TEMPLATE_KEYS: tuple[str, ...] = tuple(k for k in EVENT_KEYS if k not in _PER_HIT)
+if EVENT_KEYS[:2] != ("ts", "tenant"):  # encode() takes the key from ev[1]
+    raise ImportError("edge.telemetry.publisher: the event tuple must start with ts, tenant")
 
 
 def _count(ev: tuple[Any, ...]) -> int:
@@ -98,9 +104,8 @@ class EventPublisher:
     def template(self, fields: tuple[Any, ...]) -> tuple[bytes, bytes]:
         """Pre-encode an event whose fields repeat (a memoised cache hit): only ``ts`` and
         ``latency_us`` vary, so the answer path emits ``(ts, latency_us, template)``."""
-        d: dict[str, Any] = {"v": 1, "edge": self.edge}
-        d.update(zip((k for k in EVENT_KEYS if k not in ("ts", "latency_us")), fields,
-                     strict=True))
+        d: dict[str, Any] = {"v": SCHEMA_VERSION, "edge": self.edge}
+        d.update(zip(TEMPLATE_KEYS, fields, strict=True))
         return d["tenant"].encode(), b"," + orjson.dumps(d)[1:]
 
     def encode(self, events: list[tuple[Any, ...]]) -> list[Record]:
@@ -118,7 +123,7 @@ class EventPublisher:
                     continue
                 append((tpl[0], b'{"ts":%d,"latency_us":%d%b' % (ev[0], ev[1], tpl[1])))
                 continue
-            d = {"v": 1, "edge": edge}
+            d = {"v": SCHEMA_VERSION, "edge": edge}
             d.update(zip(keys, ev, strict=True))
             append((ev[1].encode(), dumps(d)))
         return out

@@ -9,8 +9,8 @@ import pytest
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
+from sinks.batch import Records
 from sinks.kafka_consumer import FastKafkaConsumer
-from sinks.records import Records
 
 pytestmark = pytest.mark.kafka
 

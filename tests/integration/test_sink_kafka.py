@@ -108,7 +108,7 @@ def test_n_events_exactly_n_rows_and_poison_to_dlq(kafka_bootstrap, topic_prefix
     assert counts(tmp_path) == {"n": n, "u": n, "e": n}
     dlq = asyncio.run(read_dlq(kafka_bootstrap, topic_prefix, 1))
     assert len(dlq) == 1
-    assert dlq[0]["topic"] == f"{topic_prefix}events" and "transport" in dlq[0]["reason"]
+    assert dlq[0]["source_topic"] == f"{topic_prefix}events" and "transport" in dlq[0]["reason"]
     assert orjson.loads(dlq[0]["value"])["transport"] == "pigeon"
     # running again finds everything committed: nothing more is stored
     again = drain(kafka_bootstrap, topic_prefix, tmp_path, tmp_path / "sink.log")

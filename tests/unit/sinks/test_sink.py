@@ -51,7 +51,7 @@ async def test_n_events_become_n_rows_and_poison_goes_to_dlq(store, events):
     await dlq.start()
     [msg] = await dlq.getmany(timeout_ms=100)
     body = orjson.loads(msg.value)
-    assert body["topic"] == bus.topics.events and "ts: Field required" in body["reason"]
+    assert body["source_topic"] == bus.topics.events and "ts: Field required" in body["reason"]
     assert orjson.loads(body["value"]) == {"v": 1, "tenant": "a"}
     assert msg.key == bus.topics.events.encode()
 

@@ -9,21 +9,30 @@ the reason that ends up in the DLQ or the replay error report.
 
 from __future__ import annotations
 
-import base64
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 import msgspec
-import orjson
 
-from dnsflow.schema import RecordError, decode_json, now_us, parse_event
+from dnsflow.schema import (
+    EVENT_REQUIRED,
+    EVENT_TYPES,
+    CacheState,
+    Decision,
+    RecordError,
+    Transport,
+    decode_json,
+    parse_event,
+)
 
-_TRANSPORTS = frozenset(("udp", "tcp", "dot", "doh"))
-_CACHE = frozenset(("hit", "miss", "stale", "none"))
-_DECISIONS = frozenset(("allow", "deny", "rewrite", "redirect"))
+_TRANSPORTS = frozenset(get_args(Transport))
+_CACHE = frozenset(get_args(CacheState))
+_DECISIONS = frozenset(get_args(Decision))
 
-
-_REQUIRED = frozenset(("v", "ts", "edge", "tenant", "namespace", "client_ip", "transport",
-                       "qname", "qtype", "rcode", "latency_us", "cache", "decision"))
+# Event fields the logic does not read: the fast decoder skips them instead of copying them
+# (``answers`` is a list per event). Every other field of ``dnsflow.schema.Event`` is decoded
+# with the core's type; ``v`` is required here (its absence takes the slow path).
+_SKIPPED = frozenset(("pod", "service_account", "answers", "upstream"))
+_REQUIRED = EVENT_REQUIRED | {"v"}
 
 
 def _fast_ok(o: dict[str, Any]) -> bool:
@@ -54,28 +63,20 @@ def check(obj: dict[str, Any], where: str = "event") -> dict[str, Any]:
     return parse_event(obj, where).model_dump()
 
 
-class _Event(TypedDict):
-    """The event fields the fast path checks, typed as the edge writes them; fields not
-    listed here (answers, upstream, fields added later) are skipped, not copied."""
-
-    v: Literal[1]
-    ts: int
-    edge: str
-    tenant: Annotated[str, msgspec.Meta(min_length=1)]
-    namespace: str
-    client_ip: str
-    transport: Literal["udp", "tcp", "dot", "doh"]
-    qname: str
-    qtype: str
-    rcode: str
-    latency_us: Annotated[int, msgspec.Meta(ge=0)]
-    cache: Literal["hit", "miss", "stale", "none"]
-    decision: Literal["allow", "deny", "rewrite", "redirect"]
-    rule: NotRequired[str]
-    policy_version: NotRequired[int]
+def _fast_shape() -> Any:
+    """The event fields the fast path checks, typed as the core's :class:`Event` declares
+    them (a ``TypedDict``: the result is a plain dict, as the logic expects)."""
+    fields: dict[str, Any] = {}
+    for name, typ in EVENT_TYPES.items():
+        if name in _SKIPPED:
+            continue
+        fields[name] = typ if name in _REQUIRED else NotRequired[typ]
+    fields["v"] = Literal[1]
+    return TypedDict("FastEvent", fields)  # type: ignore[operator]
 
 
-_decode_event = msgspec.json.Decoder(_Event).decode
+FastEvent = _fast_shape()
+_decode_event = msgspec.json.Decoder(FastEvent).decode
 
 
 def decode_fast(raw: bytes | str) -> dict[str, Any] | None:
@@ -106,20 +107,4 @@ def decode(raw: bytes | str, where: str = "event", not_after_us: int | None = No
     return ev
 
 
-def dlq_record(source_topic: str, partition: int, offset: int, reason: str,
-               value: bytes | None, key: bytes | None = None) -> bytes:
-    """The DLQ value: where the record came from, why it was rejected, and the raw bytes."""
-    raw = value or b""
-    try:
-        text, encoding = raw.decode("utf-8"), "text"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw).decode(), "base64"
-    return orjson.dumps({
-        "ts": now_us(), "source_topic": source_topic, "partition": partition, "offset": offset,
-        "reason": reason, "component": "streams",
-        "key": (key or b"").decode("utf-8", "replace"),
-        "value": text, "value_encoding": encoding,
-    })
-
-
-__all__ = ["RecordError", "check", "decode", "decode_fast", "dlq_record"]
+__all__ = ["FastEvent", "RecordError", "check", "decode", "decode_fast"]
