@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import dns.exception
 import dns.rdata
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from dnsflow.kube import TENANT_LABEL as TENANT_LABEL  # re-exported by policies.api
+from dnsflow.upstream_url import SCHEMES, parse_upstream_url
 from policies.names import check_name
 from policies.regex import RegexError, compile_name_regex
 
@@ -35,7 +35,7 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 _LABEL_KEY = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 MAX_REGEX_LEN = 512
-UPSTREAM_SCHEMES = ("udp", "tcp", "tls", "https", "dot", "doh")
+UPSTREAM_SCHEMES = SCHEMES
 
 
 def _k8s_name(value: str, what: str) -> str:
@@ -46,36 +46,10 @@ def _k8s_name(value: str, what: str) -> str:
 
 
 def check_upstream(url: str) -> str:
-    """Validate ``udp://host[:port]``, ``tcp://..``, ``tls://host[:port][@sni]``, ``https://host/path``
-    (``dot://`` and ``doh://`` are the edge's aliases of ``tls://`` and ``https://``)."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"upstream {url!r}: expected udp://, tcp://, tls:// or https://")
-    scheme, rest = url.split("://", 1)
-    if scheme not in UPSTREAM_SCHEMES:
-        raise ValueError(f"upstream {url!r}: unknown scheme {scheme!r} "
-                         "(use udp, tcp, tls (dot) or https (doh))")
-    scheme = {"dot": "tls", "doh": "https"}.get(scheme, scheme)
-    sni = ""
-    if scheme == "tls" and "@" in rest:
-        rest, sni = rest.rsplit("@", 1)
-        if not sni:
-            raise ValueError(f"upstream {url!r}: empty SNI after '@'")
-        check_name(sni)
-    parts = urlsplit(f"{scheme}://{rest}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise ValueError(f"upstream {url!r}: {exc}") from None
-    if not host:
-        raise ValueError(f"upstream {url!r}: missing host")
-    if port == 0:
-        raise ValueError(f"upstream {url!r}: port 0")
-    if scheme != "https" and parts.path not in ("", "/"):
-        raise ValueError(f"upstream {url!r}: a path is only allowed for https://")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        check_name(host)
+    """Validate ``udp://host[:port]``, ``tcp://..``, ``tls://host[:port][@sni]``,
+    ``https://host/path`` (``dot://`` and ``doh://`` alias ``tls://`` and ``https://``): the
+    core's grammar (:mod:`dnsflow.upstream_url`), the one the edge parses them with."""
+    parse_upstream_url(url)
     return url
 
 

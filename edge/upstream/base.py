@@ -3,77 +3,24 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from dnsflow.upstream_url import DEFAULT_PORTS, UpstreamURL, parse_upstream_url, redact_url
 
 
 class UpstreamError(RuntimeError):
     """No usable answer from an upstream (timeout, refused, garbage)."""
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamAddr:
-    scheme: str       # udp | tcp | tls | https
-    host: str
-    port: int
-    sni: str = ""
-    url: str = ""
-
-    def __str__(self) -> str:
-        if self.scheme == "https":
-            return redact_url(self.url)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        sni = f"@{self.sni}" if self.sni and self.sni != self.host else ""
-        return f"{self.scheme}://{host}:{self.port}{sni}"
-
-
-DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
-
-
-def redact_url(text: str) -> str:
-    """The URL without its userinfo (``https://user:pw@host/`` -> ``https://host/``): the
-    upstream's display name goes into metrics labels, logs and events."""
-    if "://" not in text:
-        return text.rsplit("@", 1)[-1] if "@" in text.split("/", 1)[0] else text
-    scheme, rest = text.split("://", 1)
-    authority, sep, path = rest.partition("/")
-    if "@" in authority:
-        authority = authority.rsplit("@", 1)[1]
-    return f"{scheme}://{authority}{sep}{path}"
+# The grammar is the core's (one for the edge's configuration and for policies).
+UpstreamAddr = UpstreamURL
+__all__ = ["DEFAULT_PORTS", "Upstream", "UpstreamAddr", "UpstreamError", "check_reply",
+           "parse_upstream", "question_bytes", "redact_url", "reply_matches"]
 
 
 def parse_upstream(text: str) -> UpstreamAddr:
     """``udp://1.2.3.4:53``, ``tcp://..``, ``tls://host:853@sni``, ``https://host/dns-query``,
-    or a bare ``host[:port]`` (UDP)."""
-    raw = text.strip()
-    if not raw:
-        raise ValueError("empty upstream address")
-    if "://" not in raw:
-        raw = "udp://" + raw
-    scheme = raw.split("://", 1)[0].lower()
-    if scheme in ("dot",):
-        scheme = "tls"
-    if scheme == "doh":
-        scheme = "https"
-    shown = redact_url(raw)
-    if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"upstream {shown!r}: scheme must be udp, tcp, tls or https")
-    sni = ""
-    rest = raw.split("://", 1)[1]
-    if scheme == "tls" and "@" in rest:
-        rest, sni = rest.rsplit("@", 1)
-    parts = urlsplit(f"{scheme}://{rest}")
-    try:
-        port = parts.port or DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise ValueError(f"upstream {shown!r}: bad port") from None
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"upstream {shown!r}: missing host")
-    url = raw if scheme == "https" else ""
-    if scheme == "https" and not parts.path:
-        url = raw.rstrip("/") + "/dns-query"
-    return UpstreamAddr(scheme, host, port, sni or (host if scheme == "tls" else ""), url)
+    or a bare ``host[:port]`` (UDP): :func:`dnsflow.upstream_url.parse_upstream_url`."""
+    return parse_upstream_url(text.strip(), bare=True)
 
 
 class Upstream(abc.ABC):
