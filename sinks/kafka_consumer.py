@@ -173,6 +173,14 @@ class FastKafkaConsumer(Consumer):
         except KafkaException as exc:
             raise BusError(f"kafka commit: {exc}") from exc
 
+    async def position(self, topic: str, partition: int) -> int:
+        if self._consumer is None:
+            return -1
+        from confluent_kafka import TopicPartition
+
+        (tp,) = self._consumer.position([TopicPartition(topic, partition)])
+        return tp.offset if tp.offset >= 0 else -1
+
     async def seek_to_end(self) -> None:
         if self._consumer is None:
             raise BusError("kafka consumer is not started")

@@ -34,7 +34,6 @@ from sinks.ingest import canonical_body, ingest_body
 from sinks.kafka_consumer import FastKafkaConsumer
 from sinks.rows import TABLES, TableSpec
 from sinks.store import COORDINATES, Store, StoreError, batch_token
-from sinks.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +94,8 @@ class Sink:
         self.dlq_topic = bus.topics.dlq
         self.stats = SinkStats()
         self._consumer: Consumer | None = None
+        # a batch as columns: straight from librdkafka, or from the core consumer's messages
+        self._fetch_records: Callable[[int, int], Awaitable[Records]]
         self._next: dict[tuple[str, int], int] = {}  # offset expected next per partition
         self._skip: dict[tuple[str, int], set[int]] = {}  # stored before this start
         self._skip_max: dict[tuple[str, int], int] = {}
@@ -112,16 +113,16 @@ class Sink:
     # ---- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await ensure_topics(self.bus, list(self.specs))
+        # sink input topics the core does not create (policy_log), as the topic table says
+        await self.bus.create_topics(s for s in self.bus.topics.specs() if s.name in self.specs)
         self._consumer = self._make_consumer()
         await self._consumer.start()
-        if isinstance(self._consumer, FastKafkaConsumer):
-            try:
-                await self._reconcile_starts(await self._consumer.start_positions())
-            except (BusError, StoreError) as exc:  # then each partition as its records arrive
-                self._next.clear()
-                self._skip.clear()
-                log.info("not reconciled at start (%s); reconciling as records arrive", exc)
+        try:
+            await self._reconcile_starts(await self._consumer.start_positions())
+        except (BusError, StoreError) as exc:  # then each partition as its records arrive
+            self._next.clear()
+            self._skip.clear()
+            log.info("not reconciled at start (%s); reconciling as records arrive", exc)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -130,8 +131,16 @@ class Sink:
         """librdkafka for a Kafka bus (less CPU per record, fetched outside the GIL), the
         bus's own consumer otherwise (in-process bus, or ``kafka_client: aiokafka``)."""
         if self.config.kafka_client == "librdkafka" and isinstance(self.bus, KafkaBus):
-            return FastKafkaConsumer(self.bus.bootstrap, list(self.specs), self.config.group)
-        return self.bus.consumer(list(self.specs), self.config.group)
+            fast = FastKafkaConsumer(self.bus.bootstrap, list(self.specs), self.config.group)
+            self._fetch_records = fast.getmany_records
+            return fast
+        consumer = self.bus.consumer(list(self.specs), self.config.group)
+
+        async def fetch(timeout_ms: int, max_records: int) -> Records:
+            return Records.from_messages(await consumer.getmany(timeout_ms, max_records))
+
+        self._fetch_records = fetch
+        return consumer
 
     async def close(self) -> None:
         if self._consumer is not None:
@@ -155,11 +164,8 @@ class Sink:
     # ---- one batch ----------------------------------------------------------------------
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> Records:
-        consumer = self._consumer
-        assert consumer is not None
-        if isinstance(consumer, FastKafkaConsumer):
-            return await consumer.getmany_records(timeout_ms, max_records)
-        return Records.from_messages(await consumer.getmany(timeout_ms, max_records))
+        assert self._consumer is not None
+        return await self._fetch_records(timeout_ms, max_records)
 
     async def gather(self, final: bool = False) -> Records:
         """The next batch: up to ``batch_rows`` records, waiting at most ``batch_ms``."""
@@ -190,9 +196,8 @@ class Sink:
         Pipelined: while this batch is inserted (in a thread; ClickHouse's work releases the
         GIL), the next ones are gathered; at most ``_DEPTH`` batches are in flight
         and they are inserted in order. Every ``commit_ms`` the positions of the batches
-        already stored are committed, without waiting for those still in flight (with the
-        librdkafka consumer; the core's consumers can only commit everything returned, so
-        there the pipeline is drained first); when idle and at the end, all of it.
+        already stored are committed (``Consumer.commit_positions``), without waiting for
+        those still in flight; when idle and at the end, all of it.
         """
         msgs = await self.gather(final)
         if not msgs:
@@ -210,10 +215,7 @@ class Sink:
             if final:
                 await self.flush()
             elif time.monotonic() - self._last_commit >= self.config.commit_ms / 1000:
-                if isinstance(self._consumer, FastKafkaConsumer):
-                    await self._commit_stored()
-                else:
-                    await self.flush()
+                await self._commit_stored()
         finally:
             self.busy = bool(self._inflight)
             self.last_activity = time.monotonic()
@@ -245,7 +247,7 @@ class Sink:
         while self._inflight and self._inflight[0][0].done():
             await self._await_oldest()  # raises what the batch raised
         consumer = self._consumer
-        if self._stored and isinstance(consumer, FastKafkaConsumer):
+        if self._stored and consumer is not None:
             fault_point("after-insert")
             positions, self._stored = self._stored, {}
             await self._commit(lambda: consumer.commit_positions(positions))

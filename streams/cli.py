@@ -32,14 +32,11 @@ def run(args: argparse.Namespace) -> int:
 
     import faust
 
-    from dnsflow.bus.kafka import KafkaBus
     from dnsflow.gctune import tune_for_batches
-    from dnsflow.topics import Topics
     from streams.faust_app import make_app
 
     # the contract's topics before faust subscribes (a broker would auto-create the events
     # topic with its default partitions, and faust the policies topic uncompacted)
-    asyncio.run(KafkaBus(settings.kafka, Topics(settings.topic_prefix)).ensure_topics())
     partitions = asyncio.run(events_partitions(settings.kafka, settings.topic_prefix))
     app = make_app(settings, partitions=partitions)
     tune_for_batches()  # the worker holds a large state and allocates per batch
@@ -52,18 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def events_partitions(bootstrap: str, prefix: str) -> int:
-    """The events topic's partition count: the state table must be co-partitioned with it."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    """Create the contract's topics that are missing, then the events topic's partition
+    count: the state table must be co-partitioned with it."""
+    from dnsflow.bus.kafka import KafkaBus
     from dnsflow.topics import Topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (meta,) = await admin.describe_topics([Topics(prefix).events])
-        return len(meta["partitions"])
-    finally:
-        await admin.close()
+    bus = KafkaBus(bootstrap, Topics(prefix))
+    await bus.ensure_topics()
+    return await bus.partition_count(bus.topics.events) or 1
 
 
 def without_workers(argv: list[str]) -> list[str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dnsflow.topics import Topics
+from dnsflow.topics import Topics, TopicSpec
+
+Positions = Mapping[tuple[str, int], int]  # (topic, partition) -> offset of the next record
 
 
 class BusError(RuntimeError):
@@ -57,6 +59,21 @@ class Consumer(abc.ABC):
     async def seek_to_end(self) -> None:
         """Skip what is already there (used by tail-like readers)."""
 
+    @abc.abstractmethod
+    async def commit_positions(self, positions: Positions) -> None:
+        """Commit exactly these positions (a consumer that stores batches in a pipeline
+        commits what is stored while later batches are in flight)."""
+
+    @abc.abstractmethod
+    async def position(self, topic: str, partition: int) -> int:
+        """The offset of the next record this consumer reads from the partition (-1 while
+        the partition is not assigned to it yet)."""
+
+    async def start_positions(self) -> dict[tuple[str, int], int]:
+        """Where each assigned partition starts: the group's committed offset, or the log's
+        start when there is none ({} when not known before the first fetch)."""
+        return {}
+
     async def __aenter__(self) -> Consumer:
         await self.start()
         return self
@@ -101,6 +118,21 @@ class Bus(abc.ABC):
         self, topics: Iterable[str], group: str | None, *, from_beginning: bool = True
     ) -> Consumer:
         """A consumer of ``topics``; ``group=None`` means no committed offsets (a reader)."""
+
+    # -- admin: every component creates and inspects topics through these ------------------
+
+    @abc.abstractmethod
+    async def create_topics(self, specs: Iterable[TopicSpec]) -> None:
+        """Create the topics that do not exist yet (partitions, configs such as
+        ``cleanup.policy=compact``); existing ones are left as they are."""
+
+    @abc.abstractmethod
+    async def partition_count(self, topic: str) -> int | None:
+        """How many partitions ``topic`` has (None: it does not exist)."""
+
+    @abc.abstractmethod
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next record written will get ({} when missing)."""
 
     async def __aenter__(self) -> Bus:
         await self.start()

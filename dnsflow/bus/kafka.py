@@ -2,21 +2,24 @@
 
 The producer batches (``linger_ms``) and compresses; :meth:`KafkaBus.send_many` waits for
 acknowledgements so callers know what to spool. Topics are created on start with the
-contract's configs (the policy topic compacted).
+contract's configs (the policy topic compacted). The admin calls every component needs
+(:meth:`KafkaBus.create_topics`, :meth:`~KafkaBus.partition_count`,
+:meth:`~KafkaBus.end_offsets`) live here, so no component opens an admin client of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from dnsflow.bus.base import Bus, BusError, Consumer, Message
-from dnsflow.topics import Topics
+from dnsflow.bus.base import Bus, BusError, Consumer, Message, Positions
+from dnsflow.topics import Topics, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class KafkaBus(Bus):
         linger_ms: int = 5,
         request_timeout_ms: int = 10_000,
         create_topics: bool = True,
+        replication: int = 1,
     ) -> None:
         super().__init__(topics)
         self.bootstrap = bootstrap
@@ -38,6 +42,7 @@ class KafkaBus(Bus):
         self._linger_ms = linger_ms
         self._request_timeout_ms = request_timeout_ms
         self._create_topics = create_topics
+        self.replication = replication
         self._producer: AIOKafkaProducer | None = None
         self.source_id = f"kafka:{bootstrap}"
 
@@ -62,6 +67,9 @@ class KafkaBus(Bus):
 
     async def ensure_topics(self) -> None:
         """Create the contract topics that are missing (safe to call on every start)."""
+        await self.create_topics(self.topics.specs(self._events_partitions), cluster_id=True)
+
+    async def _admin(self) -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap, request_timeout_ms=self._request_timeout_ms
         )
@@ -70,23 +78,76 @@ class KafkaBus(Bus):
         except KafkaError as exc:
             await admin.close()
             raise BusError(f"kafka {self.bootstrap}: {exc}") from exc
+        return admin
+
+    async def create_topics(self, specs: Iterable[TopicSpec], *, cluster_id: bool = False
+                            ) -> None:
+        """Create the missing ones of ``specs`` (replication factor ``replication``);
+        ``cluster_id``: also learn the cluster's id for :attr:`source_id`."""
+        specs = list(specs)
+        admin = await self._admin()
         try:
-            cluster = await admin.describe_cluster()
-            if cluster.get("cluster_id"):
-                self.source_id = f"kafka:{cluster['cluster_id']}"
+            if cluster_id:
+                cluster = await admin.describe_cluster()
+                if cluster.get("cluster_id"):
+                    self.source_id = f"kafka:{cluster['cluster_id']}"
             existing = set(await admin.list_topics())
-            new = [
-                NewTopic(s.name, s.partitions, 1, topic_configs=s.configs)
-                for s in self.topics.specs(self._events_partitions)
-                if s.name not in existing
-            ]
+            new = [NewTopic(s.name, s.partitions, self.replication, topic_configs=s.configs)
+                   for s in specs if s.name not in existing]
             if new:
                 try:
                     await admin.create_topics(new)
                 except TopicAlreadyExistsError:
                     pass
+                # created is not yet visible: wait until the metadata has them (bounded)
+                deadline = time.monotonic() + self._request_timeout_ms / 1000
+                for t in new:
+                    while (await self._partitions(admin, t.name) is None
+                           and time.monotonic() < deadline):
+                        await asyncio.sleep(0.05)
+        except KafkaError as exc:
+            names = ", ".join(s.name for s in specs)
+            raise BusError(f"kafka {self.bootstrap}: creating topics {names}: {exc}") from exc
         finally:
             await admin.close()
+
+    async def _partitions(self, admin: AIOKafkaAdminClient, topic: str) -> list[int] | None:
+        (meta,) = await admin.describe_topics([topic])
+        if meta.get("error_code") or not meta.get("partitions"):
+            return None
+        return sorted(p["partition"] for p in meta["partitions"])
+
+    async def partition_count(self, topic: str) -> int | None:
+        admin = await self._admin()
+        try:
+            ids = await self._partitions(admin, topic)
+        except KafkaError as exc:
+            raise BusError(f"kafka {self.bootstrap}: describing {topic}: {exc}") from exc
+        finally:
+            await admin.close()
+        return None if ids is None else len(ids)
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        admin = await self._admin()
+        try:
+            ids = await self._partitions(admin, topic)
+        except KafkaError as exc:
+            raise BusError(f"kafka {self.bootstrap}: describing {topic}: {exc}") from exc
+        finally:
+            await admin.close()
+        if not ids:
+            return {}
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                  request_timeout_ms=self._request_timeout_ms)
+        try:
+            await reader.start()
+            tps = [TopicPartition(topic, p) for p in ids]
+            ends = await reader.end_offsets(tps)
+        except KafkaError as exc:
+            raise BusError(f"kafka {self.bootstrap}: end offsets of {topic}: {exc}") from exc
+        finally:
+            await reader.stop()
+        return {tp.partition: off for tp, off in ends.items()}
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -156,3 +217,14 @@ class KafkaConsumer(Consumer):
 
     async def seek_to_end(self) -> None:
         await self._consumer.seek_to_end()
+
+    async def commit_positions(self, positions: Positions) -> None:
+        if positions:
+            await self._consumer.commit({TopicPartition(t, p): o
+                                         for (t, p), o in positions.items()})
+
+    async def position(self, topic: str, partition: int) -> int:
+        tp = TopicPartition(topic, partition)
+        if tp not in self._consumer.assignment():
+            return -1
+        return await self._consumer.position(tp)

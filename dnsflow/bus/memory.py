@@ -26,8 +26,8 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 
-from dnsflow.bus.base import Bus, Consumer, Message, partition_for
-from dnsflow.topics import Topics
+from dnsflow.bus.base import Bus, Consumer, Message, Positions, partition_for
+from dnsflow.topics import Topics, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,20 @@ class MemoryBus(Bus):
     ) -> Consumer:
         return MemoryConsumer(self, list(topics), group, from_beginning)
 
+    async def create_topics(self, specs: Iterable[TopicSpec]) -> None:
+        for spec in specs:
+            if spec.name not in self._topics:
+                compact = spec.configs.get("cleanup.policy") == "compact"
+                self._topics[spec.name] = self._new_topic(spec.name, spec.partitions, compact)
+
+    async def partition_count(self, topic: str) -> int | None:
+        t = self._topics.get(topic)
+        return None if t is None else len(t.partitions)
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        t = self._topics.get(topic)
+        return {} if t is None else dict(enumerate(t.next))
+
     def count(self, topic: str) -> int:
         """Records ever written to ``topic`` (test and demo helper)."""
         return sum(self.topic(topic).next)
@@ -275,3 +289,15 @@ class MemoryConsumer(Consumer):
     async def seek_to_end(self) -> None:
         for name, p in self._pos:
             self._pos[(name, p)] = self._bus.topic(name).next[p]
+
+    async def commit_positions(self, positions: Positions) -> None:
+        if self._group is None:
+            return
+        for (name, p), end in positions.items():
+            self._bus._commit(self._group, name, p, end)
+
+    async def position(self, topic: str, partition: int) -> int:
+        return self._pos.get((topic, partition), -1)
+
+    async def start_positions(self) -> dict[tuple[str, int], int]:
+        return dict(self._pos)
