@@ -248,3 +248,115 @@ async def test_second_faust_worker_takes_over_partitions_without_double_counting
               if w["window_start"] == t0 and w["window_s"] == 60]
     assert "resumed windows" in logs[1].read_text(), text
     assert sorted(minute) == [(t, 240) for t in tenants], text
+
+
+class _Hooks:
+    """A webhook receiver on 127.0.0.1: every POSTed alert, in arrival order."""
+
+    def __init__(self) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        received: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append({"path": self.path, **json.loads(body)})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    async def wait_for(self, rule: str, seconds: float = 90.0) -> list[dict]:
+        for _ in range(int(seconds * 10)):
+            got = [a for a in self.received if a.get("rule") == rule]
+            if got:
+                return got
+            await asyncio.sleep(0.1)
+        return []
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _rules(url: str, rule_id: str, tenant: str) -> str:
+    return (f"rules:\n  - id: {rule_id}\n    match: {{kind: [tunneling], tenant: [{tenant}]}}\n"
+            f"    group_by: [tenant, client_ip]\n"
+            f"    webhook: {{url: \"{url}/{rule_id}\", retries: 2, backoff_s: 0.1}}\n")
+
+
+def _tunnel(tenant: str, client: str, domain: str) -> list[tuple[bytes, bytes]]:
+    t0 = now_us() - 30_000_000
+    evs = [lt.event(t0 + i * 200_000, tenant, client, n, qtype="TXT")
+           for i, n in enumerate(lt.iter_names("iodine", 3, domain, 100))]
+    return [(tenant.encode(), orjson.dumps(e)) for e in evs]
+
+
+async def test_faust_worker_posts_webhooks_and_reloads_alert_rules(kafka_bootstrap,
+                                                                  topic_prefix, tmp_path):
+    """Issue #15: the faust worker (the production path) posts the alerts of rules with a
+    webhook, and picks up an edited rule file without a restart."""
+    hooks = _Hooks()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(_rules(hooks.url, "tunnel-hook", "analytics"))
+    cfg = tmp_path / "dnsflow.yaml"
+    cfg.write_text(f"streams:\n  alert_rules: {rules}\n  idle_advance_s: 0.5\n")
+    log = tmp_path / "worker.log"
+    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
+    await bus.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dnsflow", "streams", "--kafka", kafka_bootstrap,
+         "--topic-prefix", topic_prefix, "--config", str(cfg), "--home", str(tmp_path),
+         "--log-level", "INFO"],
+        stdout=subprocess.DEVNULL, stderr=open(log, "wb"),  # noqa: SIM115
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        await bus.send_many(bus.topics.events, _tunnel("analytics", "10.0.3.77",
+                                                       "relay-example.net"))
+        first = await hooks.wait_for("tunnel-hook")
+        assert first, log.read_text()[-3000:]
+        assert first[0]["path"] == "/tunnel-hook" and first[0]["tenant"] == "analytics"
+        assert first[0]["kinds"] == ["tunneling"]
+        assert first[0]["domains"] == ["relay-example.net"]
+        alerts = [orjson.loads(m.value) for m in await read(bus, "alerts", 1)]
+        assert [a["rule"] for a in alerts] == ["tunnel-hook"]  # the same alert, on the topic
+
+        # edit the rules: the old rule goes, a new one (another tenant) comes
+        rules.write_text(_rules(hooks.url, "billing-hook", "billing"))
+        st = rules.stat()
+        os.utime(rules, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        for _ in range(300):
+            if "alert rules reloaded" in log.read_text():
+                break
+            await asyncio.sleep(0.1)
+        assert "alert rules reloaded" in log.read_text(), log.read_text()[-3000:]
+        await bus.send_many(bus.topics.events, _tunnel("analytics", "10.0.3.78",
+                                                       "other-relay.net")
+                            + _tunnel("billing", "10.0.4.9", "exfil-example.org"))
+        second = await hooks.wait_for("billing-hook")
+        assert second, log.read_text()[-3000:]
+        assert second[0]["path"] == "/billing-hook"
+        assert second[0]["domains"] == ["exfil-example.org"]
+        anomalies = [orjson.loads(m.value) for m in await read(bus, "anomalies", 3)]
+        assert {a["domain"] for a in anomalies if a["kind"] == "tunneling"} >= {
+            "relay-example.net", "other-relay.net", "exfil-example.org"}
+        # the analytics tunnel after the reload matched no rule: no alert, no webhook
+        assert [a["rule"] for a in hooks.received] == ["tunnel-hook", "billing-hook"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        await bus.stop()
+        hooks.close()
