@@ -78,7 +78,7 @@ class FastKafkaConsumer(Consumer):
         return (await self.getmany_records(timeout_ms, max_records)).messages()
 
     async def getmany_records(self, timeout_ms: int = 1000, max_records: int = 1000) -> Records:
-        """The next records as columns (:class:`sinks.records.Records`), no Message each."""
+        """The next records as columns (:class:`sinks.batch.Records`), no Message each."""
         consumer = self._consumer
         if consumer is None:
             raise BusError("kafka consumer is not started")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dnsflow.bus import Bus, BusError, Consumer, Message
-from dnsflow.bus.kafka import KafkaBus
 from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError
 from sinks.batch import Records
@@ -130,7 +129,7 @@ class Sink:
     def _make_consumer(self) -> Consumer:
         """librdkafka for a Kafka bus (less CPU per record, fetched outside the GIL), the
         bus's own consumer otherwise (in-process bus, or ``kafka_client: aiokafka``)."""
-        if self.config.kafka_client == "librdkafka" and isinstance(self.bus, KafkaBus):
+        if self.config.kafka_client == "librdkafka" and self.bus.bootstrap:
             fast = FastKafkaConsumer(self.bus.bootstrap, list(self.specs), self.config.group)
             self._fetch_records = fast.getmany_records
             return fast

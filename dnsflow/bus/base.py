@@ -85,6 +85,10 @@ class Consumer(abc.ABC):
 class Bus(abc.ABC):
     """Producer side plus a consumer factory."""
 
+    bootstrap: str | None = None
+    """Kafka bootstrap servers when the bus is Kafka (for a component's own librdkafka client,
+    e.g. the edge's producer and the sink's consumer), else None."""
+
     def __init__(self, topics: Topics | None = None) -> None:
         self.topics = topics or Topics()
         self.source_id = "unknown"
