@@ -34,6 +34,7 @@ OUTPUT_TYPES = ("telemetry", "anomaly", "alert", "policy_update")
 FAR_FUTURE = 1 << 62
 NAMES_CACHE = 262_144
 Observers = tuple[Callable[..., None], ...]
+NameObservers = tuple[tuple[Callable[..., None], dict[str, Any] | None], ...]
 
 
 class Output(NamedTuple):
@@ -105,8 +106,8 @@ class StreamLogic:
                               if overrides(d, "on_watermark")]
         # observers of a name by the length of its subdomain part: [(at least, observers)],
         # longest first (Detector.names); looked up once per name, cached with it
-        named = [(d.names, d.observe) for d in dets.values() if d.names is not None]
-        self._by_sub: list[tuple[int, Observers]] = [
+        named = [(d.names, (d.observe, d.seen)) for d in dets.values() if d.names is not None]
+        self._by_sub: list[tuple[int, NameObservers]] = [
             (n, tuple(o for m, o in named if m <= n))
             for n in sorted({m for m, _ in named}, reverse=True)]
         return dets
@@ -171,7 +172,11 @@ class StreamLogic:
                 c[0] += 1
                 if rcode == "NXDOMAIN" and info[3] != INTERNAL:
                     c[1] += 1
-                for observe in info[5]:  # the detectors that want this name
+                for observe, seen in info[5]:  # the detectors that want this name
+                    if seen is not None:  # ... unless they saw its domain in this tenant
+                        s = seen.get(tenant)
+                        if s is not None and info[0] in s:
+                            continue
                     observe(ts, key, ev, info)
                 if on_deny and ev["decision"] == "deny":
                     for observe in on_deny:
@@ -184,7 +189,7 @@ class StreamLogic:
         that look at it, kept in a bounded dict (a plain dict get per event; the oldest half
         goes when full)."""
         reg, label, sub, kind = self._index.split(qname)
-        observers: Observers = ()
+        observers: NameObservers = ()
         score = 0.0
         if kind == NORMAL:
             score = self._label_score(label)

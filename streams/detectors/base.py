@@ -36,8 +36,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 # per query name: registered domain, label, subdomain, kind (streams.domains NORMAL |
-# ALLOWLISTED | INTERNAL), DGA label score, the observers that want it (``Detector.names``)
-NameEntry = tuple[str, str, str, int, float, tuple[Callable[..., None], ...]]
+# ALLOWLISTED | INTERNAL), DGA label score, the (observe, seen) of the detectors that want it
+# (``Detector.names``, ``Detector.seen``)
+NameEntry = tuple[str, str, str, int, float,
+                  tuple[tuple[Callable[..., None], dict[str, Any] | None], ...]]
 REG, LABEL, SUB, KIND, SCORE = 0, 1, 2, 3, 4
 
 Key = tuple[str, str]  # (tenant, client_ip)
@@ -89,6 +91,9 @@ class Detector:
     config: ClassVar[type[BaseModel]]
     on_deny: ClassVar[bool] = False  # observe() every event with decision=deny
     names: int | None = None         # observe() names with a subdomain this long (see above)
+    # optional, per tenant: registered domains this detector has seen enough of; the logic
+    # skips observe() for them without a call (new_domain: the domains a tenant resolved)
+    seen: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

@@ -131,6 +131,7 @@ class NewDomainDetector(Detector):
         self.warmup = to_us(cfg.warmup_s)
         self.win = to_us(cfg.window_s)
         self.known: dict[str, dict[str, None]] = {}
+        self.seen = self.known  # no call at all for domains the tenant resolved before
         self.first: dict[str, int] = {}
         self.budget: dict[str, tuple[int, int]] = {}
         self.unreported = 0
