@@ -117,24 +117,22 @@ class KafkaBus(Bus):
             return None
         return sorted(p["partition"] for p in meta["partitions"])
 
-    async def partition_count(self, topic: str) -> int | None:
+    async def _partition_ids(self, topic: str) -> list[int] | None:
+        """The topic's partition ids through a short-lived admin client (None: no topic)."""
         admin = await self._admin()
         try:
-            ids = await self._partitions(admin, topic)
+            return await self._partitions(admin, topic)
         except KafkaError as exc:
             raise BusError(f"kafka {self.bootstrap}: describing {topic}: {exc}") from exc
         finally:
             await admin.close()
+
+    async def partition_count(self, topic: str) -> int | None:
+        ids = await self._partition_ids(topic)
         return None if ids is None else len(ids)
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
-        admin = await self._admin()
-        try:
-            ids = await self._partitions(admin, topic)
-        except KafkaError as exc:
-            raise BusError(f"kafka {self.bootstrap}: describing {topic}: {exc}") from exc
-        finally:
-            await admin.close()
+        ids = await self._partition_ids(topic)
         if not ids:
             return {}
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
