@@ -16,7 +16,7 @@ RUN cp /usr/local/bin/python3.11 /usr/local/bin/python3-netbind \
 
 WORKDIR /src
 # Dependencies first: this layer changes only when pyproject.toml does.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write(chr(10).join(deps))" \
  && pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
@@ -27,8 +27,7 @@ COPY edge ./edge
 COPY policies ./policies
 COPY streams ./streams
 COPY sinks ./sinks
-RUN rm -f edge/testing.py edge/peers.py \
- && pip install --no-cache-dir --no-deps . \
+RUN pip install --no-cache-dir --no-deps . \
  && cd / && rm -rf /src \
  && mkdir -p /var/lib/dnsflow && chown 65534:65534 /var/lib/dnsflow
 

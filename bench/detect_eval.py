@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     lt = load_traffic()
-    from streams.config import StreamsConfig
-    from streams.domains import DomainIndex
-    from streams.logic import StreamLogic
+    from dnsflow.streams.config import StreamsConfig
+    from dnsflow.streams.domains import DomainIndex
+    from dnsflow.streams.logic import StreamLogic
 
     events, truth = lt.scenario(seed=args.seed, minutes=args.minutes,
                                 dga_interval_s=args.dga_interval, dga_names=args.dga_names)

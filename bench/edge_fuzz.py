@@ -243,11 +243,12 @@ class Edge:
                                        daemon=True)
 
     async def _main(self) -> None:
+        from dnsflow.edge.service import build
+
         from dnsflow.bus.memory import MemoryBus
         from dnsflow.settings import Settings
         from dnsflow.topics import Topics
-        from edge.service import build
-        from edge.testing import FakeUpstream
+        from harness.fake_upstream import FakeUpstream
 
         up = FakeUpstream(ZONE, soa_zone="example.com")
         await up.start()

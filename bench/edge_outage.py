@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 from bench.edge_qps import cpus, publish_policy
-from edge.peers import KafkaLocal, Unbound, count_events, free_port, stop_process, wait_dns
+from harness.peers import KafkaLocal, Unbound, count_events, free_port, stop_process, wait_dns
 
 TENANT_MAP = """
 clients:

@@ -31,7 +31,7 @@ import time
 import uuid
 from pathlib import Path
 
-from edge.peers import (
+from harness.peers import (
     FstrmCapture,
     KafkaLocal,
     Unbound,
@@ -199,8 +199,9 @@ def isolation_timing(edge_port: int, n: int) -> dict[str, float]:
 
 
 async def publish_policy(bootstrap: str, prefix: str) -> None:
+    from dnsflow.policies import policyset, records
+
     from dnsflow.bus import open_bus
-    from policies import policyset, records
 
     bus = open_bus(bootstrap, prefix)
     await bus.start()

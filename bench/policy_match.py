@@ -17,8 +17,8 @@ import random
 import re
 import time
 
-from policies import records
-from policies.api import ClientInfo, PolicyStore
+from dnsflow.policies import records
+from dnsflow.policies.api import ClientInfo, PolicyStore
 
 SIZES = ((10, "10"), (1_000, "1k"), (100_000, "100k"))
 CLIENT = ClientInfo("10.0.0.5", "acme", "shop")

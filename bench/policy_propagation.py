@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dnsflow.policies import policyset, records
+from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
+from dnsflow.policies.publisher import Publisher
+
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
-from policies import policyset, records
-from policies.api import ClientInfo, PolicyFollower, PolicyStore
-from policies.publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ClientInfo("10.0.0.5", "acme", "shop")
@@ -53,7 +54,7 @@ def kafka(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    from edge.peers import KafkaLocal
+    from harness.peers import KafkaLocal
 
     state = tempfile.mkdtemp(prefix="dnsflow-bench-kafka-")
     print(f"starting a local Kafka in {state} ...", file=sys.stderr, flush=True)

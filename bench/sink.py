@@ -184,7 +184,7 @@ def kafka(bootstrap: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    from edge.peers import KafkaLocal
+    from harness.peers import KafkaLocal
 
     with tempfile.TemporaryDirectory(prefix="bench-sink-kafka-") as state:
         broker = KafkaLocal(Path(state))
@@ -215,14 +215,15 @@ async def produce(bootstrap: str, prefix: str, values: list[tuple[bytes, bytes]]
 async def run_sink(
     bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, batch_rows: int,
 ) -> dict:
+    from dnsflow.sinks.config import SinkConfig
+    from dnsflow.sinks.dsn import parse
+    from dnsflow.sinks.migrate import migrate
+    from dnsflow.sinks.sink import Sink
+    from dnsflow.sinks.store import Store
+
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.gctune import tune_for_batches
     from dnsflow.topics import Topics
-    from sinks.config import SinkConfig
-    from sinks.dsn import parse
-    from sinks.migrate import migrate
-    from sinks.sink import Sink
-    from sinks.store import Store
 
     tune_for_batches()  # as `dnsflow sink` does
     store = Store(parse(dsn))

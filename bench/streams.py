@@ -53,7 +53,7 @@ from typing import Any
 import orjson
 
 from bench.detect_eval import load_traffic
-from edge.peers import count_events, cpu_seconds
+from harness.peers import count_events, cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,8 +67,8 @@ def pin_one_core() -> None:
 
 
 def logic_rate(lines: list[bytes]) -> tuple[float, dict[str, int]]:
-    from streams.logic import StreamLogic
-    from streams.replay import replay_lines
+    from dnsflow.streams.logic import StreamLogic
+    from dnsflow.streams.replay import replay_lines
 
     logic = StreamLogic()
     st = replay_lines(logic, lines, lambda o: None, lambda n, r: None)
@@ -127,10 +127,11 @@ async def inprocess_kafka_rate(bootstrap: str, prefix: str, total: int,
                                timeout_s: float = 300) -> float:
     """The same logic through ``streams.service`` on aiokafka (what ``dnsflow up --kafka``
     runs): the rate from the first processed batch to the last."""
+    from dnsflow.streams.service import build
+
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.settings import Settings
     from dnsflow.topics import Topics
-    from streams.service import build
 
     bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)
     await bus.start()
@@ -178,9 +179,8 @@ def floor_worker(bootstrap: str, prefix: str) -> None:
 def batch_floor_worker(bootstrap: str, prefix: str) -> None:
     """The floor of our faust driver: batch delivery (streams.faust_batch), count only."""
     import faust
+    from dnsflow.streams.faust_batch import BatchApp
     from faust.types import TP
-
-    from streams.faust_batch import BatchApp
 
     app = BatchApp(f"{prefix}batchfloor", broker=f"kafka://{bootstrap}", store="memory://",
                    web_enabled=False, key_serializer="raw", value_serializer="raw",
@@ -217,7 +217,7 @@ def edge_rate(bootstrap: str, seconds: float) -> tuple[float, float, str, int]:
     """The edge of bench.edge_qps on one core under dnsperf: (events/s, CPU µs per event,
     the topic prefix its events went to, how many there are)."""
     from bench.edge_qps import Peer, cpus, publish_policy, start_edge
-    from edge.peers import Unbound, stop_process
+    from harness.peers import Unbound, stop_process
 
     server_cpu, load_cpu = cpus()
     work = Path(tempfile.mkdtemp(prefix="bench-streams-edge-"))
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     r: dict[str, float] = {}
     if not args.no_faust:
         from bench.edge_qps import cpus
-        from edge.peers import KafkaLocal
+        from harness.peers import KafkaLocal
 
         server_cpu, load_cpu = cpus()
         kafka = None

@@ -21,12 +21,13 @@ from dnsflow.settings import ConfigError, Settings, load_settings
 VERBS: dict[str, tuple[str, str]] = {
     "demo": ("dnsflow.demo", "embedded pipeline plus synthetic multi-tenant traffic"),
     "up": ("dnsflow.runner", "all components in one process (embedded bus and chDB by default)"),
-    "edge": ("edge.cli", "run one edge resolver"),
-    "streams": ("streams.cli", "run the faust stream worker"),
-    "sink": ("sinks.cli", "run the ClickHouse sink (--migrate applies the schema)"),
-    "policy": ("policies.cli", "validate, apply, diff, explain and show policies"),
-    "replay": ("streams.replay_cli", "run recorded events through the stream logic offline"),
-    "query": ("sinks.query_cli", "run SQL against the configured ClickHouse"),
+    "edge": ("dnsflow.edge.cli", "run one edge resolver"),
+    "streams": ("dnsflow.streams.cli", "run the faust stream worker"),
+    "sink": ("dnsflow.sinks.cli", "run the ClickHouse sink (--migrate applies the schema)"),
+    "policy": ("dnsflow.policies.cli", "validate, apply, diff, explain and show policies"),
+    "replay": ("dnsflow.streams.replay_cli",
+               "run recorded events through the stream logic offline"),
+    "query": ("dnsflow.sinks.query_cli", "run SQL against the configured ClickHouse"),
 }
 
 

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge import wire
+from dnsflow.edge import wire
 
 STALE_TTL = 30          # RFC 8767: TTL of an answer served stale
 MAX_TTL = 86_400

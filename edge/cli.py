@@ -87,16 +87,17 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from dnsflow.edge.service import build
+
     from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import UsageError, settings_from_args
-    from edge.service import build
 
     if getattr(args, "log_format", "text") == "json":
-        from edge.logs import use_json_logs
+        from dnsflow.edge.logs import use_json_logs
 
         use_json_logs()
     if getattr(args, "setup_interface", None):
-        from edge import nodelocal
+        from dnsflow.edge import nodelocal
 
         done = nodelocal.setup(args.setup_interface, nodelocal.parse_local_ips(args.local_ip),
                                notrack=not args.no_notrack)
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if (kw.get("workers") or 1) > 1 and not settings.kafka:
         raise UsageError("dnsflow edge: --workers N > 1 needs --kafka (each worker publishes "
                          "its own events)")
-    log = logging.getLogger("edge")
+    log = logging.getLogger("dnsflow.edge")
     if not settings.kafka and kw.get("events", True):
         log.warning("no --kafka: events stay in this process's in-process bus; pass --kafka "
                     "to publish them to dnsflow.events")

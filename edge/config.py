@@ -6,9 +6,8 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+from dnsflow.edge.upstream.base import parse_upstream
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from edge.upstream.base import parse_upstream
 
 
 def system_upstreams(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
@@ -105,7 +104,7 @@ class EdgeConfig(BaseModel):
     @model_validator(mode="after")
     def _no_loop(self) -> EdgeConfig:
         """An upstream that is one of the edge's own addresses would forward to itself."""
-        from edge.listeners.sockets import split_hostport
+        from dnsflow.edge.listeners.sockets import split_hostport
 
         host, port = split_hostport(self.listen)
         own = {(a, port) for a in (host, *self.extra_addresses)} if port else set()
@@ -135,7 +134,7 @@ class EdgeConfig(BaseModel):
     def _hostport(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from edge.listeners.sockets import split_hostport
+        from dnsflow.edge.listeners.sockets import split_hostport
 
         try:
             _host, port = split_hostport(value)

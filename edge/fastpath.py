@@ -18,13 +18,13 @@ import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from edge import wire
-from edge.cache import Entry, patch
-from edge.metrics import BOUNDS_US
+from dnsflow.edge import wire
+from dnsflow.edge.cache import Entry, patch
+from dnsflow.edge.metrics import BOUNDS_US
 
 if TYPE_CHECKING:
-    from edge.request import Request, Shared
-    from policies.api import ClientInfo, Verdict
+    from dnsflow.edge.request import Request, Shared
+    from dnsflow.policies.api import ClientInfo, Verdict
 
 MAX_ENTRIES = 50_000
 TTL = 1.0  # a memoised decision is re-checked at least this often (auto-deny expiry)

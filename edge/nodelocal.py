@@ -21,7 +21,7 @@ import subprocess
 
 from dnsflow.settings import ConfigError
 
-log = logging.getLogger("edge.nodelocal")
+log = logging.getLogger("dnsflow.edge.nodelocal")
 
 TABLE = "dnsflow_nodelocal"
 

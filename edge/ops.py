@@ -9,9 +9,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from edge.listeners.sockets import bind_socket
-from edge.metrics import EdgeMetrics
+from dnsflow.edge.listeners.sockets import bind_socket
+from dnsflow.edge.metrics import EdgeMetrics
 
 
 class OpsServer:

@@ -16,16 +16,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from dnsflow.edge.policy.ratelimit import RateLimiter
+
 from dnsflow.schema import now_us
-from edge.policy.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from edge import wire
-    from edge.cache import AnswerCache
-    from edge.identity.table import IdentityTable
-    from edge.metrics import EdgeMetrics
-    from edge.telemetry.publisher import EventPublisher
-    from policies.api import ClientInfo, PolicyStore, Verdict
+    from dnsflow.edge import wire
+    from dnsflow.edge.cache import AnswerCache
+    from dnsflow.edge.identity.table import IdentityTable
+    from dnsflow.edge.metrics import EdgeMetrics
+    from dnsflow.edge.telemetry.publisher import EventPublisher
+    from dnsflow.policies.api import ClientInfo, PolicyStore, Verdict
 
 _perf = time.perf_counter
 NO_ANSWERS: list[str] = []  # shared by every event without answers: never mutated

@@ -18,15 +18,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from edge import wire
-from edge.cache import Entry, cache_key, patch
-from edge.fastpath import FastPath
-from edge.policy.local import local_answer
-from edge.request import PolicyHolder as PolicyHolder  # re-exported: its old home
-from edge.request import Request, Shared
-from edge.upstream.base import UpstreamError
-from edge.upstream.pool import UpstreamPool
-from policies.api import CompiledView, LocalRecord
+from dnsflow.edge import wire
+from dnsflow.edge.cache import Entry, cache_key, patch
+from dnsflow.edge.fastpath import FastPath
+from dnsflow.edge.policy.local import local_answer
+from dnsflow.edge.request import PolicyHolder as PolicyHolder  # re-exported: its old home
+from dnsflow.edge.request import Request, Shared
+from dnsflow.edge.upstream.base import UpstreamError
+from dnsflow.edge.upstream.pool import UpstreamPool
+from dnsflow.policies.api import CompiledView, LocalRecord
 
 log = logging.getLogger(__name__)
 

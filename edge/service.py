@@ -13,26 +13,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dnsflow.edge.cache import AnswerCache
+from dnsflow.edge.config import EdgeConfig, system_upstreams
+from dnsflow.edge.identity import IdentityTable, StaticMapError, load_static_map
+from dnsflow.edge.identity.static import StaticMapWatcher
+from dnsflow.edge.listeners.budget import ConnectionBudget, Limits
+from dnsflow.edge.listeners.sockets import Bind, split_hostport
+from dnsflow.edge.listeners.stream import StreamListener
+from dnsflow.edge.listeners.udp import UdpListener
+from dnsflow.edge.metrics import EdgeMetrics
+from dnsflow.edge.policy.subscription import PolicySubscription
+from dnsflow.edge.request import PolicyHolder, Shared
+from dnsflow.edge.resolver import Options, Resolver
+from dnsflow.edge.rrl import ResponseRateLimiter
+from dnsflow.edge.telemetry import EventPublisher, Spool
+from dnsflow.edge.telemetry.spool import SpoolBusy
+from dnsflow.edge.tls import client_context, self_signed, server_context
+from dnsflow.edge.upstream.pool import UpstreamPool
+from dnsflow.policies.api import PolicyStore
+
 from dnsflow.bus import Bus
 from dnsflow.settings import ConfigError, Settings, section
-from edge.cache import AnswerCache
-from edge.config import EdgeConfig, system_upstreams
-from edge.identity import IdentityTable, StaticMapError, load_static_map
-from edge.identity.static import StaticMapWatcher
-from edge.listeners.budget import ConnectionBudget, Limits
-from edge.listeners.sockets import Bind, split_hostport
-from edge.listeners.stream import StreamListener
-from edge.listeners.udp import UdpListener
-from edge.metrics import EdgeMetrics
-from edge.policy.subscription import PolicySubscription
-from edge.request import PolicyHolder, Shared
-from edge.resolver import Options, Resolver
-from edge.rrl import ResponseRateLimiter
-from edge.telemetry import EventPublisher, Spool
-from edge.telemetry.spool import SpoolBusy
-from edge.tls import client_context, self_signed, server_context
-from edge.upstream.pool import UpstreamPool
-from policies.api import PolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class EdgeService:
             self._map_task = asyncio.get_running_loop().create_task(
                 self.map_watcher.run(), name="tenant-map")
         if cfg.kubernetes:
-            from edge.identity.k8s import KubernetesIdentity
+            from dnsflow.edge.identity.k8s import KubernetesIdentity
 
             self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig,
                                           host=cfg.kube_api, node_name=cfg.node_name)
@@ -162,7 +163,7 @@ class EdgeService:
             "policy": self.subscription.status() if self.subscription else {},
             "identity": self.identity.size()})
         if cfg.metrics_listen:
-            from edge.ops import OpsServer
+            from dnsflow.edge.ops import OpsServer
 
             host, port = split_hostport(cfg.metrics_listen, 9153)
             self.ops = OpsServer(self.metrics, host, port, self.readiness)
@@ -176,7 +177,7 @@ class EdgeService:
     async def _start_listeners(self) -> None:
         cfg = self.cfg
         if cfg.reuse_port and cfg.worker_index == 0:  # SO_REUSEPORT only among our workers
-            from edge.supervisor import ensure_port_free
+            from dnsflow.edge.supervisor import ensure_port_free
 
             port = split_hostport(cfg.listen)[1]
             for addr, kinds in ((cfg.listen, ("udp", "tcp")), (cfg.dot_listen, ("tcp",)),
@@ -242,7 +243,7 @@ class EdgeService:
                 self.listeners.append(dot)
                 self.ports["dot"] = dot.port
             if cfg.doh_listen:
-                from edge.listeners.doh import DohListener
+                from dnsflow.edge.listeners.doh import DohListener
 
                 h, p = split_hostport(cfg.doh_listen, 443)
                 doh = DohListener(self.resolver, Bind(h, p, reuse), ssl_context=server_context(
@@ -265,7 +266,7 @@ class EdgeService:
         cfg["metrics_listen"] = None
         settings = self.settings.model_dump(mode="json")
         settings.pop("source", None)
-        from edge.supervisor import WorkerSupervisor
+        from dnsflow.edge.supervisor import WorkerSupervisor
 
         specs = {i: {"settings": settings, "edge": {**cfg, "worker_index": i, "workers": 1}}
                  for i in range(1, self.cfg.workers)}
@@ -374,7 +375,7 @@ def make_publisher(bus: Bus, spool: Spool, cfg: EdgeConfig) -> EventPublisher:
     bootstrap = getattr(bus, "bootstrap", None)
     if bootstrap and cfg.producer == "librdkafka":
         try:
-            from edge.telemetry.rdkafka import RdKafkaPublisher
+            from dnsflow.edge.telemetry.rdkafka import RdKafkaPublisher
         except ImportError:
             log.warning("confluent-kafka is not installed: publishing events through aiokafka")
         else:

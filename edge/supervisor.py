@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-log = logging.getLogger("edge.workers")
+log = logging.getLogger("dnsflow.edge.workers")
 
 
 def _exit_text(code: int) -> str:
@@ -61,7 +61,7 @@ class WorkerSupervisor:
     # -- processes ----------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "edge.worker", json.dumps(self.specs[index])],
+            [sys.executable, "-m", "dnsflow.edge.worker", json.dumps(self.specs[index])],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
             preexec_fn=self.preexec_fn)
         self.started_at[index] = time.monotonic()

@@ -14,10 +14,11 @@ import sys
 
 
 async def _main(spec: dict) -> None:
+    from dnsflow.edge.config import EdgeConfig
+    from dnsflow.edge.service import EdgeService
+
     from dnsflow.bus import BusError, open_bus
     from dnsflow.settings import Settings
-    from edge.config import EdgeConfig
-    from edge.service import EdgeService
 
     settings = Settings.model_validate(spec["settings"])
     cfg = EdgeConfig.model_validate(spec["edge"])
@@ -25,7 +26,7 @@ async def _main(spec: dict) -> None:
     try:
         await bus.start()
     except BusError as exc:
-        logging.getLogger("edge").warning(
+        logging.getLogger("dnsflow.edge").warning(
             "worker %s: Kafka unavailable at start (%s): events will be spooled",
             cfg.worker_index, exc)
     svc = EdgeService(settings, bus, cfg)

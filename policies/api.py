@@ -6,14 +6,14 @@ Import from here only; the modules behind it may be reorganised.
 from collections.abc import Sequence
 from pathlib import Path
 
-from policies import policyset, records
-from policies.autodeny import AutoDeny, auto_deny_record
-from policies.follower import PolicyFollower
-from policies.loader import Located, PolicySetError, Problem
-from policies.model import API_VERSION, TENANT_LABEL, ClusterDNSPolicy, DNSPolicy
-from policies.records import GLOBAL
-from policies.store import PolicyStore
-from policies.types import (
+from dnsflow.policies import policyset, records
+from dnsflow.policies.autodeny import AutoDeny, auto_deny_record
+from dnsflow.policies.follower import PolicyFollower
+from dnsflow.policies.loader import Located, PolicySetError, Problem
+from dnsflow.policies.model import API_VERSION, TENANT_LABEL, ClusterDNSPolicy, DNSPolicy
+from dnsflow.policies.records import GLOBAL
+from dnsflow.policies.store import PolicyStore
+from dnsflow.policies.types import (
     ClientInfo,
     CompiledView,
     LocalRecord,

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dnsflow.policies.names import check_name
+from dnsflow.policies.records import KIND_AUTO, encode
+from dnsflow.policies.types import PolicyRecordError
+
 from dnsflow.schema import now_us
-from policies.names import check_name
-from policies.records import KIND_AUTO, encode
-from policies.types import PolicyRecordError
 
 
 @dataclass(frozen=True)

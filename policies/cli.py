@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(paths: list[str]) -> tuple[dict[str, dict[str, Any]] | None, int]:
-    from policies import policyset
-    from policies.loader import PolicySetError, load_paths
+    from dnsflow.policies import policyset
+    from dnsflow.policies.loader import PolicySetError, load_paths
 
     docs, problems = load_paths(paths)
     try:
@@ -123,9 +123,10 @@ def _kafka_down(args: argparse.Namespace, exc: Exception) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    from dnsflow.policies.publisher import Publisher
+
     from dnsflow.bus.base import BusError
     from dnsflow.cli import UsageError
-    from policies.publisher import Publisher
 
     if not args.paths and not args.kubernetes:
         raise UsageError("dnsflow policy apply: give PATH... and/or --kubernetes")
@@ -180,10 +181,10 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
     """`apply --watch` and/or `--kubernetes`: the policy service outside `dnsflow up`."""
     import signal
 
-    from policies.loader import PolicySetError
-    from policies.publisher import Publisher
-    from policies.service import send_rejection
-    from policies.sources.yaml_dir import YamlDirSource
+    from dnsflow.policies.loader import PolicySetError
+    from dnsflow.policies.publisher import Publisher
+    from dnsflow.policies.service import send_rejection
+    from dnsflow.policies.sources.yaml_dir import YamlDirSource
 
     await bus.start()
     stop = asyncio.Event()
@@ -217,7 +218,7 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
             started.append(src)
             started.append(_Closer(pub))
         if args.kubernetes:
-            from policies.sources.kubernetes import KubernetesSource
+            from dnsflow.policies.sources.kubernetes import KubernetesSource
 
             kube = KubernetesSource(bus, kubeconfig=args.kubeconfig)
             await kube.start()
@@ -246,7 +247,7 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
 
 
 def _published(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    from policies.publisher import Publisher
+    from dnsflow.policies.publisher import Publisher
 
     async def go() -> dict[str, dict[str, Any]]:
         pub = Publisher(_bus(args, "reading the policies topic"), source="cli")
@@ -262,9 +263,9 @@ def _diff(args: argparse.Namespace) -> int:
     import difflib
 
     import yaml
+    from dnsflow.policies.publisher import Publisher
 
     from dnsflow.bus.base import BusError
-    from policies.publisher import Publisher
 
     built, _ = _load(args.paths)
     if built is None:
@@ -293,9 +294,9 @@ def _diff(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import orjson
     import yaml
+    from dnsflow.policies.records import AUTO_PREFIX, GLOBAL
 
     from dnsflow.bus.base import BusError
-    from policies.records import AUTO_PREFIX, GLOBAL
 
     try:
         current = _published(args)
@@ -333,14 +334,14 @@ def _explain(args: argparse.Namespace) -> int:
     from types import MappingProxyType
 
     import orjson
+    from dnsflow.policies import records
+    from dnsflow.policies.explain import explain
+    from dnsflow.policies.store import PolicyStore
+    from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
+    from dnsflow.policies.types import ClientInfo
 
     from dnsflow.bus.base import BusError
     from dnsflow.cli import UsageError
-    from policies import records
-    from policies.explain import explain
-    from policies.store import PolicyStore
-    from policies.tenant_map import TenantMapError, load_tenant_map
-    from policies.types import ClientInfo
 
     ns_map: dict[str, str] = {}
     try:

@@ -11,9 +11,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from policies.matcher import CompiledRule, ResponseCond, Selector
-from policies.model import ClusterDNSPolicy, DNSPolicy, Rule
-from policies.types import CompiledView, LocalRecord, Verdict
+from dnsflow.policies.matcher import CompiledRule, ResponseCond, Selector
+from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy, Rule
+from dnsflow.policies.types import CompiledView, LocalRecord, Verdict
 
 
 def policy_order(p: DNSPolicy | ClusterDNSPolicy) -> tuple[int, int, str, str]:

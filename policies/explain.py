@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.matcher import CompiledRule
-from policies.store import PolicyStore
-from policies.types import ClientInfo, Verdict
+from dnsflow.policies.matcher import CompiledRule
+from dnsflow.policies.store import PolicyStore
+from dnsflow.policies.types import ClientInfo, Verdict
 
 DENY_EFFECT = {
     "NXDOMAIN": "NXDOMAIN (the name does not exist)",

@@ -11,11 +11,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from dnsflow.policies.store import PolicyStore
+from dnsflow.policies.types import PolicyRecordError
+
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError, Message
 from dnsflow.dlq import dlq_record
-from policies.store import PolicyStore
-from policies.types import PolicyRecordError
 
 log = logging.getLogger(__name__)
 # Records above this size compile in a worker thread so the event loop keeps serving.

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dnsflow.policies.model import KINDS, ClusterDNSPolicy, DNSPolicy
 from pydantic import ValidationError
-
-from policies.model import KINDS, ClusterDNSPolicy, DNSPolicy
 
 Policy = DNSPolicy | ClusterDNSPolicy
 _INDEX_PREFIX = re.compile(r"^\[(\d+)\] ")

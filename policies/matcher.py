@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.regex import NameRegex, compile_name_regex
-from policies.types import ClientInfo, Verdict
+from dnsflow.policies.regex import NameRegex, compile_name_regex
+from dnsflow.policies.types import ClientInfo, Verdict
 
 _BIG = 1 << 62
 

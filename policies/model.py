@@ -15,13 +15,13 @@ import dns.exception
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+from dnsflow.policies.names import check_name
+from dnsflow.policies.regex import RegexError, compile_name_regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from dnsflow.kube import TENANT_LABEL as TENANT_LABEL  # re-exported by policies.api
 from dnsflow.upstream_url import SCHEMES, parse_upstream_url
-from policies.names import check_name
-from policies.regex import RegexError, compile_name_regex
 
 API_VERSION = "dnsflow.io/v1"
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from policies.loader import Located, PolicySetError, Problem, load_paths, load_text
-from policies.records import documents
-from policies.validate import check_set
+from dnsflow.policies.loader import Located, PolicySetError, Problem, load_paths, load_text
+from dnsflow.policies.records import documents
+from dnsflow.policies.validate import check_set
 
 
 def build(docs: Sequence[Located], problems: Sequence[Problem] = ()) -> dict[str, dict[str, Any]]:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from dnsflow.policies import records
+from dnsflow.policies.topic import CompactedReader, ensure_topic
+from dnsflow.policies.types import PolicyRecordError
 
 from dnsflow.bus import Bus
 from dnsflow.schema import now_us
-from policies import records
-from policies.topic import CompactedReader, ensure_topic
-from policies.types import PolicyRecordError
 
 log = logging.getLogger(__name__)
 POLICY_LOG = "policy_log"

@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-
-from policies.loader import Located
-from policies.model import ClusterDNSPolicy, DNSPolicy, dump
-from policies.types import PolicyRecordError
-from policies.validate import groups
+from dnsflow.policies.loader import Located
+from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy, dump
+from dnsflow.policies.types import PolicyRecordError
+from dnsflow.policies.validate import groups
 
 FORMAT = 1
 GLOBAL = "_global"

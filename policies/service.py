@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from dnsflow.policies.loader import PolicySetError
+from dnsflow.policies.publisher import Publisher
+from dnsflow.policies.sources.yaml_dir import YamlDirSource
 from pydantic import BaseModel, ConfigDict, Field
 
 from dnsflow.bus import Bus
@@ -23,9 +26,6 @@ from dnsflow.bus.base import BusError
 from dnsflow.schema import now_us
 from dnsflow.service import Service
 from dnsflow.settings import Settings, section
-from policies.loader import PolicySetError
-from policies.publisher import Publisher
-from policies.sources.yaml_dir import YamlDirSource
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class PolicyService:
         await self.publisher.load()
         await self.source.start()
         if self.kubernetes:
-            from policies.sources.kubernetes import KubernetesSource
+            from dnsflow.policies.sources.kubernetes import KubernetesSource
 
             self._kube = KubernetesSource(self.bus, kubeconfig=self.kubeconfig)
             await self._kube.start()

@@ -20,21 +20,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
-
-from policies.autodeny import parse_denies
-from policies.compiler import compile_policies, merge_view, rewrite_records
-from policies.loader import problems_from
-from policies.matcher import CompiledRule, Matcher
-from policies.model import ClusterDNSPolicy, DNSPolicy
-from policies.records import (
+from dnsflow.policies.autodeny import parse_denies
+from dnsflow.policies.compiler import compile_policies, merge_view, rewrite_records
+from dnsflow.policies.loader import problems_from
+from dnsflow.policies.matcher import CompiledRule, Matcher
+from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy
+from dnsflow.policies.records import (
     AUTO_PREFIX,
     GLOBAL,
     KIND_AUTO,
     KIND_CLUSTER,
     decode,
 )
-from policies.types import ClientInfo, CompiledView, PolicyRecordError, Verdict
+from dnsflow.policies.types import ClientInfo, CompiledView, PolicyRecordError, Verdict
+from pydantic import ValidationError
 
 # The rule of an isolation verdict (in events and explain): the same for every namespace.
 ISOLATION_RULE = "isolation"

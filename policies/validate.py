@@ -13,11 +13,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from policies.compiler import policy_order, response_cond, rule_id, selector_of
-from policies.loader import Located, Problem
-from policies.matcher import ANY_CLIENT, ResponseCond, Selector
-from policies.model import ClusterDNSPolicy, DNSPolicy, Match
-from policies.regex import NameRegex, compile_name_regex
+from dnsflow.policies.compiler import policy_order, response_cond, rule_id, selector_of
+from dnsflow.policies.loader import Located, Problem
+from dnsflow.policies.matcher import ANY_CLIENT, ResponseCond, Selector
+from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy, Match
+from dnsflow.policies.regex import NameRegex, compile_name_regex
 
 
 @dataclass(slots=True)

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from sinks.query import QueryError, run_sql
+from dnsflow.sinks.query import QueryError, run_sql
 
 log = logging.getLogger(__name__)
 

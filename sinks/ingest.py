@@ -24,8 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import orjson
-
-from sinks.rows import CanonicalEvent, canonical_event, event_row
+from dnsflow.sinks.rows import CanonicalEvent, canonical_event, event_row
 
 INGEST_FORMAT = "JSONEachRow"
 

@@ -16,9 +16,10 @@ import logging
 import time
 from typing import Any
 
+from dnsflow.sinks.batch import Records
+from dnsflow.sinks.gcpause import gc_paused
+
 from dnsflow.bus import BusError, Consumer, Message
-from sinks.batch import Records
-from sinks.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-
-from sinks.dsn import one_line
+from dnsflow.sinks.dsn import one_line
 
 FORMATS = ("table", "json", "csv")
 _ROWS_STATEMENT = re.compile(r"^\s*(\(?\s*SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS)\b", re.I)

@@ -26,9 +26,10 @@ class Unavailable(RuntimeError):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnsflow.sinks.dsn import DsnError, parse, quiet_client_logs
+    from dnsflow.sinks.query import QueryError, render
+
     from dnsflow.cli import UsageError, settings_from_args
-    from sinks.dsn import DsnError, parse, quiet_client_logs
-    from sinks.query import QueryError, render
 
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if not sql.strip():
@@ -61,8 +62,8 @@ def execute(dsn: Any, home: Path, sql: str) -> Any:
 
 
 def _direct(dsn: Any, sql: str) -> Any:
-    from sinks.dsn import ConnectError, connect, one_line
-    from sinks.query import run_sql
+    from dnsflow.sinks.dsn import ConnectError, connect, one_line
+    from dnsflow.sinks.query import run_sql
 
     try:
         client = connect(dsn)
@@ -120,9 +121,8 @@ def _through_endpoint(home: Path, chdb_path: str, sql: str) -> Any:
     """Ask the owning process, or None when there is no live endpoint for this directory."""
     import httpx
     import orjson
-
-    from sinks.endpoint import ENDPOINT_FILE
-    from sinks.query import QueryError, QueryResult
+    from dnsflow.sinks.endpoint import ENDPOINT_FILE
+    from dnsflow.sinks.query import QueryError, QueryResult
 
     candidates = [home / ENDPOINT_FILE, Path(chdb_path).parent / ENDPOINT_FILE]
     for file in dict.fromkeys(candidates):

@@ -14,14 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dnsflow.sinks.config import SinkConfig, sink_config
+from dnsflow.sinks.dsn import Dsn, connect, one_line, parse
+from dnsflow.sinks.endpoint import QueryEndpoint
+from dnsflow.sinks.migrate import migrate
+from dnsflow.sinks.sink import Sink, SinkAborted
+from dnsflow.sinks.store import Store, StoreError
+
 from dnsflow.bus import Bus
 from dnsflow.settings import Settings
-from sinks.config import SinkConfig, sink_config
-from sinks.dsn import Dsn, connect, one_line, parse
-from sinks.endpoint import QueryEndpoint
-from sinks.migrate import migrate
-from sinks.sink import Sink, SinkAborted
-from sinks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dnsflow.sinks.batch import Records
+from dnsflow.sinks.config import SinkConfig
+from dnsflow.sinks.faults import fault_point
+from dnsflow.sinks.gcpause import gc_paused
+from dnsflow.sinks.ingest import canonical_body, ingest_body
+from dnsflow.sinks.kafka_consumer import FastKafkaConsumer
+from dnsflow.sinks.rows import TABLES, TableSpec
+from dnsflow.sinks.store import COORDINATES, Store, StoreError, batch_token
+
 from dnsflow.bus import Bus, BusError, Consumer, Message
 from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError
-from sinks.batch import Records
-from sinks.config import SinkConfig
-from sinks.faults import fault_point
-from sinks.gcpause import gc_paused
-from sinks.ingest import canonical_body, ingest_body
-from sinks.kafka_consumer import FastKafkaConsumer
-from sinks.rows import TABLES, TableSpec
-from sinks.store import COORDINATES, Store, StoreError, batch_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,10 +16,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sinks.dsn import Dsn, connect, one_line
-from sinks.faults import fault_soon
-from sinks.gcpause import gc_paused
-from sinks.lowcard import speed_up
+from dnsflow.sinks.dsn import Dsn, connect, one_line
+from dnsflow.sinks.faults import fault_soon
+from dnsflow.sinks.gcpause import gc_paused
+from dnsflow.sinks.lowcard import speed_up
 
 log = logging.getLogger(__name__)
 

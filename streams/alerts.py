@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from dnsflow.streams.config import SEVERITY_RANK, Kind, SeverityName
+from dnsflow.streams.windows import to_us
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from streams.config import SEVERITY_RANK, Kind, SeverityName
-from streams.windows import to_us
 
 
 class RuleFileError(ValueError):

@@ -31,14 +31,13 @@ from typing import Any
 
 import lz4.frame
 import msgspec
+from dnsflow.streams.incidents import _Incident
+from dnsflow.streams.logic import StreamLogic
+from dnsflow.streams.policy_bridge import Deny
+from dnsflow.streams.sketch import HyperLogLog
+from dnsflow.streams.telemetry import Pane
 
-from streams.incidents import _Incident
-from streams.logic import StreamLogic
-from streams.policy_bridge import Deny
-from streams.sketch import HyperLogLog
-from streams.telemetry import Pane
-
-log = logging.getLogger("streams.checkpoint")
+log = logging.getLogger("dnsflow.streams.checkpoint")
 
 FORMAT = "dnsflow.streams.checkpoint"
 VERSION = 2  # 2: detector state as each detector's own plain data (issue #15)

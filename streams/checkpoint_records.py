@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 
 import orjson
 
-log = logging.getLogger("streams.checkpoint")
+log = logging.getLogger("dnsflow.streams.checkpoint")
 
 STATE_KEY = "logic"
 MAX_RECORD = 900_000  # bytes; Kafka's default max.message.bytes is 1 MiB

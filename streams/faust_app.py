@@ -23,16 +23,16 @@ import time
 from typing import Any
 
 import faust
+from dnsflow.streams.checkpoint import forget, read_meta, restore, snapshot
+from dnsflow.streams.checkpoint_records import assemble, checkpoint_key, to_records
+from dnsflow.streams.faust_batch import BatchApp, Row
+from dnsflow.streams.pipeline import Record, StreamsPipeline
 from faust.types import TP
 
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from streams.checkpoint import forget, read_meta, restore, snapshot
-from streams.checkpoint_records import assemble, checkpoint_key, to_records
-from streams.faust_batch import BatchApp, Row
-from streams.pipeline import Record, StreamsPipeline
 
-log = logging.getLogger("streams.faust")
+log = logging.getLogger("dnsflow.streams.faust")
 
 
 def owned_checkpoints(table: Any, partitions: set[int]) -> dict[int, bytes]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-from streams.config import SEVERITY_RANK, IncidentConfig
-from streams.detectors.base import Detection
-from streams.windows import to_us
+from dnsflow.streams.config import SEVERITY_RANK, IncidentConfig
+from dnsflow.streams.detectors.base import Detection
+from dnsflow.streams.windows import to_us
 
 REBUILD_EVERY = 64
 

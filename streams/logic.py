@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any, NamedTuple
 
-from streams.alerts import DEFAULT_RULES, AlertEngine, RuleSet
-from streams.config import StreamsConfig
-from streams.detectors import registered
-from streams.detectors.base import Detector, DetectorContext, NameEntry, overrides
-from streams.detectors.ngram import NgramModel, default_model
-from streams.domains import INTERNAL, NORMAL, DomainIndex
-from streams.incidents import Incidents
-from streams.response import AutoResponder
-from streams.telemetry import Telemetry
-from streams.windows import pane_size, to_us
+from dnsflow.streams.alerts import DEFAULT_RULES, AlertEngine, RuleSet
+from dnsflow.streams.config import StreamsConfig
+from dnsflow.streams.detectors import registered
+from dnsflow.streams.detectors.base import Detector, DetectorContext, NameEntry, overrides
+from dnsflow.streams.detectors.ngram import NgramModel, default_model
+from dnsflow.streams.domains import INTERNAL, NORMAL, DomainIndex
+from dnsflow.streams.incidents import Incidents
+from dnsflow.streams.response import AutoResponder
+from dnsflow.streams.telemetry import Telemetry
+from dnsflow.streams.windows import pane_size, to_us
 
 OUTPUT_TYPES = ("telemetry", "anomaly", "alert", "policy_update")
 FAR_FUTURE = 1 << 62

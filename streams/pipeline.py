@@ -31,19 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from dnsflow.streams import config as streams_config
+from dnsflow.streams.alerts import AlertEngine, RuleFileError, load_rules
+from dnsflow.streams.clock import PartitionClock
+from dnsflow.streams.event_decode import decode, decode_fast
+from dnsflow.streams.logic import FAR_FUTURE, Output, StreamLogic
+from dnsflow.streams.webhook import WebhookSender
 
 from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import ConfigError, Settings
 from dnsflow.topics import Topics
-from streams import config as streams_config
-from streams.alerts import AlertEngine, RuleFileError, load_rules
-from streams.clock import PartitionClock
-from streams.event_decode import decode, decode_fast
-from streams.logic import FAR_FUTURE, Output, StreamLogic
-from streams.webhook import WebhookSender
 
-log = logging.getLogger("streams.pipeline")
+log = logging.getLogger("dnsflow.streams.pipeline")
 
 Row = tuple[int, int, bytes | None, bytes | None]  # partition, offset, key, value
 Record = tuple[bytes | None, bytes | None]          # key, value

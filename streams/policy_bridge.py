@@ -26,7 +26,7 @@ class Deny:
 
 def policies_available() -> bool:
     try:
-        import policies.api  # noqa: F401
+        import dnsflow.policies.api  # noqa: F401
     except ImportError:
         return False
     return True
@@ -39,7 +39,7 @@ def auto_deny_key(tenant: str) -> bytes:
 def record(tenant: str, denies: Sequence[Deny], version: int) -> tuple[bytes, bytes]:
     """(key, value) for the policies topic: the complete auto-deny set of ``tenant``."""
     try:
-        from policies.api import AutoDeny, auto_deny_record
+        from dnsflow.policies.api import AutoDeny, auto_deny_record
     except ImportError:
         value = {
             "tenant": tenant, "version": version, "published_at": now_us(),

@@ -23,15 +23,16 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from dnsflow.streams import config as streams_config
+    from dnsflow.streams.alerts import RuleFileError, load_rules
+    from dnsflow.streams.logic import Output, StreamLogic
+    from dnsflow.streams.replay import Progress, as_json, as_text, replay_lines
+
     from dnsflow.cli import UsageError, settings_from_args
     from dnsflow.settings import ConfigError
-    from streams import config as streams_config
-    from streams.alerts import RuleFileError, load_rules
-    from streams.logic import Output, StreamLogic
-    from streams.replay import Progress, as_json, as_text, replay_lines
 
     # replay prints policy updates itself; the live drivers' change log would repeat them
-    logging.getLogger("streams.response").setLevel(logging.ERROR)
+    logging.getLogger("dnsflow.streams.response").setLevel(logging.ERROR)
     settings = settings_from_args(args)
     cfg = streams_config.load(settings)
     rules_path = args.rules or cfg.alert_rules

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from streams import policy_bridge
-from streams.config import SEVERITY_RANK, AutoResponseConfig
-from streams.windows import to_us
+from dnsflow.streams import policy_bridge
+from dnsflow.streams.config import SEVERITY_RANK, AutoResponseConfig
+from dnsflow.streams.windows import to_us
 
-log = logging.getLogger("streams.response")
+log = logging.getLogger("dnsflow.streams.response")
 
 
 class AutoResponder:

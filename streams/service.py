@@ -15,12 +15,13 @@ import contextlib
 import logging
 from typing import Any
 
+from dnsflow.streams.pipeline import Record, StreamsPipeline
+
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError, Message
 from dnsflow.settings import Settings
-from streams.pipeline import Record, StreamsPipeline
 
-log = logging.getLogger("streams.service")
+log = logging.getLogger("dnsflow.streams.service")
 
 
 class StreamsService:

@@ -19,8 +19,8 @@ from heapq import heapify, heappop
 from itertools import compress
 from typing import Any
 
-from streams.config import TelemetryConfig
-from streams.sketch import STD_ERROR, HyperLogLog
+from dnsflow.streams.config import TelemetryConfig
+from dnsflow.streams.sketch import STD_ERROR, HyperLogLog
 
 
 def latency_code(lat: int) -> int:

@@ -13,10 +13,9 @@ import logging
 from typing import Any
 
 import httpx
+from dnsflow.streams.alerts import Webhook
 
-from streams.alerts import Webhook
-
-log = logging.getLogger("streams.webhook")
+log = logging.getLogger("dnsflow.streams.webhook")
 
 
 class WebhookSender:

@@ -28,7 +28,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    from edge.peers import KafkaLocal
+    from harness.peers import KafkaLocal
 
     kafka = KafkaLocal(tmp_path_factory.mktemp("kafka-local"))
     try:

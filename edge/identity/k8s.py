@@ -20,9 +20,10 @@ import os
 from types import MappingProxyType
 from typing import Any
 
+from dnsflow.edge.identity.table import IdentityTable
+from dnsflow.policies.api import ClientInfo
+
 from dnsflow.kube import TENANT_LABEL, ListWatch, api_client
-from edge.identity.table import IdentityTable
-from policies.api import ClientInfo
 
 log = logging.getLogger(__name__)
 

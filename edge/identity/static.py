@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnsflow.edge.identity.table import Network
+from dnsflow.policies.api import ClientInfo
+
 from dnsflow.tenant_map import (
     RESERVED,
     Stamp,
@@ -21,8 +24,6 @@ from dnsflow.tenant_map import (
     load_tenant_map,
     parse_tenant_map,
 )
-from edge.identity.table import Network
-from policies.api import ClientInfo
 
 StaticMapError = TenantMapError
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from policies.api import ClientInfo
+from dnsflow.policies.api import ClientInfo
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -23,11 +23,15 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h11
-
-from edge import wire
-from edge.listeners.budget import ConnectionBudget, GuardedProtocol, Limits, protocol_factory
-from edge.listeners.sockets import Bind, bind_socket
-from edge.resolver import Resolver
+from dnsflow.edge import wire
+from dnsflow.edge.listeners.budget import (
+    ConnectionBudget,
+    GuardedProtocol,
+    Limits,
+    protocol_factory,
+)
+from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,14 @@ import ssl
 import struct
 from typing import Any
 
-from edge.listeners.budget import ConnectionBudget, GuardedProtocol, Limits, protocol_factory
-from edge.listeners.sockets import Bind, bind_socket
-from edge.resolver import Resolver
+from dnsflow.edge.listeners.budget import (
+    ConnectionBudget,
+    GuardedProtocol,
+    Limits,
+    protocol_factory,
+)
+from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import socket
 import time
 from typing import Any
 
-from edge import rrl as rrl_mod
-from edge.listeners import mmsg
-from edge.listeners.sockets import Bind, bind_socket
-from edge.resolver import Resolver
+from dnsflow.edge import rrl as rrl_mod
+from dnsflow.edge.listeners import mmsg
+from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dnsflow.edge.resolver import PolicyHolder
+from dnsflow.policies.api import PolicyRecordError, PolicyStore
+
 from dnsflow.bus import Bus, BusError, Message
 from dnsflow.dlq import dlq_record
-from edge.resolver import PolicyHolder
-from policies.api import PolicyRecordError, PolicyStore
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from collections import deque
 from typing import Any
 
 import orjson
+from dnsflow.edge.telemetry.spool import Record, Spool
 
 from dnsflow.bus import Bus, BusError
 from dnsflow.schema import EVENT_FIELDS, SCHEMA_VERSION
-from edge.telemetry.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from dnsflow.edge.telemetry.publisher import EventPublisher
+from dnsflow.edge.telemetry.spool import Record, Spool
 
 from dnsflow.bus import Bus
-from edge.telemetry.publisher import EventPublisher
-from edge.telemetry.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RdKafkaPublisher(EventPublisher):
             "on_delivery": self._on_failed,
             "error_cb": self._on_error,
             # broker trouble is reported once through error_cb, not by librdkafka every second
-            "logger": logging.getLogger("edge.rdkafka"),
+            "logger": logging.getLogger("dnsflow.edge.rdkafka"),
             "log_level": 0,
             "log.connection.close": False,
         })

@@ -5,8 +5,7 @@ from __future__ import annotations
 import ssl
 
 import httpx
-
-from edge.upstream.base import Upstream, UpstreamAddr, UpstreamError, check_reply
+from dnsflow.edge.upstream.base import Upstream, UpstreamAddr, UpstreamError, check_reply
 
 
 def _userinfo(url: str) -> str:

@@ -22,11 +22,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge import wire
-from edge.upstream.base import Upstream, UpstreamError, parse_upstream
-from edge.upstream.doh import DohUpstream
-from edge.upstream.stream import StreamUpstream
-from edge.upstream.udp import UdpUpstream
+from dnsflow.edge import wire
+from dnsflow.edge.upstream.base import Upstream, UpstreamError, parse_upstream
+from dnsflow.edge.upstream.doh import DohUpstream
+from dnsflow.edge.upstream.stream import StreamUpstream
+from dnsflow.edge.upstream.udp import UdpUpstream
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import random
 import ssl
 import struct
 
-from edge.upstream.base import (
+from dnsflow.edge.upstream.base import (
     Upstream,
     UpstreamAddr,
     UpstreamError,

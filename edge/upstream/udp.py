@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from edge.upstream.base import (
+from dnsflow.edge.upstream.base import (
     Upstream,
     UpstreamAddr,
     UpstreamError,
@@ -19,7 +19,7 @@ from edge.upstream.base import (
     question_bytes,
     reply_matches,
 )
-from edge.upstream.stream import StreamUpstream
+from dnsflow.edge.upstream.stream import StreamUpstream
 
 POOL = 4
 ROTATE = 2_000

@@ -31,13 +31,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dnsflow.policies import policyset
+from dnsflow.policies.loader import Located, PolicySetError, Problem, parse_document
+from dnsflow.policies.model import TENANT_LABEL, DNSPolicy
+from dnsflow.policies.publisher import Publisher
+from dnsflow.policies.records import GLOBAL
+
 from dnsflow.bus import Bus
 from dnsflow.kube import ListWatch, api_client
-from policies import policyset
-from policies.loader import Located, PolicySetError, Problem, parse_document
-from policies.model import TENANT_LABEL, DNSPolicy
-from policies.publisher import Publisher
-from policies.records import GLOBAL
 
 log = logging.getLogger(__name__)
 

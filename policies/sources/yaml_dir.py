@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from policies import policyset
-from policies.loader import PolicySetError, load_paths, policy_files
+from dnsflow.policies import policyset
+from dnsflow.policies.loader import PolicySetError, load_paths, policy_files
 
 log = logging.getLogger(__name__)
 

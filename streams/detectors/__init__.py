@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from streams.detectors.base import REGISTRY, Detector
+from dnsflow.streams.detectors.base import REGISTRY, Detector
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "build_model":  # a build-time script

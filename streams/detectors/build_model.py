@@ -1,6 +1,6 @@
 """Build ``data/ngram.json.gz``: the benign character trigram model for the DGA detector.
 
-Run at build time (``python -m streams.detectors.build_model``), not at run time. Inputs are
+Run at build time (``python -m dnsflow.streams.detectors.build_model``), not at run time. Inputs are
 public data shipped inside packages, so the build needs no network:
 
 * English words from the ``english-words`` package (web2 list, lower case, letters only),
@@ -21,8 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
-
-from streams.detectors.ngram import SIZE, encode
+from dnsflow.streams.detectors.ngram import SIZE, encode
 
 OUT = Path(__file__).parent / "data" / "ngram.json.gz"
 LAMBDAS = (0.6, 0.3, 0.1)

@@ -24,9 +24,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from streams.detectors.base import (
+from dnsflow.streams.detectors.base import (
     REG,
     SCORE,
     Detection,
@@ -41,7 +39,8 @@ from streams.detectors.base import (
     slots_of,
     to_rows,
 )
-from streams.windows import to_us
+from dnsflow.streams.windows import to_us
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DgaConfig(BaseModel):

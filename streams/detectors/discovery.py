@@ -19,9 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from streams.detectors.base import (
+from dnsflow.streams.detectors.base import (
     LABEL,
     REG,
     Detection,
@@ -34,7 +32,8 @@ from streams.detectors.base import (
     first,
     itself,
 )
-from streams.windows import to_us
+from dnsflow.streams.windows import to_us
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CrossTenantConfig(BaseModel):

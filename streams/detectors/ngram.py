@@ -40,7 +40,7 @@ class NgramModel:
 
     @classmethod
     def load(cls) -> NgramModel:
-        raw = resources.files("streams.detectors").joinpath("data", MODEL_FILE).read_bytes()
+        raw = resources.files(__package__).joinpath("data", MODEL_FILE).read_bytes()
         doc = orjson.loads(gzip.decompress(raw))
         table = [v / 1000.0 for v in doc["table"]]
         return cls(table, float(doc["center"]), float(doc["scale"]))

@@ -17,9 +17,7 @@ from collections.abc import Collection
 from typing import Any
 from zlib import crc32
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from streams.detectors.base import (
+from dnsflow.streams.detectors.base import (
     REG,
     SUB,
     Detection,
@@ -34,7 +32,8 @@ from streams.detectors.base import (
     slots_of,
     to_rows,
 )
-from streams.windows import to_us
+from dnsflow.streams.windows import to_us
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TunnelingConfig(BaseModel):

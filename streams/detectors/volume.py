@@ -21,9 +21,7 @@ import math
 from collections.abc import Collection
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from streams.detectors.base import (
+from dnsflow.streams.detectors.base import (
     Detection,
     Detector,
     DetectorContext,
@@ -36,7 +34,8 @@ from streams.detectors.base import (
     slots_of,
     to_rows,
 )
-from streams.windows import to_us
+from dnsflow.streams.windows import to_us
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class NxBurstConfig(BaseModel):

@@ -251,7 +251,7 @@ def top_sites() -> list[str]:
 
 
 def psl_private_domains() -> list[str]:
-    from streams.detectors.build_model import psl_private_registered
+    from dnsflow.streams.detectors.build_model import psl_private_registered
 
     return sorted(f"{d}.{suffix}" for d, suffix in psl_private_registered())
 

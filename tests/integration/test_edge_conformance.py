@@ -31,12 +31,12 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 import pytest
+from dnsflow.edge.service import build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from edge.peers import Nsd, Unbound, _nsd_binary
-from edge.service import build
+from harness.peers import Nsd, Unbound, _nsd_binary
 
 pytestmark = pytest.mark.skipif(not shutil.which("unbound") or not _nsd_binary(),
                                 reason="unbound and nsd are needed (scripts/install-peers)")

@@ -10,13 +10,13 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
+from dnsflow.edge.service import build
+from dnsflow.policies import policyset, records
 
 from dnsflow.bus import open_bus
 from dnsflow.schema import parse_event
 from dnsflow.settings import Settings
-from edge.service import build
-from edge.testing import FakeUpstream
-from policies import policyset, records
+from harness.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.kafka
 

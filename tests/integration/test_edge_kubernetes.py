@@ -12,14 +12,14 @@ import dns.message
 import kmock
 import orjson
 import pytest
+from dnsflow.edge.service import build
 from kmock._internal import parsing as _kmock_parsing
 from kubernetes import client
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from edge.service import build
-from edge.testing import FakeUpstream
+from harness.fake_upstream import FakeUpstream
 
 _ORIGINAL_PARSE = _kmock_parsing.parse_path
 

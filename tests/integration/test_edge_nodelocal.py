@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(
 
 UPSTREAM = """
 import asyncio, sys
-from edge.testing import FakeUpstream
+from harness.fake_upstream import FakeUpstream
 async def main():
     up = FakeUpstream(["example.com. 60 IN A 192.0.2.1"], host=sys.argv[1])
     await up.start()

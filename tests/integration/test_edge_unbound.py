@@ -16,12 +16,12 @@ import dns.message
 import dns.rcode
 import httpx
 import pytest
+from dnsflow.edge.service import build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from edge.peers import Dnsdist, Unbound, free_port
-from edge.service import build
+from harness.peers import Dnsdist, Unbound, free_port
 
 pytestmark = pytest.mark.skipif(not shutil.which("unbound"), reason="unbound not installed")
 

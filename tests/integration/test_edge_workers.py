@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.peers import count_events, cpu_seconds, dns_probe, free_port, stop_process, wait_dns
-from edge.testing import FakeUpstream
+from harness.fake_upstream import FakeUpstream
+from harness.peers import count_events, cpu_seconds, dns_probe, free_port, stop_process, wait_dns
 
 pytestmark = pytest.mark.kafka
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.peers import dns_probe, free_port, stop_process
+from harness.peers import dns_probe, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from policies.model import DNSPolicy
+from dnsflow.policies.model import DNSPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,4 +152,4 @@ def test_helm_chart_crds_are_the_generated_ones() -> None:
     for name in ("dnspolicies.yaml", "clusterdnspolicies.yaml"):
         assert (ROOT / "deploy" / "helm" / "dnsflow" / "crds" / name).read_text() == \
             (ROOT / "deploy" / "crds" / name).read_text(), \
-            "regenerate: python -m policies.crd"
+            "regenerate: python -m dnsflow.policies.crd"

@@ -15,11 +15,11 @@ import uuid
 from typing import Any
 
 import pytest
+from dnsflow.edge.identity.k8s import KubernetesIdentity
+from dnsflow.edge.identity.table import IdentityTable
 from kubernetes import client, config
 
 from dnsflow.kube import TENANT_LABEL, ListWatch
-from edge.identity.k8s import KubernetesIdentity
-from edge.identity.table import IdentityTable
 
 
 @pytest.fixture

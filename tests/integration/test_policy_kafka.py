@@ -15,10 +15,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
-from policies.api import ClientInfo, PolicyFollower, PolicyStore
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]

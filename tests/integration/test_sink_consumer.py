@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from dnsflow.sinks.batch import Records
+from dnsflow.sinks.kafka_consumer import FastKafkaConsumer
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
-from sinks.batch import Records
-from sinks.kafka_consumer import FastKafkaConsumer
 
 pytestmark = pytest.mark.kafka
 

@@ -19,7 +19,7 @@ import dns.rcode
 import pytest
 import yaml
 
-from edge.peers import Unbound, free_port, wait_dns
+from harness.peers import Unbound, free_port, wait_dns
 
 pytestmark = pytest.mark.kafka
 

@@ -68,7 +68,7 @@ async def check_outputs(bus: KafkaBus) -> None:
     assert dlq and "not valid JSON" in dlq[0]["reason"] and dlq[0]["value"] == "{broken"
     policies = await read(bus, "policies", 1, seconds=60)
     assert policies and policies[-1].key == b"auto:analytics"
-    api = pytest.importorskip("policies.api")
+    api = pytest.importorskip("dnsflow.policies.api")
     store = api.PolicyStore()
     for m in policies:
         store.apply_record(m.key, m.value)
@@ -78,7 +78,7 @@ async def check_outputs(bus: KafkaBus) -> None:
 
 
 async def test_in_process_driver_on_kafka(kafka_bootstrap, topic_prefix):
-    from streams.service import build
+    from dnsflow.streams.service import build
 
     bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
     await bus.start()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dnsflow.edge.config import EdgeConfig
 
 from dnsflow.cli import build_parser
 from dnsflow.settings import Settings, section
-from edge.config import EdgeConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 

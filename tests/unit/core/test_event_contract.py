@@ -106,14 +106,14 @@ def test_both_core_paths_accept_the_same_event() -> None:
 
 
 def _publisher(tmp_path: Path) -> Any:
-    from edge.telemetry.publisher import EventPublisher
-    from edge.telemetry.spool import Spool
+    from dnsflow.edge.telemetry.publisher import EventPublisher
+    from dnsflow.edge.telemetry.spool import Spool
 
     return EventPublisher(MemoryBus(Topics("t.")), Spool(tmp_path / "spool"), edge="edge-1")
 
 
 def test_the_edge_tuple_and_template_encode_the_contract(tmp_path: Path) -> None:
-    from edge.telemetry.publisher import EVENT_KEYS, TEMPLATE_KEYS
+    from dnsflow.edge.telemetry.publisher import EVENT_KEYS, TEMPLATE_KEYS
 
     ev = sample()
     pub = _publisher(tmp_path)
@@ -131,7 +131,7 @@ def test_the_edge_tuple_and_template_encode_the_contract(tmp_path: Path) -> None
 
 def test_a_misordered_edge_tuple_fails_the_strict_decode(tmp_path: Path) -> None:
     """The check above bites: a tuple in another order than the Struct's does not decode."""
-    from edge.telemetry.publisher import EVENT_KEYS
+    from dnsflow.edge.telemetry.publisher import EVENT_KEYS
 
     as_dict = msgspec.structs.asdict(sample())
     keys = list(EVENT_KEYS)
@@ -145,8 +145,9 @@ def test_a_misordered_edge_tuple_fails_the_strict_decode(tmp_path: Path) -> None
 async def test_the_events_a_running_edge_publishes_are_the_contract(tmp_path: Path) -> None:
     """The resolver's own tuple (miss, full-path hit, memoised UDP hit, TCP) and the fast
     path's template, as published: exactly the Struct's keys, each of its type."""
-    from edge.service import build
-    from edge.testing import FakeUpstream
+    from dnsflow.edge.service import build
+
+    from harness.fake_upstream import FakeUpstream
 
     up = FakeUpstream(["web.shop.svc.cluster.local. 300 IN A 10.96.1.10"])
     await up.start()
@@ -184,7 +185,7 @@ async def test_the_events_a_running_edge_publishes_are_the_contract(tmp_path: Pa
 
 
 def test_the_streams_fast_decoder_takes_its_fields_and_types_from_the_struct() -> None:
-    from streams.event_decode import FastEvent, decode, decode_fast
+    from dnsflow.streams.event_decode import FastEvent, decode, decode_fast
 
     hints = typing.get_type_hints(FastEvent, include_extras=True)
     assert set(hints) <= set(EVENT_FIELDS)
@@ -207,7 +208,7 @@ def test_the_streams_fast_decoder_takes_its_fields_and_types_from_the_struct() -
 
 
 def test_the_sinks_columns_and_decoder_are_the_struct() -> None:
-    from sinks.rows import EVENT_COLUMNS, StoredEvent, event_objects, event_row
+    from dnsflow.sinks.rows import EVENT_COLUMNS, StoredEvent, event_objects, event_row
 
     assert (*EVENT_FIELDS, "extra") == EVENT_COLUMNS
     assert StoredEvent.__struct_fields__ == EVENT_FIELDS
@@ -294,7 +295,7 @@ def test_the_dns_events_table_has_the_structs_columns() -> None:
 def test_the_ingest_tuple_and_view_carry_every_column() -> None:
     sql = _strip_comments(_sql())
     ingest = ddl_columns(sql, "dnsflow.dns_events_ingest")
-    from sinks.rows import EVENT_COLUMNS
+    from dnsflow.sinks.rows import EVENT_COLUMNS
 
     tup = ingest["event"]
     assert tup.startswith("Tuple(")

@@ -14,17 +14,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-PACKAGES = ("dnsflow", "edge", "policies", "streams", "sinks")
+# Folder in the checkout -> the package it installs as (pyproject's package-dir).
+PACKAGES = {"dnsflow": "dnsflow", "edge": "dnsflow.edge", "policies": "dnsflow.policies",
+            "streams": "dnsflow.streams", "sinks": "dnsflow.sinks"}
 
 
 def _modules() -> dict[str, Path]:
     mods: dict[str, Path] = {}
-    for pkg in PACKAGES:
-        for path in (ROOT / pkg).rglob("*.py"):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+    for folder, package in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            mods[".".join(parts)] = path
+            mods[".".join([package, *parts])] = path
     return mods
 
 
@@ -116,9 +118,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_the_imports() -> None:
     g = import_graph()
-    assert "edge.fastpath" in g["edge.resolver"]  # from edge.fastpath import FastPath
-    assert "dnsflow.schema" in g["edge.request"]
-    assert "edge.resolver" not in g["edge.fastpath"]  # only under TYPE_CHECKING, if at all
+    assert "dnsflow.edge.fastpath" in g["dnsflow.edge.resolver"]  # imports FastPath
+    assert "dnsflow.schema" in g["dnsflow.edge.request"]
+    assert "dnsflow.edge.resolver" not in g["dnsflow.edge.fastpath"]  # TYPE_CHECKING only
 
 
 def test_cycles_are_found() -> None:
@@ -135,5 +137,18 @@ def test_no_type_only_circle_in_the_edge() -> None:
     """The edge's answer paths once imported each other (the resolver at run time, the fast
     path for its annotations): they now meet on ``edge.request``, annotations included."""
     found = [c for c in cycles(import_graph(typing_too=True))
-             if any(m.startswith("edge.") for m in c)]
+             if any(m.startswith("dnsflow.edge.") for m in c)]
     assert not found, "import circles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_components_are_imported_by_their_installed_names() -> None:
+    """The checkout's folders install as ``dnsflow.edge`` ... (issue #15): an import of the bare
+    folder name would work from the checkout only and load a second copy of the module."""
+    bare = []
+    for path in _modules().values():
+        for node in _top_level_imports(ast.parse(path.read_text()).body, typing_too=True):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if not node.level else [])
+            bare += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                     if n.split(".")[0] in PACKAGES and n.split(".")[0] != "dnsflow"]
+    assert not bare, "imports by folder name: " + "; ".join(bare)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNTIME = ("dnsflow", "edge", "policies", "streams", "sinks")
-OURS = {*RUNTIME, "bench", "tests"}
+OURS = {*RUNTIME, "bench", "tests", "harness"}
 
 
 def _declared() -> dict[str, str]:

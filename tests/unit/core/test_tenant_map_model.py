@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dnsflow.edge.identity.static import load_static_map
+from dnsflow.policies.tenant_map import load_tenant_map as load_for_explain
 
 from dnsflow.tenant_map import TenantMapError, TenantMapWatcher, load_tenant_map
-from edge.identity.static import load_static_map
-from policies.tenant_map import load_tenant_map as load_for_explain
 
 MAP = """
 clients:

@@ -4,10 +4,10 @@ same addresses with the same messages (bare ``host[:port]`` is the edge's only e
 from __future__ import annotations
 
 import pytest
+from dnsflow.edge.upstream.base import parse_upstream
+from dnsflow.policies.model import check_upstream
 
 from dnsflow.upstream_url import UpstreamURLError, parse_upstream_url
-from edge.upstream.base import parse_upstream
-from policies.model import check_upstream
 
 GOOD = ["udp://10.0.0.53", "udp://10.0.0.53:5353", "tcp://[::1]:53", "tls://1.1.1.1@one.one",
         "dot://dns.quad9.net", "https://dns.google/dns-query", "doh://dns.google",

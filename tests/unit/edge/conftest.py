@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dnsflow.edge.service import EdgeService, build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from edge.service import EdgeService, build
-from edge.testing import FakeUpstream
+from harness.fake_upstream import FakeUpstream
 
 ZONE = [
     "web.shop.svc.cluster.local. 300 IN A 10.96.1.10",

@@ -8,9 +8,8 @@ import dns.edns
 import dns.message
 import dns.rcode
 import dns.rrset
-
-from edge import wire
-from edge.cache import STALE_TTL, AnswerCache, patch
+from dnsflow.edge import wire
+from dnsflow.edge.cache import STALE_TTL, AnswerCache, patch
 
 
 class Clock:

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
-
-from edge.logs import JsonFormatter
+from dnsflow.edge.logs import JsonFormatter
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -60,9 +59,10 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_example_files_are_valid() -> None:
+    from dnsflow.edge.config import EdgeConfig
+    from dnsflow.edge.identity import load_static_map
+
     from dnsflow.settings import load_settings, section
-    from edge.config import EdgeConfig
-    from edge.identity import load_static_map
 
     root = Path(__file__).resolve().parents[3] / "edge" / "examples"
     m = load_static_map(root / "tenants.yaml")

@@ -14,12 +14,12 @@ import dns.rdatatype
 import orjson
 import pytest
 import yaml
+from dnsflow.edge.identity.static import parse_static_map
+from dnsflow.policies import policyset, records
+from dnsflow.policies.api import PolicyStore
 
 from dnsflow.bus.memory import MemoryBus
-from edge.identity.static import parse_static_map
-from edge.testing import FakeUpstream
-from policies import policyset, records
-from policies.api import PolicyStore
+from harness.fake_upstream import FakeUpstream
 
 TENANT_MAP = """
 default: {tenant: guests, namespace: guests}
@@ -307,8 +307,9 @@ spec:
             raise RuntimeError("kafka unreachable (test)")
 
     down = DownBus(bus.topics)
+    from dnsflow.edge.service import build
+
     from dnsflow.settings import Settings
-    from edge.service import build
 
     svc2 = build(Settings(home=tmp_path / "home", topic_prefix="t."), down,
                  listen="127.0.0.1:0", upstreams=[zone_upstream.address],
@@ -389,7 +390,7 @@ async def test_response_rules_deny_and_rewrite(start_edge, zone_upstream, tmp_pa
     m.write_text(TENANT_MAP)
     svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m),
                            policy_store=store_for(RESPONSE_RULES))
-    caplog.set_level("INFO", logger="edge.resolver")
+    caplog.set_level("INFO", logger="dnsflow.edge.resolver")
     r = await ask(svc, "example.com")
     assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
     assert any(getattr(x, "rule", "") == "shop/resp#no-doc-net" for x in caplog.records)

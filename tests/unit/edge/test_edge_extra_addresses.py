@@ -9,7 +9,7 @@ import dns.rcode
 import pytest
 
 from dnsflow.settings import ConfigError
-from edge.peers import free_port
+from harness.peers import free_port
 
 
 async def test_every_extra_address_answers_over_udp_and_tcp(start_edge) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import EVENT_FIELDS, parse_event
-from edge.testing import FakeUpstream
+from harness.fake_upstream import FakeUpstream
 
 
 async def udp(port: int, name: str, rtype: str = "A", **kw) -> dns.message.Message:

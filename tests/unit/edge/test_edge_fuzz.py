@@ -10,14 +10,14 @@ import threading
 
 import dns.message
 import pytest
+from dnsflow.edge.service import build
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from edge.service import build
-from edge.testing import FakeUpstream
+from harness.fake_upstream import FakeUpstream
 
 SEEDS = [
     dns.message.make_query("example.com", "A").to_wire(),

@@ -22,8 +22,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
-
-from edge.listeners import stream
+from dnsflow.edge.listeners import stream
 
 Q = dns.message.make_query("example.com", "A").to_wire()
 WRITE_HIGH = 64 * 1024  # edge.listeners.budget.WRITE_HIGH (imported lazily: the test must
@@ -377,7 +376,7 @@ async def test_rrl_is_off_by_default(start_edge) -> None:
 
 
 def test_rrl_keys_and_truncated_reply() -> None:
-    from edge.rrl import ResponseRateLimiter, tc_reply
+    from dnsflow.edge.rrl import ResponseRateLimiter, tc_reply
 
     r = ResponseRateLimiter(10, v4_prefix=24, v6_prefix=56)
     a = socket.inet_aton("192.0.2.77")
@@ -399,8 +398,8 @@ def test_rrl_keys_and_truncated_reply() -> None:
 
 
 def test_budget_fairness_unit() -> None:
-    from edge.listeners.budget import WRITE_HIGH as high
-    from edge.listeners.budget import ConnectionBudget
+    from dnsflow.edge.listeners.budget import WRITE_HIGH as high
+    from dnsflow.edge.listeners.budget import ConnectionBudget
 
     assert high == WRITE_HIGH
 

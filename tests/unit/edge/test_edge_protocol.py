@@ -21,11 +21,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-
-from edge import wire
-from edge.upstream.base import parse_upstream
-from edge.upstream.pool import UpstreamPool
-from edge.upstream.udp import UdpUpstream
+from dnsflow.edge import wire
+from dnsflow.edge.upstream.base import parse_upstream
+from dnsflow.edge.upstream.pool import UpstreamPool
+from dnsflow.edge.upstream.udp import UdpUpstream
 
 Handler = Callable[[dns.message.Message, bytes], list[bytes]]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from dnsflow.edge.telemetry import EventPublisher, Spool
+from dnsflow.edge.telemetry.spool import SpoolBusy
 
 from dnsflow.bus import BusError
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.topics import Topics
-from edge.telemetry import EventPublisher, Spool
-from edge.telemetry.spool import SpoolBusy
 
 
 class FlakyBus(MemoryBus):

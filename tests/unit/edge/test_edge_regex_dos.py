@@ -11,9 +11,8 @@ from pathlib import Path
 import dns.asyncquery
 import dns.message
 import dns.rcode
-
-from policies import policyset, records
-from policies.api import PolicyStore
+from dnsflow.policies import policyset, records
+from dnsflow.policies.api import PolicyStore
 
 TENANT_MAP = """
 default: {tenant: guests, namespace: guests}

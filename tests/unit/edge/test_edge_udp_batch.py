@@ -12,11 +12,11 @@ import dns.message
 import dns.rcode
 import orjson
 import pytest
+from dnsflow.edge.listeners import mmsg
+from dnsflow.edge.listeners.udp import UdpListener
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import parse_event
-from edge.listeners import mmsg
-from edge.listeners.udp import UdpListener
 
 linux = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg need Linux")
 
@@ -207,7 +207,7 @@ def test_decode_name_matches_recvfrom_addresses() -> None:
 async def test_memoised_hit_is_redecided_every_second(start_edge, monkeypatch) -> None:
     """A verdict that changes without a policy generation bump (an auto-deny entry) takes
     effect within a second on the memoised path; an unchanged one keeps it memoised."""
-    from policies.api import Verdict
+    from dnsflow.policies.api import Verdict
 
     svc = await start_edge()
     port = svc.status()["udp_port"]

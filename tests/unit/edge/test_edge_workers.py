@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dnsflow.edge.supervisor import WorkerSupervisor
 from prometheus_client.parser import text_string_to_metric_families
 
 from dnsflow.settings import ConfigError
-from edge.peers import dns_probe, free_port
-from edge.supervisor import WorkerSupervisor
+from harness.peers import dns_probe, free_port
 
 
 async def _until(cond, timeout: float = 20.0) -> None:

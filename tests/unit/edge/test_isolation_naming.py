@@ -11,11 +11,11 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import orjson
+from dnsflow.policies import policyset, records
+from dnsflow.policies.api import PolicyStore
 from prometheus_client.parser import text_string_to_metric_families
 
 from dnsflow.bus.memory import MemoryBus
-from policies import policyset, records
-from policies.api import PolicyStore
 
 MAP = """
 namespaces: {shop: shop, payments: payments}

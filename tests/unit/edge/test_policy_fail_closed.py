@@ -20,10 +20,10 @@ def test_edge_does_not_start_without_policies() -> None:
     # ``None`` in sys.modules makes every import of the package fail, as if not installed.
     res = _run("""
         import sys
-        sys.modules["policies"] = None
-        sys.modules["policies.api"] = None
+        sys.modules["dnsflow.policies"] = None
+        sys.modules["dnsflow.policies.api"] = None
         try:
-            import edge.service  # noqa: F401
+            import dnsflow.edge.service  # noqa: F401
         except ImportError as exc:
             print("refused:", exc)
             raise SystemExit(0)
@@ -37,6 +37,6 @@ def test_edge_does_not_start_without_policies() -> None:
 def test_no_permissive_stand_in() -> None:
     res = _run("""
         import importlib.util
-        print(importlib.util.find_spec("edge.policy.compat") is None)
+        print(importlib.util.find_spec("dnsflow.edge.policy.compat") is None)
     """)
     assert res.stdout.strip() == "True", res.stdout + res.stderr

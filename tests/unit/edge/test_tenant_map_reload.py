@@ -16,9 +16,8 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
-
-from edge.service import EdgeService
-from policies.api import PolicyStore
+from dnsflow.edge.service import EdgeService
+from dnsflow.policies.api import PolicyStore
 
 MAP = """
 default: {tenant: guests, namespace: guests}

@@ -10,8 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from edge.tls import client_context, self_signed, server_context
+from dnsflow.edge.tls import client_context, self_signed, server_context
 
 
 def test_self_signed_is_a_server_leaf(tmp_path: Path) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import pytest
-
-from policies import policyset, records
-from policies.api import ClientInfo, PolicyStore
+from dnsflow.policies import policyset, records
+from dnsflow.policies.api import ClientInfo, PolicyStore
 
 StoreFactory = Callable[..., PolicyStore]
 

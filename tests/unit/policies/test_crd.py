@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
-from policies import crd
+from dnsflow.policies import crd
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
@@ -15,7 +14,8 @@ def test_committed_crds_match_the_model():
     for folder in (DEPLOY / "crds", DEPLOY / "helm" / "dnsflow" / "crds"):
         for name, doc in crd.manifests().items():
             committed = (folder / name).read_text()
-            assert committed == crd.render(doc), f"regenerate: python -m policies.crd ({name})"
+            assert committed == crd.render(doc), (
+                f"regenerate: python -m dnsflow.policies.crd ({name})")
 
 
 def test_status_subresource_and_columns():

@@ -131,7 +131,7 @@ def test_without_namespace_map_owner_comes_from_policies(make_store, mk_client):
 
 
 def test_custom_cluster_domain(make_store, mk_client):
-    from policies.api import PolicyStore
+    from dnsflow.policies.api import PolicyStore
 
     store = make_store(POLICIES, NS_MAP, store=PolicyStore("corp.example."))
     c = mk_client("acme", "shop")
@@ -141,7 +141,7 @@ def test_custom_cluster_domain(make_store, mk_client):
 
 
 def test_isolation_applies_with_no_policy_at_all(mk_client):
-    from policies.api import PolicyStore
+    from dnsflow.policies.api import PolicyStore
 
     store = PolicyStore()
     store.set_namespace_tenants(NS_MAP)

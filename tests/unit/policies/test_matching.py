@@ -5,8 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
-
-from policies.api import LocalRecord
+from dnsflow.policies.api import LocalRecord
 
 BASE = """
 apiVersion: dnsflow.io/v1
@@ -247,7 +246,7 @@ def test_cluster_tiers_precedence(make_store, mk_client):
 def test_auto_deny_between_guardrail_and_tenant(make_store, mk_client):
     import time
 
-    from policies.api import AutoDeny, auto_deny_record
+    from dnsflow.policies.api import AutoDeny, auto_deny_record
 
     store = make_store(CLUSTER)
     future = time.time_ns() // 1000 + 60_000_000
@@ -335,7 +334,7 @@ spec:
 
 @pytest.mark.parametrize("q", ["a.example.com", "A.EXAMPLE.COM."])
 def test_lower_versions_ignored_and_tombstone(make_store, mk_client, q):
-    from policies import policyset, records
+    from dnsflow.policies import policyset, records
 
     store = make_store(BASE, version=5)
     docs = policyset.from_text(BASE.replace("ads.example.com", "a.example.com"))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+from dnsflow.policies import policyset
+from dnsflow.policies.api import ClientInfo, PolicyStore
+from dnsflow.policies.follower import PolicyFollower
+from dnsflow.policies.publisher import Publisher
+from dnsflow.policies.service import build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
-from policies import policyset
-from policies.api import ClientInfo, PolicyStore
-from policies.follower import PolicyFollower
-from policies.publisher import Publisher
-from policies.service import build
 
 P1 = """
 apiVersion: dnsflow.io/v1
@@ -138,8 +138,8 @@ async def test_follower_sends_bad_records_to_dlq():
 
 
 async def test_follower_applies_big_policies_via_worker_thread():
-    from policies import records
-    from policies.follower import THREAD_THRESHOLD
+    from dnsflow.policies import records
+    from dnsflow.policies.follower import THREAD_THRESHOLD
 
     bus = MemoryBus()
     doc = records.tenant_document("acme", [])

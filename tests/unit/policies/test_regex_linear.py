@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from dnsflow.policies import matcher, policyset, records
+from dnsflow.policies.api import ClientInfo, PolicyStore
+from dnsflow.policies.loader import PolicySetError
+from dnsflow.policies.regex import ENGINE, NameRegex
 
 from dnsflow.cli import main
-from policies import matcher, policyset, records
-from policies.api import ClientInfo, PolicyStore
-from policies.loader import PolicySetError
-from policies.regex import ENGINE, NameRegex
 
 SLOW = ".*.*.*.*.*z"
 # 244 characters, four labels, no 'z': a backtracking engine tries ~n^5/120 splits

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
-from policies import policyset, records
-from policies.api import PolicyRecordError, PolicyStore
+from dnsflow.policies import policyset, records
+from dnsflow.policies.api import PolicyRecordError, PolicyStore
 
 POLICY = """
 apiVersion: dnsflow.io/v1
@@ -82,7 +81,7 @@ def test_global_key_reserved():
 
 
 def test_snapshot_round_trip(mk_client):
-    from policies.api import AutoDeny, auto_deny_record
+    from dnsflow.policies.api import AutoDeny, auto_deny_record
 
     store = PolicyStore()
     store.set_namespace_tenants({"shop": "acme", "bank": "globex"})
@@ -101,7 +100,7 @@ def test_snapshot_round_trip(mk_client):
 def test_big_record_keeps_gc_state(mk_client):
     import gc
 
-    from policies.store import GC_PAUSE_BYTES
+    from dnsflow.policies.store import GC_PAUSE_BYTES
 
     doc = records.tenant_document("acme", [])
     doc["policies"] = [{"apiVersion": "dnsflow.io/v1", "kind": "DNSPolicy",
@@ -125,7 +124,7 @@ def test_big_record_keeps_gc_state(mk_client):
 
 
 def test_policy_records_helper(mk_client, tmp_path):
-    from policies.api import policy_records
+    from dnsflow.policies.api import policy_records
 
     (tmp_path / "p.yaml").write_text(POLICY)
     for source in (POLICY, [tmp_path]):

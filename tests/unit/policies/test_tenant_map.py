@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from policies.tenant_map import TenantMapError, load_tenant_map
+from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
 
 
 def _map(tmp_path, text: str):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
-from policies import policyset
-from policies.loader import PolicySetError, load_paths
+from dnsflow.policies import policyset
+from dnsflow.policies.loader import PolicySetError, load_paths
 
 
 def _doc(spec: str, kind: str = "DNSPolicy", meta: str = "{name: p, namespace: shop}") -> str:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from dnsflow.sinks.config import SinkConfig
+from dnsflow.sinks.dsn import parse
+from dnsflow.sinks.migrate import migrate
+from dnsflow.sinks.query import run_sql
+from dnsflow.sinks.sink import Sink
+from dnsflow.sinks.store import Store
 
 from dnsflow.bus.memory import MemoryBus
-from sinks.config import SinkConfig
-from sinks.dsn import parse
-from sinks.migrate import migrate
-from sinks.query import run_sql
-from sinks.sink import Sink
-from sinks.store import Store
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "queries.md"
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from sinks.dsn import DsnError, one_line, parse, redact
+from dnsflow.sinks.dsn import DsnError, one_line, parse, redact
 
 
 def test_redact_hides_password_only():

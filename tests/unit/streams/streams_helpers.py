@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.config import StreamsConfig
-from streams.logic import Output, StreamLogic
+from dnsflow.streams.config import StreamsConfig
+from dnsflow.streams.logic import Output, StreamLogic
 
 T0 = 1_699_999_980_000_000  # minute-aligned event time (µs)
 

@@ -2,12 +2,12 @@ import itertools
 
 import orjson
 import pytest
+from dnsflow.streams.alerts import AlertEngine, RuleFileError, load_rules, parse_rules
+from dnsflow.streams.config import StreamsConfig
+from dnsflow.streams.logic import StreamLogic
 from streams_helpers import T0, anomalies, run
 
 from dnsflow.schema import now_us
-from streams.alerts import AlertEngine, RuleFileError, load_rules, parse_rules
-from streams.config import StreamsConfig
-from streams.logic import StreamLogic
 
 
 def anomaly(ts, kind="dga", tenant="shop", severity="high", score=0.9, client="10.0.0.1"):
@@ -96,7 +96,7 @@ def test_auto_deny_is_lifted_when_it_expires_in_event_time(ev, lt):
 
 
 def test_policy_record_is_understood_by_the_policy_store(ev, lt):
-    api = pytest.importorskip("policies.api")
+    api = pytest.importorskip("dnsflow.policies.api")
     cfg = StreamsConfig.model_validate({"auto_response": {"enabled": True}})
     # the edge ignores expired denies (wall clock), so the traffic happens now
     out = run(StreamLogic(cfg), tunnel_events(ev, lt, "analytics", t0=now_us() - 30_000_000))

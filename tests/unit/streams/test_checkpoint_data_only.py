@@ -10,11 +10,10 @@ from collections import deque
 
 import lz4.frame
 import msgspec
+from dnsflow.streams import checkpoint
+from dnsflow.streams.checkpoint import FORMAT, VERSION, read_meta, restore, snapshot
+from dnsflow.streams.detectors import registered
 from streams_helpers import T0, make_logic
-
-from streams import checkpoint
-from streams.checkpoint import FORMAT, VERSION, read_meta, restore, snapshot
-from streams.detectors import registered
 
 
 class _Evil:
@@ -55,7 +54,7 @@ def _same(a, b, path="state"):
             assert a.maxlen == b.maxlen, f"{path}: maxlen"
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _same(x, y, f"{path}[{i}]")
-    elif type(a).__module__.startswith("streams"):
+    elif type(a).__module__.startswith("dnsflow.streams"):
         for f in checkpoint._fields(type(a)) or tuple(vars(a)):
             assert hasattr(a, f) == hasattr(b, f), f"{path}.{f}"
             if hasattr(a, f):
@@ -92,12 +91,12 @@ def test_a_pickled_checkpoint_is_never_executed(tmp_path, caplog, ev, lt):
     pickle.loads(pickle.dumps(_Evil(tmp_path / "probe")))  # the payload does run if unpickled
     assert (tmp_path / "probe").exists()
     logic = make_logic()
-    caplog.set_level(logging.ERROR, logger="streams.checkpoint")
+    caplog.set_level(logging.ERROR, logger="dnsflow.streams.checkpoint")
     assert restore(logic, [evil]) == 0
     assert read_meta(evil) == {}
     assert not marker.exists()
     assert any("checkpoint refused" in r.getMessage() for r in caplog.records
-               if r.name == "streams.checkpoint")
+               if r.name == "dnsflow.streams.checkpoint")
 
 
 def test_other_versions_and_garbage_are_refused_and_the_rest_restored(caplog, ev, lt):
@@ -106,10 +105,10 @@ def test_other_versions_and_garbage_are_refused_and_the_rest_restored(caplog, ev
                                                       "state": {}}))
     bad_class = lz4.frame.compress(msgspec.msgpack.encode(
         {"format": FORMAT, "v": VERSION, "state": {"\x00": ["os.system", {"cmd": "true"}]}}))
-    caplog.set_level(logging.ERROR, logger="streams.checkpoint")
+    caplog.set_level(logging.ERROR, logger="dnsflow.streams.checkpoint")
     logic = make_logic()
     assert restore(logic, [b"garbage", other, bad_class, good]) == 1
-    msgs = [r.getMessage() for r in caplog.records if r.name == "streams.checkpoint"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "dnsflow.streams.checkpoint"]
     assert len(msgs) == 3
     assert "version 2" in msgs[1] and "unknown tagged value 'os.system'" in msgs[2]
     assert logic.events > 0  # the good one was merged; the worker keeps going
@@ -123,11 +122,11 @@ def test_a_malformed_detector_part_refuses_the_whole_checkpoint(caplog, ev, lt):
     doc = {"format": FORMAT, "v": VERSION, "state": checkpoint._data(good)}
     bad = lz4.frame.compress(msgspec.msgpack.encode(doc))
     old = lz4.frame.compress(msgspec.msgpack.encode({"format": FORMAT, "v": 1, "state": {}}))
-    caplog.set_level(logging.ERROR, logger="streams.checkpoint")
+    caplog.set_level(logging.ERROR, logger="dnsflow.streams.checkpoint")
     logic = make_logic()
     assert restore(logic, [bad, old]) == 0
     assert logic.events == 0 and not logic.tmax
     assert all(not any(d.snapshot(set(good["tmax"])).values())
                for d in logic.detectors.values())
-    msgs = [r.getMessage() for r in caplog.records if r.name == "streams.checkpoint"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "dnsflow.streams.checkpoint"]
     assert "malformed tunneling state" in msgs[0] and "version 1" in msgs[1]

@@ -3,7 +3,7 @@ checkpoint with a missing piece is not half-restored."""
 
 import os
 
-from streams.checkpoint_records import MANIFEST, assemble, checkpoint_key, to_records
+from dnsflow.streams.checkpoint_records import MANIFEST, assemble, checkpoint_key, to_records
 
 
 def apply(table: dict[str, bytes], records) -> None:

@@ -3,11 +3,10 @@ import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
+from dnsflow.streams.alerts import Webhook
+from dnsflow.streams.checkpoint import forget, restore, snapshot
+from dnsflow.streams.webhook import WebhookSender
 from streams_helpers import T0, make_logic
-
-from streams.alerts import Webhook
-from streams.checkpoint import forget, restore, snapshot
-from streams.webhook import WebhookSender
 
 
 def traffic(ev, lt):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import orjson
+from dnsflow.streams.pipeline import StreamsPipeline
 from streams_helpers import T0
 
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
-from streams.pipeline import StreamsPipeline
 
 
 def _rules(rule_id: str, kind: str) -> str:

@@ -3,11 +3,11 @@ import subprocess
 import sys
 
 import orjson
+from dnsflow.streams.service import build
 from streams_helpers import T0
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
-from streams.service import build
 
 
 async def read_all(bus, topic):
@@ -99,8 +99,8 @@ def test_replay_cli_text_and_missing_file(tmp_path, ev, lt):
 
 
 async def test_same_input_same_output_under_service_and_replay(ev, lt):
-    from streams.config import StreamsConfig
-    from streams.logic import StreamLogic
+    from dnsflow.streams.config import StreamsConfig
+    from dnsflow.streams.logic import StreamLogic
 
     events = traffic(ev, lt)
     direct = StreamLogic(StreamsConfig())
@@ -128,7 +128,7 @@ async def test_same_input_same_output_under_service_and_replay(ev, lt):
 
 
 def test_worker_command_line_drops_only_the_workers_flag():
-    from streams.cli import without_workers
+    from dnsflow.streams.cli import without_workers
 
     argv = ["streams", "--kafka", "k:9092", "--workers", "3", "--topic-prefix", "p."]
     assert without_workers(argv) == ["streams", "--kafka", "k:9092", "--topic-prefix", "p."]
@@ -143,7 +143,7 @@ def test_streams_verb_needs_kafka(tmp_path):
 
 
 def test_partition_clock_follows_the_slowest_active_partition():
-    from streams.clock import PartitionClock
+    from dnsflow.streams.clock import PartitionClock
 
     clock = PartitionClock(grace_us=5, idle_s=5.0, warmup_s=1.5)
     assert clock.watermark(now=100.0) is None  # nothing seen yet

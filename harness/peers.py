@@ -75,7 +75,7 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
-    from edge.tls import self_signed
+    from dnsflow.edge.tls import self_signed
 
     return self_signed(directory, "localhost")
 
