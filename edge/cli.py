@@ -72,16 +72,6 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
-def _tune_gc() -> None:
-    """Fewer young-generation collections: the answer path allocates short-lived tuples at
-    tens of thousands a second, and start-up objects never need scanning again."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -91,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.gctune import tune_for_batches
 
     if getattr(args, "log_format", "text") == "json":
         from dnsflow.edge.logs import use_json_logs
@@ -125,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         services = build(settings, bus, **kw)
         for s in services:
             await s.start()
-        _tune_gc()
+        # the answer path allocates short-lived tuples at tens of thousands a second
+        tune_for_batches(50_000)
         for s in services:
             print(f"dnsflow edge: serving {s.status()['ports']}", flush=True)
         stop = asyncio.Event()

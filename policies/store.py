@@ -13,7 +13,7 @@ compiled into one matcher per tenant, so a query costs one suffix walk.
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +34,8 @@ from dnsflow.policies.records import (
 )
 from dnsflow.policies.types import ClientInfo, CompiledView, PolicyRecordError, Verdict
 from pydantic import ValidationError
+
+from dnsflow.gctune import gc_paused
 
 # The rule of an isolation verdict (in events and explain): the same for every namespace.
 ISOLATION_RULE = "isolation"
@@ -93,10 +95,7 @@ class PolicyStore:
             return self._remove(key.decode("utf-8", "replace"))
         # Compiling a big policy allocates hundreds of thousands of objects, none of them
         # garbage: the cyclic GC would rescan them over and over (half the compile time).
-        pause_gc = len(value) > GC_PAUSE_BYTES and gc.isenabled()
-        if pause_gc:
-            gc.disable()
-        try:
+        with gc_paused() if len(value) > GC_PAUSE_BYTES else contextlib.nullcontext():
             doc = decode(key, value)
             k = (AUTO_PREFIX + doc["tenant"]) if doc["kind"] == KIND_AUTO else doc["tenant"]
             current = self._records.get(k)
@@ -110,9 +109,6 @@ class PolicyStore:
                 self._set_tenant(doc)
             self._records[k] = doc
             return True
-        finally:
-            if pause_gc:
-                gc.enable()
 
     def _parse(self, doc: dict[str, Any], model: type[DNSPolicy] | type[ClusterDNSPolicy]
                ) -> list[Any]:

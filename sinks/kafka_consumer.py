@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from dnsflow.sinks.batch import Records
-from dnsflow.sinks.gcpause import gc_paused
 
 from dnsflow.bus import BusError, Consumer, Message
+from dnsflow.gctune import gc_paused
 
 log = logging.getLogger(__name__)
 

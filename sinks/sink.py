@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 from dnsflow.sinks.batch import Records
 from dnsflow.sinks.config import SinkConfig
 from dnsflow.sinks.faults import fault_point
-from dnsflow.sinks.gcpause import gc_paused
 from dnsflow.sinks.ingest import canonical_body, ingest_body
 from dnsflow.sinks.kafka_consumer import FastKafkaConsumer
 from dnsflow.sinks.rows import TABLES, TableSpec
@@ -33,6 +32,7 @@ from dnsflow.sinks.store import COORDINATES, Store, StoreError, batch_token
 
 from dnsflow.bus import Bus, BusError, Consumer, Message
 from dnsflow.dlq import dlq_record
+from dnsflow.gctune import gc_paused
 from dnsflow.schema import RecordError
 
 log = logging.getLogger(__name__)
