@@ -26,6 +26,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from dnsflow.edge.tokens import take
+
 ANSWER, DROP, SLIP = 0, 1, 2
 
 
@@ -83,14 +85,8 @@ class ResponseRateLimiter:
                 self._prune(now)
             self.buckets[key] = [self.burst - 1.0, now]
             return ANSWER
-        t = b[0] + (now - b[1]) * self.rate
-        if t > self.burst:
-            t = self.burst
-        b[1] = now
-        if t >= 1.0:
-            b[0] = t - 1.0
+        if take(b, now, self.rate, self.burst):
             return ANSWER
-        b[0] = t
         self.limited += 1
         if self.slip and self.limited % self.slip == 0:
             self.slipped += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from dnsflow.edge.tokens import take
+
 
 class RateLimiter:
     """``allow(ip, rate, burst)`` refills lazily; memory bounded by ``max_clients``."""
@@ -22,11 +24,7 @@ class RateLimiter:
                 self._b.clear()
             self._b[ip] = [burst - 1.0, now]
             return True
-        tokens = min(float(burst), b[0] + (now - b[1]) * rate)
-        b[1] = now
-        if tokens >= 1.0:
-            b[0] = tokens - 1.0
+        if take(b, now, rate, burst):
             return True
-        b[0] = tokens
         self.limited += 1
         return False

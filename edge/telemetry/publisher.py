@@ -236,7 +236,11 @@ class EventPublisher:
                     self.kafka_ok = False
             else:
                 self._spill(self._take(self.batch))
-        # one bounded attempt to drain the spool before exiting
+        await self._drain_spool_then_close(deadline)
+
+    async def _drain_spool_then_close(self, deadline: float) -> None:
+        """One bounded attempt to drain the spool before exiting; what is left stays on disk
+        for the next start."""
         while not self.spool.empty and self.kafka_ok and time.monotonic() < deadline:
             try:  # cancel-safe: a chunk leaves the spool only once it was confirmed
                 if not await asyncio.wait_for(self.drain_once(),

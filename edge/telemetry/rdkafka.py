@@ -181,14 +181,7 @@ class RdKafkaPublisher(EventPublisher):
             self.producer.purge(in_queue=True, in_flight=True)
             self.producer.poll(0.5)
         self._collect_failures()
-        while not self.spool.empty and self.kafka_ok and time.monotonic() < deadline:
-            try:
-                if not await asyncio.wait_for(self.drain_once(),
-                                              max(0.1, deadline - time.monotonic())):
-                    break
-            except TimeoutError:
-                break
-        self.spool.close()
+        await self._drain_spool_then_close(deadline)
 
     @property
     def in_flight(self) -> int:
