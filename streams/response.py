@@ -52,19 +52,20 @@ class AutoResponder:
             return
         cause = (f"anomaly {kind} severity={a['severity']} score={a['score']:.2f} "
                  f"client={a.get('client_ip') or '-'} incident={a['evidence'].get('incident')}")
-        denies[domain] = policy_bridge.Deny(tenant, domain, expires, cause, kind)
-        self._publish(tenant, a["ts"], "extend" if old else "deny", domain, cause, expires)
+        deny = denies[domain] = policy_bridge.Deny(tenant, domain, expires, cause, kind)
+        self._publish(deny, a["ts"], "extend" if old else "deny")
 
     def expire(self, watermark: int) -> None:
         for tenant in sorted(self.active):
             denies = self.active[tenant]
             for domain in sorted(d for d, x in denies.items() if x.expires_at_us <= watermark):
                 gone = denies.pop(domain)
-                self._publish(tenant, gone.expires_at_us, "lift", domain,
-                              f"expired (was: {gone.cause})", gone.expires_at_us)
+                self._publish(gone, gone.expires_at_us, "lift", f"expired (was: {gone.cause})")
 
-    def _publish(self, tenant: str, ts: int, action: str, domain: str, cause: str,
-                 expires: int) -> None:
+    def _publish(self, deny: policy_bridge.Deny, ts: int, action: str,
+                 cause: str | None = None) -> None:
+        """Republish the tenant's whole deny set after ``action`` on ``deny``."""
+        tenant, domain, cause = deny.tenant, deny.domain, cause or deny.cause
         version = max(ts, self.version.get(tenant, 0) + 1)
         self.version[tenant] = version
         current = sorted(self.active.get(tenant, {}).values(), key=lambda d: d.domain)
@@ -73,7 +74,7 @@ class AutoResponder:
                     action, tenant, domain, version, cause)
         self.emit({
             "v": 1, "ts": ts, "tenant": tenant, "action": action, "domain": domain,
-            "expires_at_us": expires, "version": version, "cause": cause,
+            "expires_at_us": deny.expires_at_us, "version": version, "cause": cause,
             "key": key.decode(), "active": [d.domain for d in current],
         }, (key, value))
 
