@@ -19,6 +19,7 @@ wired to Kafka by a faust app.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -89,6 +90,10 @@ class FaustWorker:
             f"{settings.topic_prefix}{self.cfg.group}",
             broker=[f"kafka://{b.strip()}" for b in settings.kafka.split(",")],
             store="memory://",
+            # faust's own files (<app id>-data) go under the data directory, not the working
+            # directory (APP_DATADIR, as the image sets it, wins)
+            datadir=os.environ.get("APP_DATADIR")
+            or str(settings.home.resolve() / "faust" / "{conf.name}-data"),
             web_enabled=False,
             key_serializer="raw",
             value_serializer="raw",
