@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-import yaml
+from dnsflow.yaml_file import parse_yaml, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -147,26 +147,13 @@ def parse_tenant_map(data: Any, source: str = "tenant map") -> TenantMap:
 def load_tenant_map(path: str | Path) -> TenantMap:
     """Read and check a map file; an empty, non-UTF-8, unreadable or invalid one raises
     :class:`TenantMapError` naming the file and what is wrong."""
-    p = Path(path)
-    src = f"tenant map {p}"
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise TenantMapError(f"{src}: cannot read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TenantMapError(f"{src}: not UTF-8 (byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise TenantMapError(f"{src}{line}: invalid YAML") from None
+    src = f"tenant map {Path(path)}"
+    text = read_utf8(path, src, TenantMapError)
+    data = parse_yaml(text, src, TenantMapError)
     result = parse_tenant_map(data, src)
     if result.empty:
-        raise TenantMapError(f"{src}: empty ({len(raw)} bytes; no clients, default or "
-                             "namespaces)")
+        size = len(text.encode())
+        raise TenantMapError(f"{src}: empty ({size} bytes; no clients, default or namespaces)")
     return result
 
 

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from dnsflow.streams.config import SEVERITY_RANK, Kind, SeverityName
 from dnsflow.streams.windows import to_us
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dnsflow.yaml_file import load_yaml
 
 
 class RuleFileError(ValueError):
@@ -106,18 +107,7 @@ def parse_rules(data: Any, where: str) -> RuleSet:
 
 
 def load_rules(path: str | Path) -> RuleSet:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise RuleFileError(f"{p}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise RuleFileError(f"{p}{line}: invalid YAML") from None
-    return parse_rules(data, str(p))
+    return parse_rules(load_yaml(path, str(path), RuleFileError), str(path))
 
 
 class AlertEngine:
