@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -201,14 +201,16 @@ def encode_event(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event)
 
 
-def decode_json(raw: bytes | str, where: str = "record") -> dict[str, Any]:
-    """Parse one JSON object or raise :class:`RecordError` naming ``where``."""
+def decode_json(raw: bytes | str, where: str = "record",
+                error: type[ValueError] = RecordError) -> dict[str, Any]:
+    """Parse one JSON object or raise ``error`` (a component's own record error, default
+    :class:`RecordError`) naming ``where``."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RecordError(f"{where}: not valid JSON ({exc})") from None
+        raise error(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
-        raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
@@ -220,19 +222,22 @@ def _explain(exc: ValidationError, where: str) -> RecordError:
     return RecordError(f"{where}: " + "; ".join(parts))
 
 
-def parse_event(raw: bytes | str | dict[str, Any], where: str = "event") -> DnsEvent:
-    """Decode and validate one event, raising :class:`RecordError` with field paths."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], raw: bytes | str | dict[str, Any], where: str) -> M:
     obj = raw if isinstance(raw, dict) else decode_json(raw, where)
     try:
-        return DnsEvent.model_validate(obj)
+        return model.model_validate(obj)
     except ValidationError as exc:
         raise _explain(exc, where) from None
+
+
+def parse_event(raw: bytes | str | dict[str, Any], where: str = "event") -> DnsEvent:
+    """Decode and validate one event, raising :class:`RecordError` with field paths."""
+    return _parse(DnsEvent, raw, where)
 
 
 def parse_anomaly(raw: bytes | str | dict[str, Any], where: str = "anomaly") -> Anomaly:
     """Decode and validate one anomaly, raising :class:`RecordError` with field paths."""
-    obj = raw if isinstance(raw, dict) else decode_json(raw, where)
-    try:
-        return Anomaly.model_validate(obj)
-    except ValidationError as exc:
-        raise _explain(exc, where) from None
+    return _parse(Anomaly, raw, where)

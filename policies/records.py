@@ -25,6 +25,8 @@ from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy, dump
 from dnsflow.policies.types import PolicyRecordError
 from dnsflow.policies.validate import groups
 
+from dnsflow.schema import decode_json
+
 FORMAT = 1
 GLOBAL = "_global"
 AUTO_PREFIX = "auto:"
@@ -94,12 +96,7 @@ def decode(key: bytes | None, value: bytes) -> dict[str, Any]:
     """Parse and sanity-check one value; raise :class:`PolicyRecordError` naming the problem."""
     k = key.decode("utf-8", "replace") if key is not None else None
     where = f"policy record key={k!r}"
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise PolicyRecordError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise PolicyRecordError(f"{where}: expected a JSON object")
+    obj = decode_json(value, where, PolicyRecordError)
     if obj.get("format") != FORMAT:
         raise PolicyRecordError(f"{where}: unsupported format {obj.get('format')!r}")
     kind = obj.get("kind")
