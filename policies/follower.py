@@ -15,8 +15,8 @@ from dnsflow.policies.store import PolicyStore
 from dnsflow.policies.types import PolicyRecordError
 
 from dnsflow.bus import Bus
-from dnsflow.bus.base import BusError, Message
-from dnsflow.dlq import dlq_record
+from dnsflow.bus.base import Message
+from dnsflow.dlq import send_dead_letter
 
 log = logging.getLogger(__name__)
 # Records above this size compile in a worker thread so the event loop keeps serving.
@@ -79,21 +79,14 @@ class PolicyFollower:
             self.rejected += 1
             self.last_error = str(exc)
             log.warning("policy record rejected (offset %d): %s", m.offset, exc)
-            asyncio.get_running_loop().create_task(self._dlq(m, str(exc)))
+            asyncio.get_running_loop().create_task(
+                send_dead_letter(self.bus, m, str(exc), component="policies"))
             return False
         self.applied += 1
         if self.on_change is not None:
             key = m.key.decode("utf-8", "replace") if m.key else ""
             self.on_change(key, self.store.record(key))
         return True
-
-    async def _dlq(self, m: Message, reason: str) -> None:
-        value = dlq_record(m.topic, m.partition, m.offset, reason, m.value, m.key,
-                           component="policies")
-        try:
-            await self.bus.send(self.bus.topics.dlq, value, key=m.topic.encode())
-        except BusError as exc:
-            log.error("could not send rejected policy record to the DLQ: %s", exc)
 
     async def _run(self) -> None:
         while True:

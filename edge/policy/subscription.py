@@ -17,8 +17,8 @@ from typing import Any
 from dnsflow.edge.resolver import PolicyHolder
 from dnsflow.policies.api import PolicyRecordError, PolicyStore
 
-from dnsflow.bus import Bus, BusError, Message
-from dnsflow.dlq import dlq_record
+from dnsflow.bus import Bus, Message
+from dnsflow.dlq import send_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +145,7 @@ class PolicySubscription:
                 self.on_change(changed)
             self.save_snapshot()
         for m, reason in rejected:
-            await self._dlq(m, reason)
-
-    async def _dlq(self, m: Message, reason: str) -> None:
-        rec = dlq_record(m.topic, m.partition, m.offset, reason, m.value, m.key,
-                         component="edge")
-        try:
-            await self.bus.send(self.bus.topics.dlq, rec, key=m.topic.encode())
-        except BusError as exc:
-            log.error("cannot send rejected policy record to the DLQ: %s", exc)
+            await send_dead_letter(self.bus, m, reason, component="edge")
 
     async def stop(self) -> None:
         # A stop flag first: a consumer's getmany may swallow a cancellation (asyncio.wait_for
