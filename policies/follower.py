@@ -6,7 +6,6 @@ Bad records go to the DLQ with the reason and the last good policy stays in forc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,7 @@ from dnsflow.policies.types import PolicyRecordError
 from dnsflow.bus import Bus
 from dnsflow.bus.base import Message
 from dnsflow.dlq import send_dead_letter
+from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 # Records above this size compile in a worker thread so the event loop keeps serving.
@@ -46,11 +46,8 @@ class PolicyFollower:
         self._task = asyncio.create_task(self._run(), name="policy-follower")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._consumer.stop()
 
     def status(self) -> dict[str, Any]:

@@ -25,7 +25,6 @@ event loop; ``stop()`` closes the streams.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from dnsflow.policies.records import GLOBAL
 
 from dnsflow.bus import Bus
 from dnsflow.kube import ListWatch, api_client
+from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,7 @@ class KubernetesSource:
     async def stop(self) -> None:
         for t in self._threads:
             t.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         for t in self._threads:
             await asyncio.to_thread(t.join, 2.0)
         await self.publisher.close()

@@ -7,7 +7,6 @@ ConfigMap volumes, whose symlink swaps inotify-style watchers often miss).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 from dnsflow.policies import policyset
 from dnsflow.policies.loader import PolicySetError, load_paths, policy_files
+
+from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,8 @@ class YamlDirSource:
         self._task = asyncio.create_task(self._loop(), name=f"policy-dir {self.directory}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:
