@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dnsflow.sinks.query import QueryError, run_sql
+from dnsflow.sinks.query import QueryError, run_formatted, run_sql
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,21 @@ class QueryEndpoint:
             return web.json_response({"error": "unauthorised"}, status=401)
         try:
             body = orjson.loads(await request.read())
-            sql = body["sql"]
-            if not isinstance(sql, str):
+            sql, fmt, write = body["sql"], body.get("format"), body.get("write", False)
+            if not (isinstance(sql, str) and isinstance(fmt, str | None)
+                    and isinstance(write, bool)):
                 raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return web.json_response({"error": 'expected JSON {"sql": "..."}'}, status=400)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return web.json_response(
+                {"error": 'expected JSON {"sql": "...", "format": "...", "write": false}'},
+                status=400)
         async with self._lock:
             try:
                 client = self._client_factory()
-                result = await asyncio.to_thread(run_sql, client, sql)
+                if fmt is None:  # programs: columns, types and rows as JSON
+                    result = await asyncio.to_thread(run_sql, client, sql, write=write)
+                    return web.Response(body=result.to_json(), content_type="application/json")
+                out = await asyncio.to_thread(run_formatted, client, sql, fmt, write=write)
             except QueryError as exc:
                 return web.json_response({"error": str(exc)}, status=400)
-        return web.Response(body=result.to_json(), content_type="application/json")
+        return web.Response(body=out, content_type="application/octet-stream")

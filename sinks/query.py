@@ -1,13 +1,18 @@
-"""Run one SQL statement and render its result as a table, JSON lines or CSV.
+"""Run one SQL statement a person typed (``dnsflow query``, its endpoint in a running ``up``,
+the console) and give its result in ClickHouse's own output formats.
 
-Shared by ``dnsflow query`` (direct connection) and the embedded query endpoint, so both
-give the same answers and the same one-line errors.
+The statement is parsed by ClickHouse itself (``formatQuerySingleLine``: exactly one
+statement, comments gone, keywords upper-cased) and what runs is that normalised text, so a
+second statement hidden after a ``;`` or behind a comment never runs. Read-only by default: only
+SELECT/WITH/SHOW/DESCRIBE/EXPLAIN/EXISTS without ``INTO OUTFILE``; anything else needs
+``write=True`` (``--write``). chDB keeps settings per session, so read-only is decided here
+rather than with ClickHouse's ``readonly`` setting, which would stick to the sink's own
+connection in the embedded process; on a ClickHouse server, give the console and people a
+read-only user as well.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,8 +22,11 @@ from typing import Any
 import orjson
 from dnsflow.sinks.dsn import one_line
 
-FORMATS = ("table", "json", "csv")
-_ROWS_STATEMENT = re.compile(r"^\s*(\(?\s*SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS)\b", re.I)
+# --format shorthands; any other ClickHouse output format name is passed through
+FORMATS = {"table": "PrettyCompactMonoBlock", "json": "JSONEachRow", "csv": "CSVWithNames"}
+READ_KINDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
+_TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)$")
+_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.I)
 
 
 class QueryError(RuntimeError):
@@ -67,20 +75,76 @@ def _cell(value: Any) -> Any:
     return _plain(value)
 
 
-def run_sql(client: Any, sql: str, secret_source: str | None = None) -> QueryResult:
-    """Execute ``sql``; rows for queries, an ``ok`` row for statements; QueryError otherwise."""
-    text = sql.strip().rstrip(";").strip()
-    if not text:
+@dataclass(frozen=True)
+class Statement:
+    """One statement as ClickHouse parsed it."""
+
+    text: str  # normalised, one line, without a trailing FORMAT clause
+    kind: str  # its first keyword: SELECT, SHOW, INSERT, DROP, ...
+    format: str | None  # the statement's own FORMAT clause, if it had one
+
+    @property
+    def reads_only(self) -> bool:
+        return self.kind in READ_KINDS and not _OUTFILE.search(self.text)
+
+
+def parse_statement(client: Any, sql: str, secret_source: str | None = None) -> Statement:
+    """Let ClickHouse parse ``sql`` (bound as a parameter, never spliced into SQL)."""
+    if not sql.strip().rstrip(";").strip():
         raise QueryError("empty SQL statement")
     try:
-        if _ROWS_STATEMENT.match(text):
-            r = client.query(text)
+        rows = client.query("SELECT formatQuerySingleLine({q:String})",
+                            parameters={"q": sql}).result_rows
+    except Exception as exc:  # a syntax error: ClickHouse's words, without our wrapper
+        message = re.sub(r"\s*In scope SELECT formatQuerySingleLine\(.*", "",
+                         clean_error(exc, secret_source))
+        raise QueryError(message) from None
+    text = rows[0][0]
+    own = _TRAILING_FORMAT.search(text)
+    if own:
+        text = text[:own.start()]
+    return Statement(text, text.split(None, 1)[0].upper(), own.group(1) if own else None)
+
+
+def _checked(client: Any, sql: str, write: bool, secret_source: str | None) -> Statement:
+    st = parse_statement(client, sql, secret_source)
+    if not write and not st.reads_only:
+        raise QueryError(f"{st.kind} changes data or schema and dnsflow query is read-only: "
+                         "pass --write to run it" if st.kind not in READ_KINDS else
+                         "INTO OUTFILE writes a file and dnsflow query is read-only: pass "
+                         "--write to run it")
+    return st
+
+
+def run_formatted(client: Any, sql: str, fmt: str = "table", *, write: bool = False,
+                  secret_source: str | None = None) -> bytes:
+    """The statement's result as ClickHouse renders it in ``fmt`` (a shorthand of
+    :data:`FORMATS` or any output format name; the statement's own FORMAT clause wins);
+    ``Ok.`` for a statement that returns no rows."""
+    st = _checked(client, sql, write, secret_source)
+    try:
+        if st.kind in READ_KINDS:
+            return client.raw_query(st.text, fmt=st.format or FORMATS.get(fmt, fmt))
+        client.command(st.text)
+        return b"Ok.\n"
+    except Exception as exc:
+        raise QueryError(clean_error(exc, secret_source)) from None
+
+
+def run_sql(client: Any, sql: str, secret_source: str | None = None, *,
+            write: bool = False) -> QueryResult:
+    """The statement's rows as data (columns, types, rows) for programs: the console and
+    the query endpoint's JSON answer. Read-only unless ``write``."""
+    st = _checked(client, sql, write, secret_source)
+    try:
+        if st.kind in READ_KINDS:
+            r = client.query(st.text)
             return QueryResult(
                 list(r.column_names), [t.name for t in r.column_types],
                 [[_cell(v) for v in row] for row in r.result_rows],
             )
-        out = client.command(text)
-        return QueryResult(["result"], ["String"], [[_cell(out) if out else "ok"]])
+        client.command(st.text)
+        return QueryResult(["result"], ["String"], [["ok"]])
     except Exception as exc:
         raise QueryError(clean_error(exc, secret_source)) from None
 
@@ -97,48 +161,3 @@ def clean_error(exc: BaseException, secret_source: str | None = None) -> str:
     if len(text) > 400:
         text = text[:400] + " ..."
     return one_line(Exception(text), secret_source)
-
-
-def render(result: QueryResult, fmt: str) -> str:
-    if fmt == "json":
-        return "".join(
-            orjson.dumps(dict(zip(result.columns, row, strict=True)), default=_plain).decode()
-            + "\n"
-            for row in result.rows
-        )
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(result.columns)
-        for row in result.rows:
-            w.writerow([_text(v) for v in row])
-        return buf.getvalue()
-    return _table(result)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, list | dict):
-        return orjson.dumps(value, default=_plain).decode()
-    return str(value)
-
-
-def _table(result: QueryResult) -> str:
-    cells = [[_text(v) for v in row] for row in result.rows]
-    widths = [len(c) for c in result.columns]
-    for row in cells:
-        for i, v in enumerate(row):
-            widths[i] = max(widths[i], len(v))
-    numeric = [bool(re.match(r"^(U?Int|Float|Decimal)", t)) for t in result.types]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    out = [line(result.columns), line(["-" * w for w in widths])]
-    out.extend(line(row) for row in cells)
-    out.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
-    return "\n".join(out) + "\n"

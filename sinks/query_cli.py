@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", metavar="SQL", help="one SQL statement ('-' reads it from stdin)")
-    parser.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table",
-                        help="table (default), json (one object per row) or csv")
+    parser.add_argument("--format", "-f", default="table", metavar="FORMAT",
+                        help="table (default), json (one object per row), csv, or any "
+                        "ClickHouse output format (Vertical, TSV, Markdown, ...)")
+    parser.add_argument("--write", action="store_true",
+                        help="allow statements that change data or schema (INSERT, ALTER, "
+                        "CREATE, DROP, TRUNCATE, ...); without it only reads run")
     parser.set_defaults(func=run)
 
 
@@ -27,7 +32,7 @@ class Unavailable(RuntimeError):
 
 def run(args: argparse.Namespace) -> int:
     from dnsflow.sinks.dsn import DsnError, parse, quiet_client_logs
-    from dnsflow.sinks.query import QueryError, render
+    from dnsflow.sinks.query import QueryError
 
     from dnsflow.cli import UsageError, settings_from_args
 
@@ -41,29 +46,37 @@ def run(args: argparse.Namespace) -> int:
     except DsnError as exc:
         raise UsageError(f"dnsflow query: {exc}") from None
     try:
-        result = execute(dsn, Path(settings.home), sql)
+        out = execute(dsn, Path(settings.home), Request(sql, args.format, args.write))
     except QueryError as exc:
         print(f"dnsflow query: {exc}", file=sys.stderr)
         return 1
     except Unavailable as exc:
         print(f"dnsflow query: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(result, args.format))
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
     return 0
 
 
-def execute(dsn: Any, home: Path, sql: str) -> Any:
+@dataclass(frozen=True)
+class Request:
+    sql: str
+    format: str = "table"
+    write: bool = False
+
+
+def execute(dsn: Any, home: Path, req: Request) -> bytes:
     if dsn.embedded:
-        via = _through_endpoint(home, dsn.path, sql)
+        via = _through_endpoint(home, dsn.path, req)
         if via is not None:
             return via
-        return _direct_chdb(dsn, sql)
-    return _direct(dsn, sql)
+        return _direct_chdb(dsn, req)
+    return _direct(dsn, req)
 
 
-def _direct(dsn: Any, sql: str) -> Any:
+def _direct(dsn: Any, req: Request) -> bytes:
     from dnsflow.sinks.dsn import ConnectError, connect, one_line
-    from dnsflow.sinks.query import run_sql
+    from dnsflow.sinks.query import run_formatted
 
     try:
         client = connect(dsn)
@@ -72,12 +85,13 @@ def _direct(dsn: Any, sql: str) -> Any:
     except Exception as exc:
         raise Unavailable(f"cannot reach ClickHouse at {dsn}: {one_line(exc, dsn.raw)}") from None
     try:
-        return run_sql(client, sql, dsn.raw)
+        return run_formatted(client, req.sql, req.format, write=req.write,
+                             secret_source=dsn.raw)
     finally:
         client.close()
 
 
-def _direct_chdb(dsn: Any, sql: str) -> Any:
+def _direct_chdb(dsn: Any, req: Request) -> bytes:
     path = Path(dsn.path)
     owner = _owner_pid(path)
     if owner is not None:  # checked first: opening a held directory only prints noise
@@ -91,7 +105,7 @@ def _direct_chdb(dsn: Any, sql: str) -> Any:
             f"no data at {path}: nothing has been stored there yet (run `dnsflow demo`, "
             "`dnsflow up` or `dnsflow sink`, or pass --home/--clickhouse)"
         )
-    return _direct(dsn, sql)
+    return _direct(dsn, req)
 
 
 def _owner_pid(path: Path) -> int | None:
@@ -117,12 +131,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _through_endpoint(home: Path, chdb_path: str, sql: str) -> Any:
+def _through_endpoint(home: Path, chdb_path: str, req: Request) -> bytes | None:
     """Ask the owning process, or None when there is no live endpoint for this directory."""
     import httpx
     import orjson
     from dnsflow.sinks.endpoint import ENDPOINT_FILE
-    from dnsflow.sinks.query import QueryError, QueryResult
+    from dnsflow.sinks.query import QueryError
 
     candidates = [home / ENDPOINT_FILE, Path(chdb_path).parent / ENDPOINT_FILE]
     for file in dict.fromkeys(candidates):
@@ -134,14 +148,15 @@ def _through_endpoint(home: Path, chdb_path: str, sql: str) -> Any:
             continue
         try:
             r = httpx.post(
-                f"{info['url']}/query", content=orjson.dumps({"sql": sql}),
+                f"{info['url']}/query",
+                content=orjson.dumps({"sql": req.sql, "format": req.format, "write": req.write}),
                 headers={"Authorization": f"Bearer {info['token']}"}, timeout=300,
                 trust_env=False,
             )
         except httpx.HTTPError:
             continue  # stale file: the process is gone or restarting
         if r.status_code == 200:
-            return QueryResult.from_json(r.content)
+            return r.content
         try:
             message = r.json().get("error", r.text)
         except ValueError:

@@ -41,11 +41,20 @@ async def test_query_answers_through_the_running_service(tmp_path, events):
         assert orjson.loads(out) == {"n": 250}
         rc, out, err = await dnsflow_query(tmp_path, "SELECT nope")
         assert rc == 1 and "Unknown expression identifier" in err
+        # read-only through the running process as well: its sink keeps writing
+        rc, out, err = await dnsflow_query(tmp_path, "TRUNCATE TABLE dnsflow.dns_events")
+        assert rc == 1 and "pass --write" in err
+        await bus.send_many(bus.topics.events, events.encoded(10))
+        while svc.status()["stored"].get("dns_events", 0) < 260 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        rc, out, err = await dnsflow_query(
+            tmp_path, "SELECT count() AS n FROM dnsflow.dns_events")
+        assert rc == 0 and orjson.loads(out) == {"n": 260}, err
     finally:
         await svc.stop()
     assert not (tmp_path / "query.endpoint").exists()
     rc, out, err = await dnsflow_query(tmp_path, "SELECT count() AS n FROM dnsflow.dns_events")
-    assert rc == 0 and orjson.loads(out) == {"n": 250}, err
+    assert rc == 0 and orjson.loads(out) == {"n": 260}, err
 
 
 async def test_stop_flushes_what_was_gathered(tmp_path, events):
