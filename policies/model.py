@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, ClassVar, Literal
 
 import dns.exception
 import dns.rdata
@@ -17,7 +19,7 @@ import dns.rdataclass
 import dns.rdatatype
 from dnsflow.policies.names import check_name
 from dnsflow.policies.regex import RegexError, compile_name_regex
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from dnsflow.kube import TENANT_LABEL as TENANT_LABEL  # re-exported by policies.api
@@ -72,6 +74,56 @@ def check_qtype(value: str) -> str:
     return text
 
 
+def _check_list(values: list[str], check: Callable[[str], str]) -> list[str]:
+    out = []
+    for i, item in enumerate(values):
+        try:
+            out.append(check(item))
+        except ValueError as exc:
+            raise ValueError(f"[{i}] {exc}") from None
+    return out
+
+
+def _check_regex(pattern: str) -> str:
+    """Tenant regexes run at the shared edge on every query, so they are compiled with RE2
+    (linear time in the name, no backtracking); what RE2 cannot compile is refused."""
+    if len(pattern) > MAX_REGEX_LEN:
+        raise ValueError(f"regex longer than {MAX_REGEX_LEN} characters")
+    try:
+        compile_name_regex(pattern)
+    except RegexError as exc:
+        raise ValueError(f"bad regex {pattern!r}: {exc} (policy regexes use RE2 syntax, which "
+                         "matches in linear time: no backreferences or lookaround)") from None
+    return pattern
+
+
+def _k8s(what: str, star: bool = False) -> Callable[[str], str]:
+    """The check of one Kubernetes name (``star``: ``'*'`` stands for all)."""
+    return lambda v: v if star and v == "*" else _k8s_name(v, what)
+
+
+def _each(check: Callable[[str], str]) -> AfterValidator:
+    """Checks every item of a list; an error names the item's index."""
+    return AfterValidator(lambda v: _check_list(v, check))
+
+
+# The checked field types: each field says what it holds instead of a validator method apiece.
+K8sName = Annotated[str, AfterValidator(_k8s("name"))]
+NamespaceName = Annotated[str, AfterValidator(_k8s("namespace"))]
+TenantName = Annotated[str, AfterValidator(_k8s("tenant"))]
+ServiceName = Annotated[str, AfterValidator(_k8s("service"))]
+DomainName = Annotated[str, AfterValidator(check_name)]
+NamePattern = Annotated[str, AfterValidator(partial(check_name, allow_wildcard=True))]
+NamePatterns = Annotated[list[str], _each(partial(check_name, allow_wildcard=True))]
+DomainNames = Annotated[list[str], _each(check_name)]
+Regexes = Annotated[list[str], _each(_check_regex)]
+QueryTypes = Annotated[list[str], _each(check_qtype)]
+Upstreams = Annotated[list[str], _each(check_upstream)]
+Namespaces = Annotated[list[str], _each(_k8s("namespace", star=True))]
+Tenants = Annotated[list[str], _each(_k8s("tenant"))]
+TenantsOrAll = Annotated[list[str], _each(_k8s("tenant", star=True))]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
@@ -79,20 +131,10 @@ class _Strict(BaseModel):
 
 
 class Metadata(_Strict):
-    name: str
-    namespace: str | None = None
+    name: K8sName
+    namespace: NamespaceName | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _k8s_name(v, "name")
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, v: str | None) -> str | None:
-        return None if v is None else _k8s_name(v, "namespace")
 
 
 class ResponseMatch(_Strict):
@@ -119,61 +161,18 @@ class ResponseMatch(_Strict):
         return self
 
 
-def _check_list(values: list[str], check: Any) -> list[str]:
-    out = []
-    for i, item in enumerate(values):
-        try:
-            out.append(check(item))
-        except ValueError as exc:
-            raise ValueError(f"[{i}] {exc}") from None
-    return out
-
-
-def _check_regex(pattern: str) -> str:
-    """Tenant regexes run at the shared edge on every query, so they are compiled with RE2
-    (linear time in the name, no backtracking); what RE2 cannot compile is refused."""
-    if len(pattern) > MAX_REGEX_LEN:
-        raise ValueError(f"regex longer than {MAX_REGEX_LEN} characters")
-    try:
-        compile_name_regex(pattern)
-    except RegexError as exc:
-        raise ValueError(f"bad regex {pattern!r}: {exc} (policy regexes use RE2 syntax, which "
-                         "matches in linear time: no backreferences or lookaround)") from None
-    return pattern
-
-
 class Match(_Strict):
     """What a rule matches. Empty name lists match every name; empty types every type."""
 
-    names: list[str] = Field(default_factory=list,
+    names: NamePatterns = Field(default_factory=list,
                              description="exact names, or '*.zone' for names strictly below zone")
-    suffixes: list[str] = Field(default_factory=list,
+    suffixes: DomainNames = Field(default_factory=list,
                                 description="a zone: the name itself and everything below")
-    regex: list[str] = Field(default_factory=list,
+    regex: Regexes = Field(default_factory=list,
                              description="RE2 regular expressions (linear time) matched against "
                                          "the whole lower-case name without trailing dot")
-    types: list[str] = Field(default_factory=list)
+    types: QueryTypes = Field(default_factory=list)
     response: ResponseMatch | None = None
-
-    @field_validator("names")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        return _check_list(v, lambda n: check_name(n, allow_wildcard=True))
-
-    @field_validator("suffixes")
-    @classmethod
-    def _suffixes(cls, v: list[str]) -> list[str]:
-        return _check_list(v, check_name)
-
-    @field_validator("regex")
-    @classmethod
-    def _regex(cls, v: list[str]) -> list[str]:
-        return _check_list(v, _check_regex)
-
-    @field_validator("types")
-    @classmethod
-    def _types(cls, v: list[str]) -> list[str]:
-        return _check_list(v, check_qtype)
 
     @property
     def all_names(self) -> bool:
@@ -196,22 +195,12 @@ class RecordData(_Strict):
 
 
 class ViewRecord(RecordData):
-    name: str
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v, allow_wildcard=True)
+    name: NamePattern
 
 
 class Rewrite(_Strict):
     records: list[RecordData] = Field(default_factory=list)
-    cname: str | None = None
-
-    @field_validator("cname")
-    @classmethod
-    def _cname(cls, v: str | None) -> str | None:
-        return None if v is None else check_name(v)
+    cname: DomainName | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Rewrite:
@@ -221,12 +210,7 @@ class Rewrite(_Strict):
 
 
 class Redirect(_Strict):
-    upstreams: list[str] = Field(min_length=1)
-
-    @field_validator("upstreams")
-    @classmethod
-    def _ups(cls, v: list[str]) -> list[str]:
-        return _check_list(v, check_upstream)
+    upstreams: Upstreams = Field(min_length=1)
 
 
 class RateLimit(_Strict):
@@ -274,16 +258,11 @@ class Rule(_Strict):
 class ClientSelector(_Strict):
     """Which of the tenant's clients a DNSPolicy applies to (all conditions must hold)."""
 
-    namespaces: list[str] = Field(default_factory=list,
+    namespaces: Namespaces = Field(default_factory=list,
                                   description="default: the policy's own namespace; '*': all "
                                               "namespaces of the tenant")
     labels: dict[str, str] = Field(default_factory=dict)
     service_accounts: list[str] = Field(default_factory=list)
-
-    @field_validator("namespaces")
-    @classmethod
-    def _ns(cls, v: list[str]) -> list[str]:
-        return _check_list(v, lambda n: n if n == "*" else _k8s_name(n, "namespace"))
 
     @field_validator("labels")
     @classmethod
@@ -297,51 +276,27 @@ class ClientSelector(_Strict):
 class ClusterClientSelector(ClientSelector):
     """For ClusterDNSPolicy: empty lists mean every tenant / every namespace."""
 
-    tenants: list[str] = Field(default_factory=list)
-
-    @field_validator("tenants")
-    @classmethod
-    def _tenants(cls, v: list[str]) -> list[str]:
-        return _check_list(v, lambda t: _k8s_name(t, "tenant"))
+    tenants: Tenants = Field(default_factory=list)
 
 
 class View(_Strict):
     records: list[ViewRecord] = Field(default_factory=list)
-    search_domains: list[str] = Field(default_factory=list)
-    upstreams: list[str] = Field(default_factory=list)
-
-    @field_validator("search_domains")
-    @classmethod
-    def _search(cls, v: list[str]) -> list[str]:
-        return _check_list(v, check_name)
-
-    @field_validator("upstreams")
-    @classmethod
-    def _ups(cls, v: list[str]) -> list[str]:
-        return _check_list(v, check_upstream)
+    search_domains: DomainNames = Field(default_factory=list)
+    upstreams: Upstreams = Field(default_factory=list)
 
 
 class Export(_Strict):
     """A service of the policy's namespace that other tenants may resolve."""
 
-    service: str
-    to: list[str] = Field(min_length=1, description="tenant names, or '*' for every tenant")
-
-    @field_validator("service")
-    @classmethod
-    def _svc(cls, v: str) -> str:
-        return _k8s_name(v, "service")
-
-    @field_validator("to")
-    @classmethod
-    def _to(cls, v: list[str]) -> list[str]:
-        return _check_list(v, lambda t: t if t == "*" else _k8s_name(t, "tenant"))
+    service: ServiceName
+    to: TenantsOrAll = Field(min_length=1,
+                             description="tenant names, or '*' for every tenant")
 
 
 class DNSPolicySpec(_Strict):
-    tenant: str | None = Field(default=None,
-                               description="default: the namespace's tenant label, or the "
-                                           "namespace name for files")
+    tenant: TenantName | None = Field(default=None,
+                                      description="default: the namespace's tenant label, "
+                                                  "or the namespace name for files")
     priority: int = Field(default=100, ge=0, le=1000,
                           description="lower is evaluated first among the tenant's policies")
     clients: ClientSelector = Field(default_factory=ClientSelector)
@@ -349,11 +304,6 @@ class DNSPolicySpec(_Strict):
     view: View | None = None
     isolation: Isolation | None = None
     exports: list[Export] = Field(default_factory=list)
-
-    @field_validator("tenant")
-    @classmethod
-    def _tenant(cls, v: str | None) -> str | None:
-        return None if v is None else _k8s_name(v, "tenant")
 
 
 class ClusterDNSPolicySpec(_Strict):
@@ -364,42 +314,45 @@ class ClusterDNSPolicySpec(_Strict):
     rules: list[Rule] = Field(default_factory=list)
 
 
-class DNSPolicy(_Strict):
+class _Resource(_Strict):
+    """What both kinds share; :attr:`namespaced` says whether ``metadata.namespace`` is
+    required (a DNSPolicy) or refused (a ClusterDNSPolicy)."""
+
+    namespaced: ClassVar[bool]
     api_version: Literal["dnsflow.io/v1"]
-    kind: Literal["DNSPolicy"]
+    kind: str
     metadata: Metadata
-    spec: DNSPolicySpec
+    spec: _Strict
 
     @model_validator(mode="after")
-    def _ns(self) -> DNSPolicy:
-        if not self.metadata.namespace:
-            raise ValueError("metadata.namespace is required for a DNSPolicy")
+    def _scope(self) -> _Resource:
+        if self.namespaced and not self.metadata.namespace:
+            raise ValueError(f"metadata.namespace is required for a {self.kind}")
+        if not self.namespaced and self.metadata.namespace:
+            raise ValueError(f"a {self.kind} is cluster-scoped: remove metadata.namespace")
         return self
+
+    @property
+    def ref(self) -> str:
+        """``namespace/name``; ``name`` for a cluster-scoped kind."""
+        m = self.metadata
+        return f"{m.namespace}/{m.name}" if self.namespaced else m.name
+
+
+class DNSPolicy(_Resource):
+    namespaced = True
+    kind: Literal["DNSPolicy"]
+    spec: DNSPolicySpec
 
     @property
     def tenant(self) -> str:
         return self.spec.tenant or str(self.metadata.namespace)
 
-    @property
-    def ref(self) -> str:
-        return f"{self.metadata.namespace}/{self.metadata.name}"
 
-
-class ClusterDNSPolicy(_Strict):
-    api_version: Literal["dnsflow.io/v1"]
+class ClusterDNSPolicy(_Resource):
+    namespaced = False
     kind: Literal["ClusterDNSPolicy"]
-    metadata: Metadata
     spec: ClusterDNSPolicySpec
-
-    @model_validator(mode="after")
-    def _no_ns(self) -> ClusterDNSPolicy:
-        if self.metadata.namespace:
-            raise ValueError("a ClusterDNSPolicy is cluster-scoped: remove metadata.namespace")
-        return self
-
-    @property
-    def ref(self) -> str:
-        return self.metadata.name
 
 
 AnyPolicy = Annotated[DNSPolicy | ClusterDNSPolicy, Field(discriminator="kind")]
