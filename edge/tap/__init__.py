@@ -1,0 +1,1 @@
+"""``dnsflow tap``: dnstap from existing resolvers -> schema-v1 events (see README.md)."""

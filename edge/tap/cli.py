@@ -1,0 +1,93 @@
+"""``dnsflow tap``: receive dnstap from existing resolvers and publish events with identity.
+
+Identity and publishing options are the edge's (``dnsflow.edge.cli.overrides`` reads them),
+so ``--tenant-map``/``--kubernetes`` and an ``edge:`` config section mean the same here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("tap")
+    g.add_argument("--listen", action="append", dest="tap_listen", metavar="ENDPOINT",
+                   required=True, help="unix:PATH or tcp:HOST:PORT a dnstap sender connects "
+                   "to (Frame Streams); repeat for several")
+    g.add_argument("--tenant-map", metavar="FILE", help="static CIDR -> tenant/namespace YAML "
+                   "(the edge's format, re-read on change)")
+    g.add_argument("--kubernetes", action="store_true",
+                   help="identify clients from a watch of pods and namespaces")
+    g.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    g.add_argument("--default-tenant", metavar="NAME", help="tenant of unknown clients")
+    g.add_argument("--name", metavar="NAME", help="this tap's name (spool directory, Kafka "
+                   "client id; default hostname); events carry the sender's dnstap identity")
+    g.add_argument("--pair-timeout", type=float, metavar="SECONDS",
+                   help="how long a query waits for its response (default 2)")
+    g.add_argument("--max-pending", type=int, metavar="N",
+                   help="queries waiting for a response at once (default 100000)")
+    g.add_argument("--spool-dir", metavar="DIR", help="event spool while Kafka is away")
+    g.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve /metrics /healthz /readyz here")
+    parser.set_defaults(func=run)
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    from dnsflow.edge.cli import overrides
+
+    kw = overrides(args)
+    kw["listen"] = args.tap_listen
+    if args.pair_timeout is not None:
+        kw["pair_timeout"] = args.pair_timeout
+    if args.max_pending is not None:
+        kw["max_pending"] = args.max_pending
+    return kw
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from dnsflow.edge.tap.service import build
+
+    from dnsflow.bus import BusError, open_bus
+    from dnsflow.cli import settings_from_args
+
+    settings = settings_from_args(args)
+    log = logging.getLogger("dnsflow.edge.tap")
+    if not settings.kafka:
+        log.warning("no --kafka: events stay in this process's in-process bus; pass --kafka "
+                    "to publish them to dnsflow.events")
+
+    async def main() -> int:
+        bus = open_bus(settings.kafka, settings.topic_prefix)
+        try:
+            await bus.start()
+        except BusError as exc:
+            log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
+        tap = build(settings, bus, **options(args))
+        await tap.start()
+        print(f"dnsflow tap: listening on {' '.join(tap.status()['listen'])}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await tap.stop()
+        st = tap.status()
+        print(f"dnsflow tap: frames={st['frames']} events={st['events_built']} "
+              f"published={st['events'].get('published', 0)} "
+              f"unpaired={st['pairing'].get('unpaired', 0)} "
+              f"decode_errors={st['decode_errors']} "
+              f"dropped={st['events'].get('dropped', 0)}", flush=True)
+        await bus.stop()
+        return 0
+
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:
+        return asyncio.run(main())

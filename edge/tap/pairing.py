@@ -1,0 +1,120 @@
+"""Query/response pairing: one event per query, whatever the sender logs.
+
+A query waits (at most ``timeout`` seconds, at most ``max_pending`` of them) for the response
+with the same key (:meth:`TapMessage.key`: sender, DNS ID, client address and port,
+question). Paired: one event with the latency between the sender's two timestamps. A query
+that waited too long, or was pushed out of a full table, is still one event (no response).
+A response without a waiting query is one event too; its key is remembered for ``timeout``
+so that its query, should it arrive late (two loggers on two connections), is not counted
+a second time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from dnsflow.edge.tap.decode import TapMessage
+
+Key = tuple[str, int, str, int, bytes]
+Out = Callable[[str, TapMessage | None, TapMessage | None], None]
+
+
+class Pairer:
+    """``out(edge, query, response)`` is called once per event; either side may be None."""
+
+    def __init__(self, out: Out, *, timeout: float = 2.0, max_pending: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.out = out
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.clock = clock
+        self.pending: dict[Key, tuple[float, TapMessage]] = {}
+        self._order: deque[tuple[float, Key]] = deque()  # arrival order; stale after a pair
+        self._orphans: OrderedDict[Key, float] = OrderedDict()
+        self.paired = 0
+        self.unpaired = 0       # queries emitted without a response (timeout or eviction)
+        self.evicted = 0        # of those, pushed out of a full table
+        self.orphan_responses = 0
+        self.late_queries = 0   # queries arriving after their response was emitted alone
+        self.retransmits = 0    # a second query with a waiting query's key
+
+    def add(self, edge: str, m: TapMessage) -> None:
+        key = m.key(edge)
+        now = self.clock()
+        if m.response:
+            entry = self.pending.pop(key, None)
+            if entry is not None:
+                self.paired += 1
+                self.out(edge, entry[1], m)
+                return
+            self.orphan_responses += 1
+            orphans = self._orphans
+            if len(orphans) >= self.max_pending:
+                orphans.popitem(last=False)
+            orphans[key] = now
+            self.out(edge, None, m)
+            return
+        if self._orphans and self._orphans.pop(key, None) is not None:
+            self.late_queries += 1
+            return
+        old = self.pending.get(key)
+        if old is not None:  # the client asked again with the same ID and port
+            self.retransmits += 1
+            self.unpaired += 1
+            self.out(edge, old[1], None)
+        elif len(self.pending) >= self.max_pending:
+            self._evict_oldest()
+        self.pending[key] = (now, m)
+        self._order.append((now, key))
+
+    def _evict_oldest(self) -> None:
+        order, pending = self._order, self.pending
+        while order:
+            t, key = order.popleft()
+            entry = pending.get(key)
+            if entry is not None and entry[0] == t:
+                del pending[key]
+                self.unpaired += 1
+                self.evicted += 1
+                self.out(key[0], entry[1], None)
+                return
+
+    def expire(self, now: float | None = None) -> int:
+        """Emit the queries that waited longer than ``timeout``; returns how many."""
+        now = self.clock() if now is None else now
+        deadline = now - self.timeout
+        order, pending = self._order, self.pending
+        n = 0
+        while order and order[0][0] <= deadline:
+            t, key = order.popleft()
+            entry = pending.get(key)
+            if entry is not None and entry[0] == t:
+                del pending[key]
+                n += 1
+                self.out(key[0], entry[1], None)
+        self.unpaired += n
+        orphans = self._orphans
+        while orphans:
+            key, t = next(iter(orphans.items()))
+            if t > deadline:
+                break
+            orphans.popitem(last=False)
+        return n
+
+    def flush(self) -> int:
+        """Emit every waiting query (shutdown): nothing received is lost."""
+        items = list(self.pending.items())
+        self.pending.clear()
+        self._order.clear()
+        n = len(items)
+        self.unpaired += n
+        for key, (_t, m) in items:
+            self.out(key[0], m, None)
+        return n
+
+    def status(self) -> dict[str, int]:
+        return {"pending": len(self.pending), "paired": self.paired, "unpaired": self.unpaired,
+                "evicted": self.evicted, "orphan_responses": self.orphan_responses,
+                "late_queries": self.late_queries, "retransmits": self.retransmits}

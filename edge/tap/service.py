@@ -1,0 +1,284 @@
+"""``TapService``: listeners + decoding + pairing + the edge's identity layer and publisher.
+
+Identity and publishing are the edge's own parts, configured from the same ``edge:`` keys
+(``tenant_map``, ``kubernetes``/``kubeconfig``/``kube_api``/``node_name``, ``default_tenant``,
+``spool_dir``, ``spool_limit_mb``, ``producer``, ``kafka_timeout``, ``event_queue``,
+``metrics_listen``, ``name``), so a tap event names the same tenant as an edge event would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from dnsflow.edge.config import EdgeConfig
+from dnsflow.edge.identity import IdentityTable, StaticMapError, load_static_map
+from dnsflow.edge.identity.static import StaticMapWatcher
+from dnsflow.edge.listeners.sockets import split_hostport
+from dnsflow.edge.service import config_from, make_publisher
+from dnsflow.edge.tap.decode import DecodeError, decode
+from dnsflow.edge.tap.events import EventBuilder
+from dnsflow.edge.tap.metrics import TapMetrics
+from dnsflow.edge.tap.pairing import Pairer
+from dnsflow.edge.tap.server import Connection, Endpoint, TapListener
+from dnsflow.edge.telemetry import EventPublisher, Spool
+from dnsflow.edge.telemetry.spool import SpoolBusy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dnsflow.bus import Bus, BusError
+from dnsflow.dlq import dlq_record
+from dnsflow.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+DLQ_SOURCE = "dnstap"  # the DLQ record's source_topic: the frame came from a socket, not Kafka
+_DLQ_MAX = 1000         # undecodable frames held for the DLQ at once; more are only counted
+
+
+class TapConfig(BaseModel):
+    """What only the tap has (the rest is the ``edge:`` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: list[str] = Field(min_length=1, description="unix:PATH or tcp:HOST:PORT")
+    pair_timeout: float = Field(default=2.0, gt=0, le=60,
+                                description="seconds a query waits for its response")
+    max_pending: int = Field(default=100_000, ge=1, description="queries waiting at once")
+
+
+class TapService:
+    name = "tap"
+    expire_every = 0.1  # seconds between sweeps of queries that waited too long
+
+    def __init__(self, settings: Settings, bus: Bus, tap: TapConfig, edge: EdgeConfig) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.tap = tap
+        self.cfg = edge
+        try:
+            self.endpoints = [Endpoint.parse(x) for x in tap.listen]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.identity = IdentityTable(edge.default_tenant, edge.default_namespace)
+        self.listeners = [TapListener(ep, self.on_frame) for ep in self.endpoints]
+        self.publisher: EventPublisher | None = None
+        self.builder: EventBuilder | None = None
+        self.pairer: Pairer | None = None
+        self.metrics = TapMetrics(self.status)
+        self.frames = 0
+        self.decode_errors = 0
+        self.ignored = 0             # dnstap records that are not DNS queries/responses
+        self.upstream_ignored = 0    # resolver-side messages from a sender that logs clients
+        self.wire_errors = 0         # responses whose DNS message did not parse strictly
+        self.dlq_sent = 0
+        self.dlq_dropped = 0
+        self._client_side: set[str] = set()
+        self._dlq: deque[bytes] = deque()
+        self._dlq_wake = asyncio.Event()
+        self._last_error_log = 0.0
+        self._errors_since_log = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._map_task: asyncio.Task[None] | None = None
+        self.map_watcher: StaticMapWatcher | None = None
+        self.k8s: Any = None
+        self.ops: Any = None
+        self.started = False
+
+    # -- hot path -------------------------------------------------------------------------
+    def on_frame(self, frame: bytes, conn: Connection) -> None:
+        self.frames += 1
+        try:
+            m = decode(frame)
+        except DecodeError as exc:
+            self._bad_frame(frame, conn, str(exc))
+            return
+        except Exception as exc:  # never let one frame end the reader
+            self._bad_frame(frame, conn, f"{type(exc).__name__}: {exc}")
+            return
+        if m is None:
+            self.ignored += 1
+            return
+        edge = m.identity or conn.label
+        if m.client_side:  # AUTH_*/CLIENT_*
+            self._client_side.add(edge)
+        elif edge in self._client_side:
+            self.upstream_ignored += 1  # one client query is one event, not one per upstream
+            return
+        self.wire_errors += m.wire_errors
+        assert self.pairer is not None
+        self.pairer.add(edge, m)
+
+    def _bad_frame(self, frame: bytes, conn: Connection, reason: str) -> None:
+        self.decode_errors += 1
+        self._errors_since_log += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 5.0:
+            log.error("dnstap frame %d from %s (%s) not decoded: %s (%d such frames since the "
+                      "last report, %d in total)", conn.frames, conn.label,
+                      conn.listener.endpoint, reason, self._errors_since_log,
+                      self.decode_errors)
+            self._last_error_log = now
+            self._errors_since_log = 0
+        if len(self._dlq) >= _DLQ_MAX:
+            self.dlq_dropped += 1
+            return
+        self._dlq.append(dlq_record(DLQ_SOURCE, 0, conn.frames,
+                                    f"{conn.label} on {conn.listener.endpoint}: {reason}",
+                                    frame, conn.label.encode(), component="tap"))
+        self._dlq_wake.set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.cfg
+        await self._start_identity()
+        spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else (
+            Path(self.settings.home) / "spool" / f"tap-{cfg.name}")
+        try:
+            spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
+        except SpoolBusy as exc:
+            raise ConfigError(str(exc)) from None
+        self.publisher = make_publisher(self.bus, spool, cfg)
+        await self.publisher.start()
+        self.builder = EventBuilder(self.identity, self.publisher)
+        self.pairer = Pairer(self.builder, timeout=self.tap.pair_timeout,
+                             max_pending=self.tap.max_pending)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._expire(), name="tap-expire"),
+                       loop.create_task(self._send_dlq(), name="tap-dlq")]
+        for lst in self.listeners:
+            try:
+                await lst.start()
+            except OSError as exc:
+                raise ConfigError(f"tap: cannot listen on {lst.endpoint} "
+                                  f"({exc.strerror or exc})") from None
+        if cfg.metrics_listen:
+            from dnsflow.edge.ops import OpsServer
+
+            host, port = split_hostport(cfg.metrics_listen, 9153)
+            self.ops = OpsServer(self.metrics, host, port, self.readiness)  # type: ignore[arg-type]
+            await self.ops.start()
+        self.started = True
+        log.info("tap %s listening on %s", cfg.name, ", ".join(map(str, self.endpoints)))
+
+    async def _start_identity(self) -> None:
+        """The edge's identity layer: the static map (re-read on change) and/or the watch."""
+        cfg = self.cfg
+        if cfg.tenant_map:
+            loaded = StaticMapWatcher.stamp(cfg.tenant_map)
+            try:
+                self.identity.set_static(load_static_map(cfg.tenant_map))
+            except StaticMapError as exc:
+                raise ConfigError(str(exc)) from None
+            self.map_watcher = StaticMapWatcher(cfg.tenant_map, self.identity.set_static,
+                                                loaded, 2.0)
+            self._map_task = asyncio.get_running_loop().create_task(
+                self.map_watcher.run(), name="tap-tenant-map")
+        if cfg.kubernetes:
+            from dnsflow.edge.identity.k8s import KubernetesIdentity
+
+            self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig,
+                                          host=cfg.kube_api, node_name=cfg.node_name)
+            await self.k8s.start()
+            try:
+                await asyncio.wait_for(self.k8s.ready.wait(), cfg.kube_sync_timeout)
+            except TimeoutError:
+                log.warning("kubernetes identity not synced after %.0fs; unknown clients get "
+                            "the default tenant until it is", cfg.kube_sync_timeout)
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(self.expire_every)
+            if self.pairer is not None:
+                self.pairer.expire()
+
+    async def _send_dlq(self) -> None:
+        while True:
+            await self._dlq_wake.wait()
+            self._dlq_wake.clear()
+            while self._dlq:
+                batch = [(DLQ_SOURCE.encode(), self._dlq.popleft())
+                         for _ in range(min(len(self._dlq), 100))]
+                try:
+                    await self.bus.send_many(self.bus.topics.dlq, batch)
+                    self.dlq_sent += len(batch)
+                except BusError as exc:
+                    self.dlq_dropped += len(batch)
+                    log.warning("tap: %d undecodable frames not sent to %s: %s", len(batch),
+                                self.bus.topics.dlq, exc)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ident_ok = self.k8s is None or self.k8s.ready.is_set()
+        return self.started and ident_ok, {"listening": self.started,
+                                           "identity_synced": ident_ok}
+
+    async def stop(self) -> None:
+        """Stop reading, emit what still waits for a response, then flush the publisher."""
+        for lst in self.listeners:
+            with contextlib.suppress(Exception):
+                await lst.stop()
+        if self.pairer is not None:
+            self.pairer.flush()
+        for t in [*self._tasks, *([self._map_task] if self._map_task else [])]:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks = []
+        for what, fn in (("ops", self.ops.stop if self.ops else None),
+                         ("publisher", self.publisher.stop if self.publisher else None),
+                         ("kubernetes identity", self.k8s.stop if self.k8s else None)):
+            if fn is None:
+                continue
+            try:
+                await fn()
+            except Exception:
+                log.exception("tap %s: stopping the %s failed", self.cfg.name, what)
+        self.started = False
+
+    def status(self) -> dict[str, Any]:
+        events = self.publisher.status() if self.publisher is not None else {}
+        return {
+            "tap": self.cfg.name,
+            "listen": [str(lst.endpoint) for lst in self.listeners],
+            "listeners": [lst.status() for lst in self.listeners],
+            "frames": self.frames,
+            "decode_errors": self.decode_errors,
+            "ignored": self.ignored,
+            "upstream_ignored": self.upstream_ignored,
+            "wire_errors": self.wire_errors,
+            "dlq_sent": self.dlq_sent,
+            "dlq_dropped": self.dlq_dropped,
+            "pairing": self.pairer.status() if self.pairer is not None else {},
+            "events_built": self.builder.built if self.builder is not None else 0,
+            "events": events,
+            "metrics_port": self.ops.port if self.ops is not None else None,
+            "identity": {**self.identity.size(),
+                         **({"tenant_map": self.map_watcher.status()} if self.map_watcher
+                            else {}),
+                         **({"kubernetes": self.k8s.status()} if self.k8s else {})},
+        }
+
+
+def build(settings: Settings, bus: Bus, **kw: Any) -> TapService:
+    """``listen``/``pair_timeout``/``max_pending`` are the tap's; every other keyword is an
+    ``edge:`` field (e.g. ``tenant_map``, ``name``)."""
+    tap_kw = {k: kw.pop(k) for k in list(kw) if k in TapConfig.model_fields}
+    try:
+        tap = TapConfig.model_validate(tap_kw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"tap: {loc}: {err['msg']}") from None
+    return TapService(settings, bus, tap, config_from(settings, **kw))
