@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "replay": ("dnsflow.streams.replay_cli",
                "run recorded events through the stream logic offline"),
     "query": ("dnsflow.sinks.query_cli", "run SQL against the configured ClickHouse"),
+    "tap": ("dnsflow.edge.tap.cli", "receive dnstap from existing resolvers and publish events"),
 }
 
 
