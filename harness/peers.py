@@ -281,10 +281,14 @@ class Nsd:
 
 class Dnsdist:
     """``dnsdist --supervised`` in front of a backend: plain, DoT and DoH listeners (the
-    DoT/DoH peer for the edge's upstream clients)."""
+    DoT/DoH peer for the edge's upstream clients); ``dnstap_socket`` logs every client query
+    and response there (``DnstapLogAction``/``DnstapLogResponseAction``)."""
 
-    def __init__(self, backend_port: int, workdir: Path, check_zone: str = "bench.test") -> None:
+    def __init__(self, backend_port: int, workdir: Path, check_zone: str = "bench.test",
+                 dnstap_socket: str | None = None, dnstap_identity: str = "dnsdist") -> None:
         self.backend_port = backend_port
+        self.dnstap_socket = dnstap_socket  # log client queries+responses there (Frame Streams)
+        self.dnstap_identity = dnstap_identity
         self.check_zone = check_zone.rstrip(".")
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +306,17 @@ class Dnsdist:
             f'newServer({{address="127.0.0.1:{self.backend_port}", '
             f'checkName="{self.check_zone}.", checkType="SOA"}})',
             'setSecurityPollSuffix("")',
+            *self._dnstap(),
         ]) + "\n"
+
+    def _dnstap(self) -> list[str]:
+        if not self.dnstap_socket:
+            return []
+        ident = self.dnstap_identity
+        return [f'tap = newFrameStreamUnixLogger("{self.dnstap_socket}")',
+                f'addAction(AllRule(), DnstapLogAction("{ident}", tap))',
+                f'addResponseAction(AllRule(), DnstapLogResponseAction("{ident}", tap))',
+                f'addCacheHitResponseAction(AllRule(), DnstapLogResponseAction("{ident}", tap))']
 
     def start(self, timeout: float = 15.0) -> Dnsdist:
         if not shutil.which("dnsdist"):
