@@ -11,7 +11,7 @@ tried while it could still beat the best plain-name candidate.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,19 @@ def _unpacked(e: CompiledRule | tuple[CompiledRule, ...] | None) -> tuple[Compil
     return (e,) if isinstance(e, CompiledRule) else e
 
 
+def _earliest(rules: Iterable[CompiledRule], before: int, qtype: str,
+              client: ClientInfo) -> CompiledRule | None:
+    """The first of ``rules`` (in rule order) with an index below ``before`` whose query
+    types and client selector take this query; None if there is none."""
+    for r in rules:
+        if r.index >= before:
+            return None
+        if (r.qtypes is None or qtype in r.qtypes) and (
+                r.selector is None or r.selector.matches(client)):
+            return r
+    return None
+
+
 class Matcher:
     """First-match lookup over an ordered rule list (compiled once per policy version).
 
@@ -185,12 +198,9 @@ class Matcher:
         if k < 130 and want[k]:
             e = self._exact.get(name)
             if e is not None:
-                for r in (e,) if e.__class__ is CompiledRule else e:
-                    if (r.qtypes is None or qtype in r.qtypes) and (
-                            r.selector is None or r.selector.matches(client)):
-                        best = r
-                        bi = r.index
-                        break
+                best = _earliest((e,) if e.__class__ is CompiledRule else e, bi, qtype, client)
+                if best is not None:
+                    bi = best.index
         k -= 1  # labels in the suffix after the next dot
         min_depth = self._min_depth
         below = self._below
@@ -199,24 +209,15 @@ class Matcher:
             if k < 130 and want[k]:
                 e = below.get(name[i + 1:])
                 if e is not None:
-                    for r in (e,) if e.__class__ is CompiledRule else e:
-                        if r.index >= bi:
-                            break
-                        if (r.qtypes is None or qtype in r.qtypes) and (
-                                r.selector is None or r.selector.matches(client)):
-                            best = r
-                            bi = r.index
-                            break
+                    r = _earliest((e,) if e.__class__ is CompiledRule else e, bi, qtype, client)
+                    if r is not None:
+                        best, bi = r, r.index
             i = name.find(".", i + 1)
             k -= 1
-        for r in self._any:
-            if r.index >= bi:
-                break
-            if (r.qtypes is None or qtype in r.qtypes) and (
-                    r.selector is None or r.selector.matches(client)):
-                best = r
-                bi = r.index
-                break
+        if self._any:
+            r = _earliest(self._any, bi, qtype, client)
+            if r is not None:
+                best, bi = r, r.index
         for r, rx in self._regex:
             if r.index >= bi:
                 break
