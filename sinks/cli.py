@@ -82,7 +82,7 @@ def _migrate_only(dsn: Any, config: Any) -> int:
 
     client = connect(dsn)
     try:
-        result = migrate(client, config.events_ttl_days)
+        result = migrate(client, config.retention_days)
     except Exception as exc:
         from dnsflow.sinks.query import clean_error
 
@@ -96,6 +96,8 @@ def _migrate_only(dsn: Any, config: Any) -> int:
     for name in result.changed:
         print(f"warning: {name} was edited after it was applied (not re-applied)",
               file=sys.stderr)
+    for name in result.retention:
+        print(f"retention of {name}: {config.retention_days[name]} days")
     print(f"schema up to date at {dsn} ({len(result.applied)} applied, "
           f"{len(result.already)} already present)")
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from dnsflow.sinks.migrate import RETENTION_DAYS
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dnsflow.settings import Settings, section
 
@@ -27,11 +28,36 @@ class SinkConfig(BaseModel):
     kafka_client: Literal["librdkafka", "aiokafka"] = Field(
         default="librdkafka", description="Kafka consumer: librdkafka (confluent-kafka, "
         "~40 % less CPU per record) or the core's aiokafka consumer")
-    events_ttl_days: int = Field(default=30, ge=1, le=36_500, description="dns_events retention")
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: dict(RETENTION_DAYS),
+        description="days each table keeps its rows (ClickHouse TTL, re-applied on every "
+        f"start); tables: {', '.join(RETENTION_DAYS)}; those left out keep their default")
+    events_ttl_days: int | None = Field(default=None, ge=1, le=36_500,
+                                        description="older spelling of "
+                                        "retention_days.dns_events")
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     query_endpoint: bool = Field(default=True, description="embedded: serve `dnsflow query` "
                                  "on loopback while this process owns chDB")
+
+
+    @field_validator("retention_days")
+    @classmethod
+    def _known_tables(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(v) - set(RETENTION_DAYS))
+        if unknown:
+            raise ValueError(f"unknown table(s) {', '.join(unknown)} (tables: "
+                             f"{', '.join(RETENTION_DAYS)})")
+        bad = sorted(t for t, d in v.items() if not 1 <= d <= 36_500)
+        if bad:
+            raise ValueError(f"days for {', '.join(bad)} must be 1..36500")
+        return {**RETENTION_DAYS, **v}
+
+    @model_validator(mode="after")
+    def _old_spelling(self) -> SinkConfig:
+        if self.events_ttl_days is not None:
+            self.retention_days = {**self.retention_days, "dns_events": self.events_ttl_days}
+        return self
 
 
 def sink_config(settings: Settings) -> SinkConfig:

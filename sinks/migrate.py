@@ -2,8 +2,9 @@
 
 Every statement is written to be idempotent (``IF NOT EXISTS``), and applied files are recorded,
 so running the migrator on every start is safe and cheap. Settings that an operator tunes
-(the events retention TTL) are not baked into a migration: :func:`apply_retention` re-applies
-them from the config each time, so changing them needs no new schema file.
+(each table's retention TTL, ``sink.retention_days``) are not baked into a migration:
+:func:`apply_retention` re-applies them from the config each time, so changing them needs no
+new schema file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,19 @@ DATABASE = "dnsflow"
 MIGRATIONS_TABLE = f"{DATABASE}.schema_migrations"
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 _NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
+
+# Every stored table and the time column its TTL counts from; ``RETENTION_DAYS`` the defaults
+# (raw events a month; the rollups that outlive them, anomalies and alerts a year; the policy
+# audit trail ten years).
+TIME_COLUMNS: dict[str, str] = {
+    "dns_events": "ts", "telemetry": "ts", "anomalies": "ts", "alerts": "ts",
+    "policy_log": "ts", "dns_minute": "minute", "dns_names_hour": "hour",
+}
+RETENTION_DAYS: dict[str, int] = {
+    "dns_events": 30, "telemetry": 90, "anomalies": 365, "alerts": 365, "policy_log": 3650,
+    "dns_minute": 400, "dns_names_hour": 90,
+}
+_TTL_DAYS = re.compile(r"\bTTL\s.*?toIntervalDay\((\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class MigrationResult:
     applied: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # applied earlier, file edited since
+    retention: list[str] = field(default_factory=list)  # tables whose TTL was (re)set
 
 
 def load_migrations() -> list[Migration]:
@@ -55,9 +71,11 @@ def load_migrations() -> list[Migration]:
     return [Migration(name, (folder / name).read_text()) for name in files]
 
 
-def migrate(client: Any, events_ttl_days: int = 30) -> MigrationResult:
-    """Bring the schema up to date; return what was applied (idempotent)."""
-    params = {"events_ttl_days": int(events_ttl_days)}
+def migrate(client: Any, retention: Mapping[str, int] | None = None) -> MigrationResult:
+    """Bring the schema up to date and every table's TTL to ``retention`` (days per table,
+    :data:`RETENTION_DAYS` for those it leaves out); return what was applied (idempotent)."""
+    days = {**RETENTION_DAYS, **(retention or {})}
+    params = {"events_ttl_days": int(days["dns_events"])}
     client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name String, checksum String, "
@@ -78,25 +96,27 @@ def migrate(client: Any, events_ttl_days: int = 30) -> MigrationResult:
         client.insert(MIGRATIONS_TABLE, [[m.name, m.checksum]], column_names=["name", "checksum"])
         result.applied.append(m.name)
         log.info("schema %s applied", m.name)
-    apply_retention(client, events_ttl_days)
+    result.retention = apply_retention(client, days)
     return result
 
 
-def apply_retention(client: Any, events_ttl_days: int) -> bool:
-    """Make ``dns_events``' TTL match the config; return True when it had to change."""
-    engine = client.query(
-        "SELECT engine_full FROM system.tables "
-        "WHERE database = {db:String} AND name = 'dns_events'",
+def apply_retention(client: Any, days: Mapping[str, int]) -> list[str]:
+    """Make each table's TTL match ``days``; return the tables whose TTL had to change."""
+    engines = dict(client.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
         parameters={"db": DATABASE},
-    ).result_rows
-    if not engine:
-        return False
-    current = re.search(r"toIntervalDay\((\d+)\)", engine[0][0])
-    if current and int(current.group(1)) == int(events_ttl_days):
-        return False
-    client.command(
-        f"ALTER TABLE {DATABASE}.dns_events MODIFY TTL toDateTime(ts) + "
-        f"INTERVAL {int(events_ttl_days)} DAY"
-    )
-    log.info("dns_events retention set to %d days", events_ttl_days)
-    return True
+    ).result_rows)
+    changed = []
+    for table, n in days.items():
+        if table not in engines:
+            continue
+        current = _TTL_DAYS.search(engines[table])
+        if current and int(current.group(1)) == int(n):
+            continue
+        client.command(
+            f"ALTER TABLE {DATABASE}.{table} MODIFY TTL toDateTime({TIME_COLUMNS[table]}) + "
+            f"INTERVAL {int(n)} DAY"
+        )
+        log.info("%s retention set to %d days", table, n)
+        changed.append(table)
+    return changed

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from dnsflow.sinks.config import SinkConfig
 from dnsflow.sinks.dsn import connect, parse
-from dnsflow.sinks.migrate import migrate
+from dnsflow.sinks.migrate import RETENTION_DAYS, TIME_COLUMNS, migrate
 from dnsflow.sinks.sink import Sink
 from dnsflow.sinks.store import Store, StoreError
 
@@ -157,13 +157,14 @@ async def test_abandon_while_clickhouse_is_down_leaves_offsets_for_replay(store,
 
 async def test_other_topics_land_in_their_tables(store):
     bus = MemoryBus()
-    await bus.send(bus.topics.telemetry, b'{"ts": 1767323045000000, "tenant": "a", "q": 1}')
+    ts = int(time.time() * 1e6) - 60_000_000  # inside every table's retention
+    await bus.send(bus.topics.telemetry, orjson.dumps({"ts": ts, "tenant": "a", "q": 1}))
     await bus.send(bus.topics.anomalies, orjson.dumps({
-        "ts": 1767323045000000, "kind": "dga", "tenant": "a", "severity": "high",
+        "ts": ts, "kind": "dga", "tenant": "a", "severity": "high",
         "score": 0.9, "evidence": {"names": ["x.example"]}}))
-    await bus.send(bus.topics.alerts, b'{"ts": 1767323045000000, "rule": "r1", "tenant": "a"}')
+    await bus.send(bus.topics.alerts, orjson.dumps({"ts": ts, "rule": "r1", "tenant": "a"}))
     await bus.send(bus.topics.name("policy_log"), orjson.dumps({
-        "ts": 1767323045000000, "tenant": "a", "version": 2, "hash": "h2",
+        "ts": ts, "tenant": "a", "version": 2, "hash": "h2",
         "previous_hash": "h1", "source": "yaml", "actor": "ops", "change": "+deny",
         "document": "{}"}))
     sink = Sink(bus, store, CONFIG)
@@ -178,14 +179,19 @@ async def test_other_topics_land_in_their_tables(store):
 def test_migrate_is_idempotent_and_retention_follows_config(chdb_dsn):
     client = connect(chdb_dsn)
     try:
-        first = migrate(client, events_ttl_days=30)
-        again = migrate(client, events_ttl_days=7)
+        first = migrate(client)
+        again = migrate(client, {"dns_events": 7, "policy_log": 4000})
         assert "002_dns_events.sql" in first.applied and again.applied == []
-        engine = client.query("SELECT engine_full FROM system.tables "
-                              "WHERE database='dnsflow' AND name='dns_events'").result_rows[0][0]
-        assert "toIntervalDay(7)" in engine
-        tables = {r[0] for r in client.query("SHOW TABLES FROM dnsflow").result_rows}
-        assert {"dns_events", "telemetry", "anomalies", "alerts", "policy_log"} <= tables
+        assert sorted(again.retention) == ["dns_events", "policy_log"]
+        assert migrate(client, {"dns_events": 7, "policy_log": 4000}).retention == []
+        engines = dict(client.query("SELECT name, engine_full FROM system.tables "
+                                    "WHERE database='dnsflow'").result_rows)
+        want = {**RETENTION_DAYS, "dns_events": 7, "policy_log": 4000}
+        for table, days in want.items():  # every stored table has its TTL
+            assert f"toIntervalDay({days})" in engines[table], (table, engines[table])
+        assert set(want) == set(TIME_COLUMNS)
+        stored = {t for t, e in engines.items() if "MergeTree" in e} - {"schema_migrations"}
+        assert stored == set(want)  # a new table needs a retention entry
     finally:
         client.close()
 
