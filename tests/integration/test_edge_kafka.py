@@ -17,17 +17,12 @@ from dnsflow.bus import open_bus
 from dnsflow.schema import parse_event
 from dnsflow.settings import Settings
 from harness.fake_upstream import FakeUpstream
+from tests.helpers.policy_yaml import dns_policy
 
 pytestmark = pytest.mark.kafka
 
-POLICY = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: shop
-  rules: [{id: no-ads, match: {suffixes: [ads.example.com]}, action: deny, denyMode: REFUSED}]
-"""
+POLICY = dns_policy("p", "shop", "shop", "rules: [{id: no-ads, match: "
+                    "{suffixes: [ads.example.com]}, action: deny, denyMode: REFUSED}]")
 
 
 async def read_all(bus, topic: str, want: int, timeout: float = 20.0):

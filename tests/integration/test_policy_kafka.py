@@ -19,19 +19,15 @@ from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
+from tests.helpers.policy_yaml import dns_policy
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
 
-V1 = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: base, namespace: shop}
-spec:
-  tenant: acme
+V1 = dns_policy("base", "shop", "acme", """
   rules:
     - {id: ads, match: {names: [ads.example.com]}, action: deny}
-"""
+""")
 V2 = V1.replace("[ads.example.com]", "[ads.example.com, '*.tracker.net']")
 ACME = ClientInfo("10.0.0.5", "acme", "shop")
 

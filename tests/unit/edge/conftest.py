@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,18 @@ def tenant_map(tmp_path: Path) -> Path:
     p = tmp_path / "tenants.yaml"
     p.write_text(TENANT_MAP)
     return p
+
+
+@pytest.fixture
+def write_map(tmp_path: Path) -> Callable[[str], Path]:
+    """Factory: a static tenant map file holding a test's own map (YAML text)."""
+
+    def _write(text: str) -> Path:
+        p = tmp_path / "map.yaml"
+        p.write_text(text)
+        return p
+
+    return _write
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ form, deny modes, rewrite, redirect, rate limit, views, live updates, fail-stati
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import dns.asyncquery
@@ -20,6 +19,8 @@ from dnsflow.policies.api import PolicyStore
 
 from dnsflow.bus.memory import MemoryBus
 from harness.fake_upstream import FakeUpstream
+from tests.helpers.policy_yaml import dns_policy, documents, store_from_yaml
+from tests.helpers.waiting import until
 
 TENANT_MAP = """
 default: {tenant: guests, namespace: guests}
@@ -30,12 +31,10 @@ clients:
   - {cidr: 10.96.2.0/24, tenant: payments, namespace: payments}
 """
 
-POLICIES = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {{name: shop-rules, namespace: shop}}
-spec:
-  tenant: shop
+
+def policies(corp_port: int) -> str:
+    """The shop's rules and view, payments' export, the guests' view; redirects go to corp."""
+    shop = dns_policy("shop-rules", "shop", "shop", f"""
   rules:
     - {{id: block-ads, match: {{suffixes: [ads.example.com]}}, action: deny}}
     - {{id: refuse-x, match: {{names: [refused.example.com]}}, action: deny, denyMode: REFUSED}}
@@ -60,22 +59,13 @@ spec:
   view:
     records: [{{name: db.local.shop, type: A, value: 10.9.9.9}}]
     searchDomains: [shop.svc.cluster.local, payments.svc.cluster.local]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {{name: payments-exports, namespace: payments}}
-spec:
-  tenant: payments
-  exports: [{{service: gateway, to: [shop]}}]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {{name: guest-view, namespace: guests}}
-spec:
-  tenant: guests
-  view:
-    upstreams: ["udp://127.0.0.1:{corp_port}"]
-"""
+""")
+    exports = dns_policy("payments-exports", "payments", "payments",
+                         "exports: [{service: gateway, to: [shop]}]")
+    guests = dns_policy("guest-view", "guests", "guests",
+                        f'view: {{upstreams: ["udp://127.0.0.1:{corp_port}"]}}')
+    return documents(shop, exports, guests)
+
 
 ZONE = [
     "web.shop.svc.cluster.local. 300 IN A 10.96.1.10",
@@ -90,14 +80,6 @@ ZONE = [
     "example.com. 120 IN A 93.184.216.34",
     "limited.example.com. 120 IN A 93.184.216.35",
 ]
-
-
-def store_for(text: str, version: int = 1) -> PolicyStore:
-    store = PolicyStore()
-    for doc in policyset.from_text(text, "test.yaml").values():
-        k, v = records.encode(doc, version, 1, "test", "tester")
-        store.apply_record(k, v)
-    return store
 
 
 def policy_records(text: str, version: int) -> list[tuple[bytes, bytes]]:
@@ -122,13 +104,23 @@ async def corp():
 
 
 @pytest.fixture
-async def edge(start_edge, zone_upstream, corp, tmp_path: Path):
-    m = tmp_path / "map.yaml"
-    m.write_text(TENANT_MAP)
-    store = store_for(POLICIES.format(corp_port=corp.port))
-    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m),
+def map_file(write_map) -> Path:
+    """TENANT_MAP as the edge's static tenant map file."""
+    return write_map(TENANT_MAP)
+
+
+@pytest.fixture
+async def edge(start_edge, zone_upstream, corp, map_file: Path):
+    store = store_from_yaml(policies(corp.port))
+    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(map_file),
                            policy_store=store)
     return svc
+
+
+async def applied(svc, n: int) -> None:
+    """Wait until the edge has applied ``n`` policy records from the bus."""
+    await until(lambda: svc.status()["policy"]["applied"] >= n, timeout=2.0,
+                what=f"{n} applied policy record(s)")
 
 
 async def ask(svc, name: str, rtype: str = "A", source: str = "127.0.0.1",
@@ -249,10 +241,7 @@ async def test_rate_limit_refuses_beyond_the_burst(edge) -> None:
 async def test_events_carry_decision_and_rule(edge, bus: MemoryBus) -> None:
     await ask(edge, "tracker.ads.example.com")
     await ask(edge, "ledger.payments.svc.cluster.local")
-    for _ in range(100):
-        if edge.publisher.published >= 2:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: edge.publisher.published >= 2, timeout=2.0, what="2 published events")
     evs = [orjson.loads(m.value) for p in bus.topic("t.events").partitions for m in p]
     by_name = {e["qname"]: e for e in evs}
     ads = by_name["tracker.ads.example.com"]
@@ -264,33 +253,19 @@ async def test_events_carry_decision_and_rule(edge, bus: MemoryBus) -> None:
 
 
 async def test_live_policy_updates_snapshot_and_dlq(start_edge, zone_upstream, tmp_path,
-                                                    bus: MemoryBus) -> None:
-    m = tmp_path / "map.yaml"
-    m.write_text(TENANT_MAP)
-    deny = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: shop
-  rules: [{id: no-example, match: {names: [example.com]}, action: deny, denyMode: REFUSED}]
-"""
+                                                    map_file: Path, bus: MemoryBus) -> None:
+    deny = dns_policy("p", "shop", "shop", "rules: [{id: no-example, match: {names: "
+                      "[example.com]}, action: deny, denyMode: REFUSED}]")
     allow = deny.replace("action: deny, denyMode: REFUSED", "action: allow") + (
         "  view: {records: [{name: cache.local.shop, type: A, value: 10.7.7.7}]}\n")
     await bus.send_many(bus.topics.policies, policy_records(deny, 1))
-    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m))
-    for _ in range(100):
-        if svc.status()["policy"]["applied"]:
-            break
-        await asyncio.sleep(0.02)
+    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(map_file))
+    await applied(svc, 1)
     assert (await ask(svc, "example.com")).rcode() == dns.rcode.REFUSED
     assert (await ask(svc, "cache.local.shop")).rcode() == dns.rcode.NXDOMAIN
     await bus.send(bus.topics.policies, b'{"not": "a policy"}', key=b"shop")
     await bus.send_many(bus.topics.policies, policy_records(allow, 2))
-    for _ in range(100):
-        if svc.status()["policy"]["applied"] >= 2:
-            break
-        await asyncio.sleep(0.02)
+    await applied(svc, 2)
     assert (await ask(svc, "example.com")).rcode() == dns.rcode.NOERROR
     r = await ask(svc, "cache.local.shop")      # the view changed live
     assert [str(x) for x in r.answer[0]] == ["10.7.7.7"]
@@ -313,7 +288,7 @@ spec:
 
     svc2 = build(Settings(home=tmp_path / "home", topic_prefix="t."), down,
                  listen="127.0.0.1:0", upstreams=[zone_upstream.address],
-                 tenant_map=str(m))[0]
+                 tenant_map=str(map_file))[0]
     await svc2.start()
     try:
         assert svc2.status()["policy"]["from_snapshot"]
@@ -336,42 +311,21 @@ async def test_namespace_moving_to_another_tenant_hides_cached_answers(edge) -> 
 
 
 async def test_withdrawn_export_hides_names_cached_for_other_tenants(
-        start_edge, zone_upstream, tmp_path, bus: MemoryBus) -> None:
-    m = tmp_path / "map.yaml"
-    m.write_text(TENANT_MAP)
-    exported = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: ex, namespace: payments}
-spec:
-  tenant: payments
-  exports: [{service: ledger, to: [shop]}]
-"""
+        start_edge, zone_upstream, map_file: Path, bus: MemoryBus) -> None:
+    exported = dns_policy("ex", "payments", "payments", "exports: [{service: ledger, to: [shop]}]")
+    withdrawn = dns_policy("ex", "payments", "payments")
     await bus.send_many(bus.topics.policies, policy_records(exported, 1))
-    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m))
-    for _ in range(100):
-        if svc.status()["policy"]["applied"]:
-            break
-        await asyncio.sleep(0.02)
+    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(map_file))
+    await applied(svc, 1)
     r = await ask(svc, "alias.shop.svc.cluster.local")   # CNAME into payments' export
     assert str(r.answer[-1][0]) == "10.96.2.10"
-    await bus.send_many(bus.topics.policies,
-                        policy_records(exported.replace(
-                            "  exports: [{service: ledger, to: [shop]}]\n", ""), 2))
-    for _ in range(100):
-        if svc.status()["policy"]["applied"] >= 2:
-            break
-        await asyncio.sleep(0.02)
+    await bus.send_many(bus.topics.policies, policy_records(withdrawn, 2))
+    await applied(svc, 2)
     r = await ask(svc, "alias.shop.svc.cluster.local")
     assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer
 
 
-RESPONSE_RULES = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: resp, namespace: shop}
-spec:
-  tenant: shop
+RESPONSE_RULES = dns_policy("resp", "shop", "shop", """
   rules:
     - id: no-doc-net
       match: {names: [example.com], response: {answerCIDRs: [93.184.216.0/24]}}
@@ -381,15 +335,13 @@ spec:
       match: {names: [limited.example.com], response: {answerCIDRs: [93.184.216.35/32]}}
       action: rewrite
       rewrite: {records: [{type: A, value: 0.0.0.0}]}
-"""
+""")
 
 
-async def test_response_rules_deny_and_rewrite(start_edge, zone_upstream, tmp_path,
+async def test_response_rules_deny_and_rewrite(start_edge, zone_upstream, map_file: Path,
                                                caplog) -> None:
-    m = tmp_path / "map.yaml"
-    m.write_text(TENANT_MAP)
-    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(m),
-                           policy_store=store_for(RESPONSE_RULES))
+    svc = await start_edge(upstreams=[zone_upstream.address], tenant_map=str(map_file),
+                           policy_store=store_from_yaml(RESPONSE_RULES))
     caplog.set_level("INFO", logger="dnsflow.edge.resolver")
     r = await ask(svc, "example.com")
     assert r.rcode() == dns.rcode.NXDOMAIN and not r.answer

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import dns.asyncquery
 import dns.message
 import dns.rcode
-from dnsflow.policies import policyset, records
-from dnsflow.policies.api import PolicyStore
+
+from tests.helpers.policy_yaml import dns_policy, store_from_yaml
 
 TENANT_MAP = """
 default: {tenant: guests, namespace: guests}
@@ -22,15 +21,10 @@ clients:
   - {cidr: 127.0.0.2/32, tenant: payments, namespace: payments}
 """
 
-POLICY = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: greedy, namespace: shop}
-spec:
-  tenant: shop
+POLICY = dns_policy("greedy", "shop", "shop", """
   rules:
     - {id: slow, match: {regex: ['.*.*.*.*.*z']}, action: deny}
-"""
+""")
 
 NAME_244 = ".".join(["a" * 61, "b" * 60, "c" * 60, "d" * 60])
 
@@ -40,13 +34,9 @@ async def _ask(port: int, name: str, source: str, timeout: float) -> dns.message
     return await dns.asyncquery.udp(q, "127.0.0.1", port=port, source=source, timeout=timeout)
 
 
-async def test_pathological_regex_does_not_stall_other_tenants(start_edge, tmp_path: Path) -> None:
-    m = tmp_path / "map.yaml"
-    m.write_text(TENANT_MAP)
-    store = PolicyStore()
-    for doc in policyset.from_text(POLICY, "p.yaml").values():
-        store.apply_record(*records.encode(doc, 1, 0, "test", "tester"))
-    svc = await start_edge(tenant_map=str(m), policy_store=store)
+async def test_pathological_regex_does_not_stall_other_tenants(start_edge, write_map) -> None:
+    svc = await start_edge(tenant_map=str(write_map(TENANT_MAP)),
+                           policy_store=store_from_yaml(POLICY))
     port = svc.status()["udp_port"]
     t0 = time.perf_counter()
     slow = asyncio.create_task(_ask(port, NAME_244, "127.0.0.1", 5.0))

@@ -4,43 +4,29 @@ nor tells an isolated name from a missing one (issue #11: an isolated query was 
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import dns.asyncquery
 import dns.message
 import dns.rcode
 import orjson
-from dnsflow.policies import policyset, records
-from dnsflow.policies.api import PolicyStore
 from prometheus_client.parser import text_string_to_metric_families
 
 from dnsflow.bus.memory import MemoryBus
+from tests.helpers.policy_yaml import dns_policy, store_from_yaml
+from tests.helpers.waiting import until
 
 MAP = """
 namespaces: {shop: shop, payments: payments}
 clients:
   - {cidr: 127.0.0.1/32, tenant: shop, namespace: shop}
 """
-POLICY = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: shop
-  rules: [{id: no-ads, match: {names: [ads.example.com]}, action: deny}]
-"""
+POLICY = dns_policy("p", "shop", "shop",
+                    "rules: [{id: no-ads, match: {names: [ads.example.com]}, action: deny}]")
 HIDDEN = "ledger.payments.svc.cluster.local"
 
 
 async def test_isolated_queries_look_like_missing_names_to_the_tenant(
-        start_edge, tmp_path: Path, bus: MemoryBus) -> None:
-    m = tmp_path / "map.yaml"
-    m.write_text(MAP)
-    store = PolicyStore()
-    for doc in policyset.from_text(POLICY, "p.yaml").values():
-        store.apply_record(*records.encode(doc, 1, 0, "test", "tester"))
-    svc = await start_edge(tenant_map=str(m), policy_store=store)
+        start_edge, write_map, bus: MemoryBus) -> None:
+    svc = await start_edge(tenant_map=str(write_map(MAP)), policy_store=store_from_yaml(POLICY))
     port = svc.status()["udp_port"]
 
     async def ask(name: str) -> dns.message.Message:
@@ -53,10 +39,7 @@ async def test_isolated_queries_look_like_missing_names_to_the_tenant(
     for _ in range(3):
         assert (await ask("nosuch.shop.svc.cluster.local")).rcode() == dns.rcode.NXDOMAIN
     assert (await ask("ads.example.com")).rcode() == dns.rcode.NXDOMAIN  # a policy deny
-    for _ in range(100):
-        if svc.publisher.published >= 7:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: svc.publisher.published >= 7, timeout=2.0, what="7 published events")
 
     evs = [orjson.loads(r.value) for p in bus.topic("t.events").partitions for r in p]
     hidden = [e for e in evs if e["qname"] == HIDDEN]

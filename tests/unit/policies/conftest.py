@@ -1,26 +1,16 @@
-"""Helpers: build a PolicyStore straight from YAML text, as an edge would after `apply`."""
+"""Fixtures: `make_store` (a PolicyStore from YAML text, as an edge builds it after `apply`)
+and `mk_client`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pytest
-from dnsflow.policies import policyset, records
 from dnsflow.policies.api import ClientInfo, PolicyStore
 
+from tests.helpers.policy_yaml import store_from_yaml
+
 StoreFactory = Callable[..., PolicyStore]
-
-
-def store_from_yaml(text: str, ns_map: Mapping[str, str] | None = None, version: int = 1,
-                    store: PolicyStore | None = None) -> PolicyStore:
-    store = store or PolicyStore()
-    if ns_map is not None:
-        store.set_namespace_tenants(ns_map)
-    docs = policyset.from_text(text, "test.yaml")
-    for key in sorted(docs, key=lambda k: (k != records.GLOBAL, k)):
-        k, v = records.encode(docs[key], version, 1, "test", "tester")
-        assert store.apply_record(k, v)
-    return store
 
 
 @pytest.fixture

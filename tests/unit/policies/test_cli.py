@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dnsflow.cli import main
+from tests.helpers.policy_yaml import dns_policy, documents
 
-GOOD = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: base, namespace: shop}
-spec:
-  tenant: acme
+GOOD = documents(dns_policy("base", "shop", "acme", """
   clients: {namespaces: ["*"]}
   view: {records: [{name: db.acme.internal, type: A, value: 10.0.0.7}]}
   rules:
@@ -20,12 +16,7 @@ spec:
        redirect: {upstreams: ["udp://127.0.0.1:5353"]}}
     - {id: pin, match: {names: [api.example.com]}, action: rewrite,
        rewrite: {records: [{type: A, value: 10.9.9.9, ttl: 30}]}}
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: bank, namespace: bank}
-spec: {tenant: globex, exports: [{service: api, to: [acme]}]}
-"""
+"""), dns_policy("bank", "bank", "globex", "exports: [{service: api, to: [acme]}]"))
 BAD = GOOD.replace("denyMode: DROP", "denyMode: SILENT").replace("namespace: bank}",
                                                                  "namespace: bank, x: 1}")
 MAP = """
@@ -109,17 +100,12 @@ def test_apply_needs_kafka_but_dry_run_does_not(files, capsys, monkeypatch):
 
 
 def test_explain_mentions_response_rules(tmp_path, capsys):
-    (tmp_path / "p.yaml").write_text("""
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: acme
+    (tmp_path / "p.yaml").write_text(dns_policy("p", "shop", "acme", """
   rules:
     - id: rebind
       match: {suffixes: [example.com], response: {answerCIDRs: [10.0.0.0/8]}}
       action: deny
-""")
+"""))
     assert main(["policy", "explain", "--tenant", "acme", "--namespace", "shop", "--name",
                  "www.example.com", str(tmp_path / "p.yaml")]) == 0
     out = capsys.readouterr().out

@@ -4,44 +4,28 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.policy_yaml import dns_policy, documents
+
 NS_MAP = {"shop": "acme", "blog": "acme", "bank": "globex", "vault": "globex",
           "shared": "infra", "secret": "initech"}
 
-POLICIES = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: exports, namespace: bank}
-spec:
-  tenant: globex
+POLICIES = documents(
+    dns_policy("exports", "bank", "globex", """
   exports:
     - {service: api, to: [acme]}
     - {service: status, to: ["*"]}
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: open, namespace: shared}
-spec:
-  tenant: infra
-  isolation: none
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: strict, namespace: secret}
-spec:
-  tenant: initech
+"""),
+    dns_policy("open", "shared", "infra", "isolation: none"),
+    dns_policy("strict", "secret", "initech", """
   isolation: namespace
   exports: [{service: shared-api, to: [initech]}]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: sneaky, namespace: shop}
-spec:
-  tenant: acme
+"""),
+    dns_policy("sneaky", "shop", "acme", """
   # acme cannot open globex's names: exports only count for the owner's namespaces
   exports: [{service: db, to: ["*"]}]
   rules:
     - {id: allow-all-cluster, match: {suffixes: [cluster.local]}, action: allow}
-"""
+"""))
 
 HIDDEN_FROM_ACME = [
     "db.bank.svc.cluster.local",

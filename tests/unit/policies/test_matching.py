@@ -7,12 +7,9 @@ from types import MappingProxyType
 import pytest
 from dnsflow.policies.api import LocalRecord
 
-BASE = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: base, namespace: shop}
-spec:
-  tenant: acme
+from tests.helpers.policy_yaml import cluster_policy, dns_policy, documents
+
+BASE = dns_policy("base", "shop", "acme", """
   rules:
     - id: block-ads
       match: {names: [ads.example.com, "*.tracker.net"]}
@@ -38,7 +35,7 @@ spec:
       match: {suffixes: [example.com]}
       action: allow
       rateLimit: {qps: 5, burst: 10}
-"""
+""")
 
 
 def test_exact_name_denied_any_case_and_trailing_dot(make_store, mk_client):
@@ -93,83 +90,61 @@ def test_default_allow_carries_version(make_store, mk_client):
     assert (v.action, v.rule, v.policy_version) == ("allow", "", 7)
 
 
+def rules_deciding(store, queries: list[tuple[str, str]], client) -> list[str]:
+    """The rule that decides each (name, type), in order: one comparison shows them all."""
+    return [store.decide(client, name, qtype).rule for name, qtype in queries]
+
+
 def test_first_matching_rule_wins_over_more_specific_later_rule(make_store, mk_client):
-    store = make_store("""
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: acme
+    store = make_store(dns_policy("p", "shop", "acme", """
   rules:
     - {id: wide, match: {suffixes: [example.com], types: [TXT]}, action: deny}
     - {id: narrow, match: {names: [www.example.com]}, action: allow, log: true}
     - {id: regex-first, match: {regex: ['.*\\.org']}, action: deny}
     - {id: plain-later, match: {names: [x.org, x.com]}, action: allow, rateLimit: {qps: 1}}
-""")
-    assert store.decide(mk_client(), "www.example.com", "TXT").rule == "shop/p#wide"
-    assert store.decide(mk_client(), "www.example.com", "A").rule == "shop/p#narrow"
-    assert store.decide(mk_client(), "x.org", "A").rule == "shop/p#regex-first"
-    assert store.decide(mk_client(), "x.com", "A").rule == "shop/p#plain-later"
+"""))
+    queries = [("www.example.com", "TXT"), ("www.example.com", "A"), ("x.org", "A"),
+               ("x.com", "A")]
+    assert rules_deciding(store, queries, mk_client()) == [
+        "shop/p#wide", "shop/p#narrow", "shop/p#regex-first", "shop/p#plain-later"]
 
 
-POLICIES_TWO = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: zz-late, namespace: shop}
-spec:
-  tenant: acme
+POLICIES_TWO = documents(
+    dns_policy("zz-late", "shop", "acme", """
   priority: 10
   rules: [{id: r, match: {names: [a.example.com]}, action: deny}]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: aa-early-name, namespace: shop}
-spec:
-  tenant: acme
+"""),
+    dns_policy("aa-early-name", "shop", "acme", """
   rules: [{id: r, match: {names: [a.example.com, c.example.com]}, action: allow, log: true}]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: b, namespace: shop}
-spec:
-  tenant: acme
+"""),
+    dns_policy("b", "shop", "acme", """
   rules: [{id: r, match: {names: [b.example.com]}, action: deny, denyMode: NODATA}]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: a, namespace: shop}
-spec:
-  tenant: acme
+"""),
+    dns_policy("a", "shop", "acme", """
   rules: [{id: r, match: {names: [b.example.com], types: [A]}, action: allow}]
-"""
+"""))
 
 
 def test_priority_then_name_orders_policies(make_store, mk_client):
     store = make_store(POLICIES_TWO)
-    # priority 10 beats the default 100 whatever the names
-    assert store.decide(mk_client(), "a.example.com", "A").rule == "shop/zz-late#r"
-    assert store.decide(mk_client(), "c.example.com", "A").rule == "shop/aa-early-name#r"
-    # equal priority: namespace then name ("a" before "b")
-    assert store.decide(mk_client(), "b.example.com", "A").rule == "shop/a#r"
-    assert store.decide(mk_client(), "b.example.com", "MX").rule == "shop/b#r"
+    queries = [("a.example.com", "A"), ("c.example.com", "A"), ("b.example.com", "A"),
+               ("b.example.com", "MX")]
+    assert rules_deciding(store, queries, mk_client()) == [
+        "shop/zz-late#r",        # priority 10 beats the default 100 whatever the names
+        "shop/aa-early-name#r",
+        "shop/a#r",              # equal priority: namespace then name ("a" before "b")
+        "shop/b#r",
+    ]
 
 
-SELECTORS = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: own-ns, namespace: shop}
-spec:
-  tenant: acme
+SELECTORS = documents(
+    dns_policy("own-ns", "shop", "acme", """
   rules: [{id: r, match: {names: [own.example.com]}, action: deny}]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: all-ns, namespace: shop}
-spec:
-  tenant: acme
+"""),
+    dns_policy("all-ns", "shop", "acme", """
   clients: {namespaces: ["*"], labels: {app: web}, serviceAccounts: [web-sa]}
   rules: [{id: r, match: {names: [web.example.com]}, action: deny}]
-"""
+"""))
 
 
 def test_client_selectors(make_store, mk_client):
@@ -192,39 +167,26 @@ def test_tenant_policy_never_applies_to_other_tenant(make_store, mk_client):
     assert (v.action, v.rule, v.policy_version) == ("allow", "", 0)
 
 
-CLUSTER = """
-apiVersion: dnsflow.io/v1
-kind: ClusterDNSPolicy
-metadata: {name: guard}
-spec:
+CLUSTER = documents(
+    cluster_policy("guard", """
   rules:
     - {id: malware, match: {suffixes: [evil.test]}, action: deny, log: true}
----
-apiVersion: dnsflow.io/v1
-kind: ClusterDNSPolicy
-metadata: {name: base}
-spec:
+"""),
+    cluster_policy("base", """
   tier: baseline
   rules:
     - {id: no-onion, match: {suffixes: [onion, allowed.test]}, action: deny, denyMode: REFUSED}
----
-apiVersion: dnsflow.io/v1
-kind: ClusterDNSPolicy
-metadata: {name: only-globex}
-spec:
+"""),
+    cluster_policy("only-globex", """
   clients: {tenants: [globex]}
   rules:
     - {id: r, match: {names: [g.test]}, action: deny}
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: acme
+"""),
+    dns_policy("p", "shop", "acme", """
   rules:
     - {id: try-allow-evil, match: {suffixes: [evil.test]}, action: allow}
     - {id: allow-onion, match: {suffixes: [allowed.test]}, action: allow}
-"""
+"""))
 
 
 def test_cluster_tiers_precedence(make_store, mk_client):
@@ -272,12 +234,7 @@ def test_auto_deny_between_guardrail_and_tenant(make_store, mk_client):
 
 
 def test_response_rules(make_store, mk_client):
-    store = make_store("""
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: acme
+    store = make_store(dns_policy("p", "shop", "acme", """
   rules:
     - id: rebinding
       match: {suffixes: [example.com], response: {answerCIDRs: [10.0.0.0/8, "fd00::/8"]}}
@@ -286,7 +243,7 @@ spec:
       match: {response: {rcodes: [NXDOMAIN]}}
       action: allow
       log: true
-""")
+"""))
     c = mk_client()
     assert store.decide(c, "a.example.com", "A").action == "allow"
     v = store.check_response(c, "a.example.com", "A", "NOERROR", ["1.2.3.4", "10.2.3.4"])
@@ -301,26 +258,18 @@ spec:
 
 
 def test_view_merged_per_tenant(make_store):
-    store = make_store("""
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: v1, namespace: shop}
-spec:
-  tenant: acme
+    store = make_store(documents(
+        dns_policy("v1", "shop", "acme", """
   view:
     records: [{name: db.acme.internal, type: A, value: 10.0.0.7, ttl: 20}]
     searchDomains: [acme.internal]
     upstreams: ["https://dns.example.net/dns-query", "udp://127.0.0.1:5353"]
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: v2, namespace: blog}
-spec:
-  tenant: acme
+"""),
+        dns_policy("v2", "blog", "acme", """
   view:
     records: [{name: "Cache.Acme.Internal.", type: CNAME, value: db.acme.internal.}]
     searchDomains: [acme.internal, blog.acme.internal]
-""")
+""")))
     view = store.view("acme")
     assert view.tenant == "acme"
     assert set(view.records) == {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 from dnsflow.policies import policyset
 from dnsflow.policies.api import ClientInfo, PolicyStore
@@ -13,22 +11,13 @@ from dnsflow.policies.service import build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
+from tests.helpers.policy_yaml import dns_policy
+from tests.helpers.waiting import until
 
-P1 = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: base, namespace: shop}
-spec:
-  tenant: acme
-  rules: [{id: ads, match: {names: [ads.example.com]}, action: deny}]
-"""
+P1 = dns_policy("base", "shop", "acme",
+                "rules: [{id: ads, match: {names: [ads.example.com]}, action: deny}]")
 P2 = P1.replace("ads.example.com]", "ads.example.com, track.example.com]")
-G = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: g, namespace: bank}
-spec: {tenant: globex}
-"""
+G = dns_policy("g", "bank", "globex")
 ACME = ClientInfo("10.0.0.1", "acme", "shop")
 
 
@@ -92,25 +81,16 @@ async def test_service_watches_directory_and_follower_enforces(tmp_path):
     try:
         assert pdir.is_dir()
         (pdir / "acme.yaml").write_text(P1)
-        for _ in range(200):
-            if store.version("acme") == 1:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: store.version("acme") == 1, timeout=4.0, what="version 1")
         assert store.decide(ACME, "ads.example.com", "A").action == "deny"
         # an invalid edit is rejected whole: version 1 stays, the DLQ says why
         (pdir / "acme.yaml").write_text(P2 + "---\nkind: Nope\n")
-        for _ in range(200):
-            if service.status()["rejections"]:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: service.status()["rejections"], timeout=4.0, what="a rejection")
         dlq = _messages(bus, bus.topics.dlq)
         assert dlq and "document 2: kind: unknown kind 'Nope'" in dlq[0]["problems"][0]
         assert store.decide(ACME, "track.example.com", "A").action == "allow"
         (pdir / "acme.yaml").write_text(P2)
-        for _ in range(200):
-            if store.version("acme") == 2:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: store.version("acme") == 2, timeout=4.0, what="version 2")
         assert store.decide(ACME, "track.example.com", "A").rule == "shop/base#ads"
         assert service.status()["versions"] == {"acme": 2}
     finally:
@@ -126,10 +106,8 @@ async def test_follower_sends_bad_records_to_dlq():
     try:
         await bus.send(bus.topics.policies, b"{oops", key=b"initech")
         await Publisher(bus, source="t").publish(policyset.from_text(P1))
-        for _ in range(200):
-            if store.version("acme") == 1 and bus.count(bus.topics.dlq):
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: store.version("acme") == 1 and bus.count(bus.topics.dlq),
+                    timeout=4.0, what="version 1 and a DLQ record")
         assert follower.status()["rejected"] == 1
         dlq = _messages(bus, bus.topics.dlq)
         assert "not valid JSON" in dlq[0]["reason"] and dlq[0]["value"] == "{oops"
@@ -155,10 +133,8 @@ async def test_follower_applies_big_policies_via_worker_thread():
     await follower.start()
     try:
         await bus.send(bus.topics.policies, value, key=key)
-        for _ in range(500):
-            if follower.status()["applied"] == 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: follower.status()["applied"] == 1, interval=0.01,
+                    what="one applied record")
         assert store.version("acme") == 1
         assert store.decide(ACME, "h7999.example.com", "A").rule == "shop/big#r7999"
     finally:

@@ -6,34 +6,23 @@ from __future__ import annotations
 import time
 
 import pytest
-from dnsflow.policies import matcher, policyset, records
-from dnsflow.policies.api import ClientInfo, PolicyStore
+from dnsflow.policies import matcher, policyset
+from dnsflow.policies.api import ClientInfo
 from dnsflow.policies.loader import PolicySetError
 from dnsflow.policies.regex import ENGINE, NameRegex
 
 from dnsflow.cli import main
+from tests.helpers.policy_yaml import dns_policy, store_from_yaml
 
 SLOW = ".*.*.*.*.*z"
 # 244 characters, four labels, no 'z': a backtracking engine tries ~n^5/120 splits
 NAME_244 = ".".join(["a" * 61, "b" * 60, "c" * 60, "d" * 60])
 assert len(NAME_244) == 244
 
-POLICY = f"""
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {{name: greedy, namespace: shop}}
-spec:
-  tenant: acme
+POLICY = dns_policy("greedy", "shop", "acme", f"""
   rules:
     - {{id: slow, match: {{regex: ['{SLOW}']}}, action: deny}}
-"""
-
-
-def _store(text: str) -> PolicyStore:
-    store = PolicyStore()
-    for doc in policyset.from_text(text, "p.yaml").values():
-        store.apply_record(*records.encode(doc, 1, 0, "test", "tester"))
-    return store
+""")
 
 
 def test_matcher_compiles_policy_regexes_with_re2() -> None:
@@ -46,7 +35,7 @@ def test_matcher_compiles_policy_regexes_with_re2() -> None:
 
 
 def test_adjacent_unbounded_repeats_are_decided_in_linear_time() -> None:
-    store = _store(POLICY)
+    store = store_from_yaml(POLICY)
     client = ClientInfo("10.0.0.1", "acme", "shop")
     t0 = time.perf_counter()
     allowed = store.decide(client, NAME_244, "A")

@@ -7,14 +7,10 @@ import pytest
 from dnsflow.policies import policyset, records
 from dnsflow.policies.api import PolicyRecordError, PolicyStore
 
-POLICY = """
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: p, namespace: shop}
-spec:
-  tenant: acme
-  rules: [{id: r, match: {names: [bad.example.com]}, action: deny}]
-"""
+from tests.helpers.policy_yaml import dns_policy
+
+POLICY = dns_policy("p", "shop", "acme",
+                    "rules: [{id: r, match: {names: [bad.example.com]}, action: deny}]")
 
 
 def _record(version: int = 1, text: str = POLICY, key: str = "acme") -> tuple[bytes, bytes]:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from dnsflow.policies import policyset
 from dnsflow.policies.loader import PolicySetError, load_paths
 
-
-def _doc(spec: str, kind: str = "DNSPolicy", meta: str = "{name: p, namespace: shop}") -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: dnsflow.io/v1
-        kind: {kind}
-        metadata: {meta}
-        spec:
-        """) + textwrap.indent(textwrap.dedent(spec), "  ") + "\n"
+from tests.helpers.policy_yaml import document
 
 
 def _rule(rule: str) -> str:
-    return _doc("rules:\n  - " + rule)
+    return document("rules:\n  - " + rule)
 
 
 def _problems(text: str) -> list[str]:
@@ -30,103 +21,99 @@ def _problems(text: str) -> list[str]:
 
 CASES = [
     # (yaml, field path, message fragment)
-    (_doc("tenant: acme\nfoo: 1"), "spec.foo", "unknown field"),
-    (_rule("{match: {nmes: [a.com]}, action: deny}"), "spec.rules[0].match.nmes",
-     "unknown field"),
-    (_doc("tenant: acme").replace("kind: DNSPolicy", "kind: DNSPolicyy"), "kind",
+    (document("tenant: acme\nfoo: 1"), "spec.foo", "unknown field"),
+    (document("tenant: acme").replace("kind: DNSPolicy", "kind: DNSPolicyy"), "kind",
      "unknown kind 'DNSPolicyy'"),
-    (_doc("tenant: acme").replace("dnsflow.io/v1", "dnsflow.io/v2"), "apiVersion",
+    (document("tenant: acme").replace("dnsflow.io/v1", "dnsflow.io/v2"), "apiVersion",
      "'dnsflow.io/v2'"),
-    (_doc("tenant: acme", meta="{name: p}"), "", "metadata.namespace is required"),
-    (_doc("rules: []", kind="ClusterDNSPolicy"), "", "cluster-scoped"),
-    (_doc("tenant: acme", meta="{name: Bad_Name, namespace: shop}"), "metadata.name",
+    (document("tenant: acme", meta="{name: p}"), "", "metadata.namespace is required"),
+    (document("rules: []", kind="ClusterDNSPolicy"), "", "cluster-scoped"),
+    (document("tenant: acme", meta="{name: Bad_Name, namespace: shop}"), "metadata.name",
      "DNS-1123"),
-    (_doc("tenant: ACME"), "spec.tenant", "DNS-1123"),
-    (_doc("priority: 5000"), "spec.priority", "less than or equal to 1000"),
-    (_rule("{match: {names: [ok.com, 'a..b.com']}, action: deny}"),
-     "spec.rules[0].match.names[1]", "empty label"),
-    (_rule("{match: {names: ['a.*.com']}, action: deny}"), "spec.rules[0].match.names[0]",
-     "only allowed as the first label"),
-    (_rule("{match: {suffixes: ['*.x.com']}, action: deny}"),
-     "spec.rules[0].match.suffixes[0]", "wildcard not allowed"),
-    (_rule("{match: {names: ['bad label.com']}, action: deny}"),
-     "spec.rules[0].match.names[0]", "invalid label"),
-    (_rule("{match: {names: ['" + "a." * 130 + "com']}, action: deny}"),
-     "spec.rules[0].match.names[0]", "longer than 253"),
-    (_rule("{match: {regex: ['(unclosed']}, action: deny}"), "spec.rules[0].match.regex[0]",
-     "bad regex"),
-    (_rule("{match: {regex: ['" + "a" * 600 + "']}, action: deny}"),
-     "spec.rules[0].match.regex[0]", "longer than 512"),
-    (_rule("{match: {regex: ['(.)\\1']}, action: deny}"), "spec.rules[0].match.regex[0]",
-     "no backreferences"),
-    (_rule("{match: {regex: ['x', '(?=a)b']}, action: deny}"), "spec.rules[0].match.regex[1]",
-     "lookaround"),
-    (_rule("{match: {names: ['" + "x" * 70 + "\u00e9.com']}, action: deny}"),
-     "spec.rules[0].match.names[0]", "not a valid internationalised name"),
-    (_rule("{match: {types: [A, BOGUS]}, action: deny}"), "spec.rules[0].match.types[1]",
-     "unknown query type 'BOGUS'"),
-    (_rule("{match: {response: {answerCIDRs: [10.0.0.1/8]}}, action: deny}"),
-     "spec.rules[0].match.response.answerCIDRs[0]", "bad CIDR"),
-    (_rule("{match: {response: {answerCIDRs: [10.0.0.0/33]}}, action: deny}"),
-     "spec.rules[0].match.response.answerCIDRs[0]", "bad CIDR"),
-    (_rule("{match: {response: {}}, action: deny}"), "spec.rules[0].match.response",
-     "needs answerCIDRs or rcodes"),
-    (_rule("{match: {response: {rcodes: [NXDOM]}}, action: deny}"),
-     "spec.rules[0].match.response.rcodes[0]", "NXDOMAIN"),
-    (_rule("{action: block}"), "spec.rules[0].action", "'allow', 'deny'"),
-    (_rule("{action: rewrite}"), "spec.rules[0]", "'rewrite' is required"),
-    (_rule("{action: deny, rewrite: {cname: a.com}}"), "spec.rules[0]", "'rewrite' is required"),
-    (_rule("{action: redirect}"), "spec.rules[0]", "'redirect' is required"),
-    (_rule("{action: allow, denyMode: REFUSED}"), "spec.rules[0]", "'denyMode' is only"),
-    (_rule("{action: deny, denyMode: SILENT}"), "spec.rules[0].denyMode", "'NXDOMAIN'"),
-    (_rule("{action: deny, rateLimit: {qps: 1}}"), "spec.rules[0]", "'rateLimit' makes no"),
-    (_rule("{action: allow, rateLimit: {qps: 0}}"), "spec.rules[0].rateLimit.qps",
-     "greater than 0"),
-    (_rule("{match: {response: {rcodes: [NXDOMAIN]}}, action: redirect, "
-           "redirect: {upstreams: ['udp://1.1.1.1']}}"), "spec.rules[0]", "cannot redirect"),
-    (_rule("{action: rewrite, rewrite: {cname: a.com, records: [{type: A, value: 1.2.3.4}]}}"),
-     "spec.rules[0].rewrite", "exactly one of"),
-    (_rule("{action: rewrite, rewrite: {records: [{type: A, value: not-an-ip}]}}"),
-     "spec.rules[0].rewrite.records[0]", "invalid A record data"),
-    (_rule("{action: rewrite, rewrite: {records: [{type: AAAA, value: 1.2.3.4}]}}"),
-     "spec.rules[0].rewrite.records[0]", "invalid AAAA record data"),
-    (_rule("{action: redirect, redirect: {upstreams: ['ftp://x.com']}}"),
-     "spec.rules[0].redirect.upstreams[0]", "unknown scheme 'ftp'"),
-    (_rule("{action: redirect, redirect: {upstreams: ['1.1.1.1']}}"),
-     "spec.rules[0].redirect.upstreams[0]", "expected udp://"),
-    (_rule("{action: redirect, redirect: {upstreams: ['tls://1.1.1.1:853@']}}"),
-     "spec.rules[0].redirect.upstreams[0]", "empty SNI"),
-    (_rule("{action: redirect, redirect: {upstreams: ['udp://1.1.1.1/x']}}"),
-     "spec.rules[0].redirect.upstreams[0]", "path is only allowed"),
-    (_rule("{action: redirect, redirect: {upstreams: ['udp://1.1.1.1:99999']}}"),
-     "spec.rules[0].redirect.upstreams[0]", "out of range"),
-    (_rule("{action: redirect, redirect: {upstreams: []}}"), "spec.rules[0].redirect.upstreams",
-     "at least 1"),
-    (_rule("{id: 'bad id!', action: deny}"), "spec.rules[0].id", "rule id"),
-    (_doc("clients: {labels: {'bad key!': x}}"), "spec.clients.labels", "bad label key"),
-    (_doc("clients: {namespaces: [Bad]}"), "spec.clients.namespaces[0]", "DNS-1123"),
-    (_doc("isolation: partial"), "spec.isolation", "'tenant'"),
-    (_doc("exports: [{service: api, to: []}]"), "spec.exports[0].to", "at least 1"),
-    (_doc("exports: [{service: api, to: [acme, Bad!]}]"), "spec.exports[0].to[1]",
+    (document("tenant: ACME"), "spec.tenant", "DNS-1123"),
+    (document("priority: 5000"), "spec.priority", "less than or equal to 1000"),
+    (document("clients: {labels: {'bad key!': x}}"), "spec.clients.labels", "bad label key"),
+    (document("clients: {namespaces: [Bad]}"), "spec.clients.namespaces[0]", "DNS-1123"),
+    (document("isolation: partial"), "spec.isolation", "'tenant'"),
+    (document("exports: [{service: api, to: []}]"), "spec.exports[0].to", "at least 1"),
+    (document("exports: [{service: api, to: [acme, Bad!]}]"), "spec.exports[0].to[1]",
      "tenant 'Bad!' is not a valid DNS-1123 name"),
-    (_doc("clients: {tenants: [_global]}", kind="ClusterDNSPolicy", meta="{name: c}"),
+    (document("clients: {tenants: [_global]}", kind="ClusterDNSPolicy", meta="{name: c}"),
      "spec.clients.tenants[0]", "DNS-1123"),
-    (_doc("view: {records: [{name: x.com, type: MX, value: 'mail.x.com.'}]}"),
+    (document("view: {records: [{name: x.com, type: MX, value: 'mail.x.com.'}]}"),
      "spec.view.records[0]", "invalid MX record data"),
-    (_doc("view: {records: [{type: A, value: 1.2.3.4}]}"), "spec.view.records[0].name",
+    (document("view: {records: [{type: A, value: 1.2.3.4}]}"), "spec.view.records[0].name",
      "Field required"),
-    (_doc("view: {searchDomains: ['-bad-.com']}"), "spec.view.searchDomains[0]",
+    (document("view: {searchDomains: ['-bad-.com']}"), "spec.view.searchDomains[0]",
      "invalid label"),
-    (_doc("view: {upstreams: ['https://']}"), "spec.view.upstreams[0]", "missing host"),
-    (_doc("tier: middle", kind="ClusterDNSPolicy", meta="{name: c}"), "spec.tier",
+    (document("view: {upstreams: ['https://']}"), "spec.view.upstreams[0]", "missing host"),
+    (document("tier: middle", kind="ClusterDNSPolicy", meta="{name: c}"), "spec.tier",
      "'guardrail'"),
     ("- just\n- a list\n", "", "expected a mapping"),
     ("kind: [unclosed\n", "", "invalid YAML"),
 ]
+# Problems in one rule (spec.rules[0]): the field path inside the rule -> the rules that have a
+# problem there, each with a fragment of its message.
+RULE_CASES = {
+    "": [("{action: rewrite}", "'rewrite' is required"),
+         ("{action: deny, rewrite: {cname: a.com}}", "'rewrite' is required"),
+         ("{action: redirect}", "'redirect' is required"),
+         ("{action: allow, denyMode: REFUSED}", "'denyMode' is only"),
+         ("{action: deny, rateLimit: {qps: 1}}", "'rateLimit' makes no"),
+         ("{match: {response: {rcodes: [NXDOMAIN]}}, action: redirect, "
+          "redirect: {upstreams: ['udp://1.1.1.1']}}", "cannot redirect")],
+    ".id": [("{id: 'bad id!', action: deny}", "rule id")],
+    ".action": [("{action: block}", "'allow', 'deny'")],
+    ".denyMode": [("{action: deny, denyMode: SILENT}", "'NXDOMAIN'")],
+    ".rateLimit.qps": [("{action: allow, rateLimit: {qps: 0}}", "greater than 0")],
+    ".rewrite": [("{action: rewrite, rewrite: {cname: a.com, records: "
+                  "[{type: A, value: 1.2.3.4}]}}", "exactly one of")],
+    ".rewrite.records[0]": [
+        ("{action: rewrite, rewrite: {records: [{type: A, value: not-an-ip}]}}",
+         "invalid A record data"),
+        ("{action: rewrite, rewrite: {records: [{type: AAAA, value: 1.2.3.4}]}}",
+         "invalid AAAA record data")],
+}
+# The same for the match of a deny rule: the field path inside the match -> (match, fragment).
+MATCH_CASES = {
+    ".nmes": [("{nmes: [a.com]}", "unknown field")],
+    ".names[0]": [("{names: ['a.*.com']}", "only allowed as the first label"),
+                  ("{names: ['bad label.com']}", "invalid label"),
+                  ("{names: ['" + "a." * 130 + "com']}", "longer than 253"),
+                  ("{names: ['" + "x" * 70 + "\u00e9.com']}",
+                   "not a valid internationalised name")],
+    ".names[1]": [("{names: [ok.com, 'a..b.com']}", "empty label")],
+    ".suffixes[0]": [("{suffixes: ['*.x.com']}", "wildcard not allowed")],
+    ".regex[0]": [("{regex: ['(unclosed']}", "bad regex"),
+                  ("{regex: ['" + "a" * 600 + "']}", "longer than 512"),
+                  ("{regex: ['(.)\\1']}", "no backreferences")],
+    ".regex[1]": [("{regex: ['x', '(?=a)b']}", "lookaround")],
+    ".types[1]": [("{types: [A, BOGUS]}", "unknown query type 'BOGUS'")],
+    ".response": [("{response: {}}", "needs answerCIDRs or rcodes")],
+    ".response.answerCIDRs[0]": [("{response: {answerCIDRs: [10.0.0.1/8]}}", "bad CIDR"),
+                                 ("{response: {answerCIDRs: [10.0.0.0/33]}}", "bad CIDR")],
+    ".response.rcodes[0]": [("{response: {rcodes: [NXDOM]}}", "NXDOMAIN")],
+}
+# ... and for the upstreams of a redirect rule: the field path inside them -> (upstreams, fragment).
+UPSTREAM_CASES = {
+    "[0]": [("['ftp://x.com']", "unknown scheme 'ftp'"),
+            ("['1.1.1.1']", "expected udp://"),
+            ("['tls://1.1.1.1:853@']", "empty SNI"),
+            ("['udp://1.1.1.1/x']", "path is only allowed"),
+            ("['udp://1.1.1.1:99999']", "out of range")],
+    "": [("[]", "at least 1")],
+}
+RULE_PROBLEMS = [
+    *((rule, path, fragment) for path, cases in RULE_CASES.items() for rule, fragment in cases),
+    *((f"{{match: {match}, action: deny}}", ".match" + path, fragment)
+      for path, cases in MATCH_CASES.items() for match, fragment in cases),
+    *((f"{{action: redirect, redirect: {{upstreams: {upstreams}}}}}", ".redirect.upstreams" + path,
+       fragment) for path, cases in UPSTREAM_CASES.items() for upstreams, fragment in cases),
+]
 
 
-@pytest.mark.parametrize("text, path, fragment", CASES)
-def test_document_errors(text, path, fragment):
+def _assert_problem(text: str, path: str, fragment: str) -> None:
+    """Refused, with a problem in document 1 at ``path`` that says ``fragment``."""
     problems = _problems(text)
     want_prefix = "p.yaml: document 1: " + (path + ": " if path else "")
     if "invalid YAML" in fragment:
@@ -134,9 +121,19 @@ def test_document_errors(text, path, fragment):
     assert any(p.startswith(want_prefix) and fragment in p for p in problems), problems
 
 
+@pytest.mark.parametrize("text, path, fragment", CASES)
+def test_document_errors(text, path, fragment):
+    _assert_problem(text, path, fragment)
+
+
+@pytest.mark.parametrize("rule, path, fragment", RULE_PROBLEMS)
+def test_rule_errors(rule, path, fragment):
+    _assert_problem(_rule(rule), "spec.rules[0]" + path, fragment)
+
+
 def test_every_problem_reported_with_document_index():
-    text = (_doc("tenant: acme") + "---\n" + _rule("{action: nope}") + "---\n"
-            + _doc("x: 1"))
+    text = (document("tenant: acme") + "---\n" + _rule("{action: nope}") + "---\n"
+            + document("x: 1"))
     problems = _problems(text)
     assert problems[0].startswith("p.yaml: document 2: spec.rules[0].action: ")
     assert problems[1] == "p.yaml: document 3: spec.x: unknown field"
@@ -144,19 +141,19 @@ def test_every_problem_reported_with_document_index():
 
 
 SET_CASES = [
-    (_doc("tenant: acme") + "---\n" + _doc("tenant: acme"), 2, "metadata.name",
+    (document("tenant: acme") + "---\n" + document("tenant: acme"), 2, "metadata.name",
      "duplicate DNSPolicy 'shop/p' (first in p.yaml document 1)"),
-    (_doc("rules: [{id: a, action: deny, match: {names: [x.com]}}, "
+    (document("rules: [{id: a, action: deny, match: {names: [x.com]}}, "
           "{id: a, action: deny, match: {names: [y.com]}}]"), 1, "spec.rules[1].id",
      "duplicate rule id 'a'"),
-    (_doc("tenant: acme") + "---\n"
-     + _doc("tenant: globex", meta="{name: q, namespace: shop}"), 2, "spec.tenant",
+    (document("tenant: acme") + "---\n"
+     + document("tenant: globex", meta="{name: q, namespace: shop}"), 2, "spec.tenant",
      "namespace 'shop' already belongs to tenant 'acme'"),
-    (_doc("{tenant: acme, isolation: none}") + "---\n"
-     + _doc("{tenant: acme, isolation: tenant}", meta="{name: q, namespace: shop}"), 2,
+    (document("{tenant: acme, isolation: none}") + "---\n"
+     + document("{tenant: acme, isolation: tenant}", meta="{name: q, namespace: shop}"), 2,
      "spec.isolation", "conflicts with isolation 'none'"),
-    (_doc("{tenant: acme, view: {upstreams: ['udp://1.1.1.1']}}") + "---\n"
-     + _doc("{tenant: acme, view: {upstreams: ['udp://8.8.8.8']}}",
+    (document("{tenant: acme, view: {upstreams: ['udp://1.1.1.1']}}") + "---\n"
+     + document("{tenant: acme, view: {upstreams: ['udp://8.8.8.8']}}",
             meta="{name: q, namespace: blog}"), 2, "spec.view.upstreams",
      "already has view upstreams"),
 ]
@@ -170,29 +167,32 @@ def test_set_errors(text, doc, path, fragment):
 
 
 def _rules(*rules: str, extra: str = "") -> str:
-    return _doc("tenant: acme\n" + extra + "rules:\n" + "".join(f"  - {r}\n" for r in rules))
+    return document("tenant: acme\n" + extra + "rules:\n" + "".join(f"  - {r}\n" for r in rules))
 
 
+# a first rule -> second rules it leaves unreachable (every query they match, it decides)
+SHADOWED_BY_THE_FIRST = {
+    "{match: {suffixes: [example.com]}, action: deny}": [
+        "{match: {names: [www.example.com]}, action: allow}",
+        "{match: {names: ['*.a.example.com']}, action: allow}"],
+    "{match: {names: ['*.example.com']}, action: deny}": [
+        "{match: {suffixes: [a.example.com]}, action: allow}"],
+    "{action: deny, match: {types: [TXT]}}": [
+        "{match: {names: [x.com], types: [TXT]}, action: allow}"],
+    "{match: {regex: ['.*\\.biz']}, action: deny}": [
+        "{match: {names: [a.biz]}, action: allow}",
+        "{match: {regex: ['.*\\.biz']}, action: allow}"],
+    "{match: {response: {answerCIDRs: [10.0.0.0/8]}}, action: deny}": [
+        "{match: {names: [x.com], response: {answerCIDRs: [10.1.0.0/16]}}, action: deny}"],
+}
 UNREACHABLE = [
-    (["{match: {suffixes: [example.com]}, action: deny}",
-      "{match: {names: [www.example.com]}, action: allow}"], 1, "shop/p#0"),
-    (["{match: {suffixes: [example.com]}, action: deny}",
-      "{match: {names: ['*.a.example.com']}, action: allow}"], 1, "shop/p#0"),
-    (["{match: {names: ['*.example.com']}, action: deny}",
-      "{match: {suffixes: [a.example.com]}, action: allow}"], 1, "shop/p#0"),
-    (["{action: deny, match: {types: [TXT]}}",
-      "{match: {names: [x.com], types: [TXT]}, action: allow}"], 1, "shop/p#0"),
+    *(([first, second], 1, "shop/p#0")
+      for first, seconds in SHADOWED_BY_THE_FIRST.items() for second in seconds),
+    # named by its id; shadowed by the union of two earlier rules
     (["{id: first, match: {names: [x.com]}, action: deny}",
       "{match: {names: [X.COM.]}, action: allow}"], 1, "shop/p#first"),
-    (["{match: {regex: ['.*\\.biz']}, action: deny}",
-      "{match: {names: [a.biz]}, action: allow}"], 1, "shop/p#0"),
-    (["{match: {regex: ['.*\\.biz']}, action: deny}",
-      "{match: {regex: ['.*\\.biz']}, action: allow}"], 1, "shop/p#0"),
     (["{match: {names: [a.com]}, action: deny}", "{match: {names: [b.com]}, action: deny}",
       "{match: {names: [a.com, b.com]}, action: allow}"], 2, "shop/p#0, shop/p#1"),
-    (["{match: {response: {answerCIDRs: [10.0.0.0/8]}}, action: deny}",
-      "{match: {names: [x.com], response: {answerCIDRs: [10.1.0.0/16]}}, action: deny}"], 1,
-     "shop/p#0"),
 ]
 
 
@@ -224,9 +224,9 @@ def test_reachable_rules_accepted(rules):
 
 
 def test_narrower_selector_does_not_shadow():
-    narrow = _doc("tenant: acme\nclients: {labels: {app: web}}\n"
+    narrow = document("tenant: acme\nclients: {labels: {app: web}}\n"
                   "rules: [{match: {suffixes: [x.com]}, action: deny}]")
-    wide = _doc("tenant: acme\npriority: 200\nrules: [{match: {names: [a.x.com]}, "
+    wide = document("tenant: acme\npriority: 200\nrules: [{match: {names: [a.x.com]}, "
                 "action: allow}]", meta="{name: q, namespace: shop}")
     assert set(policyset.from_text(narrow + "---\n" + wide)) == {"acme"}
     # the other way round the later rule can never decide
@@ -239,9 +239,9 @@ def test_narrower_selector_does_not_shadow():
 
 
 def test_cluster_tiers_are_separate_groups():
-    guard = _doc("rules: [{match: {suffixes: [x.com]}, action: deny}]", "ClusterDNSPolicy",
+    guard = document("rules: [{match: {suffixes: [x.com]}, action: deny}]", "ClusterDNSPolicy",
                  "{name: g}")
-    base = _doc("tier: baseline\nrules: [{match: {names: [a.x.com]}, action: allow}]",
+    base = document("tier: baseline\nrules: [{match: {names: [a.x.com]}, action: allow}]",
                 "ClusterDNSPolicy", "{name: b}")
     tenant = _rules("{match: {names: [a.x.com]}, action: allow}")
     assert set(policyset.from_text(guard + "---\n" + base + "---\n" + tenant)) == \
@@ -250,7 +250,7 @@ def test_cluster_tiers_are_separate_groups():
 
 def test_missing_path_and_whole_set_rejected(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text(_doc("tenant: acme"))
+    good.write_text(document("tenant: acme"))
     bad = tmp_path / "bad.yml"
     bad.write_text(_rule("{action: nope}"))
     docs, problems = load_paths([tmp_path, tmp_path / "missing.yaml"])
@@ -267,12 +267,12 @@ def test_unicode_names_become_punycode(make_store, mk_client):
 
 
 def test_cluster_rules_for_different_tenants_do_not_shadow():
-    a = _doc("clients: {tenants: [acme]}\nrules: [{match: {suffixes: [x.com]}, action: deny}]",
+    a = document("clients: {tenants: [acme]}\nrules: [{match: {suffixes: [x.com]}, action: deny}]",
              "ClusterDNSPolicy", "{name: a}")
-    b = _doc("clients: {tenants: [globex]}\nrules: [{match: {names: [y.x.com]}, "
+    b = document("clients: {tenants: [globex]}\nrules: [{match: {names: [y.x.com]}, "
              "action: deny}]", "ClusterDNSPolicy", "{name: b}")
     assert set(policyset.from_text(a + "---\n" + b)) == {"_global"}
-    every = _doc("rules: [{match: {suffixes: [x.com]}, action: deny}]", "ClusterDNSPolicy",
+    every = document("rules: [{match: {suffixes: [x.com]}, action: deny}]", "ClusterDNSPolicy",
                  "{name: a}")
     problems = _problems(every + "---\n" + b)
     assert problems == ["p.yaml: document 2: spec.rules[0]: unreachable rule: every query it "
@@ -291,7 +291,7 @@ def test_configmap_volume_layout_read_once(tmp_path):
     """Kubernetes mounts a ConfigMap as ..<ts>/file, ..data -> ..<ts>, file -> ..data/file."""
     real = tmp_path / "..2026_11_26_20_00_00.123"
     real.mkdir()
-    (real / "acme.yaml").write_text(_doc("tenant: acme"))
+    (real / "acme.yaml").write_text(document("tenant: acme"))
     (tmp_path / "..data").symlink_to(real.name)
     (tmp_path / "acme.yaml").symlink_to("..data/acme.yaml")
     docs, problems = load_paths([tmp_path])
