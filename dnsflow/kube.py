@@ -33,6 +33,24 @@ def api_client(kubeconfig: str | None = None, host: str | None = None) -> Any:
     return config.new_client_from_config(config_file=kubeconfig)
 
 
+def absorb_namespaces(table: dict[str, dict[str, str]], kind: str,
+                      objs: list[dict[str, Any]]) -> None:
+    """Apply one :class:`ListWatch` post of namespaces to ``table`` (name -> labels, in
+    place): a ``RESET`` replaces it, ``DELETED`` drops a name, any other event sets its
+    labels. The labels carry the tenancy (:data:`TENANT_LABEL`)."""
+    if kind == "RESET":
+        table.clear()
+    for o in objs:
+        meta = o.get("metadata") or {}
+        name = meta.get("name")
+        if not name:
+            continue
+        if kind == "DELETED":
+            table.pop(name, None)
+        else:
+            table[name] = dict(meta.get("labels") or {})
+
+
 class WatchOwner(Protocol):
     """What a :class:`ListWatch` reports to: the API client, events, and error counters."""
 

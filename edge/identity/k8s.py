@@ -23,7 +23,7 @@ from typing import Any
 from dnsflow.edge.identity.table import IdentityTable
 from dnsflow.policies.api import ClientInfo
 
-from dnsflow.kube import TENANT_LABEL, ListWatch, api_client
+from dnsflow.kube import TENANT_LABEL, ListWatch, absorb_namespaces, api_client
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,7 @@ class KubernetesIdentity:
 
     def _apply(self, what: str, kind: str, objs: list[dict[str, Any]]) -> None:
         if what == "namespaces":
-            if kind == "RESET":
-                self.namespaces = {}
-            for o in objs:
-                meta = o.get("metadata") or {}
-                name = meta.get("name")
-                if not name:
-                    continue
-                if kind == "DELETED":
-                    self.namespaces.pop(name, None)
-                else:
-                    self.namespaces[name] = dict(meta.get("labels") or {})
+            absorb_namespaces(self.namespaces, kind, objs)
         else:
             if kind == "RESET":
                 self.pods = {}

@@ -37,7 +37,7 @@ from dnsflow.policies.publisher import Publisher
 from dnsflow.policies.records import GLOBAL
 
 from dnsflow.bus import Bus
-from dnsflow.kube import ListWatch, api_client
+from dnsflow.kube import ListWatch, absorb_namespaces, api_client
 from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -135,14 +135,7 @@ class KubernetesSource:
     # ---------------------------------------------------------------- state
     def _absorb(self, what: str, kind: str, objs: list[dict[str, Any]]) -> None:
         if what == "namespaces":
-            if kind == "RESET":
-                self.namespaces = {}
-            for o in objs:
-                meta = o.get("metadata") or {}
-                if kind == "DELETED":
-                    self.namespaces.pop(meta.get("name", ""), None)
-                else:
-                    self.namespaces[meta.get("name", "")] = dict(meta.get("labels") or {})
+            absorb_namespaces(self.namespaces, kind, objs)
             if kind == "RESET":
                 self._synced.add(what)
             return
