@@ -1,8 +1,9 @@
 """What the embedded runner composes: each component exposes long-running services.
 
 A component offers ``build(settings, bus) -> list[Service]`` in its ``service`` module
-(``edge.service``, ``streams.service``, ``sinks.service``, ``policies.service``). The runner
-looks them up by name, so the core never imports a component's internals.
+(``dnsflow.edge.service``, ``dnsflow.streams.service``, ``dnsflow.sinks.service``,
+``dnsflow.policies.service``). The runner looks them up by name, so the core never imports
+a component's internals.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ class ComponentMissing(RuntimeError):
 
 
 def build_component(name: str, settings: Settings, bus: Bus, **kw: Any) -> list[Service]:
-    """Import ``<name>.service`` and build its services; say plainly if it is not built."""
+    """Import ``dnsflow.<name>.service`` (the installed name of the component's folder) and
+    build its services; say plainly if it is not built."""
+    package = f"dnsflow.{name}"
     try:
-        module = importlib.import_module(f"{name}.service")
+        module = importlib.import_module(f"{package}.service")
     except ModuleNotFoundError as exc:
-        if exc.name in (name, f"{name}.service"):
+        if exc.name in (package, f"{package}.service"):
             raise ComponentMissing(f"component {name!r} is not built yet") from None
         raise
     return list(module.build(settings, bus, **kw))
