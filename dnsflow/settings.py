@@ -80,21 +80,22 @@ def load_settings(
         source = str(config)
     data.update(_from_env(environ))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{source}: {loc}: {err['msg']}") from None
+    settings = validate(Settings, data, source)
     settings.source = source
     return settings
 
 
-def section(settings: Settings, name: str, model: type[M]) -> M:
-    """Validate one component's section; errors name the file and the field path."""
+def validate(model: type[M], data: Any, source: str, path: tuple[str, ...] = ()) -> M:
+    """``model`` from ``data``; the first error is a :class:`ConfigError` naming ``source``
+    (a file, ``defaults``, a flag group) and the field path, below ``path``."""
     try:
-        return model.model_validate(getattr(settings, name))
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join([name, *(str(p) for p in err["loc"])])
-        raise ConfigError(f"{settings.source}: {loc}: {err['msg']}") from None
+        loc = ".".join([*path, *(str(p) for p in err["loc"])])
+        raise ConfigError(f"{source}: {loc}: {err['msg']}") from None
+
+
+def section(settings: Settings, name: str, model: type[M]) -> M:
+    """Validate one component's section; errors name the file and the field path."""
+    return validate(model, getattr(settings, name), settings.source, (name,))
