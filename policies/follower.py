@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar
 
 from dnsflow.policies.store import PolicyStore
 from dnsflow.policies.types import PolicyRecordError
 
 from dnsflow.bus import Bus
-from dnsflow.bus.base import Message
+from dnsflow.bus.base import Consumer, Message
 from dnsflow.dlq import send_dead_letter
 from dnsflow.tasks import cancel_and_wait
 
@@ -23,23 +24,26 @@ log = logging.getLogger(__name__)
 THREAD_THRESHOLD = 256 * 1024
 
 
+@dataclass(eq=False)
 class PolicyFollower:
-    """A Service: reads the compacted topic from the beginning, then keeps applying."""
+    """A Service: reads the compacted topic from the beginning, then keeps applying.
+    ``on_change`` gets the key and the record in force after each applied record."""
 
-    name = "policy-follower"
+    name: ClassVar[str] = "policy-follower"
+    bus: Bus
+    store: PolicyStore
+    _: KW_ONLY
+    on_change: Callable[[str, dict[str, Any] | None], None] | None = None
+    poll_ms: int = 200
+    applied: int = field(default=0, init=False)
+    rejected: int = field(default=0, init=False)
+    last_error: str = field(default="", init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _consumer: Consumer = field(init=False)
 
-    def __init__(self, bus: Bus, store: PolicyStore, *,
-                 on_change: Callable[[str, dict[str, Any] | None], None] | None = None,
-                 poll_ms: int = 200) -> None:
-        self.bus = bus
-        self.store = store
-        self.on_change = on_change
-        self.poll_ms = poll_ms
-        self.applied = 0
-        self.rejected = 0
-        self.last_error = ""
-        self._task: asyncio.Task[None] | None = None
-        self._consumer = bus.consumer([bus.topics.policies], None, from_beginning=True)
+    def __post_init__(self) -> None:
+        self._consumer = self.bus.consumer([self.bus.topics.policies], None,
+                                           from_beginning=True)
 
     async def start(self) -> None:
         await self._consumer.start()

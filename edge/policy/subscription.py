@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +25,28 @@ from dnsflow.dlq import send_dead_letter
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class PolicySubscription:
-    def __init__(self, bus: Bus, holder: PolicyHolder, snapshot_path: Path, *,
-                 cluster_domain: str = "cluster.local", ns_tenants: Any = None,
-                 retry: float = 2.0, on_change: Any = None) -> None:
-        self.bus = bus
-        self.holder = holder
-        self.snapshot_path = snapshot_path
-        self.cluster_domain = cluster_domain
-        self.ns_tenants = ns_tenants
-        self.retry = retry
-        self.on_change = on_change  # called with the keys whose policy changed
-        self.applied = 0
-        self.ignored = 0
-        self.rejected = 0
-        self.ready = False
-        self.from_snapshot = False
-        self.last_error = ""
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+    """Follows the policies topic into ``holder``, whose store it loads from and saves to
+    ``snapshot_path``. ``ns_tenants`` gives the namespace owners a snapshot's store needs;
+    ``on_change`` is called with the keys whose policy changed."""
+
+    bus: Bus
+    holder: PolicyHolder
+    snapshot_path: Path
+    _: KW_ONLY
+    cluster_domain: str = "cluster.local"
+    ns_tenants: Callable[[], dict[str, str]] | None = None
+    retry: float = 2.0
+    on_change: Callable[[list[bytes]], None] | None = None
+    applied: int = field(default=0, init=False)
+    ignored: int = field(default=0, init=False)
+    rejected: int = field(default=0, init=False)
+    ready: bool = field(default=False, init=False)
+    from_snapshot: bool = field(default=False, init=False)
+    last_error: str = field(default="", init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
 
     def load_snapshot(self) -> bool:
         try:
