@@ -1,0 +1,294 @@
+"""dnsflow tap against fstrm_capture, reading the same unbound+dnstap (issue #14).
+
+Run: ``python -m bench.tap [--kafka BOOTSTRAP] [--seconds 10]`` (default: a private Kafka
+from ``scripts/kafka-local``, stopped at the end), or ``python -m bench.tap --decode-only``
+for the decoding micro-benchmarks that chose the libraries (no servers).
+
+Phase 1: unbound with dnstap (one core) logs every client query and response to
+``fstrm_capture``; dnsperf asks it as fast as it answers: ``unbound_dnstap_qps``.
+Phase 2: the same unbound logs to ``dnsflow tap --kafka`` (its own process) instead, and
+dnsperf asks at that rate (``-Q``). The tap stops gracefully (every event flushed), then
+the events on the topic are counted.
+
+* ``events_per_s``: events the tap published per second of its own CPU time, i.e. what one
+  core of tap sustains (it shares a core with dnsperf and the broker here);
+* ``ratio`` = events_per_s / unbound_dnstap_qps (target >= 1.0);
+* ``lost`` = queries unbound answered in phase 2 minus events in Kafka (a dnstap sender
+  drops frames when its reader is slow; unbound does not report how many).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.edge_qps import cpus, dnsperf
+from harness.peers import (
+    FstrmCapture,
+    KafkaLocal,
+    Unbound,
+    count_events,
+    cpu_seconds,
+    stop_process,
+)
+
+TENANT_MAP = "clients:\n  - {cidr: 127.0.0.0/8, tenant: bench, namespace: bench-ns}\n"
+
+
+def log(msg: str) -> None:
+    print(f"[tap] {msg}", file=sys.stderr, flush=True)
+
+
+def dnsperf_at(port: int, datafile: Path, seconds: float, load_cpu: str,
+               qps: float = 0) -> dict[str, float]:
+    """dnsperf as bench.edge_qps runs it, optionally capped at ``qps``."""
+    if not qps:
+        return dnsperf(port, datafile, seconds, load_cpu)
+    cmd = ["taskset", "-c", load_cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
+           str(datafile), "-l", str(seconds), "-c", "4", "-T", "1", "-q", "256", "-t", "2",
+           "-Q", str(int(qps))]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def grab(pattern: str) -> float:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else 0.0
+    return {"qps": grab(r"Queries per second:\s+([\d.]+)"),
+            "runtime": grab(r"Run time \(s\):\s+([\d.]+)"),
+            "completed": grab(r"Queries completed:\s+(\d+)")}
+
+
+def start_tap(work: Path, bootstrap: str, prefix: str, cpu: str) -> tuple[subprocess.Popen,
+                                                                          Path, Path]:
+    sock = work / "tap.sock"
+    tmap = work / "tenants.yaml"
+    tmap.write_text(TENANT_MAP)
+    out = work / "tap.log"
+    cmd = ["taskset", "-c", cpu, sys.executable, "-m", "dnsflow", "tap", "--listen",
+           f"unix:{sock}", "--kafka", bootstrap, "--topic-prefix", prefix, "--home",
+           str(work / "tap-home"), "--tenant-map", str(tmap), "--name", "bench-tap",
+           "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, stdout=open(out, "wb"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"dnsflow tap did not start: {out.read_text()[-1000:]}")
+        time.sleep(0.1)
+    return proc, sock, out
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    server_cpu, load_cpu = cpus()
+    work = Path(tempfile.mkdtemp(prefix="bench-tap-"))
+    names = [f"host{i}.bench.test" for i in range(args.names)]
+    local = [f"{n}. 3600 IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
+             for i, n in enumerate(names)]
+    datafile = work / "queries.txt"
+    datafile.write_text("".join(f"{n} A\n" for n in names))
+    kafka = None
+    res: dict[str, float] = {}
+    try:
+        bootstrap = args.kafka
+        if not bootstrap:
+            log("starting a private Kafka (scripts/kafka-local)")
+            kafka = KafkaLocal(work / "kafka", cpu=int(load_cpu))
+            bootstrap = kafka.start()
+        prefix = f"bench{uuid.uuid4().hex[:8]}."
+
+        # phase 1: unbound+dnstap -> fstrm_capture
+        cap = FstrmCapture(work, cpu=int(load_cpu)).start()
+        ub = Unbound(local, workdir=work / "ub-capture", cpu=int(server_cpu),
+                     dnstap_socket=cap.socket).start()
+        try:
+            dnsperf(ub.port, datafile, 2, load_cpu)  # warm
+            r = dnsperf(ub.port, datafile, args.seconds, load_cpu)
+        finally:
+            ub.stop()
+            cap.stop()
+        res["unbound_dnstap_qps"] = r["qps"]
+        log(f"unbound+dnstap -> fstrm_capture: {r['qps']:.0f} qps, capture {cap.size()} bytes")
+
+        # phase 2: unbound+dnstap -> dnsflow tap -> Kafka, at phase 1's rate
+        tap, sock, tap_log = start_tap(work, bootstrap, prefix, load_cpu)
+        ub = Unbound(local, workdir=work / "ub-tap", cpu=int(server_cpu),
+                     dnstap_socket=str(sock)).start()
+        answered = 1.0  # the readiness probe
+        try:
+            time.sleep(1.0)  # unbound connects to the tap
+            answered += dnsperf(ub.port, datafile, 2, load_cpu)["completed"]
+            c0 = cpu_seconds(tap.pid)
+            r2 = dnsperf_at(ub.port, datafile, args.seconds, load_cpu, res["unbound_dnstap_qps"])
+            answered += r2["completed"]
+            time.sleep(args.pair_wait)  # the last frames flushed and paired
+            busy = cpu_seconds(tap.pid) - c0
+        finally:
+            ub.stop()
+            tap.send_signal(signal.SIGTERM)
+            stop_process(tap, 120)
+        log(tap_log.read_text().strip().splitlines()[-1] if tap_log.exists() else "no tap log")
+        events = asyncio.run(count_events(bootstrap, prefix + "events"))
+        res["tap_phase_qps"] = r2["qps"]
+        res["tap_cpu_s"] = busy
+        res["events"] = events
+        res["answered"] = answered
+        res["events_per_s"] = r2["completed"] / busy if busy else 0.0
+        res["lost"] = max(0.0, answered - events)
+        log(f"tap phase: {r2['qps']:.0f} qps asked, {answered:.0f} answered, {events} events "
+            f"in Kafka, tap cpu {busy:.2f}s "
+            f"({busy * 1e6 / max(1.0, r2['completed']):.1f} us/event)")
+    finally:
+        if kafka is not None:
+            kafka.stop()
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def decode_only() -> None:
+    """The measurements behind the library choice (edge/tap/decode.py, frames.py)."""
+    import struct
+    import timeit
+
+    import dnslib
+    from dnsflow.edge import wire
+    from dnsflow.edge.tap import decode as tapdecode
+    from dnsflow.edge.tap.frames import FrameReader
+    from dnstap_pb import dnstap_pb2
+
+    msgs = []
+    for i in range(2000):
+        q = dnslib.DNSRecord.question(f"host{i}.bench.test", "A")
+        d = dnstap_pb2.Dnstap(identity=b"unbound-1", version=b"unbound 1.17.1", type=1)
+        m = d.message
+        m.type, m.socket_family, m.socket_protocol = (6 if i % 2 else 5), 1, 1
+        m.query_address, m.response_address = bytes([127, 0, 0, 2]), bytes([127, 0, 0, 1])
+        m.query_port, m.response_port = 40000 + i % 1000, 53
+        m.query_time_sec, m.query_time_nsec = 1764800000, 123456
+        if i % 2:
+            r = q.reply()
+            r.add_answer(*dnslib.RR.fromZone(f"host{i}.bench.test. 3600 IN A 10.0.0.{i % 256}"))
+            m.response_message = bytes(r.pack())
+            m.response_time_sec, m.response_time_nsec = 1764800000, 223456
+        else:
+            m.query_message = bytes(q.pack())
+        msgs.append(d.SerializeToString())
+    n = len(msgs)
+
+    def per(fn, count: int) -> float:
+        return min(timeit.repeat(fn, number=3, repeat=3)) / (3 * count) * 1e6
+
+    def pb() -> None:
+        for raw in msgs:
+            m = dnstap_pb2.Dnstap.FromString(raw).message
+            _ = (m.type, m.socket_protocol, m.query_address, m.query_port, m.query_time_sec,
+                 m.query_time_nsec, m.response_time_sec, m.response_time_nsec,
+                 m.query_message, m.response_message)
+
+    def hand() -> None:  # the minimal alternative: a pure-Python protobuf walk
+        for raw in msgs:
+            _fields(_fields(raw)[14])
+
+    print(f"dnstap-pb (protobuf upb) parse + fields: {per(pb, n):.2f} us/message")
+    print(f"pure-Python protobuf decoder:            {per(hand, n):.2f} us/message")
+    print(f"edge/tap decode() (dnstap + DNS):        "
+          f"{per(lambda: [tapdecode.decode(x) for x in msgs], n):.2f} us/message")
+    resp = [dnstap_pb2.Dnstap.FromString(x).message.response_message for x in msgs[1::2]]
+    print(f"dnslib DNSRecord.parse (response):       "
+          f"{per(lambda: [dnslib.DNSRecord.parse(x).rr for x in resp], len(resp)):.2f} us")
+    print(f"edge wire.parse_response (response):     "
+          f"{per(lambda: [wire.parse_response(x).answers for x in resp], len(resp)):.2f} us")
+    stream = b"".join(struct.pack("!I", len(x)) + x for x in msgs) * 4
+    for size in (65536, 262144):
+        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
+
+        def ours(chunks=chunks) -> None:
+            r = FrameReader()
+            for c in chunks:
+                for _ in r.feed(c):
+                    pass
+        print(f"edge/tap FrameReader, {size // 1024} KiB reads:       "
+              f"{per(ours, 4 * n):.2f} us/frame")
+        try:
+            import fstrm
+        except ImportError:
+            print("fstrm (PyPI) not installed: pip install fstrm to compare")
+            continue
+
+        def lib(chunks=chunks, fstrm=fstrm) -> None:
+            c = fstrm.FstrmCodec()
+            for x in chunks:
+                c.append(x)
+                while c.process():
+                    c.decode()
+        print(f"fstrm FstrmCodec, {size // 1024} KiB reads:           "
+              f"{per(lib, 4 * n):.2f} us/frame")
+
+
+def _fields(b: bytes) -> dict[int, object]:
+    out: dict[int, object] = {}
+    i, n = 0, len(b)
+
+    def varint(i: int) -> tuple[int, int]:
+        r = s = 0
+        while True:
+            c = b[i]
+            i += 1
+            r |= (c & 0x7F) << s
+            if c < 0x80:
+                return r, i
+            s += 7
+    while i < n:
+        key, i = varint(i)
+        wt = key & 7
+        if wt == 0:
+            v, i = varint(i)
+        elif wt == 2:
+            ln, i = varint(i)
+            v, i = b[i:i + ln], i + ln
+        elif wt == 5:
+            v, i = int.from_bytes(b[i:i + 4], "little"), i + 4
+        elif wt == 1:
+            v, i = int.from_bytes(b[i:i + 8], "little"), i + 8
+        else:
+            raise ValueError("wire type")
+        out[key >> 3] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.tap", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kafka", help="use this Kafka instead of starting a private one")
+    ap.add_argument("--seconds", type=float, default=10.0, help="dnsperf time per phase")
+    ap.add_argument("--names", type=int, default=2000, help="distinct names asked")
+    ap.add_argument("--pair-wait", type=float, default=3.0,
+                    help="seconds after dnsperf for the last frames (default 3)")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="only the decoding micro-benchmarks")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args(argv)
+    if args.decode_only:
+        decode_only()
+        return 0
+    res = run(args)
+    ratio = res["events_per_s"] / res["unbound_dnstap_qps"] if res["unbound_dnstap_qps"] else 0
+    print(f"bench tap: events_per_s={res['events_per_s']:.0f} "
+          f"unbound_dnstap_qps={res['unbound_dnstap_qps']:.0f} ratio={ratio:.2f} "
+          f"lost={res['lost']:.0f} events={res['events']} answered={res['answered']:.0f} "
+          f"tap_phase_qps={res['tap_phase_qps']:.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
