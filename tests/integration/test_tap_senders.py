@@ -55,8 +55,8 @@ async def tap(workdir: Path) -> AsyncIterator[tuple[TapService, MemoryBus, str]]
     await bus.start()
     sock = str(workdir / "tap.sock")
     svc = build(Settings(home=workdir / "home", topic_prefix="t."), bus,
-                listen=[f"unix:{sock}"], tenant_map=str(workdir / "tenants.yaml"),
-                name="tap-it", pair_timeout=2.0)
+                listen=[f"unix:{sock}", "tcp:127.0.0.1:0"],
+                tenant_map=str(workdir / "tenants.yaml"), name="tap-it", pair_timeout=2.0)
     await svc.start()
     yield svc, bus, sock
     await svc.stop()
@@ -153,3 +153,37 @@ async def test_dnsdist_dnstap_every_query_is_one_event(tap, workdir: Path) -> No
         ub.stop()
     check(events, sent, "dnsdist-it")
     assert svc.status()["decode_errors"] == 0
+
+
+class TcpDnsdist(Dnsdist):
+    """dnsdist logging to ``newFrameStreamTcpLogger`` (the harness writes the unix one)."""
+
+    def __init__(self, backend_port: int, workdir: Path, tcp: str) -> None:
+        super().__init__(backend_port, workdir, dnstap_socket="@unix@",
+                         dnstap_identity="dnsdist-tcp")
+        self.tcp = tcp
+
+    def config(self) -> str:
+        text = super().config()
+        unix = 'newFrameStreamUnixLogger("@unix@")'
+        assert unix in text
+        return text.replace(unix, f'newFrameStreamTcpLogger("{self.tcp}")')
+
+
+@pytest.mark.skipif(not shutil.which("unbound") or not shutil.which("dnsdist"),
+                    reason="unbound or dnsdist not installed")
+async def test_dnsdist_over_tcp_frame_streams(tap, workdir: Path) -> None:
+    svc, bus, _ = tap
+    tcp = svc.status()["listen"][1].removeprefix("tcp:")
+    ub = Unbound(LOCAL, workdir=workdir / "unbound").start()
+    dd = None
+    try:
+        dd = TcpDnsdist(ub.port, workdir / "dnsdist", tcp).start()
+        sent = await ask(dd.port, 40)
+        events = await events_of(svc, bus, set(CLIENTS), len(sent))
+    finally:
+        if dd is not None:
+            dd.stop()
+        ub.stop()
+    check(events, sent, "dnsdist-tcp")
+    assert svc.status()["listeners"][1]["accepted"] >= 1
