@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ class PolicySubscription:
     snapshot_path: Path
     _: KW_ONLY
     cluster_domain: str = "cluster.local"
-    ns_tenants: Callable[[], dict[str, str]] | None = None
+    ns_tenants: Callable[[], Mapping[str, str]] | None = None
     retry: float = 2.0
     on_change: Callable[[list[bytes]], None] | None = None
     applied: int = field(default=0, init=False)
