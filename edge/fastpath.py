@@ -15,12 +15,11 @@ each avoided Python call is a visible share of the answer.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from dnsflow.edge import wire
 from dnsflow.edge.cache import Entry, patch
-from dnsflow.edge.metrics import BOUNDS_US
+from dnsflow.edge.metrics import family, qtype_label
 
 if TYPE_CHECKING:
     from dnsflow.edge.request import Request, Shared
@@ -104,7 +103,8 @@ class FastPath:
                  e.upstream))
         cell = None
         if self._metrics is not None:
-            cell = self._metrics.cell((c.tenant, e.rcode, decision, "hit"))
+            cell = self._metrics.cell((c.tenant, e.rcode, decision, "hit", "udp",
+                                       family(req.ip), qtype_label(req.qtype)))
         memo[(req.ip, req.raw[2:])] = Memo(
             req, e, (self._identity.generation, self._policy.generation), (event, cell))
 
@@ -178,8 +178,7 @@ class FastPath:
             pub.emit_many(_time_ns() // 1000, lat, events)
         m = self._metrics
         if m is not None:
-            m.lat[0 if lat < 50 else bisect_left(BOUNDS_US, lat)] += n
-            m.lat_sum_us += lat * n
+            m.observe_hits(n, lat)
 
     def answer(self, data: bytes, ip: str) -> bytes | None:
         """One datagram as a batch of one (the recvfrom fallback): the whole answer or None."""

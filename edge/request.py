@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from dnsflow.edge.metrics import qtype_label
 from dnsflow.edge.policy.ratelimit import RateLimiter
 
 from dnsflow.schema import now_us
@@ -115,4 +116,5 @@ class Request:
                       decision, rule, version, upstream))
         m = s.metrics
         if m is not None:
-            m.observe(c.tenant, rcode, decision, cache, lat)
+            m.observe((c.tenant, rcode, decision, cache, self.transport,
+                       "2" if ":" in self.ip else "1", qtype_label(self.qtype)), lat)

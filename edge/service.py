@@ -161,7 +161,8 @@ class EdgeService:
             "cache": self.cache.stats(), "upstreams": self.pool.status() if self.pool else {},
             "events": self.publisher.status() if self.publisher else {},
             "policy": self.subscription.status() if self.subscription else {},
-            "identity": self.identity.size()})
+            "identity": self.identity.size(),
+            "resolver": self.resolver.counters if self.resolver else {}})
         if cfg.metrics_listen:
             from dnsflow.edge.ops import OpsServer
 

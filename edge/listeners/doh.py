@@ -31,6 +31,7 @@ from dnsflow.edge.listeners.budget import (
     protocol_factory,
 )
 from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.metrics import answer_sizes
 from dnsflow.edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class DohListener:
         """``limits`` (budget and timeouts, counters: one per listener) default to a budget
         of 2048 connections and a 30 s idle timeout."""
         self.resolver = resolver
+        self.sizes = answer_sizes(resolver, "doh")
         self.host, self.port, self.reuse_port = bind
         self.ssl = ssl_context
         self.path = path
@@ -136,10 +138,10 @@ class DohListener:
     async def _finish(self, coro: Any) -> Reply:
         return self._reply(await coro)
 
-    @staticmethod
-    def _reply(r: bytes | None) -> Reply:
+    def _reply(self, r: bytes | None) -> Reply:
         if r is None:  # a DROP policy: nothing a DNS client could use
             return _plain(400, "query dropped by policy")
+        self.sizes[(len(r) - 1) >> 4] += 1
         headers = [("content-type", CT), ("content-length", str(len(r)))]
         try:
             resp = wire.parse_response(r)

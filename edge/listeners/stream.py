@@ -23,6 +23,7 @@ from dnsflow.edge.listeners.budget import (
     protocol_factory,
 )
 from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.metrics import answer_sizes
 from dnsflow.edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class _StreamProtocol(GuardedProtocol):
     def _write(self, r: bytes) -> None:
         t = self.transport
         if t is not None and not t.is_closing():
+            self.l.sizes[(len(r) - 1) >> 4] += 1
             t.write(struct.pack("!H", len(r)) + r)
             self.overflowing()
 
@@ -147,6 +149,7 @@ class StreamListener:
         self.host, self.port, self.reuse_port = bind
         self.ssl = ssl_context
         self.transport_name = "dot" if ssl_context is not None else "tcp"
+        self.sizes = answer_sizes(resolver, self.transport_name)
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[_StreamProtocol] = set()
         self.handshakes: set[Any] = set()

@@ -22,6 +22,7 @@ from typing import Any
 from dnsflow.edge import rrl as rrl_mod
 from dnsflow.edge.listeners import mmsg
 from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.metrics import answer_sizes
 from dnsflow.edge.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class UdpListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
         self.rrl = rrl  # response rate limiting (None: off)
+        # answer sizes per 16 bytes, index (size - 1) >> 4 (edge.metrics folds them)
+        self.sizes = answer_sizes(resolver, "udp")
 
     async def start(self) -> None:
         self.sock = bind_socket(self.host, self.port, socket.SOCK_DGRAM, self.reuse_port)
@@ -67,6 +70,7 @@ class UdpListener:
         fp = self.resolver.fast
         hit, answer = fp.hit, self.resolver.answer
         lim = self.rrl
+        sizes = self.sizes
         if lim is not None:
             rl_check, rl_key = lim.check, (lim.key_v4 if b.ipv4 else lim.key_v6)
         for _ in range(ROUNDS):
@@ -103,6 +107,7 @@ class UdpListener:
                         if r is not None:  # memoised: the answer after the ID
                             to_add(~i)
                             reply_add(r)
+                            sizes[(len(r) + 1) >> 4] += 1  # + the 2-byte ID, - 1
                             continue
                         r = answer(b.datagram(i), addr[0], "udp")
                 except Exception:
@@ -114,6 +119,7 @@ class UdpListener:
                 if type(r) is bytes:
                     to_add(i)
                     reply_add(r)
+                    sizes[(len(r) - 1) >> 4] += 1
                     continue
                 task = asyncio.ensure_future(r)
                 self.inflight.add(task)
@@ -170,6 +176,7 @@ class UdpListener:
             try:
                 r = fast(data, addr[0])
                 if r is not None:
+                    self.sizes[(len(r) - 1) >> 4] += 1
                     if backlog:
                         self._queue(r, addr)
                         continue
@@ -188,6 +195,7 @@ class UdpListener:
             if r is None:
                 continue
             if type(r) is bytes:
+                self.sizes[(len(r) - 1) >> 4] += 1
                 self._send(r, addr)
                 continue
             task = asyncio.ensure_future(r)
@@ -239,6 +247,7 @@ class UdpListener:
             return
         r = task.result()
         if r is not None and self.sock is not None:
+            self.sizes[(len(r) - 1) >> 4] += 1
             self._send(r, addr)
 
     def status(self) -> dict[str, Any]:

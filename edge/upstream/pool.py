@@ -15,18 +15,23 @@ upstream whose server still answers, nor ``/readyz``.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnsflow.edge import wire
 from dnsflow.edge.upstream.base import Upstream, UpstreamError, parse_upstream
 from dnsflow.edge.upstream.doh import DohUpstream
 from dnsflow.edge.upstream.stream import StreamUpstream
 from dnsflow.edge.upstream.udp import UdpUpstream
+
+# upstream answer-time buckets (seconds): a loopback resolver answers in ~100 µs, a remote
+# DoH one in tens of milliseconds
+UPSTREAM_BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,13 @@ class Health:
     last_error: str = ""
     last_ok: float = 0.0
     bad_replies: int = 0    # malformed replies and SERVFAIL/REFUSED/...: not health failures
+    # answer times: counts per UPSTREAM_BOUNDS_S bucket (+Inf last) and their sum (seconds)
+    latency: list[int] = field(default_factory=lambda: [0] * (len(UPSTREAM_BOUNDS_S) + 1))
+    latency_sum: float = 0.0
+
+    def answered(self, seconds: float) -> None:
+        self.latency[bisect.bisect_left(UPSTREAM_BOUNDS_S, seconds)] += 1
+        self.latency_sum += seconds
 
 
 class UpstreamPool:
@@ -102,6 +114,7 @@ class UpstreamPool:
             budget = remaining if i == len(order) - 1 else max(remaining / 2, 0.2)
             h = self.health[up.name]
             h.queries += 1
+            sent = loop.time()
             try:
                 reply = await up.query(packet, min(budget, remaining))
             except UpstreamError as exc:
@@ -113,6 +126,7 @@ class UpstreamPool:
                 errors.append(repr(exc))
                 continue
             h.last_ok = time.time()
+            h.answered(loop.time() - sent)
             resp = None
             if validate is not None:
                 try:
@@ -200,5 +214,6 @@ class UpstreamPool:
 
     def status(self) -> dict[str, dict[str, object]]:
         return {n: {"up": h.up, "queries": h.queries, "errors": h.errors,
-                    "bad_replies": h.bad_replies, "last_error": h.last_error}
+                    "bad_replies": h.bad_replies, "last_error": h.last_error,
+                    "latency": list(h.latency), "latency_sum": h.latency_sum}
                 for n, h in self.health.items()}

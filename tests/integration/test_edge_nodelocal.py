@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.dockerfile import image_env
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "dnsflow"
 CLUSTER_IP = "10.96.0.10"
@@ -55,18 +57,6 @@ def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.Complet
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)}: {out.stderr.strip()}")
     return out
-
-
-def image_env() -> dict[str, str]:
-    """The ENV instructions of the Dockerfile (the image's environment)."""
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("ENV "):
-            for part in shlex.split(line[4:]):
-                k, _, v = part.partition("=")
-                env[k] = v
-    return env
 
 
 def caps_flags(sc: dict) -> list[str]:
@@ -296,7 +286,7 @@ def test_daemonset_edge_answers_on_the_node_local_address(netns, helm_bin: Path,
         port = c["ports"][-1]["containerPort"]
         metrics = sh("ip", "netns", "exec", pod, "curl", "-sf", "--max-time", "5",
                      f"http://{node_ip}:{port}/metrics").stdout
-        assert "dnsflow_edge_queries_total" in metrics
+        assert "dnsflow_edge_responses_total" in metrics
         assert 'dnsflow_edge_workers_alive{edge="node-a"} 1.0' in metrics
     finally:
         edge.terminate()

@@ -36,12 +36,32 @@ async def test_metrics_health_and_readiness(start_edge) -> None:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     def get(name: str, **labels: str) -> float:
         return samples[(name, tuple(sorted({"edge": "edge-test", **labels}.items())))]
-    assert get("dnsflow_edge_queries_total", tenant="shop", rcode="NOERROR", decision="allow",
-               cache="miss") == 1
-    assert get("dnsflow_edge_queries_total", tenant="shop", rcode="NOERROR", decision="allow",
-               cache="hit") == 2
+    assert get("dnsflow_edge_responses_total", tenant="shop", rcode="NOERROR",
+               decision="allow", cache="miss") == 1
+    assert get("dnsflow_edge_responses_total", tenant="shop", rcode="NOERROR",
+               decision="allow", cache="hit") == 2
+    # CoreDNS's shape: requests by proto, family and type; durations and sizes by proto
+    assert get("dnsflow_edge_requests_total", tenant="shop", proto="udp", family="1",
+               type="A") == 3
+    assert get("dnsflow_edge_request_duration_seconds_count", proto="udp") == 3
+    assert get("dnsflow_edge_request_duration_seconds_count", proto="tcp") == 0
+    assert get("dnsflow_edge_response_size_bytes_count", proto="udp") == 3
+    # one A record: 49-64 bytes, counted at the top of its 16-byte slot
+    assert get("dnsflow_edge_response_size_bytes_bucket", proto="udp", le="64") == 3
+    assert get("dnsflow_edge_response_size_bytes_sum", proto="udp") == 3 * 64
     assert get("dnsflow_edge_cache_hit_ratio") > 0.6
-    assert get("dnsflow_edge_latency_seconds_count") == 3
+    assert get("dnsflow_edge_cache_hits_total") == 2
+    assert get("dnsflow_edge_cache_misses_total") == 1
+    [(ups, n)] = [(dict(lab), v) for (name, lab), v in samples.items()
+                  if name == "dnsflow_edge_upstream_requests_total"]
+    assert n == 1
+    assert get("dnsflow_edge_upstream_request_duration_seconds_count", **{
+        "upstream": ups["upstream"]}) == 1
+    assert get("dnsflow_edge_upstream_failures_total", upstream=ups["upstream"]) == 0
+    assert get("dnsflow_edge_rate_limited_total") == 0
+    assert samples[("dnsflow_build_info", tuple(sorted({
+        "component": "edge", "version": _version(), "python": _python()}.items())))] == 1
+    assert any(name == "process_cpu_seconds_total" for name, _ in samples)
     assert get("dnsflow_edge_events_published_total") == 3
     assert get("dnsflow_edge_events_dropped_total") == 0
     up = [v for (n, lab), v in samples.items() if n == "dnsflow_edge_upstream_up"]
@@ -60,3 +80,15 @@ async def test_readyz_is_503_without_a_healthy_upstream(start_edge, upstream) ->
     async with httpx.AsyncClient() as http:
         r = await http.get(f"http://127.0.0.1:{svc.status()['metrics_port']}/readyz")
     assert r.status_code == 503 and r.json()["upstream_up"] is False
+
+
+def _version() -> str:
+    from dnsflow.buildinfo import dnsflow_version
+
+    return dnsflow_version()
+
+
+def _python() -> str:
+    import platform
+
+    return platform.python_version()

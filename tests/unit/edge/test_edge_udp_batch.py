@@ -133,7 +133,8 @@ async def test_a_burst_of_hits_gets_each_id_and_case_and_one_valid_event_each(
         counts = m.query_counts()
         assert sum(counts.values()) == total
         assert counts[("shop", "NOERROR", "allow", "hit")] == len(hits)
-        assert sum(m.lat) == total
+        assert sum(m.lat["udp"]) == total
+        assert sum(m.sizes["udp"]) == total  # every answer sized, memoised or not
     assert all(h["latency_us"] >= 0 and h["ts"] > 0 for h in hits)
 
 

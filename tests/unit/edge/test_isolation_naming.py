@@ -52,7 +52,7 @@ async def test_isolated_queries_look_like_missing_names_to_the_tenant(
     isolated = []
     for fam in text_string_to_metric_families(svc.metrics.render().decode()):
         for s in fam.samples:
-            if s.name == "dnsflow_edge_queries_total":
+            if s.name == "dnsflow_edge_responses_total":
                 lab = s.labels
                 series[(lab["tenant"], lab["rcode"], lab["decision"], lab["cache"])] = s.value
             if s.name == "dnsflow_edge_isolated_queries_total":
@@ -63,3 +63,8 @@ async def test_isolated_queries_look_like_missing_names_to_the_tenant(
     assert series[("shop", "NXDOMAIN", "allow", "hit")] == 4
     # operators still count isolation, across tenants and without naming any
     assert isolated == [({"edge": "edge-test"}, 3.0)]
+    # nor does the request count tell: 6 requests of the tenant, hidden ones among them
+    requests = [(s.labels, s.value) for fam in text_string_to_metric_families(
+        svc.metrics.render().decode()) for s in fam.samples
+        if s.name == "dnsflow_edge_requests_total"]
+    assert {lab["tenant"] for lab, _ in requests} == {"shop"}
