@@ -64,6 +64,8 @@ class EdgeMetrics:
         self.lat_sum_us: dict[str, int] = dict.fromkeys(PROTOS, 0)
         self.sizes: dict[str, list[int]] = {p: [0] * SIZE_SLOTS for p in PROTOS}
         self.sources: list[Callable[[], dict[str, Any]]] = []
+        # the /metrics URLs of the edge's other worker processes (worker 0 sets it)
+        self.siblings: Callable[[], list[str]] = list
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
         ProcessCollector(registry=self.registry)
@@ -174,6 +176,30 @@ class EdgeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_all(self) -> bytes:
+        """This process's scrape plus those of the edge's other workers (``siblings``: their
+        /metrics URLs), added up (``metrics_merge``); a worker that does not answer within a
+        second is left out of this scrape (``dnsflow_edge_workers_alive`` tells)."""
+        urls = self.siblings()
+        if not urls:
+            return self.render()
+        import asyncio
+
+        import aiohttp
+        from dnsflow.edge.metrics_merge import merge
+
+        async def one(session: aiohttp.ClientSession, url: str) -> str:
+            try:
+                async with session.get(url) as r:
+                    return await r.text() if r.status == 200 else ""
+            except (aiohttp.ClientError, TimeoutError):
+                return ""
+
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+            texts = await asyncio.gather(*(one(session, u) for u in urls))
+        return merge([self.render().decode(), *(t for t in texts if t)])
 
 
 def _buckets(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]:

@@ -23,7 +23,7 @@ class OpsServer:
         self._runner: web.AppRunner | None = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(),
+        return web.Response(body=await self.metrics.render_all(),
                             headers={"content-type": "text/plain; version=0.0.4"})
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -170,6 +170,9 @@ class EdgeService:
             self.ops = OpsServer(self.metrics, host, port, self.readiness)
             await self.ops.start()
             self.ports["metrics"] = self.ops.port
+            if cfg.worker_index > 0:  # tell worker 0 where to find this worker's metrics
+                _write_atomically(self._metrics_url_file(cfg.worker_index),
+                                  f"http://127.0.0.1:{self.ops.port}/metrics")
         if cfg.workers > 1 and cfg.worker_index == 0:
             self._spawn_workers()
         self.started = True
@@ -264,16 +267,31 @@ class EdgeService:
             if key in self.ports:
                 h, _ = split_hostport(cfg[f"{key}_listen"])
                 cfg[f"{key}_listen"] = _hostport(h, self.ports[key])
-        cfg["metrics_listen"] = None
+        cfg["metrics_listen"] = "127.0.0.1:0"  # each serves its own; worker 0 adds them up
         settings = self.settings.model_dump(mode="json")
         settings.pop("source", None)
         from dnsflow.edge.supervisor import WorkerSupervisor
 
         specs = {i: {"settings": settings, "edge": {**cfg, "worker_index": i, "workers": 1}}
                  for i in range(1, self.cfg.workers)}
+        for i in specs:
+            self._metrics_url_file(i).unlink(missing_ok=True)
         self.supervisor = WorkerSupervisor(self.cfg.name, specs, preexec_fn=_die_with_parent)
         self.supervisor.start()
         self.metrics.registry.register(self.supervisor)  # type: ignore[arg-type]
+        self.metrics.siblings = lambda: self._worker_metrics_urls(specs)
+
+    def _metrics_url_file(self, index: int) -> Path:
+        return self.home / "run" / f"{self.cfg.name}-w{index}.metrics"
+
+    def _worker_metrics_urls(self, specs: dict[int, Any]) -> list[str]:
+        urls = []
+        for i in specs:
+            try:
+                urls.append(self._metrics_url_file(i).read_text().strip())
+            except OSError:
+                continue  # not started yet, or being restarted
+        return urls
 
     def _addr(self, kind: str) -> str | None:
         port = self.ports.get(kind)
@@ -354,6 +372,13 @@ class EdgeService:
             "listeners": [lst.status() for lst in self.listeners
                           if not isinstance(lst, UdpListener)]},
             "rrl": rrl.status() if rrl is not None else {"enabled": False}}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _hostport(host: str, port: int) -> str:
