@@ -4,7 +4,7 @@ installed package nests them under ``dnsflow`` so the installed names are ``dnsf
 
 from setuptools import find_packages, setup
 
-COMPONENTS = ("edge", "policies", "streams", "sinks")
+COMPONENTS = ("edge", "policies", "streams", "sinks", "console")
 
 packages = find_packages(include=["dnsflow", "dnsflow.*"])
 package_dir = {"dnsflow": "dnsflow"}

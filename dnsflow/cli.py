@@ -29,6 +29,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "replay": ("dnsflow.streams.replay_cli",
                "run recorded events through the stream logic offline"),
     "query": ("dnsflow.sinks.query_cli", "run SQL against the configured ClickHouse"),
+    "console": ("dnsflow.console.cli", "the web console over ClickHouse, with tenant tokens"),
+    "tail": ("dnsflow.console.tail_cli", "live DNS events in the terminal, filtered"),
     "tap": ("dnsflow.edge.tap.cli", "receive dnstap from existing resolvers and publish events"),
 }
 

@@ -170,7 +170,7 @@ def _edge_listen(status: dict[str, Any]) -> tuple[str, int]:
 
 
 async def run_demo(settings: Settings, seconds: float, qps: float) -> dict[str, Any]:
-    from dnsflow.runner import Pipeline
+    from dnsflow.runner import Pipeline, serve_console
 
     world = demo_world()
     upstream = DemoUpstream(DemoZone(world.services, world.nxdomain))
@@ -179,6 +179,10 @@ async def run_demo(settings: Settings, seconds: float, qps: float) -> dict[str, 
     try:
         pipeline = Pipeline(demo_settings(settings, world, upstream.address))
         await pipeline.start()
+        console = await serve_console(pipeline.settings, pipeline.bus)
+        if console is not None:
+            print(f"dnsflow demo: console on {console.url} while the demo runs",
+                  file=sys.stderr, flush=True)
         try:
             if "edge" not in pipeline.services:
                 from dnsflow.cli import CommandError
@@ -189,6 +193,8 @@ async def run_demo(settings: Settings, seconds: float, qps: float) -> dict[str, 
             await asyncio.sleep(1.0)  # let publishers and processors drain
             status = pipeline.status()
         finally:
+            if console is not None:
+                await console.stop()
             await pipeline.stop()  # flushes the edge, closes stream windows, flushes the sink
         report = await collect(pipeline.bus, counts, status, seconds)
     finally:

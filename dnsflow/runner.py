@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 from typing import Any
@@ -90,6 +91,22 @@ class Pipeline:
         await self.stop()
 
 
+async def serve_console(settings: Settings, bus: Bus) -> Any:
+    """The web console on loopback, looked up by name like the components; None when it is
+    not installed or cannot start (the pipeline runs without it)."""
+    try:
+        module = importlib.import_module("dnsflow.console.service")
+    except ModuleNotFoundError:
+        return None
+    svc = module.build(settings, bus)[0]
+    try:
+        await svc.start()
+    except Exception as exc:
+        log.warning("web console not served: %s", exc)
+        return None
+    return svc
+
+
 def run_async(coro: Any) -> Any:
     """Run with uvloop when available (the edge's hot path benefits most)."""
     try:
@@ -107,6 +124,7 @@ async def _serve(settings: Settings, seconds: float | None) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with Pipeline(settings) as pipeline:
+        console = await serve_console(settings, pipeline.bus)
         mode = "embedded bus" if settings.embedded else f"kafka {settings.kafka}"
         print(f"dnsflow up: running ({mode}); components: "
               f"{', '.join(pipeline.services) or 'none'}", flush=True)
@@ -115,8 +133,14 @@ async def _serve(settings: Settings, seconds: float | None) -> int:
                 listen = svc.status().get("listen")
                 if listen:
                     print(f"  {name}/{svc.name}: {listen}", flush=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+        if console is not None:
+            print(f"  console: {console.url}", flush=True)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+        finally:
+            if console is not None:
+                await console.stop()
     return 0
 
 

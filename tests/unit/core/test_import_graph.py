@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 # Folder in the checkout -> the package it installs as (pyproject's package-dir).
 PACKAGES = {"dnsflow": "dnsflow", "edge": "dnsflow.edge", "policies": "dnsflow.policies",
-            "streams": "dnsflow.streams", "sinks": "dnsflow.sinks"}
+            "streams": "dnsflow.streams", "sinks": "dnsflow.sinks",
+            "console": "dnsflow.console"}
 
 
 def _modules() -> dict[str, Path]:

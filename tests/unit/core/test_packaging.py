@@ -12,7 +12,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-RUNTIME = ("dnsflow", "edge", "policies", "streams", "sinks")
+RUNTIME = ("dnsflow", "edge", "policies", "streams", "sinks", "console")
 OURS = {*RUNTIME, "bench", "tests", "harness"}
 
 

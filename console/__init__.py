@@ -1,0 +1,1 @@
+"""The web console (``dnsflow console``) and the terminal tail (``dnsflow tail``)."""
