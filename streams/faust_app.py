@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -92,8 +93,7 @@ class FaustWorker:
             store="memory://",
             # faust's own files (<app id>-data) go under the data directory, not the working
             # directory (APP_DATADIR, as the image sets it, wins)
-            datadir=os.environ.get("APP_DATADIR")
-            or str(settings.home.resolve() / "faust" / "{conf.name}-data"),
+            datadir=os.environ.get("APP_DATADIR") or str(_faust_home(settings)),
             web_enabled=False,
             key_serializer="raw",
             value_serializer="raw",
@@ -281,3 +281,11 @@ class FaustWorker:
 def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6) -> faust.App:
     """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``)."""
     return FaustWorker(settings, batch_size=batch_size, partitions=partitions).app
+
+
+def _faust_home(settings: Settings) -> Path:
+    """``<home>/faust/{conf.name}-data`` (faust fills in the app id); faust creates the last
+    part only, so the folder above it is made here."""
+    base = settings.home.resolve() / "faust"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / "{conf.name}-data"

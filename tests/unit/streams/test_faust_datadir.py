@@ -16,6 +16,7 @@ def test_faust_files_go_under_the_data_directory(tmp_path: Path, monkeypatch) ->
     app = make_app(Settings(home=tmp_path / "home", kafka="127.0.0.1:9"))
     assert Path(app.conf.datadir).is_relative_to(tmp_path / "home")
     assert Path(app.conf.datadir).name.endswith("dnsflow-streams-data")
+    assert Path(app.conf.datadir).parent.is_dir()  # faust makes only the last part
 
 
 @pytest.mark.parametrize("name", ["{conf.name}-data", "fixed"])
