@@ -36,6 +36,8 @@ _Dnstap = dnstap_pb2.Dnstap
 _U16 = wire.U16
 _RR = wire.RR_FIXED
 _skip = wire.skip_name
+_ntop = socket.inet_ntop
+_AF_INET = socket.AF_INET
 
 
 class DecodeError(ValueError):
@@ -72,12 +74,11 @@ class TapMessage:
 
     @property
     def qname(self) -> str:
-        return wire.wire_to_text(self.question) if self.question else ""
+        return names(self.question)[0]
 
     @property
     def qtype(self) -> str:
-        q = self.question
-        return wire.qtype_name(_U16.unpack_from(q, len(q) - 4)[0]) if q else ""
+        return names(self.question)[1]
 
     @property
     def transport(self) -> str:
@@ -95,6 +96,21 @@ class TapMessage:
 
 
 _IP_MEMO: dict[bytes, str] = {}
+_NAME_MEMO: dict[bytes, tuple[str, str]] = {}
+
+
+def names(question: bytes) -> tuple[str, str]:
+    """(qname, qtype) text of a question; memoised, as names repeat."""
+    got = _NAME_MEMO.get(question)
+    if got is None:
+        if not question:
+            return "", ""
+        got = (wire.wire_to_text(question),
+               wire.qtype_name(_U16.unpack_from(question, len(question) - 4)[0]))
+        if len(_NAME_MEMO) >= 65_536:
+            _NAME_MEMO.clear()
+        _NAME_MEMO[question] = got
+    return got
 
 
 def ip_text(raw: bytes) -> str:
@@ -140,6 +156,9 @@ def _answers(msg: bytes, off: int) -> list[str]:
         off = rd + rdlen
         if off > n:
             raise wire.WireError("record data truncated")
+        if rtype == wire.T_A and rdlen == 4:  # the common case, in C
+            out.append("A " + _ntop(_AF_INET, msg[rd:off]))
+            continue
         text, _ = wire._rdata_text(msg, rtype, rd, rdlen)
         out.append(f"{wire.qtype_name(rtype)} {text}")
     return out

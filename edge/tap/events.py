@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from dnsflow.edge.identity import IdentityTable
-from dnsflow.edge.tap.decode import TapMessage
+from dnsflow.edge.tap.decode import TapMessage, names
 
 from dnsflow.schema import SCHEMA_VERSION, now_us
 
@@ -47,11 +47,11 @@ class EventBuilder:
             if start and r.response_us:
                 latency = max(0, r.response_us - start)
         info = self.identity.lookup(m.client_ip)
-        named = r if r is not None and r.question else m
+        qname, qtype = names(r.question if r is not None and r.question else m.question)
         d = {"v": SCHEMA_VERSION, "edge": edge, "tenant": info.tenant,
              "namespace": info.namespace, "pod": info.pod,
              "service_account": info.service_account, "client_ip": m.client_ip,
-             "transport": m.transport, "qname": named.qname, "qtype": named.qtype,
+             "transport": m.transport, "qname": qname, "qtype": qtype,
              "rcode": r.rcode if r is not None else NO_RESPONSE,
              "answers": r.answers if r is not None else [], "cache": "none",
              "decision": "allow", "rule": "", "policy_version": 0,

@@ -62,3 +62,7 @@ class TapMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_all(self) -> bytes:
+        """What the edge's ``OpsServer`` serves: one tap process, nothing to merge."""
+        return self.render()
