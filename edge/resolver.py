@@ -135,6 +135,8 @@ class Resolver:
             req.emit("REFUSED")
             return wire.error_response(q, wire.REFUSED)
         action = v.action
+        if action == "would_deny":  # audit: answered as allowed; the event keeps would_deny
+            action = "allow"
         if action == "allow" and q.qtype == wire.T_PTR and self._ptr_hidden(req):
             action = "isolate"
         if action == "deny":

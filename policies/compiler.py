@@ -61,6 +61,8 @@ def _verdict(rule: Rule, rid: str, version: int) -> Verdict:
         burst = rule.rate_limit.burst or max(1, math.ceil(rule.rate_limit.qps))
         rl = (float(rule.rate_limit.qps), int(burst))
     if rule.action == "deny":
+        if rule.audit:  # answered as if allowed; the event says what enforcing would do
+            return Verdict("would_deny", rid, version, log=rule.log)
         return Verdict("deny", rid, version, deny_mode=rule.deny_mode or "NXDOMAIN",
                        log=rule.log)
     if rule.action == "redirect":

@@ -30,7 +30,8 @@ API_VERSION = "dnsflow.io/v1"
 Action = Literal["allow", "deny", "rewrite", "redirect"]
 DenyMode = Literal["NXDOMAIN", "REFUSED", "NODATA", "DROP"]
 Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
-Isolation = Literal["tenant", "namespace", "none"]
+# audit: what "tenant" isolation would hide is answered, and recorded as decision would_deny
+Isolation = Literal["tenant", "namespace", "none", "audit"]
 Tier = Literal["guardrail", "baseline"]
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -227,6 +228,8 @@ class Rule(_Strict):
     redirect: Redirect | None = None
     rate_limit: RateLimit | None = None
     log: bool = False
+    audit: bool = Field(default=False, description="a deny that is recorded (decision "
+                        "would_deny) but not enforced: roll a rule out before it bites")
 
     @field_validator("id")
     @classmethod
@@ -247,6 +250,8 @@ class Rule(_Strict):
                              "with it")
         if self.deny_mode is not None and a != "deny":
             raise ValueError("'denyMode' is only allowed with action deny")
+        if self.audit and a != "deny":
+            raise ValueError("'audit' is only allowed with action deny")
         if self.rate_limit is not None and a == "deny":
             raise ValueError("'rateLimit' makes no sense with action deny")
         if self.match.response is not None and a == "redirect":
@@ -312,6 +317,10 @@ class ClusterDNSPolicySpec(_Strict):
     priority: int = Field(default=100, ge=0, le=1000)
     clients: ClusterClientSelector = Field(default_factory=ClusterClientSelector)
     rules: list[Rule] = Field(default_factory=list)
+    isolation: Isolation | None = Field(default=None, description="the isolation of every "
+                                        "namespace whose own policy sets none (default "
+                                        "tenant); the first cluster policy by priority that "
+                                        "sets it wins")
 
 
 class _Resource(_Strict):

@@ -144,6 +144,7 @@ class PolicyStore:
             self._cluster, self._cluster_version = old
             raise
         self._tenants = rebuilt  # tenants without a record are rebuilt lazily
+        self._reindex_isolation()  # a cluster policy may set the default isolation
 
     def _set_auto(self, doc: dict[str, Any]) -> None:
         tenant = doc["tenant"]
@@ -219,12 +220,15 @@ class PolicyStore:
         for tenant, policies in self._policies.items():
             for p in policies:
                 claims.setdefault(str(p.metadata.namespace), set()).add(tenant)
+        default = next((p.spec.isolation for p in sorted(self._cluster,
+                                                          key=lambda p: p.spec.priority)
+                        if p.spec.isolation is not None), "tenant")
         iso: dict[str, _NsInfo] = {}
         for ns, tenants in claims.items():
             if ns not in self._ns_map and len(tenants) == 1:
-                iso[ns] = _NsInfo(next(iter(tenants)))
+                iso[ns] = _NsInfo(next(iter(tenants)), default)
         for ns, tenant in self._ns_map.items():
-            iso[ns] = _NsInfo(tenant)
+            iso[ns] = _NsInfo(tenant, default)
         for ns, info in iso.items():
             for p in self._policies.get(info.owner, []):
                 if p.metadata.namespace != ns:
@@ -259,7 +263,7 @@ class PolicyStore:
         info = self._iso.get(ns)
         if info is None or info.mode == "none":
             return None
-        if info.owner == client.tenant and (info.mode == "tenant" or client.namespace == ns):
+        if info.owner == client.tenant and (info.mode != "namespace" or client.namespace == ns):
             return None
         if svc and len(parts) >= 2:
             allowed = info.exports.get(parts[-2])
@@ -272,7 +276,8 @@ class PolicyStore:
         name = _normalize(name)
         if not name.endswith(self._zones):
             return False
-        return self._hidden_namespace(client, name) is not None
+        ns = self._hidden_namespace(client, name)
+        return ns is not None and self._iso[ns].mode != "audit"  # audit hides nothing
 
     def decide(self, client: ClientInfo, qname: str, qtype: str) -> Verdict:
         """The verdict for one query (isolation, guardrails, auto-denies, tenant, baseline)."""
@@ -289,8 +294,10 @@ class PolicyStore:
                 if v is None:
                     # the rule never names the namespace: it lands in the asking tenant's
                     # events, and "isolation:<ns>" would tell it whose namespace that is
-                    v = Verdict("deny", ISOLATION_RULE, st.version, deny_mode="NXDOMAIN",
-                                isolated=True)
+                    v = (Verdict("would_deny", ISOLATION_RULE, st.version)
+                         if self._iso[ns].mode == "audit" else
+                         Verdict("deny", ISOLATION_RULE, st.version, deny_mode="NXDOMAIN",
+                                 isolated=True))
                     st.isolation_verdicts[ns] = v
                 return v
         r = st.matcher.first(name, qtype, client)

@@ -39,7 +39,7 @@ class LocalRecord:
 class Verdict:
     """What to do with one query; ``rule`` and ``policy_version`` go into the event."""
 
-    action: str  # "allow" | "deny" | "rewrite" | "redirect"
+    action: str  # "allow" | "deny" | "rewrite" | "redirect" | "would_deny" (audit: answered)
     rule: str
     policy_version: int
     deny_mode: str = ""
