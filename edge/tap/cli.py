@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import settings_from_args
+    from dnsflow.gctune import tune_for_batches
 
     settings = settings_from_args(args)
     log = logging.getLogger("dnsflow.edge.tap")
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
             log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
         tap = build(settings, bus, **options(args))
         await tap.start()
+        # two frames per query allocate short-lived objects by the hundred thousand a second;
+        # the pending table is long-lived: no full collections over it (as the edge does)
+        tune_for_batches(50_000)
         print(f"dnsflow tap: listening on {' '.join(tap.status()['listen'])}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
