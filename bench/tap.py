@@ -1,20 +1,23 @@
-"""dnsflow tap against fstrm_capture, reading the same unbound+dnstap (issue #14).
+"""dnsflow tap against fstrm_capture, reading the same unbound+dnstap stream (issue #14).
 
-Run: ``python -m bench.tap [--kafka BOOTSTRAP] [--seconds 10]`` (default: a private Kafka
-from ``scripts/kafka-local``, stopped at the end), or ``python -m bench.tap --decode-only``
-for the decoding micro-benchmarks that chose the libraries (no servers).
+Run: ``python -m bench.tap [--kafka BOOTSTRAP] [--seconds 10] [--live-qps 20000]`` (default:
+a private Kafka from ``scripts/kafka-local``, stopped at the end), or ``python -m bench.tap
+--decode-only`` for the decoding micro-benchmarks behind the library choice (no servers).
 
-Phase 1: unbound with dnstap (one core) logs every client query and response to
-``fstrm_capture``; dnsperf asks it as fast as it answers: ``unbound_dnstap_qps``.
-Phase 2: the same unbound logs to ``dnsflow tap --kafka`` (its own process) instead, and
-dnsperf asks at that rate (``-Q``). The tap stops gracefully (every event flushed), then
-the events on the topic are counted.
+On 2 cores (server core, load core):
 
-* ``events_per_s``: events the tap published per second of its own CPU time, i.e. what one
-  core of tap sustains (it shares a core with dnsperf and the broker here);
-* ``ratio`` = events_per_s / unbound_dnstap_qps (target >= 1.0);
-* ``lost`` = queries unbound answered in phase 2 minus events in Kafka (a dnstap sender
-  drops frames when its reader is slow; unbound does not report how many).
+1. unbound with dnstap (server core) logs every client query and response to
+   ``fstrm_capture`` (load core); dnsperf (load core) asks as fast as unbound answers:
+   ``unbound_dnstap_qps``. The capture is unbound's own stream.
+2. ``dnsflow tap --kafka`` alone on the server core reads that stream (``fstrm_replay`` from
+   the load core, the broker there too), pairs it and publishes to Kafka:
+   ``events_per_s`` = events published per second of the tap's CPU time (one core),
+   ``ratio`` = events_per_s / unbound_dnstap_qps (target >= 1.0), ``lost`` = queries unbound
+   answered in phase 1 minus events in Kafka.
+3. live: unbound+dnstap (server core) sends to ``dnsflow tap`` (load core, beside dnsperf and
+   the broker) while dnsperf asks at ``--live-qps``: ``live_lost`` = answered - events. A
+   dnstap sender drops frames in its own queue when the reader is slow (unbound never blocks
+   on dnstap and reports no count), so this is the loss as a user would see it.
 """
 
 from __future__ import annotations
@@ -86,6 +89,31 @@ def start_tap(work: Path, bootstrap: str, prefix: str, cpu: str) -> tuple[subpro
     return proc, sock, out
 
 
+def count_frames(path: Path) -> int:
+    """Data frames in a Frame Streams capture file (fstrm_capture's output)."""
+    from dnsflow.edge.tap.frames import FrameReader
+
+    reader, n = FrameReader(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n += sum(1 for fr in reader.feed(chunk) if type(fr) is bytes)
+    return n
+
+
+def tap_phase(work: Path, bootstrap: str, prefix: str, cpu: str) -> tuple[subprocess.Popen,
+                                                                          Path, Path]:
+    w = work / prefix.rstrip(".")
+    w.mkdir()
+    return start_tap(w, bootstrap, prefix, cpu)
+
+
+def stop_tap(tap: subprocess.Popen, tap_log: Path) -> str:
+    tap.send_signal(signal.SIGTERM)
+    stop_process(tap, 120)
+    lines = tap_log.read_text().strip().splitlines() if tap_log.exists() else []
+    return lines[-1] if lines else "no tap log"
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     server_cpu, load_cpu = cpus()
     work = Path(tempfile.mkdtemp(prefix="bench-tap-"))
@@ -102,49 +130,67 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             log("starting a private Kafka (scripts/kafka-local)")
             kafka = KafkaLocal(work / "kafka", cpu=int(load_cpu))
             bootstrap = kafka.start()
-        prefix = f"bench{uuid.uuid4().hex[:8]}."
+        run_id = uuid.uuid4().hex[:8]
 
-        # phase 1: unbound+dnstap -> fstrm_capture
+        # 1: unbound+dnstap -> fstrm_capture
         cap = FstrmCapture(work, cpu=int(load_cpu)).start()
         ub = Unbound(local, workdir=work / "ub-capture", cpu=int(server_cpu),
                      dnstap_socket=cap.socket).start()
+        answered = 1.0  # the readiness probe
         try:
-            dnsperf(ub.port, datafile, 2, load_cpu)  # warm
+            answered += dnsperf(ub.port, datafile, 2, load_cpu)["completed"]  # warm
             r = dnsperf(ub.port, datafile, args.seconds, load_cpu)
+            answered += r["completed"]
+            time.sleep(1.5)  # unbound's dnstap thread flushes
         finally:
             ub.stop()
             cap.stop()
         res["unbound_dnstap_qps"] = r["qps"]
-        log(f"unbound+dnstap -> fstrm_capture: {r['qps']:.0f} qps, capture {cap.size()} bytes")
+        frames = count_frames(cap.out)
+        log(f"1 unbound+dnstap -> fstrm_capture: {r['qps']:.0f} qps, {answered:.0f} answered, "
+            f"{frames} frames captured ({cap.size()} bytes)")
 
-        # phase 2: unbound+dnstap -> dnsflow tap -> Kafka, at phase 1's rate
-        tap, sock, tap_log = start_tap(work, bootstrap, prefix, load_cpu)
-        ub = Unbound(local, workdir=work / "ub-tap", cpu=int(server_cpu),
-                     dnstap_socket=str(sock)).start()
-        answered = 1.0  # the readiness probe
+        # 2: the capture replayed into dnsflow tap alone on the server core
+        prefix = f"bench{run_id}r."
+        tap, sock, tap_log = tap_phase(work, bootstrap, prefix, server_cpu)
         try:
-            time.sleep(1.0)  # unbound connects to the tap
-            answered += dnsperf(ub.port, datafile, 2, load_cpu)["completed"]
-            c0 = cpu_seconds(tap.pid)
-            r2 = dnsperf_at(ub.port, datafile, args.seconds, load_cpu, res["unbound_dnstap_qps"])
-            answered += r2["completed"]
-            time.sleep(args.pair_wait)  # the last frames flushed and paired
-            busy = cpu_seconds(tap.pid) - c0
+            c0, t0 = cpu_seconds(tap.pid), time.monotonic()
+            subprocess.run(["taskset", "-c", load_cpu, "fstrm_replay", "-t",
+                            "protobuf:dnstap.Dnstap", "-r", str(cap.out), "-u", str(sock)],
+                           check=True, timeout=600, capture_output=True)
+            time.sleep(args.pair_wait)  # the last queries paired or timed out
+            busy, wall = cpu_seconds(tap.pid) - c0, time.monotonic() - t0
         finally:
-            ub.stop()
-            tap.send_signal(signal.SIGTERM)
-            stop_process(tap, 120)
-        log(tap_log.read_text().strip().splitlines()[-1] if tap_log.exists() else "no tap log")
+            summary = stop_tap(tap, tap_log)
+        log(f"2 {summary}")
         events = asyncio.run(count_events(bootstrap, prefix + "events"))
-        res["tap_phase_qps"] = r2["qps"]
-        res["tap_cpu_s"] = busy
         res["events"] = events
         res["answered"] = answered
-        res["events_per_s"] = r2["completed"] / busy if busy else 0.0
+        res["tap_cpu_us_per_event"] = busy * 1e6 / events if events else 0.0
+        res["events_per_s"] = events / busy if busy else 0.0
         res["lost"] = max(0.0, answered - events)
-        log(f"tap phase: {r2['qps']:.0f} qps asked, {answered:.0f} answered, {events} events "
-            f"in Kafka, tap cpu {busy:.2f}s "
-            f"({busy * 1e6 / max(1.0, r2['completed']):.1f} us/event)")
+        log(f"2 replay: {events} events in Kafka for {answered:.0f} answered, tap cpu "
+            f"{busy:.2f}s in {wall:.1f}s ({res['tap_cpu_us_per_event']:.1f} us/event)")
+
+        # 3: live, unbound+dnstap -> dnsflow tap (load core) at --live-qps
+        prefix = f"bench{run_id}l."
+        tap, sock, tap_log = tap_phase(work, bootstrap, prefix, load_cpu)
+        ub = Unbound(local, workdir=work / "ub-live", cpu=int(server_cpu),
+                     dnstap_socket=str(sock))
+        try:
+            ub.start()
+            live = 1.0 + dnsperf_at(ub.port, datafile, args.seconds, load_cpu,
+                                    args.live_qps)["completed"]
+            time.sleep(args.pair_wait)
+        finally:
+            ub.stop()
+            summary = stop_tap(tap, tap_log)
+        log(f"3 {summary}")
+        live_events = asyncio.run(count_events(bootstrap, prefix + "events"))
+        res["live_qps"] = args.live_qps
+        res["live_answered"] = live
+        res["live_lost"] = max(0.0, live - live_events)
+        log(f"3 live at {args.live_qps:.0f} qps: {live:.0f} answered, {live_events} events")
     finally:
         if kafka is not None:
             kafka.stop()
@@ -272,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", help="use this Kafka instead of starting a private one")
     ap.add_argument("--seconds", type=float, default=10.0, help="dnsperf time per phase")
     ap.add_argument("--names", type=int, default=2000, help="distinct names asked")
+    ap.add_argument("--live-qps", type=float, default=20000.0,
+                    help="dnsperf rate of the live phase (default 20000)")
     ap.add_argument("--pair-wait", type=float, default=3.0,
                     help="seconds after dnsperf for the last frames (default 3)")
     ap.add_argument("--decode-only", action="store_true",
@@ -285,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = res["events_per_s"] / res["unbound_dnstap_qps"] if res["unbound_dnstap_qps"] else 0
     print(f"bench tap: events_per_s={res['events_per_s']:.0f} "
           f"unbound_dnstap_qps={res['unbound_dnstap_qps']:.0f} ratio={ratio:.2f} "
-          f"lost={res['lost']:.0f} events={res['events']} answered={res['answered']:.0f} "
-          f"tap_phase_qps={res['tap_phase_qps']:.0f}", flush=True)
+          f"lost={res['lost']:.0f} live_qps={res['live_qps']:.0f} "
+          f"live_lost={res['live_lost']:.0f} "
+          f"tap_cpu_us_per_event={res['tap_cpu_us_per_event']:.1f}", flush=True)
     return 0
 
 
