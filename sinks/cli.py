@@ -17,6 +17,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="apply the schema (sinks/schema/*.sql) and exit, unless --run")
     parser.add_argument("--run", action="store_true",
                         help="with --migrate: keep running the sink afterwards")
+    parser.add_argument("--cluster", metavar="NAME",
+                        help="a ClickHouse cluster: DDL ON CLUSTER, Replicated*MergeTree "
+                        "tables and Distributed tables under the usual names (sink.cluster)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --migrate: print the statements a fresh migration runs "
+                        "(each ends in ';' and a blank line) and connect to nothing")
     parser.add_argument("--group", help="Kafka consumer group (default dnsflow-sink)")
     parser.add_argument("--batch-rows", type=int, metavar="N",
                         help="insert when N records are gathered (default 50000)")
@@ -37,7 +43,7 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
 
     base = sink_config(settings).model_dump()
     for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms"),
-                      ("commit_ms", "commit_ms")):
+                      ("commit_ms", "commit_ms"), ("cluster", "cluster")):
         value = getattr(args, flag, None)
         if value is not None:
             base[key] = value
@@ -62,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"dnsflow sink: {exc}") from None
     if args.run and not args.migrate:
         raise UsageError("dnsflow sink: --run only makes sense with --migrate")
+    if args.dry_run:
+        if not args.migrate or args.run:
+            raise UsageError("dnsflow sink: --dry-run goes with --migrate (and not --run)")
+        from dnsflow.sinks.migrate import Plan
+
+        for stmt in Plan(config.retention_days, config.cluster).all_statements():
+            print(stmt + ";\n")
+        return 0
     try:
         if args.migrate and not args.run:
             return _migrate_only(dsn, config)
@@ -82,7 +96,7 @@ def _migrate_only(dsn: Any, config: Any) -> int:
 
     client = connect(dsn)
     try:
-        result = migrate(client, config.retention_days)
+        result = migrate(client, config.retention_days, config.cluster)
     except Exception as exc:
         from dnsflow.sinks.query import clean_error
 

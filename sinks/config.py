@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from dnsflow.sinks.cluster import check_name
 from dnsflow.sinks.migrate import RETENTION_DAYS
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +33,10 @@ class SinkConfig(BaseModel):
         default_factory=lambda: dict(RETENTION_DAYS),
         description="days each table keeps its rows (ClickHouse TTL, re-applied on every "
         f"start); tables: {', '.join(RETENTION_DAYS)}; those left out keep their default")
+    cluster: str | None = Field(default=None, description="ClickHouse cluster name: the "
+                                "schema is created ON CLUSTER with replicated tables and "
+                                "Distributed tables under the usual names (docs/clickhouse-"
+                                "cluster.md)")
     events_ttl_days: int | None = Field(default=None, ge=1, le=36_500,
                                         description="older spelling of "
                                         "retention_days.dns_events")
@@ -52,6 +57,11 @@ class SinkConfig(BaseModel):
         if bad:
             raise ValueError(f"days for {', '.join(bad)} must be 1..36500")
         return {**RETENTION_DAYS, **v}
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v)
 
     @model_validator(mode="after")
     def _old_spelling(self) -> SinkConfig:

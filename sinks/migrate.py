@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnsflow.sinks.cluster import ClusterSchema
+
 log = logging.getLogger(__name__)
 
 DATABASE = "dnsflow"
@@ -71,52 +73,88 @@ def load_migrations() -> list[Migration]:
     return [Migration(name, (folder / name).read_text()) for name in files]
 
 
-def migrate(client: Any, retention: Mapping[str, int] | None = None) -> MigrationResult:
+class Plan:
+    """The statements of each migration for one node or, with ``cluster``, for a ClickHouse
+    cluster (``sinks/cluster.py``), in the order they apply."""
+
+    def __init__(self, retention: Mapping[str, int] | None = None,
+                 cluster: str | None = None) -> None:
+        self.days = {**RETENTION_DAYS, **(retention or {})}
+        self.params = {"events_ttl_days": int(self.days["dns_events"])}
+        self.cluster = ClusterSchema(cluster) if cluster else None
+        on = f" ON CLUSTER {cluster}" if cluster else ""
+        engine = (f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{DATABASE}/"
+                  "schema_migrations', '{replica}')" if cluster else "ReplacingMergeTree")
+        self.setup = [
+            f"CREATE DATABASE IF NOT EXISTS {DATABASE}{on}",
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}{on} (name String, checksum String, "
+            f"applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = {engine} ORDER BY name",
+        ]
+        # rewritten in order even when applied earlier: later files refer to earlier tables
+        self.migrations = [(m, self._statements(m)) for m in load_migrations()]
+
+    def _statements(self, m: Migration) -> list[str]:
+        single = m.statements(self.params)
+        return self.cluster.statements(single) if self.cluster else single
+
+    def ttl_statement(self, table: str) -> str:
+        if self.cluster and table in self.cluster.replicated:
+            target = f"{DATABASE}.{table}_local ON CLUSTER {self.cluster.cluster}"
+        else:
+            target = f"{DATABASE}.{table}"
+        return (f"ALTER TABLE {target} MODIFY TTL toDateTime({TIME_COLUMNS[table]}) + "
+                f"INTERVAL {int(self.days[table])} DAY")
+
+    def all_statements(self) -> list[str]:
+        """What a migration of an empty server runs (``--dry-run`` prints it)."""
+        out = list(self.setup)
+        for _, stmts in self.migrations:
+            out += stmts
+        return out + [self.ttl_statement(t) for t in self.days]
+
+
+def migrate(client: Any, retention: Mapping[str, int] | None = None,
+            cluster: str | None = None) -> MigrationResult:
     """Bring the schema up to date and every table's TTL to ``retention`` (days per table,
-    :data:`RETENTION_DAYS` for those it leaves out); return what was applied (idempotent)."""
-    days = {**RETENTION_DAYS, **(retention or {})}
-    params = {"events_ttl_days": int(days["dns_events"])}
-    client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name String, checksum String, "
-        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY name"
-    )
+    :data:`RETENTION_DAYS` for those it leaves out); with ``cluster``, the cluster form of
+    every statement. Returns what was applied (idempotent)."""
+    plan = Plan(retention, cluster)
+    for stmt in plan.setup:
+        client.command(stmt)
     done = dict(client.query(f"SELECT name, checksum FROM {MIGRATIONS_TABLE} FINAL").result_rows)
     result = MigrationResult()
-    for m in load_migrations():
+    for m, stmts in plan.migrations:
         if m.name in done:
             result.already.append(m.name)
             if done[m.name] != m.checksum:
                 result.changed.append(m.name)
                 log.warning("schema %s changed since it was applied; not re-applied", m.name)
             continue
-        for stmt in m.statements(params):
+        for stmt in stmts:
             client.command(stmt)
         client.insert(MIGRATIONS_TABLE, [[m.name, m.checksum]], column_names=["name", "checksum"])
         result.applied.append(m.name)
         log.info("schema %s applied", m.name)
-    result.retention = apply_retention(client, days)
+    result.retention = apply_retention(client, plan)
     return result
 
 
-def apply_retention(client: Any, days: Mapping[str, int]) -> list[str]:
-    """Make each table's TTL match ``days``; return the tables whose TTL had to change."""
+def apply_retention(client: Any, plan: Plan) -> list[str]:
+    """Make each table's TTL match the plan's; return the tables whose TTL had to change."""
     engines = dict(client.query(
         "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
         parameters={"db": DATABASE},
     ).result_rows)
+    replicated = plan.cluster.replicated if plan.cluster else set()
     changed = []
-    for table, n in days.items():
-        if table not in engines:
+    for table, n in plan.days.items():
+        stored = f"{table}_local" if table in replicated else table
+        if stored not in engines:
             continue
-        current = _TTL_DAYS.search(engines[table])
+        current = _TTL_DAYS.search(engines[stored])
         if current and int(current.group(1)) == int(n):
             continue
-        client.command(
-            f"ALTER TABLE {DATABASE}.{table} MODIFY TTL toDateTime({TIME_COLUMNS[table]}) + "
-            f"INTERVAL {int(n)} DAY"
-        )
+        client.command(plan.ttl_statement(table))
         log.info("%s retention set to %d days", table, n)
         changed.append(table)
     return changed

@@ -70,7 +70,7 @@ class SinkService:
     async def _migrate(self) -> None:
         try:
             result = await asyncio.to_thread(
-                migrate, self.store.client, self.config.retention_days
+                migrate, self.store.client, self.config.retention_days, self.config.cluster
             )
         except StoreError:
             raise
