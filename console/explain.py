@@ -82,7 +82,8 @@ class FilePolicies:
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
         self.paths = [str(p) for p in paths]
-        self.label = f"files {', '.join(self.paths)}"
+        self.label = (f"files {', '.join(self.paths)}" if self.paths else
+                      "no policies (start the console with --policies PATH or --kafka)")
 
     async def start(self) -> None:
         return None
@@ -91,6 +92,10 @@ class FilePolicies:
         return None
 
     def current(self) -> PolicyStore:
+        if not self.paths:  # never a silent "default allow" for want of a source
+            raise ExplainError("nothing to explain against: no policy files here; start the "
+                               "console with --policies PATH, or --kafka for the published "
+                               "policies")
         try:
             recs = policy_records(self.paths, version=0)
         except PolicySetError as exc:

@@ -134,6 +134,8 @@ class Console:
                 self._problem(request, f"ClickHouse: {exc}", 502)
         if not resp.prepared:
             resp.headers.update(HEADERS)
+            if not request.path.startswith("/static/"):  # tenant data: never in a cache
+                resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
     def _problem(self, request: web.Request, exc: object, status: int) -> web.Response:

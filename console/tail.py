@@ -226,4 +226,7 @@ def format_line(ev: Mapping[str, Any]) -> str:
            f"{ev.get('rcode', '?')} {latency} cache={ev.get('cache', '?')}")
     if answers:
         out += f" answers={len(answers)}"
-    return out + (f" rule={rule}" if rule else "")
+    out += f" rule={rule}" if rule else ""
+    # a name may carry any byte: never let one move a terminal's cursor or change its colours
+    return out if out.isprintable() else "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)

@@ -98,3 +98,9 @@ def test_buckets_are_round_and_about_sixty():
     assert step_for(9) == 1
     assert step_for(3600) == 60
     assert step_for(86400) == 1800
+
+
+def test_a_name_cannot_drive_the_terminal():
+    ev = event("acme", 0, qname="evil\x1b[2J.example")
+    line = format_line(ev)
+    assert "\x1b" not in line and "evil\\x1b[2J.example" in line
