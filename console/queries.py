@@ -26,6 +26,7 @@ SINCE = "ts >= now64(6) - INTERVAL {minutes:UInt32} MINUTE"
 STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
          86400)
 POINTS = 60  # buckets per chart: readable on a laptop screen
+RAW_SPAN_S = 6 * 3600  # more data than this: charts from the rollups
 
 
 class ConsoleQueryError(RuntimeError):
@@ -78,7 +79,25 @@ class Queries:
         return [r["tenant"] for r in rows]
 
     async def traffic(self, tenant: str, minutes: int) -> list[dict[str, Any]]:
-        """Per tenant: queries per bucket by decision and by rcode, latency quantiles (ms)."""
+        """Per tenant: queries per bucket by decision and by rcode, latency quantiles (ms).
+
+        The buckets cover the data found in the window (a 20 s demo gets 1 s buckets, not
+        one bar in a day). Up to :data:`RAW_SPAN_S` of data is read from ``dns_events``;
+        beyond, from the rollups (``dns_names_hour`` for decisions and rcodes, hour buckets
+        at least; ``dns_minute`` for latency), so a month costs what a few hours do."""
+        span = await self.rows(
+            "SELECT toUnixTimestamp(min(minute)) AS lo, toUnixTimestamp(max(minute)) AS hi, "
+            f"sum(queries) AS n FROM dnsflow.dns_minute WHERE {SCOPED} AND minute >= "
+            "toStartOfMinute(now() - INTERVAL {minutes:UInt32} MINUTE)",
+            tenant=tenant, minutes=minutes)
+        if not span or not span[0]["n"]:
+            return []
+        seconds = span[0]["hi"] - span[0]["lo"] + 60
+        if seconds > RAW_SPAN_S:
+            return await self._traffic_rollups(tenant, minutes, max(step_for(seconds), 3600))
+        return await self._traffic_raw(tenant, minutes)
+
+    async def _traffic_raw(self, tenant: str, minutes: int) -> list[dict[str, Any]]:
         where = f"{SCOPED} AND {SINCE}"
         span = await self.rows(
             f"SELECT toUnixTimestamp64Micro(min(ts)) AS lo, toUnixTimestamp64Micro(max(ts)) "
@@ -95,6 +114,22 @@ class Queries:
         lat = await self.rows(
             f"SELECT tenant, {bucket} AS b, quantiles(0.5, 0.9, 0.99)(latency_us) AS q "
             f"FROM dnsflow.dns_events WHERE {where} GROUP BY tenant, b ORDER BY tenant, b",
+            tenant=tenant, minutes=minutes, step=step)
+        return _series(counts, lat, step)
+
+    async def _traffic_rollups(self, tenant: str, minutes: int, step: int
+                               ) -> list[dict[str, Any]]:
+        counts = await self.rows(
+            "SELECT tenant, toUnixTimestamp(toStartOfInterval(hour, INTERVAL {step:UInt32} "
+            "SECOND)) AS b, decision, rcode, sum(queries) AS n FROM dnsflow.dns_names_hour "
+            f"WHERE {SCOPED} AND hour >= toStartOfHour(now() - INTERVAL {{minutes:UInt32}} "
+            "MINUTE) GROUP BY tenant, b, decision, rcode ORDER BY tenant, b",
+            tenant=tenant, minutes=minutes, step=step)
+        lat = await self.rows(
+            "SELECT tenant, toUnixTimestamp(toStartOfInterval(minute, INTERVAL {step:UInt32} "
+            "SECOND)) AS b, quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_q) AS q "
+            f"FROM dnsflow.dns_minute WHERE {SCOPED} AND minute >= toStartOfMinute(now() - "
+            "INTERVAL {minutes:UInt32} MINUTE) GROUP BY tenant, b ORDER BY tenant, b",
             tenant=tenant, minutes=minutes, step=step)
         return _series(counts, lat, step)
 

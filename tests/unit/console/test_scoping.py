@@ -199,3 +199,24 @@ async def test_metrics_name_routes_never_tenants(app: App):
     assert 'dnsflow_console_requests_total{code="401",route="/api/top"} 1.0' in text
     assert "dnsflow_console_tail_subscribers 0.0" in text
     assert "acme" not in text
+
+
+async def test_a_long_span_is_charted_from_the_rollups(app: App, chdb_filled):
+    from dnsflow.sinks.dsn import connect
+
+    from tests.unit.console.conftest import _insert_events
+
+    hour = 3_600_000_000
+    old = [event("initech", i, ts=event("initech", 0)["ts"] - (i % 12) * hour,
+                 decision="deny" if i % 4 == 0 else "allow") for i in range(48)]
+    client = connect(chdb_filled)
+    _insert_events(client, old)
+    client.close()
+    body = await (await app.get("/api/traffic?tenant=initech", "admin-token-1")).json()
+    [series] = body["tenants"]
+    assert series["step_s"] >= 3600  # hour buckets at least: read from dns_names_hour
+    assert series["queries"] == 48 and sum(series["decision"]["deny"]) == 12
+    assert 11 <= len(series["buckets"]) <= 13
+    assert all(v is not None for v in series["latency_ms"]["p50"])  # from dns_minute
+    acme = await (await app.get("/api/traffic?tenant=acme", "acme-token-1")).json()
+    assert acme["tenants"][0]["step_s"] == 1  # a minute of data: 1 s buckets from the events
