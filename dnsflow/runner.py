@@ -147,6 +147,9 @@ async def _serve(settings: Settings, seconds: float | None) -> int:
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None,
                         help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    parser.add_argument("--tap-listen", action="append", metavar="ENDPOINT",
+                        help="also receive dnstap on unix:PATH or tcp:HOST:PORT (repeat for "
+                        "more; the tap: section of the config)")
     parser.set_defaults(func=run)
 
 
@@ -154,4 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from dnsflow.cli import settings_from_args
 
     settings = settings_from_args(args)
+    if args.tap_listen:
+        settings = settings.model_copy(
+            update={"tap": {**settings.tap, "listen": list(args.tap_listen)}})
     return int(run_async(_serve(settings, args.seconds)))

@@ -35,6 +35,9 @@ class Settings(BaseModel):
     streams: dict[str, Any] = Field(default_factory=dict)
     sink: dict[str, Any] = Field(default_factory=dict)
     policies: dict[str, Any] = Field(default_factory=dict)
+    # dnstap ingestion next to the edge in `dnsflow up` (listen, pair_timeout, max_pending,
+    # name); the client identity comes from the edge: section
+    tap: dict[str, Any] = Field(default_factory=dict)
     source: str = Field(default="defaults", exclude=True)
 
     @property

@@ -428,10 +428,18 @@ def config_from(settings: Settings, **kw: Any) -> EdgeConfig:
     return section(tmp, "edge", EdgeConfig)
 
 
-def build(settings: Settings, bus: Bus | None, **kw: Any) -> list[EdgeService]:
+def build(settings: Settings, bus: Bus | None, **kw: Any) -> list[Any]:
+    """The edge, and with a ``tap:`` section that has ``listen`` a dnstap receiver beside it
+    (``dnsflow up --tap-listen``), sharing the edge's identity settings."""
     policy_store = kw.pop("policy_store", None)
     unknown = [k for k in kw if k not in EdgeConfig.model_fields]
     if unknown:
         log.warning("edge.build: ignoring unknown options %s", ", ".join(sorted(unknown)))
     cfg = config_from(settings, **kw)
-    return [EdgeService(settings, bus, cfg, policy_store=policy_store)]
+    services: list[Any] = [EdgeService(settings, bus, cfg, policy_store=policy_store)]
+    if settings.tap.get("listen") and bus is not None:
+        from dnsflow.edge.tap.service import build as build_tap
+
+        tap = {"name": f"{cfg.name}-tap", **settings.tap}  # its own spool, not the edge's
+        services.append(build_tap(settings, bus, **tap))
+    return services
