@@ -6,6 +6,20 @@
   document.querySelectorAll("header form.tenant select").forEach(function (sel) {
     sel.addEventListener("change", function () { sel.form.submit(); });
   });
+  // traffic, anomalies and alerts redraw every 30 s (not while evidence or a diff is open)
+  var page = document.body.dataset.page;
+  if (["traffic", "anomalies", "alerts"].indexOf(page) < 0) return;
+  setInterval(function () {
+    if (document.hidden || document.querySelector("main details[open]")) return;
+    fetch(location.href, { credentials: "same-origin" }).then(function (r) {
+      if (!r.ok) return null;
+      return r.text();
+    }).then(function (html) {
+      if (!html) return;
+      var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("main");
+      if (fresh) document.querySelector("main").replaceWith(fresh);
+    }).catch(function () {});
+  }, 30000);
 })();
 
 (function () {

@@ -170,6 +170,7 @@ def _event(tenant: str, qname: str, decision: str = "allow") -> dict:
 
 def test_each_tenants_charts_render_with_data(console: Console, browser: object, shots: Path):
     page = _signed_in(browser, console, "admin-7f3c9e")
+    page.clock.install()  # to see the 30 s redraw without waiting for it
     page.goto(console.url)
     cards = page.locator("article.tenant-card")
     assert sorted(cards.evaluate_all("els => els.map(e => e.dataset.tenant)")) == list(TENANTS)
@@ -187,6 +188,10 @@ def test_each_tenants_charts_render_with_data(console: Console, browser: object,
     assert page.locator("text=Top denied names").count() == 1
     assert page.locator("td.name", has_text="ads.doubleclick.net").count() >= 1
     page.screenshot(path=str(shots / "traffic.png"))
+    page.evaluate("document.querySelector('main h1').textContent = 'stale'")
+    page.clock.fast_forward(31_000)
+    page.locator("main h1", has_text="Traffic").wait_for(timeout=5_000)  # redrawn
+    assert page.locator("article.tenant-card rect").count() > 0
     page.goto(console.url + "anomalies")
     assert page.locator("svg.timeline circle").count() >= 3
     kinds = set(page.locator("tbody tr td:nth-child(3)").all_inner_texts())
