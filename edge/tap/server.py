@@ -157,9 +157,9 @@ class TapListener:
                 if stat.S_ISSOCK(path.lstat().st_mode):  # a previous run's socket
                     path.unlink()
             self.server = await loop.create_unix_server(self._connection, ep.path)
-            # senders often run as another user (unbound drops privileges)
-            with contextlib.suppress(OSError):
-                os.chmod(ep.path, 0o666)
+            # whoever can connect can write events for any client address: owner and group
+            # only (run the tap in the resolver's group, e.g. unbound's, to let it connect)
+            os.chmod(ep.path, 0o660)
         else:
             self.server = await loop.create_server(self._connection, ep.host, ep.port)
             port = self.server.sockets[0].getsockname()[1]

@@ -37,7 +37,7 @@ from dnsflow.settings import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 DLQ_SOURCE = "dnstap"  # the DLQ record's source_topic: the frame came from a socket, not Kafka
-_DLQ_MAX = 1000         # undecodable frames held for the DLQ at once; more are only counted
+_DLQ_MAX_BYTES = 8 << 20  # undecodable frames held for the DLQ at once; more are only counted
 
 
 class TapConfig(BaseModel):
@@ -79,6 +79,7 @@ class TapService:
         self.dlq_dropped = 0
         self._client_side: set[str] = set()
         self._dlq: deque[bytes] = deque()
+        self._dlq_bytes = 0
         self._dlq_wake = asyncio.Event()
         self._last_error_log = 0.0
         self._errors_since_log = 0
@@ -124,12 +125,14 @@ class TapService:
                       self.decode_errors)
             self._last_error_log = now
             self._errors_since_log = 0
-        if len(self._dlq) >= _DLQ_MAX:
+        if self._dlq_bytes + len(frame) > _DLQ_MAX_BYTES:
             self.dlq_dropped += 1
             return
-        self._dlq.append(dlq_record(DLQ_SOURCE, 0, conn.frames,
-                                    f"{conn.label} on {conn.listener.endpoint}: {reason}",
-                                    frame, conn.label.encode(), component="tap"))
+        rec = dlq_record(DLQ_SOURCE, 0, conn.frames,
+                         f"{conn.label} on {conn.listener.endpoint}: {reason}", frame,
+                         conn.label.encode(), component="tap")
+        self._dlq.append(rec)
+        self._dlq_bytes += len(rec)
         self._dlq_wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -211,6 +214,7 @@ class TapService:
             while self._dlq:
                 batch = [(DLQ_SOURCE.encode(), self._dlq.popleft())
                          for _ in range(min(len(self._dlq), 100))]
+                self._dlq_bytes -= sum(len(v) for _, v in batch)
                 try:
                     await self.bus.send_many(self.bus.topics.dlq, batch)
                     self.dlq_sent += len(batch)

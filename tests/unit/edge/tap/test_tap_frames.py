@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,8 @@ async def test_handshake_accept_then_finish(tmp_path: Path, kind: str, send) -> 
     lst = TapListener(ep, lambda f, conn: got.append(f))
     await lst.start()
     try:
+        if kind == "unix":  # not world-writable: a connection can claim any client address
+            assert stat.S_IMODE(os.stat(ep.path).st_mode) == 0o660
         addr = ep.path if kind == "unix" else ("127.0.0.1", lst.endpoint.port)
         reply = await send(addr, [b"one", b"two"])
         r = frames.FrameReader()
