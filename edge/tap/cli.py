@@ -68,8 +68,12 @@ def run(args: argparse.Namespace) -> int:
             await bus.start()
         except BusError as exc:
             log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
-        tap = build(settings, bus, **options(args))
-        await tap.start()
+        try:
+            tap = build(settings, bus, **options(args))
+            await tap.start()
+        except BaseException:
+            await bus.stop()
+            raise
         # two frames per query allocate short-lived objects by the hundred thousand a second;
         # the pending table is long-lived: no full collections over it (as the edge does)
         tune_for_batches(50_000)
