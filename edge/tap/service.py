@@ -165,7 +165,7 @@ class TapService:
             try:
                 await lst.start()
             except OSError as exc:
-                raise ConfigError(f"tap: cannot listen on {lst.endpoint} "
+                raise ConfigError(f"cannot listen on {lst.endpoint} "
                                   f"({exc.strerror or exc})") from None
         if cfg.metrics_listen:
             from dnsflow.edge.ops import OpsServer
@@ -284,5 +284,5 @@ def build(settings: Settings, bus: Bus, **kw: Any) -> TapService:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"tap: {loc}: {err['msg']}") from None
+        raise ConfigError(f"tap.{loc}: {err['msg']}") from None
     return TapService(settings, bus, tap, config_from(settings, **kw))
