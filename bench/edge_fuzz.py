@@ -50,6 +50,8 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 
+from harness.dnswire import split_tcp_frames, tcp_frame
+
 ZONE = [
     "example.com. 60 IN A 192.0.2.1",
     "www.example.com. 60 IN CNAME example.com.",
@@ -339,7 +341,7 @@ def tcp_conn(port: int, pkts: list[bytes], tally: Tally) -> None:
     want = [p for p in pkts if expects_reply(p)]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-            s.sendall(b"".join(struct.pack("!H", len(p)) + p for p in pkts))
+            s.sendall(b"".join(tcp_frame(p) for p in pkts))
             buf = b""
             pending = {}
             for p in want:
@@ -349,10 +351,8 @@ def tcp_conn(port: int, pkts: list[bytes], tally: Tally) -> None:
                 chunk = s.recv(65535)
                 if not chunk:
                     break
-                buf += chunk
-                while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
-                    ln = struct.unpack("!H", buf[:2])[0]
-                    reply, buf = buf[2:2 + ln], buf[2 + ln:]
+                replies, buf = split_tcp_frames(buf + chunk)
+                for reply in replies:
                     got += 1
                     same = pending.get(reply[:2])
                     if not same:

@@ -16,11 +16,9 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -29,6 +27,8 @@ from pathlib import Path
 
 from bench.edge_qps import cpus, publish_policy
 from harness.peers import KafkaLocal, Unbound, count_events, free_port, stop_process, wait_dns
+from harness.report import print_summary
+from harness.workdir import add_keep_option, finish_work_dir, make_work_dir
 
 TENANT_MAP = """
 clients:
@@ -99,11 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage", type=float, default=30.0)
     ap.add_argument("--before", type=float, default=10.0)
     ap.add_argument("--after", type=float, default=15.0)
-    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, "
-                    "configs, captures) instead of deleting it")
+    add_keep_option(ap)
     args = ap.parse_args(argv)
     server_cpu, load_cpu = cpus()
-    work = Path(tempfile.mkdtemp(prefix="bench-edge-outage-"))
+    work = make_work_dir("bench-edge-outage-")
     names = [f"host{i}.bench.test" for i in range(2000)]
     local = [f"{n}. 3600 IN A 10.0.{i // 256}.{i % 256}" for i, n in enumerate(names)]
     datafile = work / "queries.txt"
@@ -169,22 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         stop_process(edge, 120)
         edge = None
         events = asyncio.run(count_events(bootstrap, prefix + "events"))
-        result = {"answered": res.get("completed", 0) + 1, "lost": res.get("lost", 0),
-                  "events_in_kafka": events, "spooled_max": spooled_max,
+        result = {"answered": res.get("completed", 0) + 1, "events_in_kafka": events,
+                  "spooled_max": spooled_max, "lost": res.get("lost", 0),
                   "dropped": dropped or 0}
     finally:
         stop_process(edge)
         if upstream is not None:
             upstream.stop()
         kafka.stop()
-        if args.keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print(f"bench edge_outage: answered={result['answered']:.0f} "
-          f"events_in_kafka={result['events_in_kafka']} spooled_max={result['spooled_max']:.0f} "
-          f"lost={result['lost']:.0f} dropped={result['dropped']:.0f} "
-          f"outage_s={args.outage:.0f} qps={args.qps}", flush=True)
+        finish_work_dir(work, args.keep, log)
+    print_summary("edge_outage", {**result, "outage_s": args.outage, "qps": args.qps})
     return 0
 
 

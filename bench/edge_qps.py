@@ -21,16 +21,14 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from harness.dnswire import a_query
 from harness.peers import (
     FstrmCapture,
     KafkaLocal,
@@ -41,6 +39,8 @@ from harness.peers import (
     stop_process,
     wait_dns,
 )
+from harness.report import print_summary
+from harness.workdir import add_keep_option, finish_work_dir, make_work_dir
 
 POLICY = """
 apiVersion: dnsflow.io/v1
@@ -63,6 +63,16 @@ namespaces: {bench-ns: bench, other-ns: other}
 clients:
   - {cidr: 127.0.0.0/8, tenant: bench, namespace: bench-ns, pod: dnsperf-0}
 """
+
+
+# the figures of the last line, in order (bench/RESULTS.md quotes it); ratios with two
+# decimals, CPU with one, the rest whole
+SUMMARY = ("dnsflow_qps", "unbound_qps", "unbound_dnstap_qps", "ratio", "ratio_dnstap",
+           "cpu_us_per_query_dnsflow", "cpu_us_per_query_unbound", "events_in_kafka",
+           "edge_answered", "miss_p50_added_us", "miss_p99_added_us",
+           "isolation_miss_p50_diff_us", "isolation_hit_p50_diff_us", "isolation_not_nxdomain")
+SUMMARY_DECIMALS = {"ratio": 2, "ratio_dnstap": 2, "cpu_us_per_query_dnsflow": 1,
+                    "cpu_us_per_query_unbound": 1}
 
 
 def log(msg: str) -> None:
@@ -132,19 +142,20 @@ class Peer:
             f"answered, lost {self.lost:.0f}, cpu {self.cpu_us_per_query:.1f} us/query{sink}")
 
 
-def query(port: int, name: str, sock: socket.socket) -> float:
-    """One UDP A query; microseconds until the reply."""
-    qid = int.from_bytes(os.urandom(2), "big")
-    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    q += b"\x00" + struct.pack("!HH", 1, 1)
+def rcode_of(port: int, name: str, sock: socket.socket) -> tuple[float, int]:
+    """One UDP A query: microseconds until the reply, and its RCODE."""
+    q = a_query(name, int.from_bytes(os.urandom(2), "big"))
     t0 = time.perf_counter_ns()
     sock.sendto(q, ("127.0.0.1", port))
     while True:
         data = sock.recv(65535)
         if data[:2] == q[:2]:
-            return (time.perf_counter_ns() - t0) / 1000
+            return (time.perf_counter_ns() - t0) / 1000, data[3] & 0x0F
+
+
+def query(port: int, name: str, sock: socket.socket) -> float:
+    """One UDP A query; microseconds until the reply."""
+    return rcode_of(port, name, sock)[0]
 
 
 def miss_latency(edge_port: int, up_port: int, n: int) -> tuple[float, float, int]:
@@ -160,20 +171,6 @@ def miss_latency(edge_port: int, up_port: int, n: int) -> tuple[float, float, in
     def pct(xs: list[float], p: float) -> float:
         return xs[min(len(xs) - 1, int(p * len(xs)))]
     return (pct(via, 0.5) - pct(direct, 0.5), pct(via, 0.99) - pct(direct, 0.99), 2 * n)
-
-
-def rcode_of(port: int, name: str, sock: socket.socket) -> tuple[float, int]:
-    qid = int.from_bytes(os.urandom(2), "big")
-    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    q += b"\x00" + struct.pack("!HH", 1, 1)
-    t0 = time.perf_counter_ns()
-    sock.sendto(q, ("127.0.0.1", port))
-    while True:
-        data = sock.recv(65535)
-        if data[:2] == q[:2]:
-            return (time.perf_counter_ns() - t0) / 1000, data[3] & 0x0F
 
 
 def isolation_timing(edge_port: int, n: int) -> dict[str, float]:
@@ -238,11 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved dnsperf runs per server (default 5)")
     ap.add_argument("--names", type=int, default=2000, help="distinct names in the query set")
     ap.add_argument("--miss-samples", type=int, default=300)
-    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, "
-                    "configs, captures) instead of deleting it")
+    add_keep_option(ap)
     args = ap.parse_args(argv)
     server_cpu, load_cpu = cpus()
-    work = Path(tempfile.mkdtemp(prefix="bench-edge-qps-"))
+    work = make_work_dir("bench-edge-qps-")
     names = [f"host{i}.bench.test" for i in range(args.names)]
     local = [f"{n}. 3600 IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
              for i, n in enumerate(names)]
@@ -323,26 +319,12 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(p)
         if kafka is not None:
             kafka.stop()
-        if args.keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    ratio = result["dnsflow_qps"] / result["unbound_qps"] if result.get("unbound_qps") else 0
-    ratio_t = (result["dnsflow_qps"] / result["unbound_dnstap_qps"]
-               if result.get("unbound_dnstap_qps") else 0)
-    print(f"bench edge_qps: dnsflow_qps={result['dnsflow_qps']:.0f} "
-          f"unbound_qps={result['unbound_qps']:.0f} "
-          f"unbound_dnstap_qps={result['unbound_dnstap_qps']:.0f} ratio={ratio:.2f} "
-          f"ratio_dnstap={ratio_t:.2f} "
-          f"cpu_us_per_query_dnsflow={result['cpu_us_per_query_dnsflow']:.1f} "
-          f"cpu_us_per_query_unbound={result['cpu_us_per_query_unbound']:.1f} "
-          f"events_in_kafka={result['events_in_kafka']} "
-          f"edge_answered={result['edge_answered']:.0f} "
-          f"miss_p50_added_us={result['miss_p50_added_us']:.0f} "
-          f"miss_p99_added_us={result['miss_p99_added_us']:.0f} "
-          f"isolation_miss_p50_diff_us={result['isolation_miss_p50_diff_us']:.0f} "
-          f"isolation_hit_p50_diff_us={result['isolation_hit_p50_diff_us']:.0f} "
-          f"isolation_not_nxdomain={result['isolation_not_nxdomain']}", flush=True)
+        finish_work_dir(work, args.keep, log)
+    result["ratio"] = (result["dnsflow_qps"] / result["unbound_qps"]
+                       if result.get("unbound_qps") else 0.0)
+    result["ratio_dnstap"] = (result["dnsflow_qps"] / result["unbound_dnstap_qps"]
+                              if result.get("unbound_dnstap_qps") else 0.0)
+    print_summary("edge_qps", {key: result[key] for key in SUMMARY}, SUMMARY_DECIMALS)
     return 0
 
 

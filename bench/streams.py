@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from typing import Any
 import orjson
 
 from bench.detect_eval import load_traffic
-from harness.peers import count_events, cpu_seconds
+from harness.peers import count_events, cpu_seconds, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -276,12 +275,7 @@ def faust_rate(bootstrap: str, prefix: str, total: int, floor: str = "", workers
                 break
             time.sleep(0.25)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 30)
         log.close()
     # steady state: from the commit that passes 10 % of the input to the one that passes
     # 90 % (start-up, group join and the last commits' cadence stay out)

@@ -5,18 +5,19 @@ started here and stopped by its PID; nothing listens beyond 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO, Self
+
+from harness.dnswire import a_query
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,10 +40,7 @@ def free_port() -> int:
 def dns_probe(port: int, name: str = "probe.invalid", host: str = "127.0.0.1",
               timeout: float = 0.5) -> bytes | None:
     """One UDP query; the raw reply or None."""
-    q = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
-    for label in name.rstrip(".").split("."):
-        q += bytes([len(label)]) + label.encode()
-    q += b"\x00" + struct.pack("!HH", 1, 1)
+    q = a_query(name, 0x4242)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
@@ -64,6 +62,7 @@ def wait_dns(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = N
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM (a graceful stop: flushes, commits), then SIGKILL after ``timeout`` seconds."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -71,7 +70,7 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(5)
+        proc.wait(10)
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -80,7 +79,44 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
     return self_signed(directory, "localhost")
 
 
-class Unbound:
+class _Daemon:
+    """A DNS server process with a log file: started by ``start()``, ready once it answers
+    on ``port``, stopped by its PID; usable as ``with Peer(...) as peer:``."""
+
+    port: int
+    proc: subprocess.Popen | None = None
+    log: IO[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> Self:
+        raise NotImplementedError
+
+    def _launch(self, cmd: list[str], log: Path, timeout: float,
+                more_logs: Sequence[Path] = ()) -> None:
+        """Run ``cmd`` (output to ``log``) until it answers DNS; if it does not, stop it and
+        raise with the end of its logs."""
+        self.log = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        try:
+            wait_dns(self.port, timeout, self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            tails = "".join(p.read_text()[-800:] for p in (log, *more_logs) if p.exists())
+            raise RuntimeError(f"{type(self).__name__.lower()}: {exc}: {tails}") from None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if self.log is not None:
+            self.log.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Unbound(_Daemon):
     """``unbound -d`` with a generated config: local-data zones, no recursion to the internet.
 
     ``tls_port``/``https_port`` make it a DoT/DoH server too; ``dnstap_socket`` logs every
@@ -175,14 +211,7 @@ class Unbound:
         cmd = ["unbound", "-d", "-c", str(conf)]
         if self.cpu is not None:
             cmd = ["taskset", "-c", str(self.cpu), *cmd]
-        self.log = open(self.dir / "unbound.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            wait_dns(self.port, timeout, self.proc)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"unbound: {exc}: {(self.dir / 'unbound.log').read_text()[-800:]}"
-                               ) from None
+        self._launch(cmd, self.dir / "unbound.log", timeout)
         return self
 
     @property
@@ -190,23 +219,12 @@ class Unbound:
         assert self.proc is not None
         return self.proc.pid
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        with contextlib.suppress(Exception):
-            self.log.close()
-
-    def __enter__(self) -> Unbound:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _nsd_binary() -> str | None:
     return shutil.which("nsd") or ("/usr/sbin/nsd" if os.path.exists("/usr/sbin/nsd") else None)
 
 
-class Nsd:
+class Nsd(_Daemon):
     """``nsd -d`` serving zone files on 127.0.0.1 (UDP and TCP), no database, no remote
     control, no transfers: the authoritative server behind unbound and the edge in the
     conformance test. ``zones`` maps a zone name to its zone-file text."""
@@ -255,31 +273,12 @@ class Nsd:
             (self.dir / f"{name.rstrip('.')}.zone").write_text(text)
         conf = self.dir / "nsd.conf"
         conf.write_text(self.config())
-        self.log = open(self.dir / "nsd.out", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([nsd, "-d", "-c", str(conf)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            wait_dns(self.port, timeout, self.proc)
-        except RuntimeError as exc:
-            self.stop()
-            logs = "".join(p.read_text()[-800:] for p in (self.dir / "nsd.out",
-                                                          self.dir / "nsd.log") if p.exists())
-            raise RuntimeError(f"nsd: {exc}: {logs}") from None
+        self._launch([nsd, "-d", "-c", str(conf)], self.dir / "nsd.out", timeout,
+                     more_logs=[self.dir / "nsd.log"])
         return self
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        with contextlib.suppress(Exception):
-            self.log.close()
 
-    def __enter__(self) -> Nsd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class Dnsdist:
+class Dnsdist(_Daemon):
     """``dnsdist --supervised`` in front of a backend: plain, DoT and DoH listeners (the
     DoT/DoH peer for the edge's upstream clients); ``dnstap_socket`` logs every client query
     and response there (``DnstapLogAction``/``DnstapLogResponseAction``)."""
@@ -323,22 +322,9 @@ class Dnsdist:
             raise RuntimeError("dnsdist is not installed (scripts/install-peers)")
         conf = self.dir / "dnsdist.conf"
         conf.write_text(self.config())
-        self.log = open(self.dir / "dnsdist.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(["dnsdist", "--supervised", "--disable-syslog", "-C",
-                                      str(conf)], stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        try:
-            wait_dns(self.port, timeout, self.proc)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"dnsdist: {exc}: {(self.dir / 'dnsdist.log').read_text()[-800:]}"
-                               ) from None
+        self._launch(["dnsdist", "--supervised", "--disable-syslog", "-C", str(conf)],
+                     self.dir / "dnsdist.log", timeout)
         return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        with contextlib.suppress(Exception):
-            self.log.close()
 
 
 class FstrmCapture:

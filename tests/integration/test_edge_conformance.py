@@ -17,7 +17,6 @@ KNOWN_DIFFERENCES with its reason, and the test fails on a new one or on a stale
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import struct
 from pathlib import Path
@@ -37,6 +36,7 @@ from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.peers import Nsd, Unbound, _nsd_binary
+from tests.helpers.dns_client import udp_exchange
 
 pytestmark = pytest.mark.skipif(not shutil.which("unbound") or not _nsd_binary(),
                                 reason="unbound and nsd are needed (scripts/install-peers)")
@@ -102,27 +102,6 @@ async def edges(peers, tmp_path: Path):
     yield started
     for svc in started:
         await svc.stop()
-
-
-async def ask(port: int, packet: bytes, timeout: float = 2.0) -> bytes | None:
-    """One UDP query; the raw reply or None (dropped)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[bytes] = loop.create_future()
-
-    class Proto(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            if not fut.done():
-                fut.set_result(data)
-
-    transport, _ = await loop.create_datagram_endpoint(Proto,
-                                                       remote_addr=("127.0.0.1", port))
-    transport.sendto(packet)
-    try:
-        return await asyncio.wait_for(fut, timeout)
-    except TimeoutError:
-        return None
-    finally:
-        transport.close()
 
 
 def q(name: str, rtype: str | int = "A", rclass: str | int = "IN", *, flags: int = 0,
@@ -266,8 +245,8 @@ async def test_edge_answers_like_unbound(peers, edges) -> None:
     found: dict[str, dict[str, tuple]] = {}
     for rnd in range(2):
         for name, packet in QUERIES.items():
-            want = summary(await ask(ub.port, packet), strict=False)
-            got = summary(await ask(port, packet))
+            want = summary(await udp_exchange(ub.port, packet), strict=False)
+            got = summary(await udp_exchange(port, packet))
             diff = differences(want, got)
             if set(diff) != set(KNOWN_DIFFERENCES.get(name, {})):
                 found[f"{name} (round {rnd})"] = diff
@@ -288,7 +267,7 @@ async def test_edge_in_front_of_an_authoritative_server_has_resolver_header_bits
     port = edges[1].status()["udp_port"]
     for rnd in range(2):
         for name in HEADER_QUERIES:
-            want = summary(await ask(ub.port, QUERIES[name]))
-            got = summary(await ask(port, QUERIES[name]))
+            want = summary(await udp_exchange(ub.port, QUERIES[name]))
+            got = summary(await udp_exchange(port, QUERIES[name]))
             want_flags = str(want["flags"]).replace(" AD", "")
             assert (got["flags"], got["rcode"]) == (want_flags, want["rcode"]), (name, rnd)

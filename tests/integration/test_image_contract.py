@@ -7,7 +7,6 @@ is valid against the Compose specification and every service has a healthcheck."
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -18,24 +17,9 @@ import pytest
 import yaml
 
 from harness.peers import dns_probe, free_port, stop_process
+from tests.helpers.dockerfile import DOCKERFILE, image_env, instructions
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
-
-
-def image_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in DOCKERFILE.replace("\\\n", " ").splitlines():
-        if line.startswith("ENV "):
-            for part in shlex.split(line[4:]):
-                k, _, v = part.partition("=")
-                env[k] = v
-    return env
-
-
-def instruction(name: str) -> list[str]:
-    return [line for line in DOCKERFILE.replace("\\\n", " ").splitlines()
-            if line.startswith(name + " ")]
 
 
 def test_dockerfile_layers_and_contents() -> None:
@@ -43,10 +27,10 @@ def test_dockerfile_layers_and_contents() -> None:
     deps = next(i for i, line in enumerate(lines) if "pip install --no-cache-dir -r" in line)
     first_source = next(i for i, line in enumerate(lines) if line.startswith("COPY dnsflow"))
     assert deps < first_source, "dependencies must be installed before the sources are copied"
-    copies = " ".join(instruction("COPY"))
+    copies = " ".join(instructions("COPY"))
     assert "bench" not in copies and "tests" not in copies
-    assert instruction("USER") == ["USER 65534:65534"]
-    assert instruction("HEALTHCHECK")
+    assert instructions("USER") == ["USER 65534:65534"]
+    assert instructions("HEALTHCHECK")
     env = image_env()
     assert env["DNSFLOW_HOME"] == "/var/lib/dnsflow"
     assert env["APP_DATADIR"].startswith("/var/lib/dnsflow/")

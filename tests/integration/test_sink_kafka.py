@@ -95,6 +95,14 @@ def drain(bootstrap: str, prefix: str, home: Path, log: Path, *extra: str) -> di
     return orjson.loads(out.stdout.strip().splitlines()[-1])
 
 
+def killed_by_fault(cmd: list[str], fault: str, log: Path) -> None:
+    """Run the sink with ``DNSFLOW_SINK_FAULT=fault``: it must die by SIGKILL at that point."""
+    with log.open("a") as err:
+        p = subprocess.run(cmd, env={**os.environ, "DNSFLOW_SINK_FAULT": fault},
+                           stdout=subprocess.DEVNULL, stderr=err, timeout=120, check=False)
+    assert p.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+
+
 def test_n_events_exactly_n_rows_and_poison_to_dlq(kafka_bootstrap, topic_prefix, tmp_path):
     n = 5000
     values = [(f"tenant-{i % 5}".encode(), orjson.dumps(event(i))) for i in range(n)]
@@ -122,16 +130,11 @@ def test_sigkill_mid_batch_repeatedly_still_exactly_n(kafka_bootstrap, topic_pre
     log = tmp_path / "sink.log"
     # commit after every batch, so "the n-th insert" is a well-defined moment to die at
     batch = ["--batch-rows", "1500", "--batch-ms", "100", "--commit-ms", "0"]
+    cmd = sink_cmd(kafka_bootstrap, topic_prefix, tmp_path, *batch)
 
     # 1-2: killed right after an insert, before its offsets were committed (worst moment)
     for nth in (2, 3):
-        with log.open("a") as err:
-            p = subprocess.run(
-                sink_cmd(kafka_bootstrap, topic_prefix, tmp_path, *batch),
-                env={**os.environ, "DNSFLOW_SINK_FAULT": f"after-insert:{nth}"},
-                stdout=subprocess.DEVNULL, stderr=err, timeout=120, check=False,
-            )
-        assert p.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+        killed_by_fault(cmd, f"after-insert:{nth}", log)
     stored_before_random_kills = counts(tmp_path)["n"]
     assert 0 < stored_before_random_kills < n
 
@@ -139,13 +142,7 @@ def test_sigkill_mid_batch_repeatedly_still_exactly_n(kafka_bootstrap, topic_pre
     rng = random.Random(7)
     for _ in range(2):
         before = counts(tmp_path)["n"]
-        with log.open("a") as err:
-            p = subprocess.run(
-                sink_cmd(kafka_bootstrap, topic_prefix, tmp_path, *batch),
-                env={**os.environ, "DNSFLOW_SINK_FAULT": f"during-insert:{rng.randint(1, 3)}"},
-                stdout=subprocess.DEVNULL, stderr=err, timeout=120, check=False,
-            )
-        assert p.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+        killed_by_fault(cmd, f"during-insert:{rng.randint(1, 3)}", log)
         assert counts(tmp_path)["n"] >= before
     assert counts(tmp_path)["n"] < n, "the kills should land before the end"
 

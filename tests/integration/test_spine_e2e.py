@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import dns.rcode
 import pytest
 import yaml
 
-from harness.peers import Unbound, free_port, wait_dns
+from harness.peers import Unbound, free_port, stop_process, wait_dns
 
 pytestmark = pytest.mark.kafka
 
@@ -78,12 +77,7 @@ def test_query_to_edge_lands_in_clickhouse_via_kafka(tmp_path: Path, kafka_boots
                 rows = query_rows(sql, common, env)
                 time.sleep(0.5)
         finally:
-            up.send_signal(signal.SIGTERM)
-            try:
-                up.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait()
+            stop_process(up, 30)
     assert up.returncode == 0, up.stdout.read() if up.stdout else ""
     expected = [
         {"tenant": "acme", "namespace": "acme-web", "client_ip": "127.0.4.9",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from dnsflow.bus.kafka import KafkaBus
 from dnsflow.schema import now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
+from harness.peers import stop_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import labeled_traffic as lt
@@ -114,12 +114,7 @@ async def test_faust_worker_end_to_end(kafka_bootstrap, topic_prefix, tmp_path):
         await bus.send_many(bus.topics.events, traffic())
         await check_outputs(bus)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_worker(proc)
         await bus.stop()
 
 
@@ -132,12 +127,8 @@ def start_worker(kafka_bootstrap: str, topic_prefix: str, cfg: Path, log: Path):
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    """Gracefully (SIGTERM: the worker checkpoints and commits), killed after 30 s."""
+    stop_process(proc, 30)
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
@@ -352,11 +343,6 @@ async def test_faust_worker_posts_webhooks_and_reloads_alert_rules(kafka_bootstr
         # the analytics tunnel after the reload matched no rule: no alert, no webhook
         assert [a["rule"] for a in hooks.received] == ["tunnel-hook", "billing-hook"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_worker(proc)
         await bus.stop()
         hooks.close()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
+from harness.dnswire import split_tcp_frames, tcp_frame
 from harness.fake_upstream import FakeUpstream
 
 SEEDS = [
@@ -115,7 +116,7 @@ def test_tcp_fuzz_connection_answers_or_closes(edge_in_thread, msgs: list[bytes]
     port = edge_in_thread.status()["tcp_port"]
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
         for m in msgs:
-            s.sendall(struct.pack("!H", len(m)) + m)
+            s.sendall(tcp_frame(m))
         expected = [m[:2] for m in msgs if expects_reply(m)]
         got = 0
         want = len(expected)
@@ -128,10 +129,8 @@ def test_tcp_fuzz_connection_answers_or_closes(edge_in_thread, msgs: list[bytes]
                 break
             if not chunk:
                 break
-            buf += chunk
-            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
-                ln = struct.unpack("!H", buf[:2])[0]
-                reply, buf = buf[2:2 + ln], buf[2 + ln:]
+            replies, buf = split_tcp_frames(buf + chunk)
+            for reply in replies:
                 dns.message.from_wire(reply)
                 assert reply[:2] in expected
                 expected.remove(reply[:2])

@@ -26,6 +26,8 @@ from dnsflow.edge.upstream.base import parse_upstream
 from dnsflow.edge.upstream.pool import UpstreamPool
 from dnsflow.edge.upstream.udp import UdpUpstream
 
+from tests.helpers.dns_client import udp_exchange
+
 Handler = Callable[[dns.message.Message, bytes], list[bytes]]
 
 
@@ -114,21 +116,8 @@ async def hostile():
 async def udp(svc, packet: bytes | dns.message.Message, timeout: float = 4.0) -> bytes:
     """Raw reply to one UDP query; it must parse with dnspython, strictly."""
     wire_q = packet.to_wire() if isinstance(packet, dns.message.Message) else packet
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[bytes] = loop.create_future()
-
-    class P(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            if not fut.done():
-                fut.set_result(data)
-
-    t, _ = await loop.create_datagram_endpoint(
-        P, remote_addr=("127.0.0.1", svc.status()["udp_port"]))
-    t.sendto(wire_q)
-    try:
-        out = await asyncio.wait_for(fut, timeout)
-    finally:
-        t.close()
+    out = await udp_exchange(svc.status()["udp_port"], wire_q, timeout)
+    assert out is not None, f"no reply within {timeout}s"
     dns.message.from_wire(out, ignore_trailing=False)
     assert out[:2] == wire_q[:2]
     return out

@@ -15,6 +15,7 @@ from dnsflow.edge.telemetry.spool import SpoolBusy
 from dnsflow.bus import BusError
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.topics import Topics
+from tests.helpers.waiting import until
 
 
 class FlakyBus(MemoryBus):
@@ -39,29 +40,21 @@ def ev(i: int, tenant: str = "shop") -> tuple:
             [], 10, "miss", "allow", "", 0, "udp://127.0.0.1:53")
 
 
-async def wait_for(cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 async def test_outage_spools_in_order_and_drains(tmp_path: Path) -> None:
     bus = FlakyBus()
     pub = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", drain_interval=0.05)
     await pub.start()
     for i in range(100):
         pub.emit(ev(i))
-    await wait_for(lambda: pub.published == 100)
+    await until(lambda: pub.published == 100)
     bus.down = True
     for i in range(100, 400):
         pub.emit(ev(i))
-    await wait_for(lambda: pub.spooled == 300)
+    await until(lambda: pub.spooled == 300)
     assert pub.status()["spool_pending"] == 300
     assert not pub.kafka_ok
     bus.down = False
-    await wait_for(lambda: pub.published == 400)
+    await until(lambda: pub.published == 400)
     await pub.stop()
     got = [e["ts"] for e in bus.values()]
     assert got == list(range(400))          # each event once, in order
@@ -81,7 +74,7 @@ async def test_stop_while_down_spools_everything_and_restart_drains(tmp_path: Pa
     bus.down = False
     pub2 = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", drain_interval=0.05)
     await pub2.start()
-    await wait_for(lambda: pub2.published == 50)
+    await until(lambda: pub2.published == 50)
     await pub2.stop()
     assert [e["ts"] for e in bus.values()] == list(range(50))
 
@@ -93,7 +86,7 @@ async def test_spool_limit_drops_loudly(tmp_path: Path, caplog) -> None:
     await pub.start()
     for i in range(500):
         pub.emit(ev(i))
-    await wait_for(lambda: pub.spooled + pub.dropped == 500)
+    await until(lambda: pub.spooled + pub.dropped == 500)
     await pub.stop()
     assert pub.dropped > 0 and pub.spooled > 0
     assert any(r.levelname == "ERROR" and "dropped" in r.getMessage() for r in caplog.records)
@@ -157,7 +150,7 @@ async def test_batched_hits_count_against_the_queue_bound_and_are_never_lost(
     assert pub.spooled > 0
     bus.down = False
     await pub.start()
-    await wait_for(lambda: pub.published == 400)
+    await until(lambda: pub.published == 400)
     await pub.stop()
     got = bus.values()
     assert len(got) == 400 and pub.dropped == 0

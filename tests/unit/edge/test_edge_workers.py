@@ -16,14 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dnsflow.settings import ConfigError
 from harness.peers import dns_probe, free_port
+from tests.helpers.waiting import until
 
 
 async def _until(cond, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    """Workers are processes: give them longer, and poll less often, than in-process tests."""
+    await until(cond, timeout=timeout, interval=0.05)
 
 
 def _worker_spool_locked(path: Path) -> bool:

@@ -32,6 +32,16 @@ def count(store: Store, sql: str = "SELECT count() FROM dnsflow.dns_events") -> 
     return store.client.query(sql).result_rows[0][0]
 
 
+async def started_sink(store: Store, records: list[tuple[bytes, bytes]]
+                       ) -> tuple[MemoryBus, Sink]:
+    """A started sink on a fresh in-process bus whose events topic holds ``records``."""
+    bus = MemoryBus()
+    await bus.send_many(bus.topics.events, records)
+    sink = Sink(bus, store, CONFIG)
+    await sink.start()
+    return bus, sink
+
+
 async def drain(sink: Sink, rounds: int = 20) -> None:
     for _ in range(rounds):
         if not await sink.step(final=True):
@@ -39,11 +49,8 @@ async def drain(sink: Sink, rounds: int = 20) -> None:
 
 
 async def test_n_events_become_n_rows_and_poison_goes_to_dlq(store, events):
-    bus = MemoryBus()
-    await bus.send_many(bus.topics.events, events.encoded(500))
-    await bus.send(bus.topics.events, b'{"v": 1, "tenant": "a"}', key=b"a")
-    sink = Sink(bus, store, CONFIG)
-    await sink.start()
+    bus, sink = await started_sink(store, [*events.encoded(500),
+                                           (b"a", b'{"v": 1, "tenant": "a"}')])
     await drain(sink)
     assert count(store) == 500
     assert bus.count(bus.topics.dlq) == 1
@@ -57,10 +64,7 @@ async def test_n_events_become_n_rows_and_poison_goes_to_dlq(store, events):
 
 
 async def test_crash_after_insert_before_commit_does_not_duplicate(store, events):
-    bus = MemoryBus()
-    await bus.send_many(bus.topics.events, events.encoded(300))
-    first = Sink(bus, store, CONFIG)
-    await first.start()
+    bus, first = await started_sink(store, events.encoded(300))
     msgs = await first.gather(final=True)
     await first.store_batch(msgs)  # stored ... and the process dies before commit
     assert count(store) == len(msgs) > 0
@@ -79,10 +83,7 @@ async def test_crash_after_insert_before_commit_does_not_duplicate(store, events
 
 
 async def test_retried_insert_with_same_token_is_stored_once(store, events):
-    bus = MemoryBus()
-    await bus.send_many(bus.topics.events, events.encoded(120))
-    sink = Sink(bus, store, CONFIG)
-    await sink.start()
+    _, sink = await started_sink(store, events.encoded(120))
     msgs = await sink.gather(final=True)
     inserts = await sink._prepare(msgs)
     await sink._insert(inserts)
@@ -94,10 +95,7 @@ async def test_retried_insert_with_same_token_is_stored_once(store, events):
 async def test_a_new_in_process_bus_is_not_mistaken_for_a_replay(store, events):
     """Two `dnsflow demo` runs in one home: both buses start at offset 0."""
     for run in range(2):
-        bus = MemoryBus()
-        await bus.send_many(bus.topics.events, events.encoded(150, start=run * 1000))
-        sink = Sink(bus, store, CONFIG)
-        await sink.start()
+        _, sink = await started_sink(store, events.encoded(150, start=run * 1000))
         await drain(sink)
         assert sink.stats.skipped_replayed == 0
     assert count(store) == 300
@@ -126,11 +124,7 @@ class FlakyStore(Store):
 
 
 async def test_outage_backs_off_and_keeps_offsets_uncommitted(store, events):
-    bus = MemoryBus()
-    await bus.send_many(bus.topics.events, events.encoded(50))
-    flaky = FlakyStore(store, failures=3)
-    sink = Sink(bus, flaky, CONFIG)
-    await sink.start()
+    bus, sink = await started_sink(FlakyStore(store, failures=3), events.encoded(50))
     msgs = await sink.gather(final=True)
     task = asyncio.create_task(sink.store_batch(msgs))
     await asyncio.sleep(0.01)
@@ -142,10 +136,7 @@ async def test_outage_backs_off_and_keeps_offsets_uncommitted(store, events):
 
 
 async def test_abandon_while_clickhouse_is_down_leaves_offsets_for_replay(store, events):
-    bus = MemoryBus()
-    await bus.send_many(bus.topics.events, events.encoded(20))
-    sink = Sink(bus, FlakyStore(store, failures=10**6), CONFIG)
-    await sink.start()
+    bus, sink = await started_sink(FlakyStore(store, failures=10**6), events.encoded(20))
     run = asyncio.create_task(sink.run())
     await asyncio.sleep(0.2)
     sink.abandon()

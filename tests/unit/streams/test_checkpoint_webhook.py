@@ -53,14 +53,19 @@ def two_tenants(ev, lt):
     return events, sorted((o.type, o.key, str(o.value)) for o in whole.drain())
 
 
-def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
-    events, expected = two_tenants(ev, lt)
-
-    first = make_logic(auto_response={"enabled": True})
+def first_half(events):
+    """A logic (auto-response on) that processed the first half of ``events``: the logic,
+    what it published so far, and where the second half starts."""
+    logic = make_logic(auto_response={"enabled": True})
     half = len(events) // 2
     for e in events[:half]:
-        first.process(e)
-    got = [(o.type, o.key, str(o.value)) for o in first.drain()]
+        logic.process(e)
+    return logic, [(o.type, o.key, str(o.value)) for o in logic.drain()], half
+
+
+def test_per_partition_checkpoints_merge_back_into_the_whole(ev, lt):
+    events, expected = two_tenants(ev, lt)
+    first, got, half = first_half(events)
     # two partitions, one tenant each, checkpointed separately and restored together
     parts = [snapshot(first, {"shop"}), snapshot(first, {"pay"})]
     second = make_logic(auto_response={"enabled": True})
@@ -81,12 +86,7 @@ def test_rebalanced_tenant_moves_to_the_new_owner_and_leaves_the_old(ev, lt):
     """A partition moving mid-stream: the old worker checkpoints and forgets its tenant, the
     new one (already running) resumes it; together they publish what one worker would."""
     events, expected = two_tenants(ev, lt)
-
-    old = make_logic(auto_response={"enabled": True})
-    half = len(events) // 2
-    for e in events[:half]:
-        old.process(e)
-    got = [(o.type, o.key, str(o.value)) for o in old.drain()]
+    old, got, half = first_half(events)
     moved = snapshot(old, {"pay"})
     forget(old, {"pay"})
     assert "pay" not in old.tmax and all("pay" not in p for p in old.telemetry.panes.values())
