@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from dnsflow.edge.metrics import qtype_label
+from dnsflow.edge.metrics import TYPES
 from dnsflow.edge.policy.ratelimit import RateLimiter
 
 from dnsflow.schema import now_us
@@ -116,5 +116,7 @@ class Request:
                       decision, rule, version, upstream))
         m = s.metrics
         if m is not None:
+            qtype = self.qtype
             m.observe((c.tenant, rcode, decision, cache, self.transport,
-                       "2" if ":" in self.ip else "1", qtype_label(self.qtype)), lat)
+                       "2" if ":" in self.ip else "1", qtype if qtype in TYPES else "other"),
+                      lat)
