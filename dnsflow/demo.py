@@ -333,6 +333,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"ClickHouse: {rows} events stored in dnsflow.dns_events — try:")
         lines.append('  dnsflow query "SELECT tenant, decision, count() FROM dnsflow.dns_events '
                      'GROUP BY tenant, decision ORDER BY tenant"')
+        lines.append("  dnsflow console    # the web console over them: http://127.0.0.1:8484/")
     if report.get("missing_components"):
         lines.append(f"(not built yet: {', '.join(report['missing_components'])})")
     return "\n".join(lines)
