@@ -13,8 +13,8 @@ from typing import Any
 def register(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("tap")
     g.add_argument("--listen", action="append", dest="tap_listen", metavar="ENDPOINT",
-                   required=True, help="unix:PATH or tcp:HOST:PORT a dnstap sender connects "
-                   "to (Frame Streams); repeat for several")
+                   help="unix:PATH or tcp:HOST:PORT a dnstap sender connects to (Frame "
+                   "Streams); repeat for several (default: tap.listen of the config)")
     g.add_argument("--tenant-map", metavar="FILE", help="static CIDR -> tenant/namespace YAML "
                    "(the edge's format, re-read on change)")
     g.add_argument("--kubernetes", action="store_true",
@@ -33,11 +33,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-def options(args: argparse.Namespace) -> dict[str, Any]:
+def options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
+    """The config's ``tap:`` section (listen, pair_timeout, max_pending, name), then flags;
+    identity and publishing flags are the edge's (``dnsflow.edge.cli.overrides``)."""
     from dnsflow.edge.cli import overrides
 
-    kw = overrides(args)
-    kw["listen"] = args.tap_listen
+    from dnsflow.cli import UsageError
+
+    kw = {**section, **overrides(args)}
+    if args.tap_listen:
+        kw["listen"] = args.tap_listen
+    if not kw.get("listen"):
+        raise UsageError("dnsflow tap: --listen unix:PATH|tcp:HOST:PORT is required (or "
+                         "tap.listen in the config file)")
     if args.pair_timeout is not None:
         kw["pair_timeout"] = args.pair_timeout
     if args.max_pending is not None:
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from dnsflow.gctune import tune_for_batches
 
     settings = settings_from_args(args)
+    kw = options(args, dict(getattr(settings, "tap", None) or {}))
     log = logging.getLogger("dnsflow.edge.tap")
     if not settings.kafka:
         log.warning("no --kafka: events stay in this process's in-process bus; pass --kafka "
@@ -69,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         except BusError as exc:
             log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
         try:
-            tap = build(settings, bus, **options(args))
+            tap = build(settings, bus, **kw)
             await tap.start()
         except BaseException:
             await bus.stop()

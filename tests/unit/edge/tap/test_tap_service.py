@@ -172,3 +172,10 @@ def test_cli_needs_listen_and_names_bad_input(capsys, tmp_path: Path) -> None:
     assert "--listen" in capsys.readouterr().err
     assert cli_main(["tap", "--home", str(tmp_path), "--listen", "bogus"]) == 2
     assert "unix:PATH or tcp:HOST:PORT" in capsys.readouterr().err
+
+
+def test_cli_takes_listen_from_the_tap_section(tmp_path: Path, capsys) -> None:
+    conf = tmp_path / "dnsflow.yaml"
+    conf.write_text("tap: {listen: ['udp:1:2']}\n")  # read, and its error named
+    assert cli_main(["tap", "--home", str(tmp_path), "--config", str(conf)]) == 2
+    assert "--listen 'udp:1:2'" in capsys.readouterr().err
