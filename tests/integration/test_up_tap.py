@@ -39,6 +39,14 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _stored(home: Path) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "dnsflow", "query", "--home", str(home), "-f", "TSV",
+         "SELECT count() FROM dnsflow.dns_events WHERE qname LIKE '%.bench.test'"],
+        capture_output=True, text=True, timeout=60)
+    return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
+
+
 def test_up_with_a_tap_stores_dnstap_queries(workdir: Path) -> None:
     home, sock = workdir / "home", workdir / "tap.sock"
     (workdir / "tenants.yaml").write_text(TENANTS)
@@ -67,7 +75,13 @@ def test_up_with_a_tap_stores_dnstap_queries(workdir: Path) -> None:
             dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=ub.port,
                           source=client, timeout=3)
             sent.append((client, name))
-        time.sleep(3)  # unbound flushes its dnstap queue about every second
+        # unbound flushes its dnstap queue about every second; the sink stores in batches:
+        # ask the running `up` (its query endpoint) until every query is a row
+        deadline = time.monotonic() + 60
+        while _stored(home) < len(sent):
+            assert up.poll() is None, (workdir / "up.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{_stored(home)} of {len(sent)} stored"
+            time.sleep(0.5)
     finally:
         if ub is not None:
             ub.stop()
