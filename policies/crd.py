@@ -87,6 +87,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 NAME_PATTERN = r"^([-\w[:^ascii:]]+\.)*[-\w[:^ascii:]]+\.?$"
 WILDCARD_NAME_PATTERN = r"^(\*\.)?([-\w[:^ascii:]]+\.)*[-\w[:^ascii:]]+\.?$"
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# toFQDNs matchPattern: '*' alone, or dot-separated labels of name characters and '*'
+FQDN_PATTERN_PATTERN = r"^(\*|[-\w*]+(\.[-\w*]+)*\.?)$"
 RULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 MAX_NAME = 254      # 253 plus the optional trailing dot
 MAX_UPSTREAM = 512
@@ -187,6 +189,23 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "view.searchDomains[]": _NAME,
     "view.upstreams": {"maxItems": MAX_UPSTREAMS},
     "view.upstreams[]": _UPSTREAM,
+    "egress": {"maxItems": MAX_RULES},
+    "egress[].id": {"pattern": RULE_ID_PATTERN, "maxLength": 128},
+    "egress[].toFQDNs": {"maxItems": MAX_PATTERNS},
+    "egress[].toFQDNs[]": {"x-kubernetes-validations": [
+        _rule("has(self.matchName) != has(self.matchPattern)",
+              "needs exactly one of 'matchName' or 'matchPattern'")]},
+    "egress[].toFQDNs[].matchName": _NAME,
+    "egress[].toFQDNs[].matchPattern": {"maxLength": MAX_NAME,
+                                        "pattern": FQDN_PATTERN_PATTERN},
+    "egress[].ports": {"maxItems": 64},
+    "egress[].clients.namespaces": {"maxItems": 256},
+    "egress[].clients.namespaces[]": {"maxLength": 253, "pattern": r"^(\*|"
+                                      + K8S_NAME_PATTERN[1:-1] + r")$"},
+    "egress[].clients.serviceAccounts": {"maxItems": 256},
+    "egress[].clients.serviceAccounts[]": {"maxLength": 253},
+    "egress[].clients.tenants": {"maxItems": 256},
+    "egress[].clients.tenants[]": _K8S_NAME,
     "exports": {"maxItems": 1024},
     "exports[].service": {"maxLength": 63, "pattern": K8S_NAME_PATTERN},
     "exports[].to": {"maxItems": 256},

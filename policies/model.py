@@ -33,6 +33,8 @@ Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP
 # audit: what "tenant" isolation would hide is answered, and recorded as decision would_deny
 Isolation = Literal["tenant", "namespace", "none", "audit"]
 Tier = Literal["guardrail", "baseline"]
+EgressMode = Literal["enforce", "audit"]
+Protocol = Literal["TCP", "UDP", "SCTP"]
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
@@ -284,6 +286,72 @@ class ClusterClientSelector(ClientSelector):
     tenants: Tenants = Field(default_factory=list)
 
 
+_FQDN_PATTERN = re.compile(r"^(\*|[-a-z0-9_*]+(\.[-a-z0-9_*]+)*)$")
+
+
+def check_fqdn_pattern(value: str) -> str:
+    """A ``matchPattern`` as Cilium's ``toFQDNs`` spells it: ``*`` stands for any run of
+    name characters inside one label (never a dot); a lone ``*`` is every name."""
+    v = value.lower().rstrip(".")
+    if len(v) > 253 or not _FQDN_PATTERN.match(v):
+        raise ValueError(f"pattern {value!r}: use labels of letters, digits, '-', '_' and "
+                         "'*' separated by single dots (a lone '*' matches every name)")
+    if "*" not in v:
+        return check_name(v)
+    return v
+
+
+FQDNPattern = Annotated[str, AfterValidator(check_fqdn_pattern)]
+
+
+class FQDNSelector(_Strict):
+    """One name of ``toFQDNs``: exactly one of ``matchName`` and ``matchPattern``."""
+
+    match_name: DomainName | None = Field(default=None, description="one exact name")
+    match_pattern: FQDNPattern | None = Field(
+        default=None, description="'*' = any characters inside one label, e.g. "
+                                  "'*.example.com', 'api-*.example.com'; '*' alone: every name")
+
+    @model_validator(mode="after")
+    def _one(self) -> FQDNSelector:
+        if (self.match_name is None) == (self.match_pattern is None):
+            raise ValueError("needs exactly one of 'matchName' or 'matchPattern'")
+        return self
+
+
+class PortSpec(_Strict):
+    port: int = Field(ge=1, le=65535)
+    protocol: Protocol = "TCP"
+
+
+class EgressRule(_Strict):
+    """Connections the selected clients may open: to the addresses the edge answered them
+    for these names, on these ports (none listed: every port), while the answer's TTL
+    (plus the node's grace) lasts. Everything else they send is dropped (``enforce``) or
+    recorded as what would be dropped (``audit``)."""
+
+    id: str | None = Field(default=None, description="stable id; default '<policy>#egress<n>'")
+    to_fqdns: list[FQDNSelector] = Field(min_length=1, alias="toFQDNs")
+    ports: list[PortSpec] = Field(default_factory=list,
+                                  description="empty: every port and protocol")
+    clients: ClientSelector | None = Field(default=None,
+                                           description="default: the policy's clients")
+    mode: EgressMode = "enforce"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not _RULE_ID.match(v):
+            raise ValueError(f"rule id {v!r}: use letters, digits and _ . : / - "
+                             "(at most 128)")
+        return v
+
+
+class ClusterEgressRule(EgressRule):
+    clients: ClusterClientSelector | None = Field(
+        default=None, description="default: the policy's clients")
+
+
 class View(_Strict):
     records: list[ViewRecord] = Field(default_factory=list)
     search_domains: DomainNames = Field(default_factory=list)
@@ -309,6 +377,8 @@ class DNSPolicySpec(_Strict):
     view: View | None = None
     isolation: Isolation | None = None
     exports: list[Export] = Field(default_factory=list)
+    egress: list[EgressRule] = Field(default_factory=list, description="L4 egress from "
+                                     "DNS answers (edge/egress/README.md)")
 
 
 class ClusterDNSPolicySpec(_Strict):
@@ -321,6 +391,8 @@ class ClusterDNSPolicySpec(_Strict):
                                         "namespace whose own policy sets none (default "
                                         "tenant); the first cluster policy by priority that "
                                         "sets it wins")
+    egress: list[ClusterEgressRule] = Field(default_factory=list, description="L4 egress "
+                                            "from DNS answers (edge/egress/README.md)")
 
 
 class _Resource(_Strict):

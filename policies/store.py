@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from dnsflow.policies.autodeny import parse_denies
 from dnsflow.policies.compiler import compile_policies, merge_view, rewrite_records
+from dnsflow.policies.egress import EgressGrant, EgressIndex, compile_egress
 from dnsflow.policies.loader import problems_from
 from dnsflow.policies.matcher import CompiledRule, Matcher
 from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy
@@ -60,6 +61,7 @@ class _Tenant:
     view: CompiledView
     auto: dict[str, tuple[int, Verdict]] | None = None
     isolation_verdicts: dict[str, Verdict] = field(default_factory=dict)
+    egress: EgressIndex | None = None  # None: no egress rule for this tenant
 
 
 def _normalize(qname: str) -> str:
@@ -85,6 +87,8 @@ class PolicyStore:
         self._ns_map: dict[str, str] = {}
         self._iso: dict[str, _NsInfo] = {}
         self._tenants: dict[str, _Tenant] = {}
+        # any egress rule at all: the edge keeps its egress hook None (one check) otherwise
+        self.has_egress = False
 
     # ------------------------------------------------------------------ records
     def apply_record(self, key: bytes | None, value: bytes | None) -> bool:
@@ -132,6 +136,7 @@ class PolicyStore:
         self._policies[tenant] = policies
         self._tenants[tenant] = state
         self._reindex_isolation()
+        self._reindex_egress()
 
     def _set_cluster(self, doc: dict[str, Any]) -> None:
         policies = self._parse(doc, ClusterDNSPolicy)
@@ -145,6 +150,7 @@ class PolicyStore:
             raise
         self._tenants = rebuilt  # tenants without a record are rebuilt lazily
         self._reindex_isolation()  # a cluster policy may set the default isolation
+        self._reindex_egress()
 
     def _set_auto(self, doc: dict[str, Any]) -> None:
         tenant = doc["tenant"]
@@ -179,6 +185,7 @@ class PolicyStore:
             self._policies.pop(key, None)
             self._tenants.pop(key, None)
             self._reindex_isolation()
+        self._reindex_egress()
         return True
 
     def _version_of(self, tenant: str) -> int:
@@ -199,6 +206,9 @@ class PolicyStore:
         query = g.query + t.query + b.query
         response = g.response + t.response + b.response
         auto = self._auto.get(tenant)
+        egress = compile_egress(guard, self._cluster_version, tenant)
+        egress += compile_egress(policies, version, tenant, len(egress))
+        egress += compile_egress(base, self._cluster_version, tenant, len(egress))
         return _Tenant(
             version=version,
             matcher=Matcher(query),
@@ -206,6 +216,7 @@ class PolicyStore:
             default=Verdict("allow", "", version),
             view=merge_view(tenant, policies, self.cluster_domain),
             auto=(auto[1] or None) if auto else None,
+            egress=EgressIndex(egress) if egress else None,
         )
 
     def _state(self, tenant: str) -> _Tenant:
@@ -214,6 +225,23 @@ class PolicyStore:
             st = self._build(tenant, [], 0)
             self._tenants[tenant] = st
         return st
+
+    def _reindex_egress(self) -> None:
+        self.has_egress = any(p.spec.egress for p in self._cluster) or any(
+            p.spec.egress for ps in self._policies.values() for p in ps)
+
+    def egress(self, client: ClientInfo, name: str, mode: str | None = None
+               ) -> EgressGrant | None:
+        """What an answer for ``name`` (canonical) allows ``client`` to connect to: the
+        ports and mode of the egress rules selecting both, or None (``mode``: the client's
+        :meth:`egress_mode`, when the caller has it)."""
+        idx = self._state(client.tenant).egress
+        return None if idx is None else idx.match(client, name, mode)
+
+    def egress_mode(self, client: ClientInfo) -> str | None:
+        """``enforce`` / ``audit`` when an egress rule selects the client, else None."""
+        idx = self._state(client.tenant).egress
+        return None if idx is None else idx.mode(client)
 
     def _reindex_isolation(self) -> None:
         claims: dict[str, set[str]] = {}

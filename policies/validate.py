@@ -170,6 +170,16 @@ def check_set(docs: Sequence[Located]) -> list[Problem]:
                                         f"duplicate rule id {rule.id!r} (also "
                                         f"spec.rules[{ids[rule.id]}])"))
             ids.setdefault(rule.id, i)
+        egress_ids: dict[str, int] = {}
+        for i, erule in enumerate(p.spec.egress):
+            if erule.id is None:
+                continue
+            if erule.id in egress_ids or erule.id in ids:
+                also = (f"spec.egress[{egress_ids[erule.id]}]" if erule.id in egress_ids
+                        else f"spec.rules[{ids[erule.id]}]")
+                problems.append(Problem(loc.file, loc.doc, f"spec.egress[{i}].id",
+                                        f"duplicate rule id {erule.id!r} (also {also})"))
+            egress_ids.setdefault(erule.id, i)
         if not isinstance(p, DNSPolicy):
             continue
         ns = str(p.metadata.namespace)
