@@ -94,9 +94,15 @@ def _migrate_only(dsn: Any, config: Any) -> int:
     from dnsflow.sinks.dsn import connect
     from dnsflow.sinks.migrate import migrate
 
+    from dnsflow.progress import Progress
+
     client = connect(dsn)
     try:
-        result = migrate(client, config.retention_days, config.cluster)
+        progress = Progress("migrate")
+        try:
+            result = migrate(client, config.retention_days, config.cluster, progress)
+        finally:
+            progress.done()
     except Exception as exc:
         from dnsflow.sinks.query import clean_error
 

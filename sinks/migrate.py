@@ -19,6 +19,8 @@ from typing import Any
 
 from dnsflow.sinks.cluster import ClusterSchema
 
+from dnsflow.progress import Progress
+
 log = logging.getLogger(__name__)
 
 DATABASE = "dnsflow"
@@ -114,7 +116,7 @@ class Plan:
 
 
 def migrate(client: Any, retention: Mapping[str, int] | None = None,
-            cluster: str | None = None) -> MigrationResult:
+            cluster: str | None = None, progress: Progress | None = None) -> MigrationResult:
     """Bring the schema up to date and every table's TTL to ``retention`` (days per table,
     :data:`RETENTION_DAYS` for those it leaves out); with ``cluster``, the cluster form of
     every statement. Returns what was applied (idempotent)."""
@@ -123,7 +125,12 @@ def migrate(client: Any, retention: Mapping[str, int] | None = None,
         client.command(stmt)
     done = dict(client.query(f"SELECT name, checksum FROM {MIGRATIONS_TABLE} FINAL").result_rows)
     result = MigrationResult()
-    for m, stmts in plan.migrations:
+    if progress is not None:
+        progress.total = len(plan.migrations)
+    for i, (m, stmts) in enumerate(plan.migrations):
+        if progress is not None:
+            progress.pos = i
+            progress.show(m.name, force=True)
         if m.name in done:
             result.already.append(m.name)
             if done[m.name] != m.checksum:

@@ -6,12 +6,11 @@ and skipped (counted); the logic is the same object the live drivers run.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from dnsflow.streams.event_decode import decode, decode_fast
@@ -102,34 +101,3 @@ def as_text(o: Output) -> str:
     return (f"policy_update {_iso(v['ts'])} {v['action']} tenant={v['tenant']} "
             f"domain={v['domain']} until={_iso(v['expires_at_us'])} version={v['version']}: "
             f"{v['cause']}")
-
-
-class Progress:
-    """A one-line progress bar on a terminal's stderr (nothing when not a terminal)."""
-
-    def __init__(self, total_bytes: int | None, stream: IO[str] = sys.stderr) -> None:
-        self.total = total_bytes
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.last = 0.0
-        self.t0 = time.monotonic()
-        self.pos = 0
-
-    def update(self, lines: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < 0.2:
-            return
-        self.last = now
-        rate = lines / max(1e-6, now - self.t0)
-        if self.total:
-            frac = min(1.0, self.pos / self.total)
-            bar = "#" * int(frac * 30)
-            self.stream.write(f"\rreplay [{bar:<30}] {frac:4.0%} {lines} lines {rate:,.0f}/s")
-        else:
-            self.stream.write(f"\rreplay {lines} lines {rate:,.0f}/s")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + " " * 70 + "\r")
-            self.stream.flush()

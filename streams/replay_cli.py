@@ -26,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from dnsflow.streams import config as streams_config
     from dnsflow.streams.alerts import RuleFileError, load_rules
     from dnsflow.streams.logic import Output, StreamLogic
-    from dnsflow.streams.replay import Progress, as_json, as_text, replay_lines
+    from dnsflow.streams.replay import as_json, as_text, replay_lines
 
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.progress import Progress
     from dnsflow.settings import ConfigError
 
     # replay prints policy updates itself; the live drivers' change log would repeat them
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"dnsflow replay: {args.file}: {exc.strerror}") from None
         total = os.fstat(src.fileno()).st_size
     out = sys.stdout.buffer
-    progress = Progress(total)
+    progress = Progress("replay", total)
 
     def on_output(o: Output) -> None:
         if args.no_telemetry and o.type == "telemetry":
@@ -68,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
             progress.pos += len(line)
             yield line
 
+    def show(n: int) -> None:
+        progress.show(f"{n} lines {n / max(1e-6, progress.seconds):,.0f}/s")
+
     try:
-        stats = replay_lines(logic, lines(), on_output, on_error, progress.update)
+        stats = replay_lines(logic, lines(), on_output, on_error, show)
     finally:
         progress.done()
         if src is not sys.stdin.buffer:
