@@ -11,6 +11,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run N worker processes in the consumer group (events are "
                              "keyed by tenant, so each tenant stays with one worker)")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        help="serve /metrics /healthz /readyz here (default 127.0.0.1:9155; "
+                        "PORT alone is loopback; 'off' serves nothing; with --workers N, "
+                        "worker i uses PORT+i)")
+    parser.add_argument("--ready-max-lag", type=int, default=None, metavar="N",
+                        help="/readyz fails while more than N events wait (default 100000)")
     parser.set_defaults(func=run)
 
 
@@ -26,8 +32,16 @@ def run(args: argparse.Namespace) -> int:
     if args.rules:
         settings = settings.model_copy(update={"streams": {**settings.streams,
                                                            "alert_rules": args.rules}})
+    listen = getattr(args, "metrics_listen", None)
+    if listen is not None and listen.strip().lower() != "off":
+        from dnsflow.ops import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise UsageError(f"dnsflow streams: --metrics-listen {exc}") from None
     if args.workers > 1:
-        return supervise(args.workers)
+        return supervise(args.workers, listen)
     import asyncio
 
     import faust
@@ -38,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     # the contract's topics before faust subscribes (a broker would auto-create the events
     # topic with its default partitions, and faust the policies topic uncompacted)
     partitions = asyncio.run(events_partitions(settings.kafka, settings.topic_prefix))
-    app = make_app(settings, partitions=partitions)
+    kw: dict[str, object] = {"metrics_listen": listen}
+    if getattr(args, "ready_max_lag", None) is not None:
+        kw["ready_max_lag"] = args.ready_max_lag
+    app = make_app(settings, partitions=partitions, **kw)
     tune_for_batches()  # the worker holds a large state and allocates per batch
     worker = faust.Worker(app, loglevel=args.log_level.lower(), quiet=True)
     # faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
@@ -59,28 +76,42 @@ async def events_partitions(bootstrap: str, prefix: str) -> int:
     return await bus.partition_count(bus.topics.events) or 1
 
 
-def without_workers(argv: list[str]) -> list[str]:
-    """The command line of one worker: the same arguments minus ``--workers``."""
+def without_workers(argv: list[str], drop: tuple[str, ...] = ("--workers",)) -> list[str]:
+    """The command line of one worker: the same arguments minus ``--workers`` (and any
+    other option in ``drop``, with its value)."""
     out: list[str] = []
     skip = False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--workers":
+        elif a in drop:
             skip = True
-        elif not a.startswith("--workers="):
+        elif not any(a.startswith(d + "=") for d in drop):
             out.append(a)
     return out
 
 
-def supervise(n: int) -> int:
-    """Start ``n`` single workers with the same arguments; forward stop signals to them."""
+def worker_listen(listen: str | None, index: int) -> str:
+    """Worker ``index``'s metrics address: the given (or default) port plus ``index``."""
+    from dnsflow.ops import DEFAULT_PORTS, parse_listen
+
+    if listen is not None and listen.strip().lower() == "off":
+        return "off"
+    host, port = parse_listen(listen if listen is not None else str(DEFAULT_PORTS["streams"]))
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port + index if port else 0}"
+
+
+def supervise(n: int, listen: str | None = None) -> int:
+    """Start ``n`` single workers with the same arguments (each its own metrics port);
+    forward stop signals to them."""
     import signal
     import subprocess
     import sys
 
-    argv = without_workers(sys.argv[1:])
-    procs = [subprocess.Popen([sys.executable, "-m", "dnsflow", *argv]) for _ in range(n)]
+    argv = without_workers(sys.argv[1:], ("--workers", "--metrics-listen"))
+    procs = [subprocess.Popen([sys.executable, "-m", "dnsflow", *argv, "--metrics-listen",
+                               worker_listen(listen, i)]) for i in range(n)]
 
     def forward(signum: int, _frame: object) -> None:
         for p in procs:

@@ -28,9 +28,12 @@ import faust
 from dnsflow.streams.checkpoint import forget, read_meta, restore, snapshot
 from dnsflow.streams.checkpoint_records import assemble, checkpoint_key, to_records
 from dnsflow.streams.faust_batch import BatchApp, Row
+from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
 from dnsflow.streams.pipeline import Record, StreamsPipeline
 from faust.types import TP
 
+from dnsflow.lag import LagProbe
+from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 
@@ -49,10 +52,14 @@ class FaustWorker:
     in a table (restarts, rebalances) with offsets committed only as far as they reach.
 
     ``batch_size`` bounds the records of one fetch, i.e. of one call into the logic.
+    ``metrics_listen``: where ``/metrics`` ``/healthz`` ``/readyz`` are served (None: on
+    loopback at the default port, "off": nowhere).
     """
 
     def __init__(self, settings: Settings, *, batch_size: int = 5000,
-                 partitions: int = 6, rules_check_s: float = 2.0) -> None:
+                 partitions: int = 6, rules_check_s: float = 2.0,
+                 metrics_listen: str | None = None, ready_max_lag: int = READY_MAX_LAG,
+                 lag_interval_s: float = 10.0) -> None:
         assert settings.kafka, "the faust worker needs a Kafka bootstrap"
         self.topics = topics = Topics(settings.topic_prefix)
         self.pipeline = StreamsPipeline(settings, topics, self._send,
@@ -68,6 +75,18 @@ class FaustWorker:
         self.stats = {"checkpoints": 0}
         self.restored: set[int] = set()  # events partitions whose checkpoint was resumed
         self.ckpt_at = 0.0
+        self.checkpointed_at = 0.0  # time.time() when the last checkpoint was written
+        self.ticked_at = time.monotonic()  # the worker's timers and batches move this
+        self.metrics_listen = metrics_listen
+        from dnsflow.bus.kafka import KafkaBus  # admin calls only: never started
+
+        self.lag = LagProbe(KafkaBus(settings.kafka, topics, create_topics=False).end_offsets,
+                            [topics.events], self._positions, lag_interval_s)
+        self.probe = StreamsProbe(self.pipeline.metrics_status, lambda: len(self.assigned()),
+                                  lambda: self.ticked_at, self.lag,
+                                  lambda: (self.stats["checkpoints"], self.checkpointed_at),
+                                  ready_max_lag=ready_max_lag)
+        self.ops: OpsServer | None = None
         # the contract topics exist already (streams.cli creates the missing ones as the
         # topic table says: a compacted policies topic, events partitions): faust must not
         # create them
@@ -77,6 +96,7 @@ class FaustWorker:
         app.on_before_shutdown.connect(self.on_shutdown)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.task(self.start_webhooks)
+        app.task(self.start_ops)
         app.timer(interval=cfg.checkpoint_s)(self.periodic_checkpoint)
         app.timer(interval=max(0.5, cfg.idle_advance_s))(self.idle_advance)
         app.timer(interval=rules_check_s)(self.reload_rules)
@@ -116,6 +136,7 @@ class FaustWorker:
     async def process(self, topic: str, rows: list[Row]) -> None:
         """One fetched batch of events (all partitions this worker reads), in offset order
         per partition."""
+        self.ticked_at = time.monotonic()
         parts = {row[0] for row in rows}
         if not parts <= self.restored:
             self.resume(parts - self.restored)
@@ -135,6 +156,26 @@ class FaustWorker:
 
     async def start_webhooks(self) -> None:
         await self.pipeline.start()
+
+    async def start_ops(self) -> None:
+        """/metrics /healthz /readyz (a faust task: runs once the worker starts)."""
+        registry = component_registry("streams")
+        registry.register(StreamsCollector(self.probe))  # type: ignore[arg-type]
+        self.lag.start()
+        self.ops = await serve_ops("streams", self.metrics_listen, registry_render(registry),
+                                   self.probe.readiness, self.probe.liveness)
+
+    async def _positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Next offset to process per owned partition: past what the state holds, else
+        the consumer's position."""
+        done, out = self.pipeline.done, {}
+        for part in self.assigned():
+            if part in done:
+                out[part] = done[part] + 1
+            else:
+                pos = await self.app.consumer.position(TP(topic, part))
+                out[part] = pos if pos is not None else -1
+        return out
 
     # ------------------------------------------------------------------ partitions
 
@@ -166,6 +207,9 @@ class FaustWorker:
         chance."""
         self.checkpoint(allowed=set(self.pipeline.touched))
         await self.pipeline.stop()
+        if self.ops is not None:
+            await self.ops.stop()
+        await self.lag.stop()
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Checkpoint the partitions that leave, then forget their tenants: their new owner
@@ -247,6 +291,7 @@ class FaustWorker:
             p.touched.clear()  # the rest were revoked: their new owner checkpoints them
         else:
             p.touched.difference_update(allowed)
+        self.checkpointed_at = time.time()
 
     # ------------------------------------------------------------------ timers
 
@@ -261,6 +306,7 @@ class FaustWorker:
     async def idle_advance(self) -> None:
         # no input for a while (wall clock): let the wall clock move event time so windows
         # close and denies expire even when nobody queries
+        self.ticked_at = time.monotonic()
         p = self.pipeline
         if p.idle_advance():
             await p.publish()
@@ -278,9 +324,11 @@ class FaustWorker:
                  logic.emitted, p.webhooks.status())
 
 
-def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6) -> faust.App:
-    """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``)."""
-    return FaustWorker(settings, batch_size=batch_size, partitions=partitions).app
+def make_app(settings: Settings, *, batch_size: int = 5000, partitions: int = 6,
+             **kw: Any) -> faust.App:
+    """The faust app for ``settings`` (Kafka bootstrap in ``settings.kafka``); ``kw`` as
+    :class:`FaustWorker` takes them (``metrics_listen``, ``ready_max_lag``)."""
+    return FaustWorker(settings, batch_size=batch_size, partitions=partitions, **kw).app
 
 
 def _faust_home(settings: Settings) -> Path:

@@ -152,6 +152,7 @@ class StreamsPipeline:
         self.pending: list[Output] = []   # outputs not sent yet (retried by publish)
         self.dlq = 0
         self.duplicates = 0
+        self.detections: dict[tuple[str, str], int] = {}  # (kind, severity) -> published
         self.last_input = time.monotonic()
 
     async def start(self) -> None:
@@ -241,12 +242,15 @@ class StreamsPipeline:
         outputs = self.logic.drain()
         if not outputs and not self.pending:
             return True
-        alerts = self.logic.alerts
+        alerts, detections = self.logic.alerts, self.detections
         for o in outputs:
             if o.type == "alert":
                 rule = alerts.rule(o.key)
                 if rule is not None and rule.webhook is not None:
                     self.webhooks.submit(rule.webhook, o.value)
+            elif o.type == "anomaly":  # per output, not per event: /metrics by kind
+                k = (str(o.value.get("kind", "")), str(o.value.get("severity", "")))
+                detections[k] = detections.get(k, 0) + 1
         todo = self.pending + outputs if self.pending else outputs
         self.pending = []
         for topic, records in records_by_topic(self.topics, todo).items():
@@ -254,6 +258,10 @@ class StreamsPipeline:
                 self.pending = todo  # retried next time; the driver does not commit meanwhile
                 return False
         return True
+
+    def metrics_status(self) -> dict[str, Any]:
+        """:meth:`status` plus the detections by (kind, severity) (tuple keys: not JSON)."""
+        return {**self.status(), "detections": dict(self.detections)}
 
     def status(self) -> dict[str, Any]:
         st = self.logic.status()

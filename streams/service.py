@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
+from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
 from dnsflow.streams.pipeline import Record, StreamsPipeline
 
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError, Message
+from dnsflow.lag import LagProbe
+from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
 
 log = logging.getLogger("dnsflow.streams.service")
@@ -27,12 +31,17 @@ log = logging.getLogger("dnsflow.streams.service")
 class StreamsService:
     """Consumer group ``<prefix><streams.group>`` on the events topic, feeding the shared
     :class:`~streams.pipeline.StreamsPipeline`; offsets are committed once a batch's outputs
-    are published."""
+    are published.
+
+    With ``metrics_listen`` (HOST:PORT) it serves ``/metrics``, ``/healthz`` and ``/readyz``
+    (ready: partitions assigned, polling, lag under ``ready_max_lag``); the embedded runner
+    passes none."""
 
     name = "streams"
 
     def __init__(self, settings: Settings, bus: Bus, *, batch: int = 5000,
-                 rules_check_s: float = 2.0) -> None:
+                 rules_check_s: float = 2.0, metrics_listen: str | None = None,
+                 ready_max_lag: int = READY_MAX_LAG, lag_interval_s: float = 10.0) -> None:
         self.settings = settings
         self.bus = bus
         self.pipeline = StreamsPipeline(settings, bus.topics, self._send,
@@ -47,13 +56,40 @@ class StreamsService:
         self._consumer = bus.consumer([bus.topics.events], self.group)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.polled_at = time.monotonic()
+        self.metrics_listen = metrics_listen
+        self.lag = LagProbe(bus.end_offsets, [bus.topics.events], self._positions,
+                            lag_interval_s)
+        self.probe = StreamsProbe(self.pipeline.metrics_status, self._assigned,
+                                  lambda: self.polled_at, self.lag, ready_max_lag=ready_max_lag)
+        self.ops: OpsServer | None = None
 
     async def start(self) -> None:
         await self._consumer.start()
         await self.pipeline.start()
         self._task = asyncio.create_task(self._run(), name="streams")
+        if self.metrics_listen is not None:
+            registry = component_registry("streams")
+            registry.register(StreamsCollector(self.probe))  # type: ignore[arg-type]
+            self.lag.start()
+            self.ops = await serve_ops("streams", self.metrics_listen, registry_render(registry),
+                                       self.probe.readiness, self._liveness)
+
+    async def _positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        return {p: await self._consumer.position(topic, p) for p in partitions}
+
+    def _assigned(self) -> int:
+        return sum(1 for (topic, _p) in self.lag.lag if topic == self.bus.topics.events)
+
+    def _liveness(self) -> tuple[bool, dict[str, Any]]:
+        if self._task is None or self._task.done():
+            return False, {"loop": "not running"}
+        return self.probe.liveness()
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
+        await self.lag.stop()
         self._stopping.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -68,6 +104,7 @@ class StreamsService:
     async def _run(self) -> None:
         pipeline = self.pipeline
         while not self._stopping.is_set():
+            self.polled_at = time.monotonic()
             try:
                 msgs = await self._consumer.getmany(timeout_ms=200, max_records=self.batch)
             except BusError as exc:
