@@ -123,9 +123,9 @@ def _diff(text: str) -> str:
     out = []
     for line in text.splitlines():
         cls = ("add" if line.startswith("+") and not line.startswith("+++") else
-               "del" if line.startswith("-") and not line.startswith("---") else "")
-        out.append(f'<span class="{cls}">{escape(line)}</span>' if cls else escape(line))
-    return "\n".join(out)
+               "del" if line.startswith("-") and not line.startswith("---") else "ctx")
+        out.append(f'<span class="{cls}">{escape(line) or " "}</span>')
+    return "".join(out)  # one block per line: no extra newline between them
 
 
 def policy(entries: Sequence[Mapping[str, Any]], form: Mapping[str, str],
@@ -150,11 +150,11 @@ def policy(entries: Sequence[Mapping[str, Any]], form: Mapping[str, str],
     for e in entries:
         diff = (f'<details><summary>diff</summary><pre class="diff">{_diff(e["diff"])}</pre>'
                 "</details>") if e["diff"] else ""
-        rows.append([when(e["ts"]), escape(e["tenant"]), str(e["version"]), escape(e["change"]),
-                     escape(e["source"]), escape(e["actor"]),
-                     f'<code title="{escape(e["hash"])}">{escape(e["hash"][7:19])}</code>', diff])
-    head = [("time (UTC)", ""), ("tenant", ""), ("version", "num"), ("change", ""),
-            ("source", "name"), ("actor", ""), ("hash", ""), ("", "")]
+        rows.append([when(e["ts"]), escape(e["tenant"]), str(e["version"]),
+                     escape(e["change"]) + diff, escape(e["source"]), escape(e["actor"]),
+                     f'<code title="{escape(e["hash"])}">{escape(e["hash"][7:19])}</code>'])
+    head = [("time (UTC)", ""), ("tenant", ""), ("version", "num"), ("change", "wide"),
+            ("source", "name"), ("actor", ""), ("hash", "")]
     out.append('<h2 style="margin-top:18px">Policy log</h2>'
                + _table(head, rows, "No policy publications stored."))
     return "".join(out)
