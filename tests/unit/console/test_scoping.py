@@ -220,3 +220,42 @@ async def test_a_long_span_is_charted_from_the_rollups(app: App, chdb_filled):
     assert all(v is not None for v in series["latency_ms"]["p50"])  # from dns_minute
     acme = await (await app.get("/api/traffic?tenant=acme", "acme-token-1")).json()
     assert acme["tenants"][0]["step_s"] == 1  # a minute of data: 1 s buckets from the events
+
+
+async def test_explain_takes_json_and_names_what_is_missing(app: App):
+    r = await app.client.post("/api/explain", json={"tenant": "globex", "name": "a.paste.example"},
+                              headers={"Authorization": "Bearer globex-token-1"})
+    got = await r.json()
+    assert r.status == 200 and (got["decision"], got["deny_mode"]) == ("deny", "REFUSED")
+    r = await app.client.post("/api/explain", json={"client": "10.2.0.1"},
+                              headers={"Authorization": "Bearer globex-token-1"})
+    assert r.status == 400 and (await r.json())["error"] == "name: give the query name"
+    r = await app.get("/api/top?minutes=abc", "globex-token-1")
+    assert r.status == 400
+    assert (await r.json())["error"] == "minutes: expected a whole number, got 'abc'"
+
+
+async def test_a_clickhouse_error_is_one_line_not_a_crash(chdb_dsn: str):
+    from aiohttp.test_utils import TestClient, TestServer
+    from dnsflow.console.auth import Auth
+    from dnsflow.console.explain import Explainer, FilePolicies
+    from dnsflow.console.queries import Queries
+    from dnsflow.console.server import Console
+    from dnsflow.sinks.dsn import connect, parse
+
+    queries = Queries(lambda: connect(parse(chdb_dsn)))  # nothing migrated: no tables
+    client = TestClient(TestServer(Console(queries, Explainer(FilePolicies([])),
+                                           Auth(None)).app()))
+    await client.start_server()
+    try:
+        r = await client.get("/api/alerts")
+        assert r.status == 502
+        error = (await r.json())["error"]
+        assert error.startswith("ClickHouse: ") and "dnsflow" in error and "\n" not in error
+        r = await client.get("/alerts")
+        assert r.status == 502 and 'id="problem"' in await r.text()
+        r = await client.get("/api/explain?tenant=x&name=a.example")
+        assert r.status == 400 and "--policies PATH" in (await r.json())["error"]
+    finally:
+        await client.close()
+        queries.close()
