@@ -46,6 +46,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         "watched) until SIGTERM/SIGINT")
     p.add_argument("--interval", type=float, default=1.0, metavar="S",
                    help="file polling interval for --watch (default 1s)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="with --watch: serve /metrics /healthz /readyz here (default "
+                        "127.0.0.1:9157; PORT alone is loopback; 'off' serves nothing)")
     p.add_argument("--dry-run", action="store_true", help="show what would be published")
     p.add_argument("--prune", action="store_true",
                    help="empty tenants previously applied from the CLI that are not in PATH")
@@ -130,6 +133,15 @@ def _apply(args: argparse.Namespace) -> int:
 
     if not args.paths and not args.kubernetes:
         raise UsageError("dnsflow policy apply: give PATH... and/or --kubernetes")
+    if args.metrics_listen is not None and not args.watch:
+        raise UsageError("dnsflow policy apply: --metrics-listen goes with --watch")
+    if args.metrics_listen is not None and args.metrics_listen.strip().lower() != "off":
+        from dnsflow.ops import parse_listen
+
+        try:
+            parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            raise UsageError(f"dnsflow policy apply: --metrics-listen {exc}") from None
     if args.watch or args.kubernetes:
         if args.dry_run:
             raise UsageError("dnsflow policy apply: --dry-run works with PATH... only")
@@ -182,6 +194,7 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
     import signal
 
     from dnsflow.policies.loader import PolicySetError
+    from dnsflow.policies.metrics import PublishTracker
     from dnsflow.policies.publisher import Publisher
     from dnsflow.policies.service import send_rejection
     from dnsflow.policies.sources.yaml_dir import YamlDirSource
@@ -196,9 +209,10 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
             pass
     started: list[Any] = []
     rc = 0
+    tracker = PublishTracker()
     try:
         if args.paths:
-            pub = Publisher(bus, source="cli", actor=args.actor)
+            pub = tracker.wrap(Publisher(bus, source="cli", actor=args.actor))
             await pub.load()
 
             async def publish(docs: dict[str, dict[str, Any]]) -> None:
@@ -208,6 +222,7 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
             async def rejected(exc: PolicySetError) -> None:
                 nonlocal rc
                 rc = 1
+                tracker.rejected(len(exc.problems))
                 for p in exc.problems:
                     print(p, flush=True)
                 print(f"{len(exc.problems)} problem(s); last good version stays", file=sys.stderr)
@@ -217,12 +232,16 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
             await src.start()
             started.append(src)
             started.append(_Closer(pub))
+            tracker.loops.append(lambda: src._task)
         if args.kubernetes:
             from dnsflow.policies.sources.kubernetes import KubernetesSource
 
             kube = KubernetesSource(bus, kubeconfig=args.kubeconfig)
+            tracker.wrap(kube.publisher)
             await kube.start()
             started.append(kube)
+            tracker.loops.append(lambda: kube._task)
+            tracker.invalid_keys = lambda: len(kube.problems)
             if not args.watch:  # one pass: wait for the first complete sync
                 deadline = loop.time() + 60
                 while kube.syncs == 0 and loop.time() < deadline and not stop.is_set():
@@ -237,6 +256,9 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
                         print(f"{key}: {p}")
                 print(f"kubernetes: versions {kube.status()['versions']}")
         if args.watch:
+            ops = await _serve_metrics(args.metrics_listen, tracker)
+            if ops is not None:
+                started.append(ops)
             await stop.wait()
             return 0  # a graceful stop; problems along the way were reported as they came
         return rc
@@ -244,6 +266,22 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
         for s in reversed(started):
             await s.stop()
         await bus.stop()
+
+
+async def _serve_metrics(listen: str | None, tracker: Any) -> Any:
+    """/metrics /healthz /readyz of the watching source (``policies.metrics``)."""
+    from dnsflow.policies.metrics import PolicySourceCollector
+
+    from dnsflow.cli import CommandError
+    from dnsflow.ops import component_registry, registry_render, serve_ops
+
+    registry = component_registry("policies")
+    registry.register(PolicySourceCollector(tracker))  # type: ignore[arg-type]
+    try:
+        return await serve_ops("policies", listen, registry_render(registry),
+                               tracker.readiness, tracker.liveness)
+    except OSError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _published(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

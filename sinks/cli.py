@@ -32,6 +32,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="commit offsets at most every MS (default 2000; 0 = every batch)")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
                         help="exit once nothing new arrived for SECONDS (drain and stop)")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        help="serve /metrics /healthz /readyz here (default 127.0.0.1:9156; "
+                        "PORT alone is loopback; 'off' serves nothing)")
     parser.set_defaults(func=run)
 
 
@@ -68,6 +71,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"dnsflow sink: {exc}") from None
     if args.run and not args.migrate:
         raise UsageError("dnsflow sink: --run only makes sense with --migrate")
+    listen = getattr(args, "metrics_listen", None)
+    if listen is not None and listen.strip().lower() != "off":
+        from dnsflow.ops import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise UsageError(f"dnsflow sink: --metrics-listen {exc}") from None
     if args.dry_run:
         if not args.migrate or args.run:
             raise UsageError("dnsflow sink: --dry-run goes with --migrate (and not --run)")
@@ -84,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 "dnsflow sink: needs --kafka BOOTSTRAP (the in-process bus only exists inside "
                 "`dnsflow up` / `dnsflow demo`, which run the sink themselves)"
             )
-        return _run_sink(settings, dsn, config, args.idle_exit)
+        return _run_sink(settings, dsn, config, args.idle_exit, listen)
     except ConnectError as exc:
         print(f"dnsflow sink: {exc}", file=sys.stderr)
         return 1
@@ -123,7 +134,8 @@ def _migrate_only(dsn: Any, config: Any) -> int:
     return 0
 
 
-def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None) -> int:
+def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None,
+              metrics_listen: str | None = None) -> int:
     import asyncio
     import json
     import signal
@@ -142,7 +154,8 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None) -> 
         except BusError as exc:
             print(f"dnsflow sink: {exc}", file=sys.stderr)
             return 1
-        service = SinkService(bus, dsn, config, settings.home)
+        service = SinkService(bus, dsn, config, settings.home, metrics=True,
+                              metrics_listen=metrics_listen)
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
 
@@ -155,7 +168,11 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None) -> 
             loop.add_signal_handler(sig, on_signal)
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)  # "where is it stuck?"
         try:
-            await service.start()
+            try:
+                await service.start()
+            except OSError as exc:  # e.g. --metrics-listen on an address in use
+                print(f"dnsflow sink: {exc}", file=sys.stderr)
+                return 1
             print(f"dnsflow sink: {', '.join(service.sink.specs)} -> {dsn} "
                   f"(group {config.group})", file=sys.stderr, flush=True)
             waiter = asyncio.create_task(stopping.wait())

@@ -3,6 +3,8 @@
 On start: connect, apply the schema (idempotent), start consuming; on a chDB DSN also serve
 the loopback query endpoint so ``dnsflow query`` works while this process owns chDB. On stop:
 flush and commit the current batch (bounded by ``stop_timeout``), then release everything.
+With ``metrics=True`` (``dnsflow sink``) it serves ``/metrics`` ``/healthz`` ``/readyz`` on
+``metrics_listen`` (``sinks.metrics``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import Any
 from dnsflow.sinks.config import SinkConfig, sink_config
 from dnsflow.sinks.dsn import Dsn, connect, one_line, parse
 from dnsflow.sinks.endpoint import QueryEndpoint
+from dnsflow.sinks.metrics import SinkCollector, liveness, readiness
 from dnsflow.sinks.migrate import migrate
 from dnsflow.sinks.sink import Sink, SinkAborted
 from dnsflow.sinks.store import Store, StoreError
 
 from dnsflow.bus import Bus
+from dnsflow.lag import LagProbe
+from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,9 @@ class SinkService:
 
     def __init__(
         self, bus: Bus, dsn: Dsn, config: SinkConfig, home: Path | None = None,
-        *, stop_timeout: float = 15.0,
+        *, stop_timeout: float = 15.0, metrics: bool = False,
+        metrics_listen: str | None = None, lag_interval_s: float = 10.0,
+        ping_interval_s: float = 10.0,
     ) -> None:
         self.bus = bus
         self.dsn = dsn
@@ -47,6 +54,56 @@ class SinkService:
         self._task: asyncio.Task[None] | None = None
         self._query_client: Any = None
         self.error: str = ""
+        self.metrics = metrics
+        self.metrics_listen = metrics_listen
+        self.lag = LagProbe(bus.end_offsets, list(self.sink.specs), self._positions,
+                            lag_interval_s)
+        self.ops: OpsServer | None = None
+        self.ping_interval_s = ping_interval_s
+        self.reachable = dsn.embedded  # a server: once a ping or the migration answered
+        self.ping_error = ""
+        self._ping_task: asyncio.Task[None] | None = None
+        self._ping_client: Any = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    async def _positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Where the sink goes on in each partition (the offset it expects next)."""
+        nxt = self.sink._next
+        return {p: nxt.get((topic, p), -1) for p in partitions}
+
+    async def _serve_metrics(self) -> None:
+        registry = component_registry("sink")
+        registry.register(SinkCollector(self))  # type: ignore[arg-type]
+        self.lag.start()
+        if not self.dsn.embedded:
+            self._ping_task = asyncio.create_task(self._pings(), name="sink-ping")
+        self.ops = await serve_ops("sink", self.metrics_listen, registry_render(registry),
+                                   lambda: readiness(self), lambda: liveness(self))
+
+    async def _pings(self) -> None:
+        """Is the ClickHouse server there? Asked every ``ping_interval_s`` on a client of
+        its own (the sink's is busy in another thread), so readiness notices an outage while
+        no records arrive."""
+        while True:
+            try:
+                await asyncio.to_thread(self._ping)
+                self.reachable, self.ping_error = True, ""
+            except Exception as exc:
+                self.reachable = False
+                self.ping_error = one_line(exc, self.dsn.raw)
+                with contextlib.suppress(Exception):
+                    if self._ping_client is not None:
+                        self._ping_client.close()
+                self._ping_client = None
+            await asyncio.sleep(self.ping_interval_s)
+
+    def _ping(self) -> None:
+        if self._ping_client is None:
+            self._ping_client = connect(self.dsn)
+        self._ping_client.query("SELECT 1")
 
     async def start(self) -> None:
         try:
@@ -61,6 +118,8 @@ class SinkService:
             await self.endpoint.start()
         await self.sink.start()
         self._task = asyncio.create_task(self._run(), name="dnsflow-sink")
+        if self.metrics:
+            await self._serve_metrics()
 
     def _endpoint_client(self) -> Any:
         if self._query_client is None:
@@ -81,6 +140,7 @@ class SinkService:
             ) from None
         self.migrations = result.applied
         self.migrated = True
+        self.reachable = True
 
     async def _run(self) -> None:
         try:
@@ -101,6 +161,19 @@ class SinkService:
             await asyncio.shield(self._task)
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
+            self.ops = None
+        await self.lag.stop()
+        if self._ping_task is not None:
+            self._ping_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ping_task
+            self._ping_task = None
+        if self._ping_client is not None:
+            with contextlib.suppress(Exception):
+                self._ping_client.close()
+            self._ping_client = None
         await self.sink.stop()
         if self._task is not None:
             try:

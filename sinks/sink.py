@@ -15,6 +15,7 @@ A crash before (4) replays the batch; step 2 finds what step 3 already stored.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections import deque
@@ -38,6 +39,8 @@ from dnsflow.schema import RecordError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _DEPTH = 2  # batches converting/inserting while the next one is gathered
+# batch latency buckets (seconds): first record gathered -> its rows stored
+LATENCY_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass
@@ -109,6 +112,12 @@ class Sink:
         self._stored: dict[tuple[str, int], int] = {}  # positions stored, not yet committed
         self._uncommitted = False
         self._last_commit = time.monotonic()
+        # for /metrics: per batch, never per record
+        self.failing = False  # the last ClickHouse/Kafka operation failed, none worked since
+        self.reconciles = 0   # times stored offsets were looked up (start, restart, rebalance)
+        self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
+        self.latency_sum = 0.0
+        self._first_at = 0.0  # when the batch being gathered got its first record
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -184,7 +193,7 @@ class Sink:
             if got:
                 self.last_activity = time.monotonic()
                 if first_at is None:
-                    first_at = time.monotonic()
+                    first_at = self._first_at = time.monotonic()
                 msgs.extend(got)
             elif final or self._stop.is_set():
                 break
@@ -208,7 +217,8 @@ class Sink:
             inserts, rejects, positions = await self._prepare_sync(msgs)
             prev = self._inflight[-1][0] if self._inflight else None
             self._inflight.append(
-                (asyncio.create_task(self._finish_batch(inserts, rejects, prev)), positions)
+                (asyncio.create_task(self._finish_batch(inserts, rejects, prev,
+                                                        self._first_at)), positions)
             )
             while len(self._inflight) > _DEPTH:
                 await self._await_oldest()
@@ -310,13 +320,17 @@ class Sink:
 
     async def _finish_batch(
         self, inserts: list[_Insert], rejects: list[tuple[Message, str]],
-        prev: asyncio.Task[None] | None,
+        prev: asyncio.Task[None] | None, first_at: float = 0.0,
     ) -> None:
         """DLQ (overlapping the batch before), then insert after the batch before."""
         await self._dlq(rejects)
         if prev is not None:
             await prev
         await self._insert(inserts)
+        if first_at:
+            took = time.monotonic() - first_at
+            self.latency[bisect.bisect_left(LATENCY_BOUNDS, took)] += 1
+            self.latency_sum += took
 
     async def _insert(self, inserts: list[_Insert]) -> None:
         for ins in inserts:
@@ -465,6 +479,8 @@ class Sink:
     async def _query_stored(
         self, by_table: dict[str, tuple[str, dict[int, int]]], retry: bool = True
     ) -> None:
+        if by_table:
+            self.reconciles += 1
         for table, (topic, starts) in by_table.items():
             source = self.source(self.specs[topic])
 
@@ -493,7 +509,9 @@ class Sink:
                 self._uncommitted = False
                 self._stored.clear()
             self.stats.committed_at = time.time()
+            self.failing = False
         except Exception as exc:  # e.g. a rebalance: the replay is reconciled, not duplicated
+            self.failing = True
             self._next.clear()
             self._skip.clear()
             self.stats.last_error = f"commit: {exc}"
@@ -505,8 +523,11 @@ class Sink:
         delay = self.config.retry_initial_s
         while True:
             try:
-                return await op()
+                result = await op()
+                self.failing = False
+                return result
             except (StoreError, BusError) as exc:
+                self.failing = True
                 self.stats.retries += 1
                 self.stats.last_error = str(exc)
                 log.warning("%s failed (%s); retrying in %.1fs, offsets not committed",
