@@ -70,10 +70,13 @@ async def _print(source: AsyncIterator[dict[str, Any]], as_json: bool,
             loop.add_signal_handler(sig, stop.set)
 
     async def pump() -> None:
-        async for ev in source:
-            line = orjson.dumps(ev).decode() if as_json else format_line(ev)
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+        # closed here, in this task, whatever ends it (a broken pipe, the timer, a signal):
+        # left to the loop's shutdown, the Kafka reader would be torn down half-way
+        async with contextlib.aclosing(source) as events:
+            async for ev in events:
+                line = orjson.dumps(ev).decode() if as_json else format_line(ev)
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
 
     task = asyncio.ensure_future(pump())
     waiter = asyncio.ensure_future(stop.wait())
