@@ -27,6 +27,7 @@ COPY edge ./edge
 COPY policies ./policies
 COPY streams ./streams
 COPY sinks ./sinks
+COPY console ./console
 RUN pip install --no-cache-dir --no-deps . \
  && cd / && rm -rf /src \
  && mkdir -p /var/lib/dnsflow && chown 65534:65534 /var/lib/dnsflow
