@@ -44,3 +44,15 @@ def test_the_wheel_holds_dnsflow_only(tmp_path: Path) -> None:
     leaked = [n for n in names if any(p in n.split("/") for p in ("harness", "bench", "tests"))
               or n.endswith(("peers.py", "fake_upstream.py"))]
     assert not leaked, leaked
+
+
+def test_the_image_copies_every_installed_folder() -> None:
+    """The Dockerfile installs from the folders it copies: a component missing there is a
+    verb missing from the image."""
+    import re
+
+    components = re.search(r"COMPONENTS = \(([^)]*)\)", (ROOT / "setup.py").read_text())
+    assert components is not None
+    folders = {"dnsflow", *re.findall(r'"(\w+)"', components.group(1))}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
