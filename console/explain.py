@@ -25,10 +25,11 @@ from dnsflow.policies.api import (
     PolicyRecordError,
     PolicySetError,
     PolicyStore,
+    TenantMapError,
+    explain,
+    load_tenant_map,
     policy_records,
 )
-from dnsflow.policies.explain import explain
-from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
 
 from dnsflow.bus import Bus
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from dnsflow.policies import policyset, records
 from dnsflow.policies.autodeny import AutoDeny, auto_deny_record
+from dnsflow.policies.explain import explain
 from dnsflow.policies.follower import PolicyFollower
 from dnsflow.policies.loader import Located, PolicySetError, Problem
 from dnsflow.policies.model import API_VERSION, TENANT_LABEL, ClusterDNSPolicy, DNSPolicy
 from dnsflow.policies.records import GLOBAL
 from dnsflow.policies.store import PolicyStore
+from dnsflow.policies.tenant_map import TenantMap, TenantMapError, load_tenant_map
 from dnsflow.policies.types import (
     ClientInfo,
     CompiledView,
@@ -48,7 +50,11 @@ __all__ = [
     "PolicySetError",
     "PolicyStore",
     "Problem",
+    "TenantMap",
+    "TenantMapError",
     "Verdict",
     "auto_deny_record",
+    "explain",
+    "load_tenant_map",
     "policy_records",
 ]

@@ -283,7 +283,8 @@ def test_readme_example_is_valid():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[3] / "policies" / "README.md").read_text()
-    example = readme.split("## The documents\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    after = readme.split("### The documents", 1)[1]  # the first YAML block of that section
+    example = after.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert set(policyset.from_text(example, "README.md")) == {"acme"}
 
 
