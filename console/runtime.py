@@ -17,7 +17,7 @@ from dnsflow.console.explain import Explainer, FilePolicies, TopicPolicies
 from dnsflow.console.queries import Queries
 from dnsflow.console.server import Console
 from dnsflow.console.tail import EventFeed
-from dnsflow.sinks.dsn import ConnectError, DsnError, connect, parse
+from dnsflow.sinks.api import ConnectError, DsnError, connect, parse
 
 from dnsflow.bus import Bus
 

@@ -153,3 +153,27 @@ def test_components_are_imported_by_their_installed_names() -> None:
             bare += [f"{path.relative_to(ROOT)}: {n}" for n in names
                      if n.split(".")[0] in PACKAGES and n.split(".")[0] != "dnsflow"]
     assert not bare, "imports by folder name: " + "; ".join(bare)
+
+
+def test_components_meet_only_on_their_api() -> None:
+    """ARCHITECTURE.md: components never import each other's internals. One component uses
+    another only through its ``api`` module (``dnsflow.policies.api``, ``dnsflow.sinks.api``)."""
+    components = {p for p in PACKAGES.values() if p != "dnsflow"}
+    wrong = []
+    for mod, path in _modules().items():
+        own = next((c for c in components if mod == c or mod.startswith(c + ".")), None)
+        if own is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                other = next((c for c in components
+                              if name == c or name.startswith(c + ".")), None)
+                if other is not None and other != own and name != f"{other}.api":
+                    wrong.append(f"{mod} imports {name}")
+    assert not wrong, "; ".join(wrong)
