@@ -7,6 +7,8 @@ Grafana dashboards name exists in these scrapes."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
 import socket
 import subprocess
@@ -213,3 +215,46 @@ def test_counters_match_the_traffic(stack: Stack) -> None:
 def _topics(text: str) -> set[str]:
     return {dict(lab)["topic"] for (n, lab) in samples(text)
             if n == "dnsflow_sink_consumer_lag_records"}
+
+
+def test_promtool_accepts_the_alerting_rules() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: scripts/install-peers installs Debian's prometheus"
+    out = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
+
+METRIC = re.compile(r"\b((?:dnsflow|process)_[a-z0-9_]+)\b")
+
+
+def named_metrics() -> dict[str, set[str]]:
+    """metric name -> where it is used: the rules' expressions and the Prometheus panels'."""
+    import yaml
+
+    used: dict[str, set[str]] = {}
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            for name in METRIC.findall(rule["expr"]):
+                used.setdefault(name, set()).add(f"rule {rule['alert']}")
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        exprs = [(v["name"], v.get("definition", "")) for v in board["templating"]["list"]]
+        exprs += [(p["title"], t.get("expr", "")) for p in board["panels"]
+                  for t in p.get("targets", []) if t.get("datasource", {}).get("type")
+                  == "prometheus"]
+        for title, expr in exprs:
+            for name in METRIC.findall(expr):
+                used.setdefault(name, set()).add(f"{path.name}: {title}")
+    return used
+
+
+def test_every_metric_a_rule_or_dashboard_names_exists(stack: Stack) -> None:
+    exposed: set[str] = set()
+    for text in stack.scrapes.values():
+        exposed.update(re.findall(r"^# TYPE (\S+)", text, flags=re.M))
+        exposed.update(n for n, _ in samples(text))
+    used = named_metrics()
+    assert len(used) > 30  # the rules and the health dashboard are really read
+    missing = {name: sorted(where) for name, where in used.items() if name not in exposed}
+    assert not missing, missing
