@@ -155,6 +155,9 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                   table="dns_events") >= QUERIES
             and total(stack.scrape("streams"), "dnsflow_streams_events_processed_total")
             >= QUERIES))
+        # lag is measured every 10 s in the background: the next measurement sees it drained
+        stack.wait("lag measured as drained", lambda: all(
+            _lag_drained(stack.scrape(c), c) for c in ("sink", "streams")), 40)
         # a policy set that does not validate: counted, the last good version stays
         (policy_dir / "broken.yaml").write_text("apiVersion: dnsflow.io/v1\nkind: Nope\n")
         stack.wait("rejection counted", lambda: total(
@@ -212,6 +215,13 @@ def test_counters_match_the_traffic(stack: Stack) -> None:
     assert total(pol, "dnsflow_policies_last_error_timestamp_seconds") > 0
 
 
+def _lag_drained(text: str, component: str) -> bool:
+    lags = [v for (n, lab), v in samples(text).items()
+            if n == f"dnsflow_{component}_consumer_lag_records"
+            and dict(lab)["topic"].endswith("events")]
+    return bool(lags) and sum(lags) == 0
+
+
 def _topics(text: str) -> set[str]:
     return {dict(lab)["topic"] for (n, lab) in samples(text)
             if n == "dnsflow_sink_consumer_lag_records"}
@@ -258,3 +268,13 @@ def test_every_metric_a_rule_or_dashboard_names_exists(stack: Stack) -> None:
     assert len(used) > 30  # the rules and the health dashboard are really read
     missing = {name: sorted(where) for name, where in used.items() if name not in exposed}
     assert not missing, missing
+
+
+def test_docs_metrics_md_describes_every_exposed_family(stack: Stack) -> None:
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    families = {n for text in stack.scrapes.values()
+                for n in re.findall(r"^# TYPE (\S+)", text, flags=re.M)}
+    families = {n for n in families if not n.startswith(("python_", "process_"))}
+    assert len(families) > 60
+    undocumented = sorted(n for n in families if f"`{n}`" not in doc)
+    assert not undocumented, undocumented
