@@ -71,7 +71,7 @@ class SinkService:
 
     async def _positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Where the sink goes on in each partition (the offset it expects next)."""
-        nxt = self.sink._next
+        nxt = self.sink.next_offsets()
         return {p: nxt.get((topic, p), -1) for p in partitions}
 
     async def _serve_metrics(self) -> None:

@@ -495,6 +495,11 @@ class Sink:
                     self._skip[(topic, p)] = offsets
                     self._skip_max[(topic, p)] = max(offsets)
 
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """The offset this sink processes next, per (topic, partition) it has positioned
+        (what its consumer lag is measured from)."""
+        return dict(self._next)
+
     def source(self, spec: TableSpec) -> str:
         """The log a row came from: offsets are unique only within it (``Bus.source_id``)."""
         return f"{self.bus.source_id}/{self.bus.topics.name(spec.topic)}"
