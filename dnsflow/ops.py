@@ -143,6 +143,19 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_listen(listen: str) -> None:
+    """Raise ValueError (not HOST:PORT) or OSError (cannot be bound) for an explicit
+    ``--metrics-listen``, before a process that serves it much later (a faust worker) starts
+    at all; "off" passes."""
+    if listen.strip().lower() in ("off", "none", ""):
+        return
+    host, port = parse_listen(listen)
+    try:
+        bind_tcp(host, port).close()
+    except OSError as exc:
+        raise OSError(exc.errno, f"--metrics-listen {listen}: {exc.strerror}") from None
+
+
 async def serve_ops(component: str, listen: str | None, render: Render, readiness: Check,
                     liveness: Check = alive) -> OpsServer | None:
     """The component's endpoint on ``listen``, or on loopback at its default port when

@@ -281,7 +281,7 @@ async def _serve_metrics(listen: str | None, tracker: Any) -> Any:
         return await serve_ops("policies", listen, registry_render(registry),
                                tracker.readiness, tracker.liveness)
     except OSError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(exc.strerror or str(exc)) from None
 
 
 def _published(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

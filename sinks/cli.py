@@ -171,7 +171,7 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None,
             try:
                 await service.start()
             except OSError as exc:  # e.g. --metrics-listen on an address in use
-                print(f"dnsflow sink: {exc}", file=sys.stderr)
+                print(f"dnsflow sink: {exc.strerror or exc}", file=sys.stderr)
                 return 1
             print(f"dnsflow sink: {', '.join(service.sink.specs)} -> {dsn} "
                   f"(group {config.group})", file=sys.stderr, flush=True)

@@ -33,13 +33,19 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"streams": {**settings.streams,
                                                            "alert_rules": args.rules}})
     listen = getattr(args, "metrics_listen", None)
-    if listen is not None and listen.strip().lower() != "off":
-        from dnsflow.ops import parse_listen
+    if listen is not None:
+        from dnsflow.cli import CommandError
+        from dnsflow.ops import check_listen, parse_listen
 
         try:
-            parse_listen(listen)
+            if listen.strip().lower() != "off":
+                parse_listen(listen)
+            if args.workers == 1:  # with --workers N, worker i checks its own PORT+i
+                check_listen(listen)
         except ValueError as exc:
             raise UsageError(f"dnsflow streams: --metrics-listen {exc}") from None
+        except OSError as exc:
+            raise CommandError(exc.strerror or str(exc)) from None
     if args.workers > 1:
         return supervise(args.workers, listen)
     import asyncio

@@ -70,3 +70,21 @@ async def test_a_taken_default_port_is_a_warning_an_explicit_one_an_error(monkey
         assert await serve_ops("streams", "off", lambda: b"", ops.alive) is None
     finally:
         busy.close()
+
+
+def test_an_explicit_address_is_checked_before_the_process_starts() -> None:
+    from dnsflow.ops import check_listen
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(OSError) as err:
+            check_listen(f"127.0.0.1:{port}")
+        assert err.value.strerror.startswith(f"--metrics-listen 127.0.0.1:{port}: ")
+        check_listen("off")
+    finally:
+        busy.close()
+    check_listen(f"127.0.0.1:{port}")  # free again: nothing held afterwards
+    check_listen(f"127.0.0.1:{port}")
