@@ -192,6 +192,40 @@ class Anomaly(BaseModel):
         return _ts_to_us(value)
 
 
+EgressKind = Literal["allow", "drop", "would_drop"]
+
+
+class EgressEvent(BaseModel):
+    """One record on ``dnsflow.egress`` (schema v1, key = tenant): an address the edge
+    allowed a client to connect to because it answered it an allowed name (``allow``), or a
+    connection attempt the node dropped (``drop``, mode enforce) or would have dropped
+    (``would_drop``, mode audit). ``port`` 0 with ``protocol`` "" means every port."""
+
+    model_config = ConfigDict(extra="allow")
+
+    v: Literal[1] = SCHEMA_VERSION
+    ts: int
+    edge: str
+    kind: EgressKind
+    tenant: str = ""
+    namespace: str = ""
+    pod: str = ""
+    client_ip: str
+    dst_ip: str
+    protocol: str = ""  # tcp | udp | sctp | "" (any)
+    port: int = Field(default=0, ge=0, le=65535)
+    qname: str = ""     # allow: the answered name
+    rule: str = ""      # allow: the egress rule
+    mode: Literal["enforce", "audit"] = "enforce"
+    ttl: int = Field(default=0, ge=0)  # allow: seconds the address stays allowed
+    policy_version: int = 0
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, value: Any) -> int:
+        return _ts_to_us(value)
+
+
 class RecordError(ValueError):
     """A record that cannot be decoded or validated; carries a reason fit for the DLQ."""
 
@@ -236,6 +270,12 @@ def _parse(model: type[M], raw: bytes | str | dict[str, Any], where: str) -> M:
 def parse_event(raw: bytes | str | dict[str, Any], where: str = "event") -> DnsEvent:
     """Decode and validate one event, raising :class:`RecordError` with field paths."""
     return _parse(DnsEvent, raw, where)
+
+
+def parse_egress(raw: bytes | str | dict[str, Any], where: str = "egress event"
+                 ) -> EgressEvent:
+    """Decode and validate one egress event, raising :class:`RecordError` with field paths."""
+    return _parse(EgressEvent, raw, where)
 
 
 def parse_anomaly(raw: bytes | str | dict[str, Any], where: str = "anomaly") -> Anomaly:

@@ -11,8 +11,9 @@ ALERTS = "alerts"
 POLICIES = "policies"
 DLQ = "dlq"
 POLICY_LOG = "policy_log"
+EGRESS = "egress"  # L4 egress allowances and dropped attempts (#17)
 
-ALL = (EVENTS, TELEMETRY, ANOMALIES, ALERTS, POLICIES, DLQ, POLICY_LOG)
+ALL = (EVENTS, TELEMETRY, ANOMALIES, ALERTS, POLICIES, DLQ, POLICY_LOG, EGRESS)
 
 
 @dataclass(frozen=True)
@@ -51,4 +52,5 @@ class Topics:
             ),
             TopicSpec(self.name(DLQ), 1),
             TopicSpec(self.name(POLICY_LOG), 1),  # who/what changed which policy version
+            TopicSpec(self.name(EGRESS), 3),  # keyed by tenant, like the events
         ]

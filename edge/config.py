@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+from dnsflow.edge.egress.config import EgressConfig
 from dnsflow.edge.upstream.base import parse_upstream
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -93,6 +94,15 @@ class EdgeConfig(BaseModel):
     policy_snapshot: str | None = None
     subscribe_policies: bool = True
     reuse_port: bool = True
+    egress: EgressConfig = Field(default_factory=EgressConfig, description="L4 egress from "
+                                 "DNS answers with nftables (edge/egress/README.md)")
+
+    @model_validator(mode="after")
+    def _egress_one_worker(self) -> EdgeConfig:
+        if self.egress.enabled and self.workers > 1:
+            raise ValueError("egress.enabled needs workers: 1 (one process programs the "
+                             "node's nftables sets)")
+        return self
 
     @field_validator("upstreams")
     @classmethod

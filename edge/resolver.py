@@ -64,6 +64,9 @@ class Resolver:
         self._pools: dict[tuple[str, ...], UpstreamPool] = {}
         self._names: dict[bytes, str] = {}
         self.fast = FastPath(shared)
+        # edge.egress.agent.EgressAgent while an egress rule exists, else None: the answer
+        # paths pay one `is None` check without egress rules
+        self.egress: Any = None
         self._views: dict[str, tuple[int, CompiledView, dict[str, list[Any]]]] = {}
         self.counters = {"queries": 0, "formerr": 0, "dropped": 0, "servfail": 0,
                          "truncated": 0, "denied": 0, "rate_limited": 0, "isolated": 0}
@@ -176,8 +179,15 @@ class Resolver:
             out = wire.truncate(out, q)
         dec = "deny" if isolated or e.decision else None
         answers = [] if isolated else e.answers
+        eg = self.egress
+        selected = False
+        if eg is not None and not isolated and eg.mode(req.client) is not None:
+            selected = True  # never memoised: every answer must (re)program its allowance
+            if not eg.allow(req.client, req.qname, _answer_ips(e),
+                            max(0, int(e.expires - time.monotonic()))):
+                return self._egress_failed(req)
         req.emit(e.rcode, answers, "hit", e.upstream, dec)
-        if req.transport == "udp" and len(out) <= req.max_size and not v.log:
+        if req.transport == "udp" and len(out) <= req.max_size and not v.log and not selected:
             self.fast.remember(req, e, answers, dec or v.action)
         return out
 
@@ -315,12 +325,24 @@ class Resolver:
             return self._rewrite_cname(req, cname[0])
         return self._local(req, records)
 
-    def _local(self, req: Request, records: list[Any]) -> bytes:
+    def _local(self, req: Request, records: list[Any]) -> bytes | None:
         out, answers, rcode = local_answer(req.q, records)
         if len(out) > req.max_size:
             out = wire.truncate(out, req.q)
+        eg = self.egress
+        if eg is not None and answers and not eg.allow(
+                req.client, req.qname, _ips_of(answers),
+                min((int(r.ttl) for r in records), default=0)):
+            return self._egress_failed(req)
         req.emit(rcode, answers, upstream="local")
         return out
+
+    def _egress_failed(self, req: Request) -> bytes:
+        """The answer's egress allowance could not be programmed (``egress.fail: closed``):
+        the client would be dropped on connect, so the lookup fails visibly instead."""
+        self.counters["servfail"] += 1
+        req.emit("SERVFAIL", cache="miss")
+        return wire.error_response(req.q, wire.SERVFAIL)
 
     async def _rewrite_cname(self, req: Request, rec: Any) -> bytes | None:
         """A CNAME rewrite: answer the CNAME and what the target resolves to upstream."""
@@ -384,6 +406,10 @@ class Resolver:
         if len(out) > req.max_size:
             self.counters["truncated"] += 1
             out = wire.truncate(out, q)
+        eg = self.egress
+        if eg is not None and resp.answer_ips and not eg.allow(
+                c, qname, resp.answer_ips, resp.min_ttl or 0):
+            return self._egress_failed(req)
         req.emit(rcode, resp.answers, "miss", upname)
         return out
 
@@ -447,6 +473,19 @@ def _audit(req: Request) -> None:
                  extra={"rule": v.rule, "action": v.action, "qname": req.qname,
                         "qtype": req.qtype, "tenant": c.tenant, "namespace": c.namespace,
                         "client_ip": c.ip, "pod": c.pod})
+
+
+def _ips_of(answers: list[str]) -> list[str]:
+    """The addresses among an event's answers ("A 10.0.0.1", "AAAA ::1", "CNAME x")."""
+    return [a.split(" ", 1)[1] for a in answers if a.startswith(("A ", "AAAA "))]
+
+
+def _answer_ips(e: Entry) -> list[str]:
+    """A cached answer's addresses, parsed once per entry."""
+    ips = e.meta.get("ips")
+    if ips is None:
+        ips = e.meta["ips"] = _ips_of(e.answers)
+    return ips
 
 
 def _random_label(n: int, avoid: bytes) -> bytes:

@@ -68,6 +68,7 @@ class EdgeService:
         self.started = False
         self._map_task: asyncio.Task[None] | None = None
         self.map_watcher: StaticMapWatcher | None = None
+        self.egress: Any = None  # edge.egress.agent.EgressAgent with edge.egress.enabled
 
     def _policy_changed(self, keys: list[bytes]) -> None:
         """A tenant's or the cluster's policy changed: exports and isolation modes may now
@@ -76,6 +77,15 @@ class EdgeService:
         the cache."""
         if any(not k.startswith(b"auto:") for k in keys):
             self.cache.clear()
+        if self.egress is not None:
+            self._egress_hook()
+            self.egress.policy_changed(keys)
+
+    def _egress_hook(self) -> None:
+        """The resolver's egress hook is the agent only while an egress rule exists."""
+        if self.resolver is not None and self.egress is not None:
+            self.resolver.egress = (self.egress if self.egress.active
+                                    and self.holder.store.has_egress else None)
 
     def _ns_changed(self, mapping: Any) -> None:
         """Namespace -> tenant changed: isolation changes without a policy version, so the
@@ -156,6 +166,8 @@ class EdgeService:
                 pool_factory=lambda urls: _started(UpstreamPool.from_urls(
                     urls, ssl_up, timeout=cfg.upstream_timeout,
                     check_interval=cfg.health_interval))))
+        if cfg.egress.enabled:  # before listening: no answer leaves without its allowance
+            await self._start_egress()
         await self._start_listeners()
         self.metrics.add_source(lambda: {
             "cache": self.cache.stats(), "upstreams": self.pool.status() if self.pool else {},
@@ -177,6 +189,19 @@ class EdgeService:
             self._spawn_workers()
         self.started = True
         log.info("edge %s serving %s", cfg.name, self.ports)
+
+    async def _start_egress(self) -> None:
+        from dnsflow.edge.egress.agent import EgressAgent
+
+        cfg = self.cfg
+        ecfg = cfg.egress
+        if not ecfg.dns_addresses:  # the edge's own addresses: DNS to it is always allowed
+            own = [split_hostport(cfg.listen)[0], *cfg.extra_addresses]
+            ecfg = ecfg.model_copy(update={"dns_addresses": [
+                a for a in own if a not in ("0.0.0.0", "::", "")]})
+        self.egress = EgressAgent(ecfg, self.holder, self.identity, cfg.name, self.bus)
+        await self.egress.start()
+        self._egress_hook()
 
     async def _start_listeners(self) -> None:
         cfg = self.cfg
@@ -315,7 +340,8 @@ class EdgeService:
         workers = (asyncio.ensure_future(self.supervisor.stop())
                    if self.supervisor is not None else None)
         parts: list[tuple[str, Any]] = [("listener", lst.stop) for lst in self.listeners]
-        parts += [("ops", self.ops.stop if self.ops else None),
+        parts += [("egress", self.egress.stop if self.egress else None),
+                  ("ops", self.ops.stop if self.ops else None),
                   ("publisher", self.publisher.stop if self.publisher else None),
                   ("policy subscription", self.subscription.stop if self.subscription else None),
                   ("kubernetes identity", self.k8s.stop if self.k8s else None),
@@ -360,6 +386,7 @@ class EdgeService:
             **(self.supervisor.status() if self.supervisor is not None else {
                 "workers": [], "workers_alive": 0, "worker_restarts": {}}),
             "udp_listeners": [u.status() for u in self.listeners if isinstance(u, UdpListener)],
+            **({"egress": self.egress.status()} if self.egress is not None else {}),
             **self._hostile_status(),
         }
 

@@ -1,0 +1,175 @@
+"""The egress agent against a recording nft (no kernel): what a selected client's answer
+programs before it is released, what repeats cost, what a policy change removes, fail
+closed/open, and the edge's hook (no egress rule: no egress work; selected clients are never
+memoised by the fast path)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import dns.message
+import pytest
+from dnsflow.edge.egress import ruleset
+from dnsflow.edge.egress.agent import EgressAgent
+from dnsflow.edge.egress.nflog import parse_messages
+from dnsflow.edge.egress.nft import NftError
+
+from tests.helpers.dns_client import udp_exchange
+from tests.helpers.policy_yaml import dns_policy, store_from_yaml
+
+EGRESS = dns_policy("egress", "shop", "shop", """
+egress:
+  - id: web
+    toFQDNs: [{matchName: example.com}, {matchPattern: "*.example.com"}]
+    ports: [{port: 443}]
+""")
+
+
+class RecordingNft:
+    backend = "recording"
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.scripts: list[str] = []
+        self.fail = False
+
+    def run(self, commands: list[dict[str, Any]]) -> Any:
+        if self.fail:
+            raise NftError("Error: Could not process rule: No such file or directory")
+        self.batches.append(commands)
+        return None
+
+    def run_text(self, script: str) -> None:
+        if self.fail:
+            raise NftError("Error: table refused")
+        self.scripts.append(script)
+
+    def list_json(self, what: dict[str, Any]) -> Any:
+        return {"nftables": []}
+
+    def close(self) -> None:
+        pass
+
+    def elements(self, op: str = "add") -> list[tuple[str, list[Any], int | None]]:
+        out = []
+        for batch in self.batches:
+            for cmd in batch:
+                el = cmd.get(op, {}).get("element")
+                if el is None or not el["name"].startswith("allow"):
+                    continue
+                for e in el["elem"]:
+                    inner = e.get("elem", e)
+                    val = inner.get("val", inner)
+                    out.append((el["name"], val["concat"], inner.get("timeout")))
+        return out
+
+
+@pytest.fixture
+def nft(monkeypatch: pytest.MonkeyPatch) -> RecordingNft:
+    rec = RecordingNft()
+    monkeypatch.setattr(EgressAgent, "nft_factory", lambda: rec)
+    return rec
+
+
+async def _ask(edge: Any, name: str) -> dns.message.Message:
+    raw = await udp_exchange(edge.status()["udp_port"],
+                             dns.message.make_query(name, "A").to_wire())
+    assert raw is not None, f"no answer for {name}"
+    return dns.message.from_wire(raw)
+
+
+EGRESS_ON = {"enabled": True, "grace": 5, "min_ttl": 0, "nflog_group": 0}
+
+
+async def test_an_answer_programs_its_addresses_before_it_is_released(start_edge, nft):
+    edge = await start_edge(policy_store=store_from_yaml(EGRESS), egress=EGRESS_ON)
+    assert "table inet dnsflow" in nft.scripts[-1]
+    assert edge.resolver.egress is edge.egress  # an egress rule exists: the hook is set
+    sets = [c for b in nft.batches for c in b if "flush" in c]
+    assert sets, "client sets written at start"
+    enforce = [c["add"]["element"] for b in nft.batches for c in b
+               if c.get("add", {}).get("element", {}).get("name") == "enforce4"]
+    assert enforce and enforce[-1]["elem"] == [{"prefix": {"addr": "127.0.0.0", "len": 8}}]
+    r = await _ask(edge, "www.example.com")  # CNAME to example.com: its A record is allowed
+    assert r.rcode() == 0
+    got = nft.elements()
+    assert ("allow4", ["127.0.0.1", "93.184.216.34", "tcp", 443], 125) in got
+    n = len(nft.batches)
+    for _ in range(5):  # cache hits of a live allowance: no nft call, never memoised
+        await _ask(edge, "www.example.com")
+    assert len(nft.batches) == n
+    assert len(edge.resolver.fast) == 0
+    status = edge.status()["egress"]
+    assert status["programmed"] == 1 and status["repeats"] >= 5
+    await edge.egress.events.flush()
+
+
+async def test_names_without_a_rule_and_unselected_clients_program_nothing(start_edge, nft,
+                                                                           write_map):
+    store = store_from_yaml(EGRESS)
+    edge = await start_edge(policy_store=store, egress=EGRESS_ON, tenant_map=str(write_map(
+        "clients:\n  - {cidr: 127.0.0.0/8, tenant: shop, namespace: blog}\n")))
+    await _ask(edge, "example.com")
+    await _ask(edge, "example.com")  # a hit: memoised
+    assert nft.elements() == []
+    assert len(edge.resolver.fast) == 1  # not selected: the fast path as before
+
+
+async def test_no_egress_rule_keeps_the_hook_none(start_edge, nft):
+    edge = await start_edge(policy_store=store_from_yaml(dns_policy("p", "shop", "shop",
+                                                                    "rules: []")),
+                            egress=EGRESS_ON)
+    assert edge.resolver.egress is None
+    await _ask(edge, "example.com")
+    assert nft.elements() == []
+
+
+async def test_fail_closed_answers_servfail_fail_open_answers(start_edge, nft):
+    edge = await start_edge(policy_store=store_from_yaml(EGRESS), egress=EGRESS_ON)
+    nft.fail = True
+    # SERVFAIL: connecting would be dropped anyway
+    assert (await _ask(edge, "example.com")).rcode() == 2
+    assert edge.status()["egress"]["failures"] == 1
+    edge.egress.cfg = edge.egress.cfg.model_copy(update={"fail": "open"})
+    assert (await _ask(edge, "example.com")).rcode() == 0
+
+
+async def test_a_table_that_cannot_be_installed_stops_the_edge_when_closed(start_edge, nft):
+    from dnsflow.settings import ConfigError
+
+    nft.fail = True
+    with pytest.raises(ConfigError, match=r"egress\.fail: closed"):
+        await start_edge(policy_store=store_from_yaml(EGRESS), egress=EGRESS_ON)
+    edge = await start_edge(policy_store=store_from_yaml(EGRESS),
+                            egress={**EGRESS_ON, "fail": "open"})
+    assert edge.resolver.egress is None and not edge.status()["egress"]["active"]
+
+
+def test_restart_keep_tears_down_all_but_the_allow_sets():
+    existing = {"nftables": [{"chain": {"table": "dnsflow", "name": "forward"}},
+                             {"set": {"table": "dnsflow", "name": "enforce4"}},
+                             {"set": {"table": "dnsflow", "name": "allow4"}},
+                             {"counter": {"table": "dnsflow", "name": "dropped"}}]}
+    script = ruleset.teardown("dnsflow", existing)
+    assert "delete chain inet dnsflow forward" in script
+    assert "delete set inet dnsflow enforce4" in script
+    assert "allow4" not in script
+
+
+def test_nflog_packets_become_attempts():
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, 0, 0, 64, 6, 0,
+                     socket.inet_aton("10.200.1.2"), socket.inet_aton("10.200.3.12"))
+    tcp = struct.pack("!HH", 40000, 443) + b"\0" * 16
+
+    def attr(kind: int, data: bytes) -> bytes:
+        n = 4 + len(data)
+        return struct.pack("=HH", n, kind) + data + b"\0" * ((4 - n % 4) % 4)
+
+    body = struct.pack("=BBH", 2, 0, 0) + attr(10, b"dnsflow-egress drop \0") + attr(
+        9, ip + tcp)
+    msg = struct.pack("=IHHII", 16 + len(body), 4 << 8, 0, 0, 0) + body
+    [a] = parse_messages(msg)
+    assert (a.prefix, a.src, a.dst, a.protocol, a.port) == (
+        "dnsflow-egress drop", "10.200.1.2", "10.200.3.12", "tcp", 443)
