@@ -34,7 +34,7 @@ OUTPUT_TYPES = ("telemetry", "anomaly", "alert", "policy_update")
 FAR_FUTURE = 1 << 62
 NAMES_CACHE = 262_144
 Observers = tuple[Callable[..., None], ...]
-NameObservers = tuple[tuple[Callable[..., None], dict[str, Any] | None], ...]
+NameObservers = tuple[tuple[Callable[..., None], dict[str, Any] | None, str | None], ...]
 
 
 class Output(NamedTuple):
@@ -105,8 +105,10 @@ class StreamLogic:
         self._on_watermark = [d.on_watermark for d in dets.values()
                               if overrides(d, "on_watermark")]
         # observers of a name by the length of its subdomain part: [(at least, observers)],
-        # longest first (Detector.names); looked up once per name, cached with it
-        named = [(d.names, (d.observe, d.seen)) for d in dets.values() if d.names is not None]
+        # longest first (Detector.names), each as (observe, seen, rcode); looked up once per
+        # name, cached with it
+        named = [(d.names, (d.observe, d.seen, d.rcode)) for d in dets.values()
+                 if d.names is not None]
         self._by_sub: list[tuple[int, NameObservers]] = [
             (n, tuple(o for m, o in named if m <= n))
             for n in sorted({m for m, _ in named}, reverse=True)]
@@ -153,9 +155,9 @@ class StreamLogic:
                     continue
                 n += 1
                 qname: str = ev["qname"]
-                client: str = ev["client_ip"]
+                key = (tenant, ev["client_ip"])
                 rcode: str = ev["rcode"]
-                tele_add(ps, ev, ps < cur_ps)
+                tele_add(ps, key, ev, ps < cur_ps)
                 info = names.get(qname)
                 if info is None:
                     info = self._name(qname)
@@ -165,19 +167,22 @@ class StreamLogic:
                     if pc is None:
                         pc = counts[ps] = {}
                     last_ps = ps
-                key = (tenant, client)
                 c = pc.get(key)
                 if c is None:
                     c = pc[key] = [0, 0]
                 c[0] += 1
                 if rcode == "NXDOMAIN" and info[3] != INTERNAL:
                     c[1] += 1
-                for observe, seen in info[5]:  # the detectors that want this name
-                    if seen is not None:  # ... unless they saw its domain in this tenant
-                        s = seen.get(tenant)
-                        if s is not None and info[0] in s:
-                            continue
-                    observe(ts, key, ev, info)
+                observers = info[5]  # the detectors that want this name
+                if observers:
+                    for observe, seen, want in observers:
+                        if want is not None and rcode != want:
+                            continue  # ... only when answered with this rcode
+                        if seen is not None:  # ... not for a domain seen in this tenant
+                            s = seen.get(tenant)
+                            if s is not None and info[0] in s:
+                                continue
+                        observe(ts, key, ev, info)
                 if on_deny and ev["decision"] == "deny":
                     for observe in on_deny:
                         observe(ts, key, ev, info)

@@ -185,9 +185,10 @@ class Telemetry:
         self.panes: dict[int, dict[str, Pane]] = {}
         self.merged: dict[int, dict[int, dict[str, Pane]]] = {w: {} for w in self.windows}
 
-    def add(self, ps: int, ev: dict[str, Any], late: bool) -> None:
-        """Count event ``ev`` in pane ``ps`` (``late``: the pane is not the newest)."""
-        tenant: str = ev["tenant"]
+    def add(self, ps: int, key: tuple[str, str], ev: dict[str, Any], late: bool) -> None:
+        """Count event ``ev`` of ``key`` = (tenant, client), as the logic already holds it,
+        in pane ``ps`` (``late``: the pane is not the newest)."""
+        tenant, client = key
         tenants = self.panes.get(ps)
         if tenants is None:
             tenants = self.panes[ps] = {}
@@ -216,7 +217,7 @@ class Telemetry:
             if p.overflow is None:
                 p.overflow = HyperLogLog()
             p.overflow.add(qname)
-        p.clients.add(ev["client_ip"])
+        p.clients.add(client)
 
     def close(self, watermark: int) -> None:
         """Close panes that ended at or before ``watermark``; emit finished windows."""

@@ -11,7 +11,9 @@ Modelled on bytewax's ``StatefulBatchLogic`` (state in, state out, no framework 
   suffix (not internal, not on the look-alike allowlist) and a subdomain part of at least
   ``names`` characters (0: every such name; ``None``, the default: none). Decided once per
   name and cached with it, so a detector costs nothing for events it does not want.
-  ``on_deny = True``: also every event the edge denied, whatever its name.
+  ``seen`` (per tenant, registered domains) and ``rcode`` (only answers with this rcode)
+  let the logic skip events without a call. ``on_deny = True``: also every event the edge
+  denied, whatever its name.
 * :meth:`Detector.observe` -- one event, in event-time order: ``(ts, key, ev, name)`` with
   ``key = (tenant, client_ip)``, ``ev`` the decoded event and ``name`` the cached
   :data:`NameEntry` of its ``qname``.
@@ -22,24 +24,25 @@ Modelled on bytewax's ``StatefulBatchLogic`` (state in, state out, no framework 
   state of some tenants as plain data (str/int/float/bool/None/bytes, lists, tuples, sets and
   dicts of those: no objects), merged back into a running detector, or dropped when the
   tenants' partition moves to another worker. ``restore`` checks the data before it changes
-  anything, so a malformed checkpoint is refused whole.
+  anything, so a malformed checkpoint is refused whole. A detector that lists its per-tenant
+  maps in ``parts`` (:class:`Part`) gets all three from here.
 
 Findings go to ``ctx.report(Detection(...))``; incidents, alerts and auto-response follow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 # per query name: registered domain, label, subdomain, kind (streams.domains NORMAL |
-# ALLOWLISTED | INTERNAL), DGA label score, the (observe, seen) of the detectors that want it
-# (``Detector.names``, ``Detector.seen``)
+# ALLOWLISTED | INTERNAL), DGA label score, the (observe, seen, rcode) of the detectors that
+# want it (``Detector.names``, ``Detector.seen``, ``Detector.rcode``)
 NameEntry = tuple[str, str, str, int, float,
-                  tuple[tuple[Callable[..., None], dict[str, Any] | None], ...]]
+                  tuple[tuple[Callable[..., None], dict[str, Any] | None, str | None], ...]]
 REG, LABEL, SUB, KIND, SCORE = 0, 1, 2, 3, 4
 
 Key = tuple[str, str]  # (tenant, client_ip)
@@ -48,15 +51,17 @@ PaneCounts = dict[Key, list[int]]  # [queries, nxdomain] per (tenant, client) in
 
 @dataclass(slots=True)
 class Detection:
+    """One finding, handed to ``ctx.report``; ``streams.incidents`` makes it an anomaly."""
+
     ts: int
     kind: str
     tenant: str
-    score: float
+    score: float  # 0..1; the severity follows from it unless given
+    key: tuple[str, ...] = ()  # the incident it updates (default: kind, tenant, client, domain)
     client_ip: str = ""
-    domain: str = ""
+    domain: str = ""  # the registered domain to name (and auto-deny), if any
     evidence: dict[str, Any] = field(default_factory=dict)
     severity: str = ""
-    key: tuple[str, ...] = ()
 
 
 def _no_score(label: str) -> float:
@@ -82,6 +87,20 @@ class DetectorContext:
         self.known: Callable[[str, str], bool] = _never_known
 
 
+class DetectorConfig(BaseModel):
+    """What every detector's settings section shares: unknown keys are refused, and
+    ``enabled: false`` leaves the detector out."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+
+
+class WindowConfig(DetectorConfig):
+    """A detector that counts over a tumbling window of ``window_s`` seconds."""
+
+    window_s: float = Field(60, gt=0)
+
+
 REGISTRY: dict[str, type[Detector]] = {}
 
 
@@ -94,6 +113,8 @@ class Detector:
     # optional, per tenant: registered domains this detector has seen enough of; the logic
     # skips observe() for them without a call (new_domain: the domains a tenant resolved)
     seen: dict[str, Any] | None = None
+    parts: ClassVar[tuple[Part, ...]] = ()  # the per-tenant maps snapshot/restore/forget keep
+    rcode: ClassVar[str | None] = None  # observe() only names answered with this rcode
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -105,6 +126,7 @@ class Detector:
     def __init__(self, cfg: Any, ctx: DetectorContext) -> None:
         self.cfg = cfg
         self.report = ctx.report
+        self.pane = ctx.pane  # µs, the logic's pane (on_pane's ``ps`` are multiples of it)
 
     @classmethod
     def pane_seconds(cls, cfg: Any) -> tuple[float, ...]:
@@ -124,13 +146,22 @@ class Detector:
         return None
 
     def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {}
+        return {p.name: p.dump(getattr(self, p.name), tenants) for p in self.parts}
 
     def restore(self, data: dict[str, Any]) -> None:
-        return None
+        if not self.parts:
+            return
+        parts = expect(data, *(p.name for p in self.parts))
+        loaded = [p.load(x, self.kind) for p, x in zip(self.parts, parts, strict=True)]
+        for p, values in zip(self.parts, loaded, strict=True):  # all checked: now merge
+            getattr(self, p.name).update(values)
 
     def forget(self, tenants: Collection[str]) -> None:
-        return None
+        for p in self.parts:
+            d = getattr(self, p.name)
+            tenant_of = _itself if p.per_tenant else _first
+            for k in [k for k in d if tenant_of(k) in tenants]:
+                del d[k]
 
 
 def overrides(det: Detector, method: str) -> bool:
@@ -138,36 +169,65 @@ def overrides(det: Detector, method: str) -> bool:
     return getattr(type(det), method) is not getattr(Detector, method)
 
 
-# ---------------------------------------------------------------- state helpers
+# ---------------------------------------------------------------- state as plain data
 
-def slots_of(cls: type) -> tuple[str, ...]:
-    return tuple(sorted({n for c in cls.__mro__ for n in getattr(c, "__slots__", ())}))
+class Part:
+    """One per-tenant map of a detector's state (the attribute ``name``, a dict), and how its
+    entries become plain data under ``name`` in the snapshot and back.
+
+    Keys are the tenant (``per_tenant``: the snapshot is a map ``{tenant: value}``) or a
+    tuple that starts with it (a list of ``[key, value]`` rows). Values are stored as
+    ``dump(value)`` and restored with ``load(data)``, which raises ``ValueError`` (or
+    ``TypeError``) on malformed data; ``of``: instances of that ``__slots__`` class, stored
+    as the list of their fields (rebuilt with ``__new__``: no constructor runs).
+    """
+
+    __slots__ = ("dump_value", "load_value", "name", "per_tenant")
+
+    def __init__(self, name: str, of: type | None = None, *, per_tenant: bool = False,
+                 dump: Callable[[Any], Any] | None = None,
+                 load: Callable[[Any], Any] | None = None) -> None:
+        self.name = name
+        self.per_tenant = per_tenant
+        if of is not None:
+            dump, load = _fields_codec(of)
+        self.dump_value = dump
+        self.load_value = load
+
+    def dump(self, d: dict[Any, Any], tenants: Collection[str]) -> Any:
+        f = self.dump_value
+        if self.per_tenant:
+            return {t: v if f is None else f(v) for t, v in d.items() if t in tenants}
+        return [[k, v if f is None else f(v)] for k, v in d.items() if k[0] in tenants]
+
+    def load(self, data: Any, kind: str) -> dict[Any, Any]:
+        f = self.load_value
+        if self.per_tenant:
+            if type(data) is not dict:
+                raise ValueError(f"{kind}: {self.name} is not a map")
+            return {t: v if f is None else f(v) for t, v in data.items()}
+        out: dict[Any, Any] = {}
+        for row in data:
+            k, v = row
+            out[k] = v if f is None else f(v)
+        return out
 
 
-def to_rows(d: dict[Any, Any], tenants: Collection[str], fields: tuple[str, ...],
-            tenant_of: Callable[[Any], str]) -> list[list[Any]]:
-    """``[key, [field values]]`` for the entries of ``tenants`` (objects become lists)."""
-    return [[k, [getattr(v, f) for f in fields]] for k, v in d.items()
-            if tenant_of(k) in tenants]
+def _fields_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    fields = tuple(sorted({n for c in cls.__mro__ for n in getattr(c, "__slots__", ())}))
 
+    def dump(obj: Any) -> list[Any]:
+        return [getattr(obj, f) for f in fields]
 
-def from_rows(cls: type, rows: Iterable[Any], fields: tuple[str, ...]) -> dict[Any, Any]:
-    """Inverse of :func:`to_rows` (builds ``cls`` with ``__new__``: no constructor runs)."""
-    out: dict[Any, Any] = {}
-    for row in rows:
-        key, values = row
+    def load(values: Any) -> Any:
         if len(values) != len(fields):
             raise ValueError(f"{cls.__name__}: {len(values)} values for {len(fields)} fields")
         obj = cls.__new__(cls)
         for f, v in zip(fields, values, strict=True):
             setattr(obj, f, v)
-        out[key] = obj
-    return out
+        return obj
 
-
-def drop(d: dict[Any, Any], tenants: Collection[str], tenant_of: Callable[[Any], str]) -> None:
-    for k in [k for k in d if tenant_of(k) in tenants]:
-        del d[k]
+    return dump, load
 
 
 def expect(data: Any, *names: str) -> list[Any]:
@@ -180,9 +240,9 @@ def expect(data: Any, *names: str) -> list[Any]:
     return [data[n] for n in names]
 
 
-def first(k: Any) -> str:
+def _first(k: Any) -> str:
     return k[0]
 
 
-def itself(k: Any) -> str:
+def _itself(k: Any) -> str:
     return k

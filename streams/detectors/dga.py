@@ -21,32 +21,17 @@ CDN/cloud look-alikes and internal names never reach this detector.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dnsflow.streams.detectors.base import (
-    REG,
-    SCORE,
-    Detection,
-    Detector,
-    DetectorContext,
-    Key,
-    NameEntry,
-    drop,
-    expect,
-    first,
-    from_rows,
-    slots_of,
-    to_rows,
-)
+from dnsflow.streams.detectors.base import REG, SCORE, Detection, Detector, Part, WindowConfig
 from dnsflow.streams.windows import to_us
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry
 
 
-class DgaConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    window_s: float = Field(60, gt=0)
+class DgaConfig(WindowConfig):
     min_label_len: int = Field(6, ge=1, description="shorter registered labels are not scored")
     suspicious_score: float = Field(0.6, ge=0, le=1)
     nx_min: int = Field(8, ge=1, description="distinct NXDOMAIN registered domains per client")
@@ -66,17 +51,12 @@ class _Client:
 
     def __init__(self, w: int, nx_min: int, susp_min: int) -> None:
         self.w = w
-        self.nx: dict[str, float] = {}
-        self.susp: dict[str, tuple[float, bool]] = {}
-        self.resolved: dict[str, float] = {}
-        self.prev_nx = 0
-        self.prev_susp = 0
-        self.n = 0
-        self.nxq = 0
-        self.prev_n = 0
-        self.prev_nxq = 0
-        self.next_nx = nx_min
-        self.next_susp = susp_min
+        self.nx: dict[str, float] = {}  # NXDOMAIN registered domain -> label score
+        self.susp: dict[str, tuple[float, bool]] = {}  # -> (score, was NXDOMAIN)
+        self.resolved: dict[str, float] = {}  # suspicious ones that resolved (C2 candidates)
+        # queries and NXDOMAIN answers in this window; the previous window's counts
+        self.n = self.nxq = self.prev_n = self.prev_nxq = self.prev_nx = self.prev_susp = 0
+        self.next_nx, self.next_susp = nx_min, susp_min  # evaluate again at these counts
 
 
 class _Slow:
@@ -96,14 +76,11 @@ class _Slow:
         self.next = first
 
 
-_CLIENT = slots_of(_Client)
-_SLOW = slots_of(_Slow)
-
-
 class DgaDetector(Detector):
     kind = "dga"
     order = 10
     config = DgaConfig
+    parts = (Part("clients", _Client), Part("slow", _Slow))
 
     def __init__(self, cfg: DgaConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
@@ -129,7 +106,6 @@ class DgaDetector(Detector):
     def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
         """One query of client ``key`` = (tenant, client) for a name with a public suffix;
         its registered domain's label score is cached with the name (:meth:`label_score`)."""
-        reg = name[REG]
         s = name[SCORE]
         rcode = ev["rcode"]
         nx = rcode == "NXDOMAIN"
@@ -147,6 +123,7 @@ class DgaDetector(Detector):
         st.n += 1
         if not nx and s < self.thr:
             return
+        reg = name[REG]
         new_resolved = False
         if nx:
             st.nxq += 1
@@ -245,17 +222,3 @@ class DgaDetector(Detector):
         lw = watermark // self.lwin
         for key in [k for k, sl in self.slow.items() if sl.lw < lw - 1]:
             del self.slow[key]
-
-    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {"clients": to_rows(self.clients, tenants, _CLIENT, first),
-                "slow": to_rows(self.slow, tenants, _SLOW, first)}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        clients, slow = expect(data, "clients", "slow")
-        clients, slow = from_rows(_Client, clients, _CLIENT), from_rows(_Slow, slow, _SLOW)
-        self.clients.update(clients)
-        self.slow.update(slow)
-
-    def forget(self, tenants: Collection[str]) -> None:
-        drop(self.clients, tenants, first)
-        drop(self.slow, tenants, first)

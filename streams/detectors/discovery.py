@@ -16,47 +16,37 @@ names that do not resolve are left to the DGA and NXDOMAIN detectors. At most
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dnsflow.streams.detectors.base import (
-    LABEL,
-    REG,
-    Detection,
-    Detector,
-    DetectorContext,
-    Key,
-    NameEntry,
-    drop,
-    expect,
-    first,
-    itself,
-)
+from dnsflow.streams.detectors.base import LABEL, REG, Detection, Detector, Part, WindowConfig
 from dnsflow.streams.windows import to_us
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry
 
 
-class CrossTenantConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    window_s: float = Field(60, gt=0)
+class CrossTenantConfig(WindowConfig):
     min_count: int = Field(3, ge=1)
     rule_prefix: str = "isolation"
 
 
-class NewDomainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class NewDomainConfig(WindowConfig):
     warmup_s: float = Field(300, ge=0, description="learn a tenant's domains this long first")
     max_per_window: int = Field(20, ge=0)
-    window_s: float = Field(60, gt=0)
     max_known: int = Field(200_000, ge=100)
 
 
-def _map(x: Any, what: str) -> dict[Any, Any]:
-    if type(x) is not dict:
-        raise ValueError(f"{what} is not a map")
-    return x
+def _denied(v: Any) -> tuple[int, int, dict[str, str]]:
+    """A cross-tenant entry: (window, denied count, {name: rule})."""
+    w, count, names = v
+    if type(names) is not dict:
+        raise ValueError("cross_tenant names is not a map")
+    return w, count, names
+
+
+def _budget(v: Any) -> tuple[int, int]:
+    return tuple(v)  # type: ignore[return-value]
 
 
 class CrossTenantDetector(Detector):
@@ -64,6 +54,7 @@ class CrossTenantDetector(Detector):
     order = 50
     config = CrossTenantConfig
     on_deny = True
+    parts = (Part("state", load=_denied),)
 
     def __init__(self, cfg: CrossTenantConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
@@ -103,24 +94,14 @@ class CrossTenantDetector(Detector):
         for key in [k for k, st in self.state.items() if st[0] < w - 1]:
             del self.state[key]
 
-    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {"state": [[k, v] for k, v in self.state.items() if k[0] in tenants]}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        (rows,) = expect(data, "state")
-        state = {}
-        for k, (w, count, names) in rows:
-            state[k] = (w, count, _map(names, "cross_tenant names"))
-        self.state.update(state)
-
-    def forget(self, tenants: Collection[str]) -> None:
-        drop(self.state, tenants, first)
-
 
 class NewDomainDetector(Detector):
     kind = "new_domain"
     order = 60
     config = NewDomainConfig
+    rcode = "NOERROR"  # names that do not resolve are left to the DGA and NXDOMAIN detectors
+    parts = (Part("known", per_tenant=True, dump=list, load=dict.fromkeys),
+             Part("first", per_tenant=True), Part("budget", per_tenant=True, load=_budget))
 
     def __init__(self, cfg: NewDomainConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
@@ -143,10 +124,8 @@ class NewDomainDetector(Detector):
         return known is not None and reg in known
 
     def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
-        """A query for a name with a public suffix: only a NOERROR answer for a registered
-        domain the tenant never resolved before counts."""
-        if ev["rcode"] != "NOERROR":
-            return
+        """A NOERROR answer for a name with a public suffix (``rcode``): a registered domain
+        the tenant never resolved before counts."""
         tenant = key[0]
         reg = name[REG]
         known = self.known.get(tenant)
@@ -178,21 +157,3 @@ class NewDomainDetector(Detector):
             evidence={"first_name": qname, "learning_s": self.cfg.warmup_s,
                       "char_score": round(dga_score, 3)},
         ))
-
-    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {"known": {t: list(v) for t, v in self.known.items() if t in tenants},
-                "first": {t: v for t, v in self.first.items() if t in tenants},
-                "budget": {t: v for t, v in self.budget.items() if t in tenants}}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        known, first_ts, budget = expect(data, "known", "first", "budget")
-        known = {t: dict.fromkeys(regs) for t, regs in _map(known, "known").items()}
-        budget = {t: tuple(v) for t, v in _map(budget, "budget").items()}
-        self.known.update(known)
-        self.first.update(_map(first_ts, "first"))
-        self.budget.update(budget)
-
-    def forget(self, tenants: Collection[str]) -> None:
-        drop(self.known, tenants, itself)
-        drop(self.first, tenants, itself)
-        drop(self.budget, tenants, itself)

@@ -13,39 +13,25 @@ CDN/cloud hostnames with hashes are allow-listed before this detector runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
-from dnsflow.streams.detectors.base import (
-    REG,
-    SUB,
-    Detection,
-    Detector,
-    DetectorContext,
-    Key,
-    NameEntry,
-    drop,
-    expect,
-    first,
-    from_rows,
-    slots_of,
-    to_rows,
-)
+from dnsflow.streams.detectors.base import REG, SUB, Detection, Detector, Part, WindowConfig
 from dnsflow.streams.windows import to_us
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry
 
 
-class TunnelingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class TunnelingConfig(WindowConfig):
     min_sub_len: int = Field(14, ge=1, description="subdomain part shorter than this is ignored")
-    window_s: float = Field(60, gt=0)
     min_unique: int = Field(20, ge=2)
     long_window_s: float = Field(3600, gt=0, description="low-and-slow window")
     long_min_unique: int = Field(60, ge=2)
     min_avg_len: float = Field(18, ge=1)
     min_randomness: float = Field(0.5, ge=0, le=1)
+
 
 PAYLOAD_QTYPES = frozenset({"TXT", "NULL", "CNAME", "MX", "KEY", "ANY", "SRV", "PRIVATE"})
 UNIQUE_CAP = 20_000
@@ -73,13 +59,11 @@ class _Pair:
         self.lnext = cfg.long_min_unique
 
 
-_PAIR = slots_of(_Pair)
-
-
 class TunnelingDetector(Detector):
     kind = "tunneling"
     order = 20
     config = TunnelingConfig
+    parts = (Part("pairs", _Pair),)
 
     def __init__(self, cfg: TunnelingConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
@@ -174,13 +158,3 @@ class TunnelingDetector(Detector):
         lw = watermark // self.lwin
         for key in [k for k, st in self.pairs.items() if st.lw < lw - 1]:
             del self.pairs[key]
-
-    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {"pairs": to_rows(self.pairs, tenants, _PAIR, first)}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        (pairs,) = expect(data, "pairs")
-        self.pairs.update(from_rows(_Pair, pairs, _PAIR))
-
-    def forget(self, tenants: Collection[str]) -> None:
-        drop(self.pairs, tenants, first)

@@ -18,39 +18,30 @@ shows as a sudden jump against its own history, whatever its normal volume.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dnsflow.streams.detectors.base import (
     Detection,
     Detector,
-    DetectorContext,
-    PaneCounts,
-    drop,
-    expect,
-    first,
-    from_rows,
-    itself,
-    slots_of,
-    to_rows,
+    DetectorConfig,
+    Part,
+    WindowConfig,
 )
 from dnsflow.streams.windows import to_us
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from dnsflow.streams.detectors.base import DetectorContext, PaneCounts
 
 
-class NxBurstConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    window_s: float = Field(60, gt=0)
+class NxBurstConfig(WindowConfig):
     client_min: int = Field(30, ge=1)
     client_ratio: float = Field(0.5, ge=0, le=1)
     tenant_min: int = Field(300, ge=1)
     tenant_ratio: float = Field(0.3, ge=0, le=1)
 
 
-class RateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+class RateConfig(DetectorConfig):
     pane_s: float = Field(10, gt=0)
     alpha: float = Field(0.1, gt=0, le=1, description="EWMA weight of the newest pane")
     k_sigma: float = Field(6.0, gt=0)
@@ -60,27 +51,20 @@ class RateConfig(BaseModel):
     tenant_min: int = Field(1000, ge=1)
 
 
+def _panes(h: list[list[int]]) -> list[tuple[int, ...]]:
+    return [tuple(x) for x in h]
+
+
 class NxBurstDetector(Detector):
     kind = "nxdomain_burst"
     order = 30
     config = NxBurstConfig
+    parts = (Part("hist", load=_panes),)  # (tenant, client or "") -> [(pane, n, nx)]
 
     def __init__(self, cfg: NxBurstConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
-        pane_us = ctx.pane
-        self.span = max(1, round(to_us(cfg.window_s) / pane_us))
+        self.span = max(1, round(to_us(cfg.window_s) / self.pane))  # panes in a window
         self.hist: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
-        self.pane = pane_us
-
-    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {"hist": [[k, h] for k, h in self.hist.items() if k[0] in tenants]}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        (hist,) = expect(data, "hist")
-        self.hist.update({k: [tuple(x) for x in h] for k, h in hist})
-
-    def forget(self, tenants: Collection[str]) -> None:
-        drop(self.hist, tenants, first)
 
     def on_pane(self, ps: int, counts: PaneCounts) -> None:
         tenants: dict[str, list[int]] = {}
@@ -143,17 +127,14 @@ class _Baseline:
         self.last = ps
 
 
-_BASELINE = slots_of(_Baseline)
-
-
 class RateSpikeDetector(Detector):
     kind = "rate_spike"
     order = 40
     config = RateConfig
+    parts = (Part("base", _Baseline), Part("started", per_tenant=True))
 
     def __init__(self, cfg: RateConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
-        self.pane = ctx.pane
         self.base: dict[tuple[str, str], _Baseline] = {}
         self.started: dict[str, int] = {}
         self._panes_seen = 0
@@ -161,22 +142,6 @@ class RateSpikeDetector(Detector):
     @classmethod
     def pane_seconds(cls, cfg: RateConfig) -> tuple[float, ...]:
         return (cfg.pane_s,)
-
-    def snapshot(self, tenants: Collection[str]) -> dict[str, Any]:
-        return {"base": to_rows(self.base, tenants, _BASELINE, first),
-                "started": {t: v for t, v in self.started.items() if t in tenants}}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        base, started = expect(data, "base", "started")
-        base = from_rows(_Baseline, base, _BASELINE)
-        if type(started) is not dict:
-            raise ValueError("rate_spike: started is not a map")
-        self.base.update(base)
-        self.started.update(started)
-
-    def forget(self, tenants: Collection[str]) -> None:
-        drop(self.base, tenants, first)
-        drop(self.started, tenants, itself)
 
     def on_pane(self, ps: int, counts: PaneCounts) -> None:
         tenants: dict[str, int] = {}
