@@ -245,9 +245,8 @@ class Edge:
                                        daemon=True)
 
     async def _main(self) -> None:
-        from dnsflow.edge.service import build
-
         from dnsflow.bus.memory import MemoryBus
+        from dnsflow.edge.service import build
         from dnsflow.settings import Settings
         from dnsflow.topics import Topics
         from harness.fake_upstream import FakeUpstream

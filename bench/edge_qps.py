@@ -196,9 +196,8 @@ def isolation_timing(edge_port: int, n: int) -> dict[str, float]:
 
 
 async def publish_policy(bootstrap: str, prefix: str) -> None:
-    from dnsflow.policies import policyset, records
-
     from dnsflow.bus import open_bus
+    from dnsflow.policies import policyset, records
 
     bus = open_bus(bootstrap, prefix)
     await bus.start()

@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dnsflow.bus.kafka import KafkaBus
 from dnsflow.policies import policyset, records
 from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
 from dnsflow.policies.publisher import Publisher
-
-from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -215,14 +215,13 @@ async def produce(bootstrap: str, prefix: str, values: list[tuple[bytes, bytes]]
 async def run_sink(
     bootstrap: str, prefix: str, dsn: str, n: int, timeout: float, batch_rows: int,
 ) -> dict:
+    from dnsflow.bus.kafka import KafkaBus
+    from dnsflow.gctune import tune_for_batches
     from dnsflow.sinks.config import SinkConfig
     from dnsflow.sinks.dsn import parse
     from dnsflow.sinks.migrate import migrate
     from dnsflow.sinks.sink import Sink
     from dnsflow.sinks.store import Store
-
-    from dnsflow.bus.kafka import KafkaBus
-    from dnsflow.gctune import tune_for_batches
     from dnsflow.topics import Topics
 
     tune_for_batches()  # as `dnsflow sink` does

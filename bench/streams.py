@@ -126,10 +126,9 @@ async def inprocess_kafka_rate(bootstrap: str, prefix: str, total: int,
                                timeout_s: float = 300) -> float:
     """The same logic through ``streams.service`` on aiokafka (what ``dnsflow up --kafka``
     runs): the rate from the first processed batch to the last."""
-    from dnsflow.streams.service import build
-
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.settings import Settings
+    from dnsflow.streams.service import build
     from dnsflow.topics import Topics
 
     bus = KafkaBus(bootstrap, Topics(prefix), create_topics=False)
@@ -178,8 +177,9 @@ def floor_worker(bootstrap: str, prefix: str) -> None:
 def batch_floor_worker(bootstrap: str, prefix: str) -> None:
     """The floor of our faust driver: batch delivery (streams.faust_batch), count only."""
     import faust
-    from dnsflow.streams.faust_batch import BatchApp
     from faust.types import TP
+
+    from dnsflow.streams.faust_batch import BatchApp
 
     app = BatchApp(f"{prefix}batchfloor", broker=f"kafka://{bootstrap}", store="memory://",
                    web_enabled=False, key_serializer="raw", value_serializer="raw",

@@ -207,10 +207,11 @@ def decode_only() -> None:
     import timeit
 
     import dnslib
+    from dnstap_pb import dnstap_pb2
+
     from dnsflow.edge import wire
     from dnsflow.edge.tap import decode as tapdecode
     from dnsflow.edge.tap.frames import FrameReader
-    from dnstap_pb import dnstap_pb2
 
     msgs = []
     for i in range(2000):

@@ -67,9 +67,8 @@ def tenant_map_path(settings: Any, given: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnsflow.console.auth import TokenFileError, is_loopback, load_tokens
-
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.console.auth import TokenFileError, is_loopback, load_tokens
 
     settings = settings_from_args(args)
     host, port = parse_listen(args.listen)
@@ -95,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, settings: Any, client_factory: Any,
                  tokens: dict[str, str] | None, listen: tuple[str, int]) -> int:
-    from dnsflow.console.runtime import ConsoleRuntime
-
     from dnsflow.bus import open_bus
+    from dnsflow.console.runtime import ConsoleRuntime
 
     bus = open_bus(settings.kafka, settings.topic_prefix) if settings.kafka else None
     runtime = ConsoleRuntime(

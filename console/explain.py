@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dnsflow.bus import Bus
 from dnsflow.policies.api import (
     GLOBAL,
     ClientInfo,
@@ -30,8 +31,6 @@ from dnsflow.policies.api import (
     load_tenant_map,
     policy_records,
 )
-
-from dnsflow.bus import Bus
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 from aiohttp import web
-from dnsflow.console.tail import EventFeed
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from dnsflow.console.tail import EventFeed
 
 
 class ConsoleMetrics:

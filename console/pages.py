@@ -14,6 +14,7 @@ from string import Template
 from typing import Any
 
 import orjson
+
 from dnsflow.console import charts
 
 NAV = (("/", "Traffic"), ("/anomalies", "Anomalies"), ("/alerts", "Alerts"),

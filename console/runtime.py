@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from dnsflow.bus import Bus
 from dnsflow.console.auth import Auth
 from dnsflow.console.explain import Explainer, FilePolicies, TopicPolicies
 from dnsflow.console.queries import Queries
 from dnsflow.console.server import Console
 from dnsflow.console.tail import EventFeed
 from dnsflow.sinks.api import ConnectError, DsnError, connect, parse
-
-from dnsflow.bus import Bus
 
 READONLY = {"readonly": 2}
 

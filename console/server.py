@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import orjson
 from aiohttp import web
+
 from dnsflow.console import pages
 from dnsflow.console.auth import COOKIE, Auth, Scope
 from dnsflow.console.explain import Explainer, ExplainError

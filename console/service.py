@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from dnsflow.bus import Bus
 from dnsflow.console.cli import tenant_map_path
 from dnsflow.console.runtime import ConsoleRuntime, open_clickhouse
 from dnsflow.console.tail_cli import ENDPOINT_FILE
-
-from dnsflow.bus import Bus
 from dnsflow.settings import Settings
 
 PORTS = (8484, 8485, 8486, 0)

@@ -36,9 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnsflow.console.tail import FilterError, TailFilter
-
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.console.tail import FilterError, TailFilter
 
     settings = settings_from_args(args)
     try:
@@ -94,10 +93,9 @@ async def _print(source: AsyncIterator[dict[str, Any]], as_json: bool,
 
 
 async def _from_kafka(settings: Any, flt: Any) -> AsyncIterator[dict[str, Any]]:
-    from dnsflow.console.tail import EventFeed
-
     from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import CommandError
+    from dnsflow.console.tail import EventFeed
 
     bus = open_bus(settings.kafka, settings.topic_prefix)
     try:

@@ -77,10 +77,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from dnsflow.edge.service import build
-
     from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.edge.service import build
     from dnsflow.gctune import tune_for_batches
 
     if getattr(args, "log_format", "text") == "json":

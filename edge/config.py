@@ -6,9 +6,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from dnsflow.edge.egress.config import EgressConfig
 from dnsflow.edge.upstream.base import parse_upstream
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def system_upstreams(resolv_conf: str = "/etc/resolv.conf") -> list[str]:

@@ -14,11 +14,11 @@ import bisect
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from dnsflow.edge.metrics_status import status_families
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from dnsflow.buildinfo import BuildInfoCollector
+from dnsflow.edge.metrics_status import status_families
 
 BOUNDS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000,
              500_000, 1_000_000, 2_500_000)
@@ -187,6 +187,7 @@ class EdgeMetrics:
         import asyncio
 
         import aiohttp
+
         from dnsflow.edge.metrics_merge import merge
 
         async def one(session: aiohttp.ClientSession, url: str) -> str:

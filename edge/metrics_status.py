@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dnsflow.edge.upstream.pool import UPSTREAM_BOUNDS_S
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+
+from dnsflow.edge.upstream.pool import UPSTREAM_BOUNDS_S
 
 _CONN_EVENTS = ("accepted", "refused", "evicted", "idle_closed", "read_timeouts",
                 "handshake_timeouts", "handshake_failed", "write_paused", "write_overflow",

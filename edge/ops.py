@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from dnsflow.edge.metrics import EdgeMetrics
-
 from dnsflow.ops import OpsServer as _CoreOpsServer
 
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from dnsflow.edge.metrics import TYPES
 from dnsflow.edge.policy.ratelimit import RateLimiter
-
 from dnsflow.schema import now_us
 
 if TYPE_CHECKING:

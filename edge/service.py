@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dnsflow.bus import Bus
 from dnsflow.edge.cache import AnswerCache
 from dnsflow.edge.config import EdgeConfig, system_upstreams
 from dnsflow.edge.identity import IdentityTable, StaticMapError, load_static_map
@@ -31,8 +32,6 @@ from dnsflow.edge.telemetry.spool import SpoolBusy
 from dnsflow.edge.tls import client_context, self_signed, server_context
 from dnsflow.edge.upstream.pool import UpstreamPool
 from dnsflow.policies.api import PolicyStore
-
-from dnsflow.bus import Bus
 from dnsflow.settings import ConfigError, Settings, section
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,9 @@ import sys
 
 
 async def _main(spec: dict) -> None:
+    from dnsflow.bus import BusError, open_bus
     from dnsflow.edge.config import EdgeConfig
     from dnsflow.edge.service import EdgeService
-
-    from dnsflow.bus import BusError, open_bus
     from dnsflow.settings import Settings
 
     settings = Settings.model_validate(spec["settings"])

@@ -14,7 +14,6 @@ from typing import Any
 from dnsflow.policies.names import check_name
 from dnsflow.policies.records import KIND_AUTO, encode
 from dnsflow.policies.types import PolicyRecordError
-
 from dnsflow.schema import now_us
 
 

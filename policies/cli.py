@@ -126,10 +126,9 @@ def _kafka_down(args: argparse.Namespace, exc: Exception) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from dnsflow.policies.publisher import Publisher
-
     from dnsflow.bus.base import BusError
     from dnsflow.cli import UsageError
+    from dnsflow.policies.publisher import Publisher
 
     if not args.paths and not args.kubernetes:
         raise UsageError("dnsflow policy apply: give PATH... and/or --kubernetes")
@@ -270,10 +269,9 @@ async def _follow_sources(args: argparse.Namespace, bus: Any) -> int:
 
 async def _serve_metrics(listen: str | None, tracker: Any) -> Any:
     """/metrics /healthz /readyz of the watching source (``policies.metrics``)."""
-    from dnsflow.policies.metrics import PolicySourceCollector
-
     from dnsflow.cli import CommandError
     from dnsflow.ops import component_registry, registry_render, serve_ops
+    from dnsflow.policies.metrics import PolicySourceCollector
 
     registry = component_registry("policies")
     registry.register(PolicySourceCollector(tracker))  # type: ignore[arg-type]
@@ -301,9 +299,9 @@ def _diff(args: argparse.Namespace) -> int:
     import difflib
 
     import yaml
-    from dnsflow.policies.publisher import Publisher
 
     from dnsflow.bus.base import BusError
+    from dnsflow.policies.publisher import Publisher
 
     built, _ = _load(args.paths)
     if built is None:
@@ -332,9 +330,9 @@ def _diff(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import orjson
     import yaml
-    from dnsflow.policies.records import AUTO_PREFIX, GLOBAL
 
     from dnsflow.bus.base import BusError
+    from dnsflow.policies.records import AUTO_PREFIX, GLOBAL
 
     try:
         current = _published(args)
@@ -372,14 +370,14 @@ def _explain(args: argparse.Namespace) -> int:
     from types import MappingProxyType
 
     import orjson
+
+    from dnsflow.bus.base import BusError
+    from dnsflow.cli import UsageError
     from dnsflow.policies import records
     from dnsflow.policies.explain import explain
     from dnsflow.policies.store import PolicyStore
     from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
     from dnsflow.policies.types import ClientInfo
-
-    from dnsflow.bus.base import BusError
-    from dnsflow.cli import UsageError
 
     ns_map: dict[str, str] = {}
     try:

@@ -27,6 +27,8 @@ from typing import Any
 
 import dns.rdatatype
 import yaml
+from pydantic import BaseModel
+
 from dnsflow.policies.model import (
     API_VERSION,
     MAX_REGEX_LEN,
@@ -34,7 +36,6 @@ from dnsflow.policies.model import (
     ClusterDNSPolicySpec,
     DNSPolicySpec,
 )
-from pydantic import BaseModel
 
 GROUP, VERSION = API_VERSION.split("/")
 HELM_CRDS = "deploy/helm/dnsflow/crds"

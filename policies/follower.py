@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
-from dnsflow.policies.store import PolicyStore
-from dnsflow.policies.types import PolicyRecordError
-
 from dnsflow.bus import Bus
 from dnsflow.bus.base import Consumer, Message
 from dnsflow.dlq import send_dead_letter
+from dnsflow.policies.store import PolicyStore
+from dnsflow.policies.types import PolicyRecordError
 from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dnsflow.policies.model import KINDS, ClusterDNSPolicy, DNSPolicy
 from pydantic import ValidationError
+
+from dnsflow.policies.model import KINDS, ClusterDNSPolicy, DNSPolicy
 
 Policy = DNSPolicy | ClusterDNSPolicy
 _INDEX_PREFIX = re.compile(r"^\[(\d+)\] ")

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from dnsflow.policies import records
 from dnsflow.policies.publisher import Publisher
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 
 class PublishTracker:

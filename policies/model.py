@@ -17,12 +17,12 @@ import dns.exception
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-from dnsflow.policies.names import check_name
-from dnsflow.policies.regex import RegexError, compile_name_regex
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from dnsflow.kube import TENANT_LABEL as TENANT_LABEL  # re-exported by policies.api
+from dnsflow.policies.names import check_name
+from dnsflow.policies.regex import RegexError, compile_name_regex
 from dnsflow.upstream_url import SCHEMES, parse_upstream_url
 
 API_VERSION = "dnsflow.io/v1"

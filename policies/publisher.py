@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from dnsflow.bus import Bus
 from dnsflow.policies import records
 from dnsflow.policies.topic import CompactedReader, ensure_topic
 from dnsflow.policies.types import PolicyRecordError
-
-from dnsflow.bus import Bus
 from dnsflow.schema import now_us
 
 log = logging.getLogger(__name__)

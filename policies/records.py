@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+
 from dnsflow.policies.loader import Located
 from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy, dump
 from dnsflow.policies.types import PolicyRecordError
 from dnsflow.policies.validate import groups
-
 from dnsflow.schema import decode_json
 
 FORMAT = 1

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dnsflow.policies.loader import PolicySetError
-from dnsflow.policies.publisher import Publisher
-from dnsflow.policies.sources.yaml_dir import YamlDirSource
 from pydantic import BaseModel, ConfigDict, Field
 
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError
+from dnsflow.policies.loader import PolicySetError
+from dnsflow.policies.publisher import Publisher
+from dnsflow.policies.sources.yaml_dir import YamlDirSource
 from dnsflow.schema import now_us
 from dnsflow.service import Service
 from dnsflow.settings import Settings, section

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
+
+from dnsflow.gctune import gc_paused
 from dnsflow.policies.autodeny import parse_denies
 from dnsflow.policies.compiler import compile_policies, merge_view, rewrite_records
 from dnsflow.policies.egress import EgressGrant, EgressIndex, compile_egress
@@ -34,9 +37,6 @@ from dnsflow.policies.records import (
     decode,
 )
 from dnsflow.policies.types import ClientInfo, CompiledView, PolicyRecordError, Verdict
-from pydantic import ValidationError
-
-from dnsflow.gctune import gc_paused
 
 # The rule of an isolation verdict (in events and explain): the same for every namespace.
 ISOLATION_RULE = "isolation"

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnsflow.policies.types import ClientInfo
-
 from dnsflow.tenant_map import TenantMap as CoreTenantMap
 from dnsflow.tenant_map import TenantMapError
 from dnsflow.tenant_map import load_tenant_map as load_core

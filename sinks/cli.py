@@ -39,10 +39,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, settings: Any) -> Any:
-    from dnsflow.sinks.config import SinkConfig, sink_config
     from pydantic import ValidationError
 
     from dnsflow.settings import ConfigError
+    from dnsflow.sinks.config import SinkConfig, sink_config
 
     base = sink_config(settings).model_dump()
     for flag, key in (("group", "group"), ("batch_rows", "batch_rows"), ("batch_ms", "batch_ms"),
@@ -58,9 +58,8 @@ def _config(args: argparse.Namespace, settings: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnsflow.sinks.dsn import ConnectError, DsnError, parse, quiet_client_logs
-
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.sinks.dsn import ConnectError, DsnError, parse, quiet_client_logs
 
     settings = settings_from_args(args)
     quiet_client_logs(args)
@@ -102,10 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _migrate_only(dsn: Any, config: Any) -> int:
+    from dnsflow.progress import Progress
     from dnsflow.sinks.dsn import connect
     from dnsflow.sinks.migrate import migrate
-
-    from dnsflow.progress import Progress
 
     client = connect(dsn)
     try:
@@ -140,10 +138,9 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None,
     import json
     import signal
 
-    from dnsflow.sinks.service import SinkService
-
     from dnsflow.bus import BusError, open_bus
     from dnsflow.gctune import tune_for_batches
+    from dnsflow.sinks.service import SinkService
 
     tune_for_batches()  # this process only moves batches
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from dnsflow.sinks.cluster import check_name
-from dnsflow.sinks.migrate import RETENTION_DAYS
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dnsflow.settings import Settings, section
+from dnsflow.sinks.cluster import check_name
+from dnsflow.sinks.migrate import RETENTION_DAYS
 
 
 class SinkConfig(BaseModel):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from dnsflow.sinks.query import QueryError, run_formatted, run_sql
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import orjson
+
 from dnsflow.sinks.rows import CanonicalEvent, canonical_event, event_row
 
 INGEST_FORMAT = "JSONEachRow"

@@ -16,10 +16,9 @@ import logging
 import time
 from typing import Any
 
-from dnsflow.sinks.batch import Records
-
 from dnsflow.bus import BusError, Consumer, Message
 from dnsflow.gctune import gc_paused
+from dnsflow.sinks.batch import Records
 
 log = logging.getLogger(__name__)
 

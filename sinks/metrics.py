@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from dnsflow.sinks.sink import LATENCY_BOUNDS
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -21,6 +20,7 @@ from prometheus_client.core import (
 )
 
 from dnsflow.lag import lag_families
+from dnsflow.sinks.sink import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
     from dnsflow.sinks.service import SinkService

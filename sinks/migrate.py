@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dnsflow.sinks.cluster import ClusterSchema
-
 from dnsflow.progress import Progress
+from dnsflow.sinks.cluster import ClusterSchema
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
 from dnsflow.sinks.dsn import one_line
 
 # --format shorthands; any other ClickHouse output format name is passed through

@@ -31,10 +31,9 @@ class Unavailable(RuntimeError):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnsflow.cli import UsageError, settings_from_args
     from dnsflow.sinks.dsn import DsnError, parse, quiet_client_logs
     from dnsflow.sinks.query import QueryError
-
-    from dnsflow.cli import UsageError, settings_from_args
 
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if not sql.strip():
@@ -135,6 +134,7 @@ def _through_endpoint(home: Path, chdb_path: str, req: Request) -> bytes | None:
     """Ask the owning process, or None when there is no live endpoint for this directory."""
     import httpx
     import orjson
+
     from dnsflow.sinks.endpoint import ENDPOINT_FILE
     from dnsflow.sinks.query import QueryError
 

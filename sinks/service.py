@@ -16,6 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dnsflow.bus import Bus
+from dnsflow.lag import LagProbe
+from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
+from dnsflow.settings import Settings
 from dnsflow.sinks.config import SinkConfig, sink_config
 from dnsflow.sinks.dsn import Dsn, connect, one_line, parse
 from dnsflow.sinks.endpoint import QueryEndpoint
@@ -23,11 +27,6 @@ from dnsflow.sinks.metrics import SinkCollector, liveness, readiness
 from dnsflow.sinks.migrate import migrate
 from dnsflow.sinks.sink import Sink, SinkAborted
 from dnsflow.sinks.store import Store, StoreError
-
-from dnsflow.bus import Bus
-from dnsflow.lag import LagProbe
-from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
-from dnsflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

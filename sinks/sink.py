@@ -23,6 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dnsflow.bus import Bus, BusError, Consumer, Message
+from dnsflow.dlq import dlq_record
+from dnsflow.gctune import gc_paused
+from dnsflow.schema import RecordError
 from dnsflow.sinks.batch import Records
 from dnsflow.sinks.config import SinkConfig
 from dnsflow.sinks.faults import fault_point
@@ -30,11 +34,6 @@ from dnsflow.sinks.ingest import canonical_body, ingest_body
 from dnsflow.sinks.kafka_consumer import FastKafkaConsumer
 from dnsflow.sinks.rows import TABLES, TableSpec
 from dnsflow.sinks.store import COORDINATES, Store, StoreError, batch_token
-
-from dnsflow.bus import Bus, BusError, Consumer, Message
-from dnsflow.dlq import dlq_record
-from dnsflow.gctune import gc_paused
-from dnsflow.schema import RecordError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,11 +16,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from dnsflow.gctune import gc_paused
 from dnsflow.sinks.dsn import Dsn, connect, one_line
 from dnsflow.sinks.faults import fault_soon
 from dnsflow.sinks.lowcard import speed_up
-
-from dnsflow.gctune import gc_paused
 
 log = logging.getLogger(__name__)
 

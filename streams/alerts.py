@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from dnsflow.streams.config import SEVERITY_RANK, Kind, SeverityName
-from dnsflow.streams.windows import to_us
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dnsflow.streams.config import SEVERITY_RANK, Kind, SeverityName
+from dnsflow.streams.windows import to_us
 from dnsflow.yaml_file import load_yaml
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import lz4.frame
 import msgspec
+
 from dnsflow.streams.incidents import _Incident
 from dnsflow.streams.logic import StreamLogic
 from dnsflow.streams.policy_bridge import Deny

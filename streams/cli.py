@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     import faust
-    from dnsflow.streams.faust_app import make_app
 
     from dnsflow.gctune import tune_for_batches
+    from dnsflow.streams.faust_app import make_app
 
     # the contract's topics before faust subscribes (a broker would auto-create the events
     # topic with its default partitions, and faust the policies topic uncompacted)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from dnsflow.streams.detectors import registered
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from dnsflow.settings import Settings, section
+from dnsflow.streams.detectors import registered
 
 # the anomaly kinds: one per registered detector (streams/detectors/)
 KINDS: tuple[str, ...] = tuple(c.kind for c in registered())

@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from dnsflow.streams.checkpoint import forget, read_meta, restore, snapshot
-from dnsflow.streams.checkpoint_records import assemble, checkpoint_key, to_records
-from dnsflow.streams.faust_batch import BatchApp, Row
-from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
-from dnsflow.streams.pipeline import Record, StreamsPipeline
 from faust.types import TP
 
 from dnsflow.lag import LagProbe
 from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
+from dnsflow.streams.checkpoint import forget, read_meta, restore, snapshot
+from dnsflow.streams.checkpoint_records import assemble, checkpoint_key, to_records
+from dnsflow.streams.faust_batch import BatchApp, Row
+from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
+from dnsflow.streams.pipeline import Record, StreamsPipeline
 from dnsflow.topics import Topics
 
 log = logging.getLogger("dnsflow.streams.faust")

@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from dnsflow.dlq import dlq_record
+from dnsflow.schema import RecordError, now_us
+from dnsflow.settings import ConfigError, Settings
 from dnsflow.streams import config as streams_config
 from dnsflow.streams.alerts import AlertEngine, RuleFileError, load_rules
 from dnsflow.streams.clock import PartitionClock
 from dnsflow.streams.event_decode import decode, decode_fast
 from dnsflow.streams.logic import FAR_FUTURE, Output, StreamLogic
 from dnsflow.streams.webhook import WebhookSender
-
-from dnsflow.dlq import dlq_record
-from dnsflow.schema import RecordError, now_us
-from dnsflow.settings import ConfigError, Settings
 from dnsflow.topics import Topics
 
 log = logging.getLogger("dnsflow.streams.pipeline")

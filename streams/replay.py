@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from dnsflow.streams.event_decode import decode, decode_fast
-from dnsflow.streams.logic import Output, StreamLogic
 
 from dnsflow.schema import RecordError
+from dnsflow.streams.event_decode import decode, decode_fast
+from dnsflow.streams.logic import Output, StreamLogic
 
 
 @dataclass

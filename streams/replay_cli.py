@@ -23,14 +23,13 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.progress import Progress
+    from dnsflow.settings import ConfigError
     from dnsflow.streams import config as streams_config
     from dnsflow.streams.alerts import RuleFileError, load_rules
     from dnsflow.streams.logic import Output, StreamLogic
     from dnsflow.streams.replay import as_json, as_text, replay_lines
-
-    from dnsflow.cli import UsageError, settings_from_args
-    from dnsflow.progress import Progress
-    from dnsflow.settings import ConfigError
 
     # replay prints policy updates itself; the live drivers' change log would repeat them
     logging.getLogger("dnsflow.streams.response").setLevel(logging.ERROR)

@@ -16,14 +16,13 @@ import logging
 import time
 from typing import Any
 
-from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
-from dnsflow.streams.pipeline import Record, StreamsPipeline
-
 from dnsflow.bus import Bus
 from dnsflow.bus.base import BusError, Message
 from dnsflow.lag import LagProbe
 from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
+from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
+from dnsflow.streams.pipeline import Record, StreamsPipeline
 
 log = logging.getLogger("dnsflow.streams.service")
 

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import httpx
+
 from dnsflow.streams.alerts import Webhook
 
 log = logging.getLogger("dnsflow.streams.webhook")

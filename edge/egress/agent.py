@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from dnsflow.bus import Bus
 from dnsflow.edge.egress import ruleset
 from dnsflow.edge.egress.config import EgressConfig
 from dnsflow.edge.egress.events import EgressEvents
@@ -28,8 +29,6 @@ from dnsflow.edge.egress.nft import Nft, NftError
 from dnsflow.edge.identity.table import IdentityTable
 from dnsflow.edge.request import PolicyHolder
 from dnsflow.policies.api import ClientInfo
-
-from dnsflow.bus import Bus
 from dnsflow.settings import ConfigError
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,8 @@ from types import MappingProxyType
 from typing import Any
 
 from dnsflow.edge.identity.table import IdentityTable
-from dnsflow.policies.api import ClientInfo
-
 from dnsflow.kube import TENANT_LABEL, ListWatch, absorb_namespaces, api_client
+from dnsflow.policies.api import ClientInfo
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from dnsflow.edge.identity.table import Network
 from dnsflow.policies.api import ClientInfo
-
 from dnsflow.tenant_map import (
     RESERVED,
     Stamp,

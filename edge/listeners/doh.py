@@ -23,6 +23,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h11
+
 from dnsflow.edge import wire
 from dnsflow.edge.listeners.budget import (
     ConnectionBudget,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dnsflow.edge import wire
 from dnslib import QTYPE, RCODE, RR, DNSRecord
+
+from dnsflow.edge import wire
 
 
 def local_answer(q: wire.Query, records: list[Any], follow: bytes | None = None

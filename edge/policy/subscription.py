@@ -16,11 +16,10 @@ from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dnsflow.edge.resolver import PolicyHolder
-from dnsflow.policies.api import PolicyRecordError, PolicyStore
-
 from dnsflow.bus import Bus, Message
 from dnsflow.dlq import send_dead_letter
+from dnsflow.edge.resolver import PolicyHolder
+from dnsflow.policies.api import PolicyRecordError, PolicyStore
 
 log = logging.getLogger(__name__)
 

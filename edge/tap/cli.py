@@ -36,9 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 def options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
     """The config's ``tap:`` section (listen, pair_timeout, max_pending, name), then flags;
     identity and publishing flags are the edge's (``dnsflow.edge.cli.overrides``)."""
-    from dnsflow.edge.cli import overrides
-
     from dnsflow.cli import UsageError
+    from dnsflow.edge.cli import overrides
 
     kw = {**section, **overrides(args)}
     if args.tap_listen:
@@ -58,10 +57,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from dnsflow.edge.tap.service import build
-
     from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import settings_from_args
+    from dnsflow.edge.tap.service import build
     from dnsflow.gctune import tune_for_batches
 
     settings = settings_from_args(args)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import socket
 
-from dnsflow.edge import wire
 from dnstap_pb import dnstap_pb2
+
+from dnsflow.edge import wire
 
 # dnstap Message.Type
 AUTH_QUERY, AUTH_RESPONSE, RESOLVER_QUERY, RESOLVER_RESPONSE = 1, 2, 3, 4

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
 from dnsflow.edge.identity import IdentityTable
 from dnsflow.edge.tap.decode import TapMessage, names
-
 from dnsflow.schema import SCHEMA_VERSION, now_us
 
 NO_RESPONSE = "TIMEOUT"  # rcode of a query whose response never came (within the timeout)

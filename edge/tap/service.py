@@ -16,6 +16,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dnsflow.bus import Bus, BusError
+from dnsflow.dlq import dlq_record
 from dnsflow.edge.config import EdgeConfig
 from dnsflow.edge.identity import IdentityTable, StaticMapError, load_static_map
 from dnsflow.edge.identity.static import StaticMapWatcher
@@ -28,10 +32,6 @@ from dnsflow.edge.tap.pairing import Pairer
 from dnsflow.edge.tap.server import Connection, Endpoint, TapListener
 from dnsflow.edge.telemetry import EventPublisher, Spool
 from dnsflow.edge.telemetry.spool import SpoolBusy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from dnsflow.bus import Bus, BusError
-from dnsflow.dlq import dlq_record
 from dnsflow.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)

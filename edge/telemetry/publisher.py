@@ -19,9 +19,9 @@ from collections import deque
 from typing import Any
 
 import orjson
-from dnsflow.edge.telemetry.spool import Record, Spool
 
 from dnsflow.bus import Bus, BusError
+from dnsflow.edge.telemetry.spool import Record, Spool
 from dnsflow.schema import EVENT_FIELDS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from dnsflow.edge.telemetry.publisher import EventPublisher
-from dnsflow.edge.telemetry.spool import Record, Spool
 
 from dnsflow.bus import Bus
+from dnsflow.edge.telemetry.publisher import EventPublisher
+from dnsflow.edge.telemetry.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 

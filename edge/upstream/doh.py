@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import httpx
+
 from dnsflow.edge.upstream.base import Upstream, UpstreamAddr, UpstreamError, check_reply
 
 

@@ -30,14 +30,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dnsflow.bus import Bus
+from dnsflow.kube import ListWatch, absorb_namespaces, api_client
 from dnsflow.policies import policyset
 from dnsflow.policies.loader import Located, PolicySetError, Problem, parse_document
 from dnsflow.policies.model import TENANT_LABEL, DNSPolicy
 from dnsflow.policies.publisher import Publisher
 from dnsflow.policies.records import GLOBAL
-
-from dnsflow.bus import Bus
-from dnsflow.kube import ListWatch, absorb_namespaces, api_client
 from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

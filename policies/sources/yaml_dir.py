@@ -14,7 +14,6 @@ from typing import Any
 
 from dnsflow.policies import policyset
 from dnsflow.policies.loader import PolicySetError, load_paths, policy_files
-
 from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
+
 from dnsflow.streams.detectors.ngram import SIZE, encode
 
 OUT = Path(__file__).parent / "data" / "ngram.json.gz"

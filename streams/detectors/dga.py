@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from dnsflow.streams.detectors.base import REG, SCORE, Detection, Detector, Part, WindowConfig
 from dnsflow.streams.windows import to_us
-from pydantic import Field
 
 if TYPE_CHECKING:
     from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry

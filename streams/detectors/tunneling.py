@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
+from pydantic import Field
+
 from dnsflow.streams.detectors.base import REG, SUB, Detection, Detector, Part, WindowConfig
 from dnsflow.streams.windows import to_us
-from pydantic import Field
 
 if TYPE_CHECKING:
     from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry

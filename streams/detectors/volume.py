@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from dnsflow.streams.detectors.base import (
     Detection,
     Detector,
@@ -28,7 +30,6 @@ from dnsflow.streams.detectors.base import (
     WindowConfig,
 )
 from dnsflow.streams.windows import to_us
-from pydantic import Field
 
 if TYPE_CHECKING:
     from dnsflow.streams.detectors.base import DetectorContext, PaneCounts

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from dnsflow.policies.topic import read_compacted
 
 from dnsflow.bus import Bus
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.policies.topic import read_compacted
 from dnsflow.topics import Topics, TopicSpec
 
 

@@ -20,10 +20,10 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
-from dnsflow.edge.tap.service import TapService, build
 from kubernetes import client, config
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.tap.service import TapService, build
 from dnsflow.kube import TENANT_LABEL
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics

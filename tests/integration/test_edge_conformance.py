@@ -30,9 +30,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 import pytest
-from dnsflow.edge.service import build
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.service import build
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.peers import Nsd, Unbound, _nsd_binary

@@ -10,10 +10,10 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
-from dnsflow.edge.service import build
-from dnsflow.policies import policyset, records
 
 from dnsflow.bus import open_bus
+from dnsflow.edge.service import build
+from dnsflow.policies import policyset, records
 from dnsflow.schema import parse_event
 from dnsflow.settings import Settings
 from harness.fake_upstream import FakeUpstream

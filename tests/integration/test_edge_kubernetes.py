@@ -12,11 +12,11 @@ import dns.message
 import kmock
 import orjson
 import pytest
-from dnsflow.edge.service import build
 from kmock._internal import parsing as _kmock_parsing
 from kubernetes import client
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.service import build
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.fake_upstream import FakeUpstream

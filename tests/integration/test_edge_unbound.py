@@ -16,9 +16,9 @@ import dns.message
 import dns.rcode
 import httpx
 import pytest
-from dnsflow.edge.service import build
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.service import build
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.peers import Dnsdist, Unbound, free_port

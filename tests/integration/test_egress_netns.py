@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from dnsflow.policies.api import PolicyStore, policy_records
 
+from dnsflow.policies.api import PolicyStore, policy_records
 from tests.integration.test_edge_nodelocal import sh
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from dnsflow.policies.model import DNSPolicy
 
 ROOT = Path(__file__).resolve().parents[2]

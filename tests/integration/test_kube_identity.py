@@ -15,10 +15,10 @@ import uuid
 from typing import Any
 
 import pytest
-from dnsflow.edge.identity.k8s import KubernetesIdentity
-from dnsflow.edge.identity.table import IdentityTable
 from kubernetes import client, config
 
+from dnsflow.edge.identity.k8s import KubernetesIdentity
+from dnsflow.edge.identity.table import IdentityTable
 from dnsflow.kube import TENANT_LABEL, ListWatch
 
 

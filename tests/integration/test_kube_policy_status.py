@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
-from dnsflow.policies.records import GLOBAL
-from dnsflow.policies.sources.kubernetes import KubernetesSource
 from kubernetes import client, config
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.policies.records import GLOBAL
+from dnsflow.policies.sources.kubernetes import KubernetesSource
 
 ROOT = Path(__file__).resolve().parents[2]
 G = ("dnsflow.io", "v1")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
 
 from dnsflow.bus.kafka import KafkaBus
+from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
 from dnsflow.topics import Topics
 from tests.helpers.policy_yaml import dns_policy
 

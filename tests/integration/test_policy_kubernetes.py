@@ -8,11 +8,11 @@ import time
 
 import kmock
 import pytest
-from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
-from dnsflow.policies.sources.kubernetes import KubernetesSource, make_api_client
 from kubernetes import client
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.policies.api import ClientInfo, PolicyFollower, PolicyStore
+from dnsflow.policies.sources.kubernetes import KubernetesSource, make_api_client
 
 ACME = ClientInfo("10.0.0.5", "acme", "shop")
 
@@ -147,10 +147,9 @@ current-context: c
 async def test_cli_apply_kubernetes_once(k8s, tmp_path, kafka_bootstrap, topic_prefix,
                                          capsys):
     """`dnsflow policy apply --kubernetes` publishes the cluster's policies once and exits."""
-    from dnsflow.policies.topic import read_compacted
-
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.cli import main
+    from dnsflow.policies.topic import read_compacted
     from dnsflow.topics import Topics
 
     api = make_api_client(host=str(k8s.url).rstrip("/"))
@@ -175,7 +174,6 @@ async def test_cli_apply_kubernetes_once(k8s, tmp_path, kafka_bootstrap, topic_p
 async def test_service_with_kubernetes_enabled_uses_kubeconfig(k8s, tmp_path):
     """`policies: {kubernetes: true, kubeconfig: FILE}` in the runner's settings."""
     from dnsflow.policies.service import build
-
     from dnsflow.settings import Settings
 
     url = str(k8s.url).rstrip("/")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from dnsflow.sinks.batch import Records
-from dnsflow.sinks.kafka_consumer import FastKafkaConsumer
 
 from dnsflow.bus.kafka import KafkaBus
+from dnsflow.sinks.batch import Records
+from dnsflow.sinks.kafka_consumer import FastKafkaConsumer
 from dnsflow.topics import Topics
 
 pytestmark = pytest.mark.kafka

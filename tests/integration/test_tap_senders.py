@@ -21,9 +21,9 @@ import dns.message
 import dns.rcode
 import msgspec
 import pytest
-from dnsflow.edge.tap.service import TapService, build
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.tap.service import TapService, build
 from dnsflow.schema import Event
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics

@@ -14,16 +14,16 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
+from dnsflow.bus.memory import MemoryBus
 from dnsflow.console.auth import Auth
 from dnsflow.console.explain import Explainer, FilePolicies
 from dnsflow.console.queries import Queries
 from dnsflow.console.server import Console
 from dnsflow.console.tail import EventFeed
+from dnsflow.schema import now_us
 from dnsflow.sinks.dsn import connect, parse
 from dnsflow.sinks.migrate import migrate
-
-from dnsflow.bus.memory import MemoryBus
-from dnsflow.schema import now_us
 
 TOKENS = {"acme-token-1": "acme", "globex-token-1": "globex", "admin-token-1": "*"}
 TENANTS = ("acme", "globex")

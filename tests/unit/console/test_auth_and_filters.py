@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from dnsflow.cli import main
 from dnsflow.console.auth import EVERYTHING, Auth, Scope, TokenFileError, load_tokens
 from dnsflow.console.queries import step_for
 from dnsflow.console.tail import FilterError, TailFilter, format_line
-
-from dnsflow.cli import main
 from tests.unit.console.conftest import event
 
 

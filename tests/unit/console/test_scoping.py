@@ -203,7 +203,6 @@ async def test_metrics_name_routes_never_tenants(app: App):
 
 async def test_a_long_span_is_charted_from_the_rollups(app: App, chdb_filled):
     from dnsflow.sinks.dsn import connect
-
     from tests.unit.console.conftest import _insert_events
 
     hour = 3_600_000_000
@@ -237,6 +236,7 @@ async def test_explain_takes_json_and_names_what_is_missing(app: App):
 
 async def test_a_clickhouse_error_is_one_line_not_a_crash(chdb_dsn: str):
     from aiohttp.test_utils import TestClient, TestServer
+
     from dnsflow.console.auth import Auth
     from dnsflow.console.explain import Explainer, FilePolicies
     from dnsflow.console.queries import Queries

@@ -10,15 +10,15 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
+
+from dnsflow.bus.memory import MemoryBus
+from dnsflow.cli import CommandError
 from dnsflow.console.auth import Auth
 from dnsflow.console.explain import Explainer, FilePolicies
 from dnsflow.console.queries import Queries
 from dnsflow.console.server import Console
 from dnsflow.console.tail import EventFeed, TailFilter
 from dnsflow.console.tail_cli import ENDPOINT_FILE, _from_console
-
-from dnsflow.bus.memory import MemoryBus
-from dnsflow.cli import CommandError
 from tests.unit.console.conftest import event
 
 

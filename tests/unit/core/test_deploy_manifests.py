@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dnsflow.edge.config import EdgeConfig
 
 from dnsflow.cli import build_parser
+from dnsflow.edge.config import EdgeConfig
 from dnsflow.settings import Settings, section
 
 ROOT = Path(__file__).resolve().parents[3]

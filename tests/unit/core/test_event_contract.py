@@ -146,7 +146,6 @@ async def test_the_events_a_running_edge_publishes_are_the_contract(tmp_path: Pa
     """The resolver's own tuple (miss, full-path hit, memoised UDP hit, TCP) and the fast
     path's template, as published: exactly the Struct's keys, each of its type."""
     from dnsflow.edge.service import build
-
     from harness.fake_upstream import FakeUpstream
 
     up = FakeUpstream(["web.shop.svc.cluster.local. 300 IN A 10.96.1.10"])

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import io
 
+from dnsflow.progress import Progress
 from dnsflow.sinks.dsn import connect
 from dnsflow.sinks.migrate import load_migrations, migrate
-
-from dnsflow.progress import Progress
 
 
 class Terminal(io.StringIO):

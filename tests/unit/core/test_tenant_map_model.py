@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dnsflow.edge.identity.static import load_static_map
 from dnsflow.policies.tenant_map import load_tenant_map as load_for_explain
-
 from dnsflow.tenant_map import TenantMapError, TenantMapWatcher, load_tenant_map
 
 MAP = """

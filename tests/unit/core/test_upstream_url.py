@@ -4,9 +4,9 @@ same addresses with the same messages (bare ``host[:port]`` is the edge's only e
 from __future__ import annotations
 
 import pytest
+
 from dnsflow.edge.upstream.base import parse_upstream
 from dnsflow.policies.model import check_upstream
-
 from dnsflow.upstream_url import UpstreamURLError, parse_upstream_url
 
 GOOD = ["udp://10.0.0.53", "udp://10.0.0.53:5353", "tcp://[::1]:53", "tls://1.1.1.1@one.one",

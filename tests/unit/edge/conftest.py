@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dnsflow.edge.service import EdgeService, build
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.service import EdgeService, build
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.fake_upstream import FakeUpstream

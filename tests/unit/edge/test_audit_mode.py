@@ -10,9 +10,9 @@ import dns.message
 import dns.rcode
 import orjson
 import pytest
-from dnsflow.policies.api import PolicyStore
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.policies.api import PolicyStore
 from tests.helpers.policy_yaml import cluster_policy, dns_policy, documents, store_from_yaml
 from tests.helpers.waiting import until
 

@@ -8,6 +8,7 @@ import dns.edns
 import dns.message
 import dns.rcode
 import dns.rrset
+
 from dnsflow.edge import wire
 from dnsflow.edge.cache import STALE_TTL, AnswerCache, patch
 

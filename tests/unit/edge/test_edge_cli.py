@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+
 from dnsflow.edge.logs import JsonFormatter
 
 
@@ -61,7 +62,6 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 def test_example_files_are_valid() -> None:
     from dnsflow.edge.config import EdgeConfig
     from dnsflow.edge.identity import load_static_map
-
     from dnsflow.settings import load_settings, section
 
     root = Path(__file__).resolve().parents[3] / "edge" / "examples"

@@ -13,11 +13,11 @@ import dns.rdatatype
 import orjson
 import pytest
 import yaml
+
+from dnsflow.bus.memory import MemoryBus
 from dnsflow.edge.identity.static import parse_static_map
 from dnsflow.policies import policyset, records
 from dnsflow.policies.api import PolicyStore
-
-from dnsflow.bus.memory import MemoryBus
 from harness.fake_upstream import FakeUpstream
 from tests.helpers.policy_yaml import dns_policy, documents, store_from_yaml
 from tests.helpers.waiting import until
@@ -283,7 +283,6 @@ async def test_live_policy_updates_snapshot_and_dlq(start_edge, zone_upstream, t
 
     down = DownBus(bus.topics)
     from dnsflow.edge.service import build
-
     from dnsflow.settings import Settings
 
     svc2 = build(Settings(home=tmp_path / "home", topic_prefix="t."), down,

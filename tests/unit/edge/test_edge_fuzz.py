@@ -10,11 +10,11 @@ import threading
 
 import dns.message
 import pytest
-from dnsflow.edge.service import build
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.service import build
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.dnswire import split_tcp_frames, tcp_frame

@@ -22,6 +22,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+
 from dnsflow.edge.listeners import stream
 
 Q = dns.message.make_query("example.com", "A").to_wire()

@@ -21,11 +21,11 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
+
 from dnsflow.edge import wire
 from dnsflow.edge.upstream.base import parse_upstream
 from dnsflow.edge.upstream.pool import UpstreamPool
 from dnsflow.edge.upstream.udp import UdpUpstream
-
 from tests.helpers.dns_client import udp_exchange
 
 Handler = Callable[[dns.message.Message, bytes], list[bytes]]

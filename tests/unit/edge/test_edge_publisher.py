@@ -9,11 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dnsflow.edge.telemetry import EventPublisher, Spool
-from dnsflow.edge.telemetry.spool import SpoolBusy
 
 from dnsflow.bus import BusError
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.telemetry import EventPublisher, Spool
+from dnsflow.edge.telemetry.spool import SpoolBusy
 from dnsflow.topics import Topics
 from tests.helpers.waiting import until
 

@@ -12,10 +12,10 @@ import dns.message
 import dns.rcode
 import orjson
 import pytest
-from dnsflow.edge.listeners import mmsg
-from dnsflow.edge.listeners.udp import UdpListener
 
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.edge.listeners import mmsg
+from dnsflow.edge.listeners.udp import UdpListener
 from dnsflow.schema import parse_event
 
 linux = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg need Linux")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dnsflow.edge.supervisor import WorkerSupervisor
 from prometheus_client.parser import text_string_to_metric_families
 
+from dnsflow.edge.supervisor import WorkerSupervisor
 from dnsflow.settings import ConfigError
 from harness.peers import dns_probe, free_port
 from tests.helpers.waiting import until

@@ -16,6 +16,7 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
+
 from dnsflow.edge.service import EdgeService
 from dnsflow.policies.api import PolicyStore
 

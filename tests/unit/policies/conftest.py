@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from dnsflow.policies.api import ClientInfo, PolicyStore
 
+from dnsflow.policies.api import ClientInfo, PolicyStore
 from tests.helpers.policy_yaml import store_from_yaml
 
 StoreFactory = Callable[..., PolicyStore]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from dnsflow.policies import crd
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"

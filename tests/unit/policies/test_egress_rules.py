@@ -4,10 +4,10 @@ asks per answer (which rule selects this client and name, which ports, which mod
 from __future__ import annotations
 
 import pytest
+
 from dnsflow.policies import policyset
 from dnsflow.policies.api import ClientInfo
 from dnsflow.policies.loader import PolicySetError
-
 from tests.helpers.policy_yaml import (
     cluster_policy,
     dns_policy,

@@ -3,9 +3,8 @@ tenant with a bad resource keeps its last good version while others move on."""
 
 from __future__ import annotations
 
-from dnsflow.policies.sources.kubernetes import KubernetesSource
-
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.policies.sources.kubernetes import KubernetesSource
 
 
 def _dnspolicy(ns: str, name: str, names: list[str], **spec: object) -> dict:

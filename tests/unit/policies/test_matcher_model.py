@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 
-from dnsflow.policies import records
-from dnsflow.policies.api import ClientInfo, PolicyStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dnsflow.policies import records
+from dnsflow.policies.api import ClientInfo, PolicyStore
 
 LABELS = ["a", "b", "c", "example", "com", "x-1"]
 TYPES = ["A", "AAAA", "TXT"]

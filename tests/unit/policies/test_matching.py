@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
-from dnsflow.policies.api import LocalRecord
 
+from dnsflow.policies.api import LocalRecord
 from tests.helpers.policy_yaml import cluster_policy, dns_policy, documents
 
 BASE = dns_policy("base", "shop", "acme", """

@@ -5,14 +5,14 @@ rejected sets are counted and do not change readiness."""
 from __future__ import annotations
 
 import pytest
-from dnsflow.policies import policyset
-from dnsflow.policies.metrics import PolicySourceCollector, PublishTracker
-from dnsflow.policies.publisher import Publisher
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dnsflow.bus.base import BusError
 from dnsflow.bus.memory import MemoryBus
+from dnsflow.policies import policyset
+from dnsflow.policies.metrics import PolicySourceCollector, PublishTracker
+from dnsflow.policies.publisher import Publisher
 from tests.helpers.policy_yaml import dns_policy
 
 

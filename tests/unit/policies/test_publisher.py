@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import orjson
+
+from dnsflow.bus.memory import MemoryBus
 from dnsflow.policies import policyset
 from dnsflow.policies.api import ClientInfo, PolicyStore
 from dnsflow.policies.follower import PolicyFollower
 from dnsflow.policies.publisher import Publisher
 from dnsflow.policies.service import build
-
-from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from tests.helpers.policy_yaml import dns_policy
 from tests.helpers.waiting import until

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
+
+from dnsflow.cli import main
 from dnsflow.policies import matcher, policyset
 from dnsflow.policies.api import ClientInfo
 from dnsflow.policies.loader import PolicySetError
 from dnsflow.policies.regex import ENGINE, NameRegex
-
-from dnsflow.cli import main
 from tests.helpers.policy_yaml import dns_policy, store_from_yaml
 
 SLOW = ".*.*.*.*.*z"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
+
 from dnsflow.policies import policyset, records
 from dnsflow.policies.api import PolicyRecordError, PolicyStore
-
 from tests.helpers.policy_yaml import dns_policy
 
 POLICY = dns_policy("p", "shop", "acme",

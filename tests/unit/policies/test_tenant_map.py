@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
 
 

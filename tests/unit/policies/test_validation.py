@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from dnsflow.policies import policyset
 from dnsflow.policies.loader import PolicySetError, load_paths
-
 from tests.helpers.policy_yaml import document
 
 

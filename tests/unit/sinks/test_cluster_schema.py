@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from dnsflow.sinks.dsn import connect
-from dnsflow.sinks.migrate import TIME_COLUMNS, Plan
 
 from dnsflow.cli import main
+from dnsflow.sinks.dsn import connect
+from dnsflow.sinks.migrate import TIME_COLUMNS, Plan
 
 
 def _statements(capsys, *args: str) -> list[str]:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from dnsflow.bus.memory import MemoryBus
 from dnsflow.sinks.config import SinkConfig
 from dnsflow.sinks.dsn import parse
 from dnsflow.sinks.migrate import migrate
 from dnsflow.sinks.query import run_sql
 from dnsflow.sinks.sink import Sink
 from dnsflow.sinks.store import Store
-
-from dnsflow.bus.memory import MemoryBus
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "queries.md"
 

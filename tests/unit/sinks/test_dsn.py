@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dnsflow.sinks.dsn import DsnError, one_line, parse, redact
 
 

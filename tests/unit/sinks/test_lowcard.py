@@ -7,6 +7,7 @@ import random
 import pytest
 from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.datatypes.registry import get_from_name
+
 from dnsflow.sinks.lowcard import fast_dictionary, speed_up
 
 _LIBRARY = ClickHouseType._build_lc_dictionary  # the library's own, unpatched

@@ -7,9 +7,9 @@ import io
 
 import orjson
 import pytest
-from dnsflow.sinks.dsn import connect
 
 from dnsflow.cli import main
+from dnsflow.sinks.dsn import connect
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from dnsflow.sinks.config import SinkConfig, sink_config
-from dnsflow.sinks.migrate import RETENTION_DAYS
 
 from dnsflow.settings import ConfigError, Settings
+from dnsflow.sinks.config import SinkConfig, sink_config
+from dnsflow.sinks.migrate import RETENTION_DAYS
 
 
 def test_defaults_cover_every_table_and_partial_config_keeps_the_rest() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from dnsflow.sinks.rows import EVENT_COLUMNS, event_row, policy_log_row, telemetry_row
 
 from dnsflow.schema import RecordError, parse_event
+from dnsflow.sinks.rows import EVENT_COLUMNS, event_row, policy_log_row, telemetry_row
 
 
 def row_dict(raw: bytes) -> dict:

@@ -8,11 +8,11 @@ import sys
 import time
 
 import orjson
-from dnsflow.sinks.config import SinkConfig
-from dnsflow.sinks.service import build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
+from dnsflow.sinks.config import SinkConfig
+from dnsflow.sinks.service import build
 
 
 async def dnsflow_query(home, sql: str) -> tuple[int, str, str]:

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+
+from dnsflow.bus.memory import MemoryBus
+from dnsflow.schema import parse_event
 from dnsflow.sinks.config import SinkConfig
 from dnsflow.sinks.dsn import connect, parse
 from dnsflow.sinks.migrate import RETENTION_DAYS, TIME_COLUMNS, migrate
 from dnsflow.sinks.sink import Sink
 from dnsflow.sinks.store import Store, StoreError
-
-from dnsflow.bus.memory import MemoryBus
-from dnsflow.schema import parse_event
 
 CONFIG = SinkConfig(batch_rows=200, batch_ms=50, retry_initial_s=0.01, retry_max_s=0.02)
 

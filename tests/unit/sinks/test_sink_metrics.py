@@ -8,13 +8,13 @@ import socket
 import time
 
 import httpx
-from dnsflow.sinks.config import SinkConfig
-from dnsflow.sinks.dsn import parse
-from dnsflow.sinks.service import SinkService, build
 from prometheus_client.parser import text_string_to_metric_families
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
+from dnsflow.sinks.config import SinkConfig
+from dnsflow.sinks.dsn import parse
+from dnsflow.sinks.service import SinkService, build
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -2,12 +2,12 @@ import itertools
 
 import orjson
 import pytest
-from dnsflow.streams.alerts import AlertEngine, RuleFileError, load_rules, parse_rules
-from dnsflow.streams.config import StreamsConfig
-from dnsflow.streams.logic import StreamLogic
 from streams_helpers import T0, anomalies, run
 
 from dnsflow.schema import now_us
+from dnsflow.streams.alerts import AlertEngine, RuleFileError, load_rules, parse_rules
+from dnsflow.streams.config import StreamsConfig
+from dnsflow.streams.logic import StreamLogic
 
 
 def anomaly(ts, kind="dga", tenant="shop", severity="high", score=0.9, client="10.0.0.1"):

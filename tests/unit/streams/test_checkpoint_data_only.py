@@ -10,10 +10,11 @@ from collections import deque
 
 import lz4.frame
 import msgspec
+from streams_helpers import T0, make_logic
+
 from dnsflow.streams import checkpoint
 from dnsflow.streams.checkpoint import FORMAT, VERSION, read_meta, restore, snapshot
 from dnsflow.streams.detectors import registered
-from streams_helpers import T0, make_logic
 
 
 class _Evil:

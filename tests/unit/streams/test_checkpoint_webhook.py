@@ -3,10 +3,11 @@ import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
+from streams_helpers import T0, make_logic
+
 from dnsflow.streams.alerts import Webhook
 from dnsflow.streams.checkpoint import forget, restore, snapshot
 from dnsflow.streams.webhook import WebhookSender
-from streams_helpers import T0, make_logic
 
 
 def traffic(ev, lt):

@@ -4,11 +4,12 @@ the answers of the straightforward ones."""
 import random
 
 import pytest
+from streams_helpers import T0
+
 from dnsflow.streams.config import DEFAULT_ALLOWLIST, IncidentConfig
 from dnsflow.streams.domains import _EXTRACT, ALLOWLISTED, INTERNAL, NORMAL, DomainIndex, NameInfo
 from dnsflow.streams.incidents import Detection, Incidents
 from dnsflow.streams.telemetry import top_names
-from streams_helpers import T0
 
 
 def reference(qname: str, allow: list[str]) -> NameInfo:

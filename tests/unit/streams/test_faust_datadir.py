@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dnsflow.streams.faust_app import make_app
 
 from dnsflow.settings import Settings
+from dnsflow.streams.faust_app import make_app
 
 
 def test_faust_files_go_under_the_data_directory(tmp_path: Path, monkeypatch) -> None:

@@ -1,10 +1,10 @@
 import pytest
-from dnsflow.streams.config import IncidentConfig
-from dnsflow.streams.incidents import Detection, Incidents
-from dnsflow.streams.service import build
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import ConfigError, Settings
+from dnsflow.streams.config import IncidentConfig
+from dnsflow.streams.incidents import Detection, Incidents
+from dnsflow.streams.service import build
 
 S = 1_000_000
 

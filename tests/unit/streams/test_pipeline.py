@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 import orjson
-from dnsflow.streams.pipeline import StreamsPipeline
 from streams_helpers import T0
 
 from dnsflow.settings import Settings
+from dnsflow.streams.pipeline import StreamsPipeline
 from dnsflow.topics import Topics
 
 

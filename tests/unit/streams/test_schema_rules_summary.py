@@ -1,12 +1,12 @@
 import asyncio
 
-from dnsflow.streams.service import build
-from dnsflow.streams.summary import render, summary
 from streams_helpers import T0, make_logic, run
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import parse_anomaly
 from dnsflow.settings import Settings
+from dnsflow.streams.service import build
+from dnsflow.streams.summary import render, summary
 
 
 def mixed(ev, lt):

@@ -3,11 +3,11 @@ import subprocess
 import sys
 
 import orjson
-from dnsflow.streams.service import build
 from streams_helpers import T0
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
+from dnsflow.streams.service import build
 
 
 async def read_all(bus, topic):

@@ -8,12 +8,12 @@ import asyncio
 
 import httpx
 import orjson
-from dnsflow.streams.service import StreamsService
 from prometheus_client.parser import text_string_to_metric_families
 from streams_helpers import T0
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
+from dnsflow.streams.service import StreamsService
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

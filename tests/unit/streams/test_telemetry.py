@@ -1,5 +1,6 @@
-from dnsflow.streams.telemetry import latency_code, latency_value
 from streams_helpers import T0, make_logic, run
+
+from dnsflow.streams.telemetry import latency_code, latency_value
 
 
 def telemetry(outputs, window_s):

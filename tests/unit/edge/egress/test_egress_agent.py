@@ -11,11 +11,11 @@ from typing import Any
 
 import dns.message
 import pytest
+
 from dnsflow.edge.egress import ruleset
 from dnsflow.edge.egress.agent import EgressAgent
 from dnsflow.edge.egress.nflog import parse_messages
 from dnsflow.edge.egress.nft import NftError
-
 from tests.helpers.dns_client import udp_exchange
 from tests.helpers.policy_yaml import dns_policy, store_from_yaml
 

@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 import dns.message
 import dns.rrset
 import pytest
-from dnsflow.edge.tap import frames
 from dnstap_pb import dnstap_pb2
+
+from dnsflow.edge.tap import frames
 
 
 def make_dnstap(kind: int, qname: str = "web.shop.test", *, qid: int = 4660,

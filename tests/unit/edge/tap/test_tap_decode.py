@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from dnsflow.edge.tap.decode import DecodeError, decode
 from dnstap_pb import dnstap_pb2
+
+from dnsflow.edge.tap.decode import DecodeError, decode
 
 
 def test_client_query_and_response(dnstap) -> None:

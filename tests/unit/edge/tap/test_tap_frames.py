@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from dnsflow.edge.tap import frames
 from dnsflow.edge.tap.server import Endpoint, TapListener
 

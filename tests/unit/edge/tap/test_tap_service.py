@@ -8,11 +8,11 @@ from pathlib import Path
 import msgspec
 import orjson
 import pytest
-from dnsflow.edge.tap.service import build
 
 from dnsflow.bus import BusError
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.cli import main as cli_main
+from dnsflow.edge.tap.service import build
 from dnsflow.schema import Event
 from dnsflow.settings import ConfigError, Settings
 
