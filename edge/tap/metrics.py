@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from dnsflow.ops import component_registry
 
 _COUNTERS = (  # (metric name, help, path in status())
     ("frames", "dnstap data frames received", ("frames",)),
@@ -37,7 +39,7 @@ def _get(status: dict[str, Any], path: tuple[str, ...]) -> float:
 class TapMetrics:
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
         self.status = status
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = component_registry("tap")  # process_* and dnsflow_build_info too
         self.registry.register(self)  # type: ignore[arg-type]
 
     def collect(self) -> Iterator[Any]:

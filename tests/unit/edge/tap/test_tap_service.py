@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 
 import msgspec
@@ -127,6 +129,15 @@ async def test_metrics_endpoint(tap, tmp_path: Path, dnstap, send, until) -> Non
     assert "dnsflow_tap_frames_total 2.0" in body
     assert "dnsflow_tap_paired_total 1.0" in body
     assert "dnsflow_tap_events_dropped_total 0.0" in body
+    # like every component: which build runs here, and the process's own figures
+    assert 'dnsflow_build_info{component="tap"' in body
+    assert "process_resident_memory_bytes" in body
+    promtool = shutil.which("promtool")
+    if promtool:  # scripts/install-peers installs it; the suite's metrics tests require it
+        text = body.split("\r\n\r\n", 1)[1]
+        out = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
+                             capture_output=True, timeout=30, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
 
 
 async def test_full_publisher_queue_spools_and_drops_without_blocking(
