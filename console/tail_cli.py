@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from dnsflow.procs import pid_alive
+
 ENDPOINT_FILE = "console.endpoint"
 
 
@@ -122,7 +124,7 @@ async def _from_console(home: Path, flt: Any) -> AsyncIterator[dict[str, Any]]:
     try:
         info = orjson.loads(where.read_bytes())
         url = str(info["url"])
-        if not _alive(int(info["pid"])):
+        if not pid_alive(int(info["pid"])):
             raise OSError
     except (OSError, KeyError, ValueError, TypeError, orjson.JSONDecodeError):
         raise CommandError(
@@ -149,13 +151,3 @@ async def _from_console(home: Path, flt: Any) -> AsyncIterator[dict[str, Any]]:
                     yield orjson.loads(line[6:])["event"]
                 elif line.startswith("data: ") and kind == "problem":
                     raise CommandError(orjson.loads(line[6:])["error"])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

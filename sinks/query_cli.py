@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dnsflow.procs import pid_alive
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", metavar="SQL", help="one SQL statement ('-' reads it from stdin)")
@@ -113,21 +115,11 @@ def _owner_pid(path: Path) -> int | None:
         for line in (path / "status").read_text().splitlines():
             if line.startswith("PID:"):
                 pid = int(line.split(":", 1)[1])
-                if pid != os.getpid() and _alive(pid):
+                if pid != os.getpid() and pid_alive(pid):
                     return pid
     except (OSError, ValueError):
         return None
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _through_endpoint(home: Path, chdb_path: str, req: Request) -> bytes | None:
@@ -144,7 +136,8 @@ def _through_endpoint(home: Path, chdb_path: str, req: Request) -> bytes | None:
             info = orjson.loads(file.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             continue
-        if info.get("path") != os.path.realpath(chdb_path) or not _alive(int(info.get("pid", 0))):
+        if (info.get("path") != os.path.realpath(chdb_path)
+                or not pid_alive(int(info.get("pid", 0)))):
             continue
         try:
             r = httpx.post(
