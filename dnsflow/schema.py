@@ -123,12 +123,24 @@ def _ts_to_us(value: Any) -> int:
     raise ValueError("ts must be a number or an ISO-8601 string")
 
 
-class DnsEvent(BaseModel):
-    """One DNS query/response as seen by an edge (schema v1)."""
+class _Record(BaseModel):
+    """What every schema v1 record on a topic has: the version, a ``ts`` in integer µs
+    (given as µs, seconds or ISO-8601) and room for fields added later (``extra="allow"``)."""
 
-    model_config = ConfigDict(extra="allow", frozen=False)
+    model_config = ConfigDict(extra="allow")
 
     v: Literal[1] = SCHEMA_VERSION
+    ts: int
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, value: Any) -> int:
+        return _ts_to_us(value)
+
+
+class DnsEvent(_Record):
+    """One DNS query/response as seen by an edge (schema v1)."""
+
     ts: int = Field(description="UTC time of the query, integer microseconds since the epoch")
     edge: str
     tenant: str = Field(min_length=1)
@@ -148,11 +160,6 @@ class DnsEvent(BaseModel):
     policy_version: int = Field(ge=0, default=0)
     upstream: str = ""
 
-    @field_validator("ts", mode="before")
-    @classmethod
-    def _ts(cls, value: Any) -> int:
-        return _ts_to_us(value)
-
     @field_validator("pod", "service_account", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
@@ -171,13 +178,9 @@ class DnsEvent(BaseModel):
         return value.upper()
 
 
-class Anomaly(BaseModel):
+class Anomaly(_Record):
     """One detection on ``dnsflow.anomalies`` (schema v1)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    v: Literal[1] = SCHEMA_VERSION
-    ts: int
     kind: str
     tenant: str
     client_ip: str = ""
@@ -186,25 +189,16 @@ class Anomaly(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     evidence: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("ts", mode="before")
-    @classmethod
-    def _ts(cls, value: Any) -> int:
-        return _ts_to_us(value)
-
 
 EgressKind = Literal["allow", "drop", "would_drop"]
 
 
-class EgressEvent(BaseModel):
+class EgressEvent(_Record):
     """One record on ``dnsflow.egress`` (schema v1, key = tenant): an address the edge
     allowed a client to connect to because it answered it an allowed name (``allow``), or a
     connection attempt the node dropped (``drop``, mode enforce) or would have dropped
     (``would_drop``, mode audit). ``port`` 0 with ``protocol`` "" means every port."""
 
-    model_config = ConfigDict(extra="allow")
-
-    v: Literal[1] = SCHEMA_VERSION
-    ts: int
     edge: str
     kind: EgressKind
     tenant: str = ""
@@ -219,11 +213,6 @@ class EgressEvent(BaseModel):
     mode: Literal["enforce", "audit"] = "enforce"
     ttl: int = Field(default=0, ge=0)  # allow: seconds the address stays allowed
     policy_version: int = 0
-
-    @field_validator("ts", mode="before")
-    @classmethod
-    def _ts(cls, value: Any) -> int:
-        return _ts_to_us(value)
 
 
 class RecordError(ValueError):
