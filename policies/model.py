@@ -100,6 +100,13 @@ def _check_regex(pattern: str) -> str:
     return pattern
 
 
+def _check_rule_id(value: str) -> str:
+    if not _RULE_ID.match(value):
+        raise ValueError(f"rule id {value!r}: use letters, digits and _ . : / - "
+                         "(at most 128)")
+    return value
+
+
 def _k8s(what: str, star: bool = False) -> Callable[[str], str]:
     """The check of one Kubernetes name (``star``: ``'*'`` stands for all)."""
     return lambda v: v if star and v == "*" else _k8s_name(v, what)
@@ -115,6 +122,7 @@ K8sName = Annotated[str, AfterValidator(_k8s("name"))]
 NamespaceName = Annotated[str, AfterValidator(_k8s("namespace"))]
 TenantName = Annotated[str, AfterValidator(_k8s("tenant"))]
 ServiceName = Annotated[str, AfterValidator(_k8s("service"))]
+RuleId = Annotated[str, AfterValidator(_check_rule_id)]  # a rule's or egress rule's id
 DomainName = Annotated[str, AfterValidator(check_name)]
 NamePattern = Annotated[str, AfterValidator(partial(check_name, allow_wildcard=True))]
 NamePatterns = Annotated[list[str], _each(partial(check_name, allow_wildcard=True))]
@@ -222,7 +230,7 @@ class RateLimit(_Strict):
 
 
 class Rule(_Strict):
-    id: str | None = Field(default=None, description="stable id; default '<policy>#<n>'")
+    id: RuleId | None = Field(default=None, description="stable id; default '<policy>#<n>'")
     match: Match = Field(default_factory=Match)
     action: Action
     deny_mode: DenyMode | None = None
@@ -232,14 +240,6 @@ class Rule(_Strict):
     log: bool = False
     audit: bool = Field(default=False, description="a deny that is recorded (decision "
                         "would_deny) but not enforced: roll a rule out before it bites")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str | None) -> str | None:
-        if v is not None and not _RULE_ID.match(v):
-            raise ValueError(f"rule id {v!r}: use letters, digits and _ . : / - "
-                             "(at most 128)")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
@@ -330,21 +330,13 @@ class EgressRule(_Strict):
     (plus the node's grace) lasts. Everything else they send is dropped (``enforce``) or
     recorded as what would be dropped (``audit``)."""
 
-    id: str | None = Field(default=None, description="stable id; default '<policy>#egress<n>'")
+    id: RuleId | None = Field(default=None, description="stable id; default '<policy>#egress<n>'")
     to_fqdns: list[FQDNSelector] = Field(min_length=1, alias="toFQDNs")
     ports: list[PortSpec] = Field(default_factory=list,
                                   description="empty: every port and protocol")
     clients: ClientSelector | None = Field(default=None,
                                            description="default: the policy's clients")
     mode: EgressMode = "enforce"
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str | None) -> str | None:
-        if v is not None and not _RULE_ID.match(v):
-            raise ValueError(f"rule id {v!r}: use letters, digits and _ . : / - "
-                             "(at most 128)")
-        return v
 
 
 class ClusterEgressRule(EgressRule):
