@@ -54,6 +54,16 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
+def _minutes(request: web.Request) -> int:
+    """The time window asked for: a day unless said, a year at most."""
+    return _int(request, "minutes", 1440, 1, 525600)
+
+
+def _limit(request: web.Request, default: int = 200, most: int = 2000) -> int:
+    """How many rows a list may show."""
+    return _int(request, "limit", default, 1, most)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
@@ -72,25 +82,21 @@ class Console:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        reads = {  # GET (and HEAD) only
+            "/": self.page_traffic, "/anomalies": self.page_anomalies,
+            "/alerts": self.page_alerts, "/policy": self.page_policy, "/tail": self.page_tail,
+            "/healthz": self.healthz, "/metrics": self.metrics.handler,
+            "/api/tenants": self.api_tenants, "/api/traffic": self.api_traffic,
+            "/api/top": self.api_top, "/api/anomalies": self.api_anomalies,
+            "/api/alerts": self.api_alerts, "/api/policy_log": self.api_policy_log,
+            "/api/tail": self.api_tail,
+        }
         r = app.router
-        r.add_get("/", self.page_traffic)
-        r.add_get("/anomalies", self.page_anomalies)
-        r.add_get("/alerts", self.page_alerts)
-        r.add_get("/policy", self.page_policy)
-        r.add_get("/tail", self.page_tail)
+        r.add_routes([web.get(path, handler) for path, handler in reads.items()])
         r.add_get("/signin", self.signin_form)
         r.add_post("/signin", self.signin)
         r.add_post("/signout", self.signout)
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/metrics", self.metrics.handler)
-        r.add_get("/api/tenants", self.api_tenants)
-        r.add_get("/api/traffic", self.api_traffic)
-        r.add_get("/api/top", self.api_top)
-        r.add_get("/api/anomalies", self.api_anomalies)
-        r.add_get("/api/alerts", self.api_alerts)
-        r.add_get("/api/policy_log", self.api_policy_log)
-        r.add_route("*", "/api/explain", self.api_explain)
-        r.add_get("/api/tail", self.api_tail)
+        r.add_route("*", "/api/explain", self.api_explain)  # GET or POST, else 405 with Allow
         r.add_static("/static/", str(files("dnsflow.console").joinpath("static")))
         app.on_shutdown.append(self._shutdown)
         return app
@@ -162,7 +168,7 @@ class Console:
                    else await self.queries.tenants(""))
         html = pages.layout(
             request.path, title, body, tenants=tenants, tenant=self._tenant(request),
-            minutes=_int(request, "minutes", 1440, 1, 525600),
+            minutes=_minutes(request),
             who=f"signed in: {scope.label}" if self.auth.required else "",
             all_tenants=scope.tenant is None)
         return web.Response(text=html, content_type="text/html")
@@ -170,19 +176,19 @@ class Console:
     # -- pages -------------------------------------------------------------------------------
 
     async def page_traffic(self, request: web.Request) -> web.Response:
-        t, m = self._tenant(request), _int(request, "minutes", 1440, 1, 525600)
+        t, m = self._tenant(request), _minutes(request)
         series = await self.queries.traffic(t, m)
-        top = await self.queries.top(t, m, _int(request, "limit", 15, 1, 500))
+        top = await self.queries.top(t, m, _limit(request, 15, 500))
         return await self._page(request, "Traffic", pages.traffic(series, top))
 
     async def page_anomalies(self, request: web.Request) -> web.Response:
-        t, m = self._tenant(request), _int(request, "minutes", 1440, 1, 525600)
-        found = await self.queries.anomalies(t, m, _int(request, "limit", 200, 1, 2000))
+        t, m = self._tenant(request), _minutes(request)
+        found = await self.queries.anomalies(t, m, _limit(request))
         return await self._page(request, "Anomalies", pages.anomalies(found))
 
     async def page_alerts(self, request: web.Request) -> web.Response:
-        t, m = self._tenant(request), _int(request, "minutes", 1440, 1, 525600)
-        found = await self.queries.alerts(t, m, _int(request, "limit", 200, 1, 2000))
+        t, m = self._tenant(request), _minutes(request)
+        found = await self.queries.alerts(t, m, _limit(request))
         return await self._page(request, "Alerts", pages.alerts(found))
 
     async def page_policy(self, request: web.Request) -> web.Response:
@@ -195,7 +201,7 @@ class Console:
                 answer = self._explain(request, {**form, "tenant": form["ns_tenant"]})
             except (ExplainError, PermissionError) as exc:
                 error = str(exc)
-        entries = await self.queries.policy_log(t, _int(request, "limit", 200, 1, 2000))
+        entries = await self.queries.policy_log(t, _limit(request))
         body = pages.policy(entries, form, answer, error, self.explainer.policies.label)
         return await self._page(request, "Policy", body)
 
@@ -252,31 +258,27 @@ class Console:
         return _json({"tenants": await self.queries.tenants(scope.tenant_param(None))})
 
     async def api_traffic(self, request: web.Request) -> web.Response:
-        m = _int(request, "minutes", 1440, 1, 525600)
-        return _json({"minutes": m, "tenants": await self.queries.traffic(self._tenant(request),
-                                                                          m)})
+        m = _minutes(request)
+        series = await self.queries.traffic(self._tenant(request), m)
+        return _json({"minutes": m, "tenants": series})
 
     async def api_top(self, request: web.Request) -> web.Response:
-        m = _int(request, "minutes", 1440, 1, 525600)
-        top = await self.queries.top(self._tenant(request), m,
-                                     _int(request, "limit", 15, 1, 500))
+        m = _minutes(request)
+        top = await self.queries.top(self._tenant(request), m, _limit(request, 15, 500))
         return _json({"minutes": m, **top})
 
     async def api_anomalies(self, request: web.Request) -> web.Response:
-        m = _int(request, "minutes", 1440, 1, 525600)
-        found = await self.queries.anomalies(self._tenant(request), m,
-                                             _int(request, "limit", 200, 1, 2000))
+        m = _minutes(request)
+        found = await self.queries.anomalies(self._tenant(request), m, _limit(request))
         return _json({"minutes": m, "incidents": found})
 
     async def api_alerts(self, request: web.Request) -> web.Response:
-        m = _int(request, "minutes", 1440, 1, 525600)
-        found = await self.queries.alerts(self._tenant(request), m,
-                                          _int(request, "limit", 200, 1, 2000))
+        m = _minutes(request)
+        found = await self.queries.alerts(self._tenant(request), m, _limit(request))
         return _json({"minutes": m, "alerts": found})
 
     async def api_policy_log(self, request: web.Request) -> web.Response:
-        found = await self.queries.policy_log(self._tenant(request),
-                                              _int(request, "limit", 200, 1, 2000))
+        found = await self.queries.policy_log(self._tenant(request), _limit(request))
         return _json({"entries": found})
 
     def _explain(self, request: web.Request, form: dict[str, str]) -> dict[str, Any]:
