@@ -23,6 +23,8 @@ import yaml
 
 SCOPED = "({tenant:String} = '' OR tenant = {tenant:String})"
 SINCE = "ts >= now64(6) - INTERVAL {minutes:UInt32} MINUTE"
+SINCE_MINUTE = "minute >= toStartOfMinute(now() - INTERVAL {minutes:UInt32} MINUTE)"
+SINCE_HOUR = "hour >= toStartOfHour(now() - INTERVAL {minutes:UInt32} MINUTE)"
 STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
          86400)
 POINTS = 60  # buckets per chart: readable on a laptop screen
@@ -64,11 +66,9 @@ class Queries:
                 raise ConsoleQueryError(_one_line(exc)) from None
 
     def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            finally:
-                self._client = None
+        client, self._client = self._client, None  # forgotten even if closing fails
+        if client is not None:
+            client.close()
 
     # -- pages -------------------------------------------------------------------------
 
@@ -87,8 +87,7 @@ class Queries:
         at least; ``dns_minute`` for latency), so a month costs what a few hours do."""
         span = await self.rows(
             "SELECT toUnixTimestamp(min(minute)) AS lo, toUnixTimestamp(max(minute)) AS hi, "
-            f"sum(queries) AS n FROM dnsflow.dns_minute WHERE {SCOPED} AND minute >= "
-            "toStartOfMinute(now() - INTERVAL {minutes:UInt32} MINUTE)",
+            f"sum(queries) AS n FROM dnsflow.dns_minute WHERE {SCOPED} AND {SINCE_MINUTE}",
             tenant=tenant, minutes=minutes)
         if not span or not span[0]["n"]:
             return []
@@ -98,46 +97,38 @@ class Queries:
         return await self._traffic_raw(tenant, minutes)
 
     async def _traffic_raw(self, tenant: str, minutes: int) -> list[dict[str, Any]]:
-        where = f"{SCOPED} AND {SINCE}"
         span = await self.rows(
             f"SELECT toUnixTimestamp64Micro(min(ts)) AS lo, toUnixTimestamp64Micro(max(ts)) "
-            f"AS hi, count() AS n FROM dnsflow.dns_events WHERE {where}",
+            f"AS hi, count() AS n FROM dnsflow.dns_events WHERE {SCOPED} AND {SINCE}",
             tenant=tenant, minutes=minutes)
         if not span or not span[0]["n"]:
             return []
         step = step_for((span[0]["hi"] - span[0]["lo"]) / 1e6)
-        bucket = "toUnixTimestamp(toStartOfInterval(ts, INTERVAL {step:UInt32} SECOND))"
-        counts = await self.rows(
-            f"SELECT tenant, {bucket} AS b, decision, rcode, count() AS n "
-            f"FROM dnsflow.dns_events WHERE {where} GROUP BY tenant, b, decision, rcode "
-            "ORDER BY tenant, b", tenant=tenant, minutes=minutes, step=step)
-        lat = await self.rows(
-            f"SELECT tenant, {bucket} AS b, quantiles(0.5, 0.9, 0.99)(latency_us) AS q "
-            f"FROM dnsflow.dns_events WHERE {where} GROUP BY tenant, b ORDER BY tenant, b",
-            tenant=tenant, minutes=minutes, step=step)
-        return _series(counts, lat, step)
+        counts = _bucketed("dns_events", "ts", SINCE, "count() AS n", by_outcome=True)
+        lat = _bucketed("dns_events", "ts", SINCE,
+                        "quantiles(0.5, 0.9, 0.99)(latency_us) AS q")
+        return await self._chart(counts, lat, tenant, minutes, step)
 
     async def _traffic_rollups(self, tenant: str, minutes: int, step: int
                                ) -> list[dict[str, Any]]:
-        counts = await self.rows(
-            "SELECT tenant, toUnixTimestamp(toStartOfInterval(hour, INTERVAL {step:UInt32} "
-            "SECOND)) AS b, decision, rcode, sum(queries) AS n FROM dnsflow.dns_names_hour "
-            f"WHERE {SCOPED} AND hour >= toStartOfHour(now() - INTERVAL {{minutes:UInt32}} "
-            "MINUTE) GROUP BY tenant, b, decision, rcode ORDER BY tenant, b",
-            tenant=tenant, minutes=minutes, step=step)
-        lat = await self.rows(
-            "SELECT tenant, toUnixTimestamp(toStartOfInterval(minute, INTERVAL {step:UInt32} "
-            "SECOND)) AS b, quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_q) AS q "
-            f"FROM dnsflow.dns_minute WHERE {SCOPED} AND minute >= toStartOfMinute(now() - "
-            "INTERVAL {minutes:UInt32} MINUTE) GROUP BY tenant, b ORDER BY tenant, b",
-            tenant=tenant, minutes=minutes, step=step)
+        counts = _bucketed("dns_names_hour", "hour", SINCE_HOUR, "sum(queries) AS n",
+                           by_outcome=True)
+        lat = _bucketed("dns_minute", "minute", SINCE_MINUTE,
+                        "quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_q) AS q")
+        return await self._chart(counts, lat, tenant, minutes, step)
+
+    async def _chart(self, counts_sql: str, lat_sql: str, tenant: str, minutes: int,
+                     step: int) -> list[dict[str, Any]]:
+        """The traffic chart of one tenant (or all) from its two bucketed statements."""
+        params = {"tenant": tenant, "minutes": minutes, "step": step}
+        counts = await self.rows(counts_sql, **params)
+        lat = await self.rows(lat_sql, **params)
         return _series(counts, lat, step)
 
     async def top(self, tenant: str, minutes: int, limit: int) -> dict[str, list[dict[str, Any]]]:
         """Most asked names, and most denied ones (``deny`` and audit-mode ``would_deny``)."""
-        hours = "hour >= toStartOfHour(now() - INTERVAL {minutes:UInt32} MINUTE)"
         base = (f"SELECT tenant, qname, sum(queries) AS queries, uniqMerge(clients) AS clients "
-                f"FROM dnsflow.dns_names_hour WHERE {SCOPED} AND {hours}")
+                f"FROM dnsflow.dns_names_hour WHERE {SCOPED} AND {SINCE_HOUR}")
         tail = " GROUP BY tenant, qname ORDER BY queries DESC, qname LIMIT {limit:UInt32}"
         names = await self.rows(base + tail, tenant=tenant, minutes=minutes, limit=limit)
         denied = await self.rows(base + " AND decision IN ('deny', 'would_deny')" + tail,
@@ -173,6 +164,17 @@ class Queries:
             f"FROM dnsflow.policy_log FINAL WHERE {SCOPED} ORDER BY tenant, version, ts",
             tenant=tenant)
         return policy_entries(rows)[:limit]
+
+
+def _bucketed(table: str, column: str, since: str, what: str, by_outcome: bool = False) -> str:
+    """Per tenant and bucket of ``{step}`` seconds of ``column`` (``b``), ``what`` over the
+    window; ``by_outcome``: also per decision and rcode. Raw events and the rollups answer
+    the traffic chart with the same statement."""
+    group = "tenant, b, decision, rcode" if by_outcome else "tenant, b"
+    outcome = "decision, rcode, " if by_outcome else ""
+    return (f"SELECT tenant, toUnixTimestamp(toStartOfInterval({column}, "
+            f"INTERVAL {{step:UInt32}} SECOND)) AS b, {outcome}{what} FROM dnsflow.{table} "
+            f"WHERE {SCOPED} AND {since} GROUP BY {group} ORDER BY tenant, b")
 
 
 def _series(counts: list[dict[str, Any]], lat: list[dict[str, Any]], step: int
