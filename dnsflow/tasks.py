@@ -12,10 +12,12 @@ import contextlib
 from typing import Any
 
 
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` (None: nothing to do) and wait until it has finished."""
+async def cancel_and_wait(task: asyncio.Task[Any] | None, *, quiet: bool = False) -> None:
+    """Cancel ``task`` (None: nothing to do) and wait until it has finished. ``quiet``: an
+    error the task had already ended with is swallowed too, for a ``stop()`` that must go on
+    closing its other parts (the edge's)."""
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(BaseException if quiet else asyncio.CancelledError):
         await task

@@ -30,6 +30,7 @@ from dnsflow.edge.identity.table import IdentityTable
 from dnsflow.edge.request import PolicyHolder
 from dnsflow.policies.api import ClientInfo
 from dnsflow.settings import ConfigError
+from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,7 @@ class EgressAgent:
                                                self.cfg.nflog_group))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await cancel_and_wait(self._task, quiet=True)
         if self.nflog is not None:
             self.nflog.stop()
         await self.events.stop()

@@ -6,7 +6,6 @@ an answer."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import orjson
 
 from dnsflow.bus import Bus
 from dnsflow.schema import SCHEMA_VERSION, now_us
+from dnsflow.tasks import cancel_and_wait
 from dnsflow.topics import EGRESS
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,5 @@ class EgressEvents:
                 log.warning("egress events not delivered (%d): %s", len(batch), exc)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await cancel_and_wait(self._task, quiet=True)
         await self.flush()

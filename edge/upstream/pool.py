@@ -28,6 +28,7 @@ from dnsflow.edge.upstream.base import Upstream, UpstreamError, parse_upstream
 from dnsflow.edge.upstream.doh import DohUpstream
 from dnsflow.edge.upstream.stream import StreamUpstream
 from dnsflow.edge.upstream.udp import UdpUpstream
+from dnsflow.tasks import cancel_and_wait
 
 # upstream answer-time buckets (seconds): a loopback resolver answers in ~100 µs, a remote
 # DoH one in tens of milliseconds
@@ -200,11 +201,8 @@ class UpstreamPool:
             self._task = asyncio.get_running_loop().create_task(self._checker())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task, quiet=True)
+        self._task = None
         for t in self._probes.values():
             t.cancel()
         self._probes.clear()

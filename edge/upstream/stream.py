@@ -16,6 +16,7 @@ from dnsflow.edge.upstream.base import (
     question_bytes,
     reply_matches,
 )
+from dnsflow.tasks import cancel_and_wait
 
 
 class StreamUpstream(Upstream):
@@ -107,10 +108,7 @@ class StreamUpstream(Upstream):
         raise last or UpstreamError(f"{self.name}: timeout after {timeout:.1f}s")
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader_task
+        await cancel_and_wait(self._reader_task, quiet=True)
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):
