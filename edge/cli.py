@@ -21,11 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--upstream-ca", metavar="FILE", help="CA bundle for DoT/DoH upstreams")
     g.add_argument("--insecure-upstream", action="store_true",
                    help="do not verify DoT/DoH upstream certificates")
-    g.add_argument("--tenant-map", metavar="FILE", help="static CIDR -> tenant/namespace YAML")
-    g.add_argument("--kubernetes", action="store_true",
-                   help="identify clients from a watch of pods and namespaces")
-    g.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
-    g.add_argument("--default-tenant", metavar="NAME", help="tenant of unknown clients")
+    add_identity_flags(g)
     g.add_argument("--cache-size", type=int, metavar="N", help="cached answers (LRU)")
     g.add_argument("--serve-stale", action="store_true", default=None,
                    help="answer from expired cache when upstreams fail (RFC 8767)")
@@ -54,6 +50,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+def add_identity_flags(g: argparse._ArgumentGroup) -> None:
+    """Who asked: the same flags for the edge and ``dnsflow tap`` (:func:`overrides` reads
+    them), so a tap event names the tenant an edge event would."""
+    g.add_argument("--tenant-map", metavar="FILE", help="static CIDR -> tenant/namespace YAML "
+                   "(re-read on change)")
+    g.add_argument("--kubernetes", action="store_true",
+                   help="identify clients from a watch of pods and namespaces")
+    g.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
+    g.add_argument("--default-tenant", metavar="NAME", help="tenant of unknown clients")
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     for key in ("listen", "dot_listen", "doh_listen", "tls_cert", "tls_key", "upstreams",
@@ -73,14 +80,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
-    import signal
 
-    from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import UsageError, settings_from_args
+    from dnsflow.edge.lifecycle import start_bus, until_signalled
     from dnsflow.edge.service import build
     from dnsflow.gctune import tune_for_batches
+    from dnsflow.runner import run_async
 
     if getattr(args, "log_format", "text") == "json":
         from dnsflow.edge.logs import use_json_logs
@@ -107,11 +113,7 @@ def run(args: argparse.Namespace) -> int:
                     "to publish them to dnsflow.events")
 
     async def main() -> int:
-        bus = open_bus(settings.kafka, settings.topic_prefix)
-        try:
-            await bus.start()
-        except BusError as exc:
-            log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
+        bus = await start_bus(settings, log)
         services = build(settings, bus, **kw)
         for s in services:
             await s.start()
@@ -119,19 +121,10 @@ def run(args: argparse.Namespace) -> int:
         tune_for_batches(50_000)
         for s in services:
             print(f"dnsflow edge: serving {s.status()['ports']}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         for s in services:
             await s.stop()
         await bus.stop()
         return 0
 
-    try:
-        import uvloop
-
-        return uvloop.run(main())
-    except ImportError:
-        return asyncio.run(main())
+    return run_async(main())

@@ -6,49 +6,35 @@ than dying on ``BusError``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
 import sys
 
 
 async def _main(spec: dict) -> None:
-    from dnsflow.bus import BusError, open_bus
     from dnsflow.edge.config import EdgeConfig
+    from dnsflow.edge.lifecycle import start_bus, until_signalled
     from dnsflow.edge.service import EdgeService
     from dnsflow.settings import Settings
 
     settings = Settings.model_validate(spec["settings"])
     cfg = EdgeConfig.model_validate(spec["edge"])
-    bus = open_bus(settings.kafka, settings.topic_prefix)
-    try:
-        await bus.start()
-    except BusError as exc:
-        logging.getLogger("dnsflow.edge").warning(
-            "worker %s: Kafka unavailable at start (%s): events will be spooled",
-            cfg.worker_index, exc)
+    bus = await start_bus(settings, logging.getLogger("dnsflow.edge"),
+                          f"worker {cfg.worker_index}: ")
     svc = EdgeService(settings, bus, cfg)
     await svc.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     await svc.stop()
     await bus.stop()
 
 
 def main() -> None:
+    from dnsflow.runner import run_async
+
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(sys.argv[1])
-    try:
-        import uvloop
-
-        uvloop.run(_main(spec))
-    except ImportError:
-        asyncio.run(_main(spec))
+    run_async(_main(spec))
 
 
 if __name__ == "__main__":

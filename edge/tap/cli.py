@@ -9,18 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dnsflow.edge.cli import add_identity_flags, overrides
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("tap")
     g.add_argument("--listen", action="append", dest="tap_listen", metavar="ENDPOINT",
                    help="unix:PATH or tcp:HOST:PORT a dnstap sender connects to (Frame "
                    "Streams); repeat for several (default: tap.listen of the config)")
-    g.add_argument("--tenant-map", metavar="FILE", help="static CIDR -> tenant/namespace YAML "
-                   "(the edge's format, re-read on change)")
-    g.add_argument("--kubernetes", action="store_true",
-                   help="identify clients from a watch of pods and namespaces")
-    g.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster)")
-    g.add_argument("--default-tenant", metavar="NAME", help="tenant of unknown clients")
+    add_identity_flags(g)
     g.add_argument("--name", metavar="NAME", help="this tap's name (spool directory, Kafka "
                    "client id; default hostname); events carry the sender's dnstap identity")
     g.add_argument("--pair-timeout", type=float, metavar="SECONDS",
@@ -37,7 +34,6 @@ def options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]
     """The config's ``tap:`` section (listen, pair_timeout, max_pending, name), then flags;
     identity and publishing flags are the edge's (``dnsflow.edge.cli.overrides``)."""
     from dnsflow.cli import UsageError
-    from dnsflow.edge.cli import overrides
 
     kw = {**section, **overrides(args)}
     if args.tap_listen:
@@ -53,14 +49,13 @@ def options(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
-    import signal
 
-    from dnsflow.bus import BusError, open_bus
     from dnsflow.cli import settings_from_args
+    from dnsflow.edge.lifecycle import start_bus, until_signalled
     from dnsflow.edge.tap.service import build
     from dnsflow.gctune import tune_for_batches
+    from dnsflow.runner import run_async
 
     settings = settings_from_args(args)
     kw = options(args, dict(getattr(settings, "tap", None) or {}))
@@ -70,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     "to publish them to dnsflow.events")
 
     async def main() -> int:
-        bus = open_bus(settings.kafka, settings.topic_prefix)
-        try:
-            await bus.start()
-        except BusError as exc:
-            log.warning("Kafka unavailable at start (%s): events will be spooled", exc)
+        bus = await start_bus(settings, log)
         try:
             tap = build(settings, bus, **kw)
             await tap.start()
@@ -85,11 +76,7 @@ def run(args: argparse.Namespace) -> int:
         # the pending table is long-lived: no full collections over it (as the edge does)
         tune_for_batches(50_000)
         print(f"dnsflow tap: listening on {' '.join(tap.status()['listen'])}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         await tap.stop()
         st = tap.status()
         print(f"dnsflow tap: frames={st['frames']} events={st['events_built']} "
@@ -100,9 +87,4 @@ def run(args: argparse.Namespace) -> int:
         await bus.stop()
         return 0
 
-    try:
-        import uvloop
-
-        return uvloop.run(main())
-    except ImportError:
-        return asyncio.run(main())
+    return run_async(main())
