@@ -16,8 +16,9 @@ from typing import Any
 from dnsflow.bus import Bus
 from dnsflow.edge.cache import AnswerCache
 from dnsflow.edge.config import EdgeConfig, system_upstreams
-from dnsflow.edge.identity import IdentityTable, StaticMapError, load_static_map
-from dnsflow.edge.identity.static import StaticMapWatcher
+from dnsflow.edge.identity import IdentityTable
+from dnsflow.edge.identity.feeds import IdentityFeeds
+from dnsflow.edge.lifecycle import stop_each
 from dnsflow.edge.listeners.budget import ConnectionBudget, Limits
 from dnsflow.edge.listeners.sockets import Bind, split_hostport
 from dnsflow.edge.listeners.stream import StreamListener
@@ -61,12 +62,10 @@ class EdgeService:
         self.resolver: Resolver | None = None
         self.listeners: list[Any] = []
         self.ops: Any = None
-        self.k8s: Any = None
+        self.feeds = IdentityFeeds(self.identity, cfg)
         self.ports: dict[str, int] = {}
         self.supervisor: Any = None  # edge.supervisor.WorkerSupervisor (worker 0)
         self.started = False
-        self._map_task: asyncio.Task[None] | None = None
-        self.map_watcher: StaticMapWatcher | None = None
         self.egress: Any = None  # edge.egress.agent.EgressAgent with edge.egress.enabled
 
     def _policy_changed(self, keys: list[bytes]) -> None:
@@ -113,27 +112,7 @@ class EdgeService:
 
     async def _start(self) -> None:
         cfg = self.cfg
-        if cfg.tenant_map:
-            loaded = StaticMapWatcher.stamp(cfg.tenant_map)  # before reading: no edit missed
-            try:
-                self.identity.set_static(load_static_map(cfg.tenant_map))
-            except StaticMapError as exc:
-                raise ConfigError(str(exc)) from None
-            self.map_watcher = StaticMapWatcher(cfg.tenant_map, self.identity.set_static,
-                                                loaded, self.map_poll_s)
-            self._map_task = asyncio.get_running_loop().create_task(
-                self.map_watcher.run(), name="tenant-map")
-        if cfg.kubernetes:
-            from dnsflow.edge.identity.k8s import KubernetesIdentity
-
-            self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig,
-                                          host=cfg.kube_api, node_name=cfg.node_name)
-            await self.k8s.start()
-            try:  # serve with a synced identity map when the API answers quickly
-                await asyncio.wait_for(self.k8s.ready.wait(), cfg.kube_sync_timeout)
-            except TimeoutError:
-                log.warning("kubernetes identity not synced after %.0fs; unknown clients get "
-                            "the default tenant until it is", cfg.kube_sync_timeout)
+        await self.feeds.start(self.map_poll_s, "tenant-map")
         if self.bus is not None and cfg.subscribe_policies and not self._injected_policy:
             snap = Path(cfg.policy_snapshot) if cfg.policy_snapshot else (
                 self.home / "edge-policy.snapshot")
@@ -151,11 +130,7 @@ class EdgeService:
             # one spool per worker process: a spool directory has one writer (SpoolBusy)
             spool_dir = Path(cfg.spool_dir) / f"w{cfg.worker_index}" if cfg.spool_dir else (
                 self.home / "spool" / f"{cfg.name}-w{cfg.worker_index}")
-            try:
-                spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
-            except SpoolBusy as exc:
-                raise ConfigError(str(exc)) from None
-            self.publisher = make_publisher(self.bus, spool, cfg)
+            self.publisher = make_publisher(self.bus, spool_dir, cfg)
             await self.publisher.start()
         self.resolver = Resolver(
             Shared(self.identity, self.holder, self.cache, self.publisher, self.metrics),
@@ -326,7 +301,7 @@ class EdgeService:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         policy_ok = self.subscription is None or self.subscription.ready
         up_ok = bool(self.pool) and any(h.up for h in self.pool.health.values())
-        ident_ok = self.k8s is None or self.k8s.ready.is_set()
+        ident_ok = self.feeds.synced
         ok = self.started and policy_ok and up_ok and ident_ok
         return ok, {"listening": self.started, "policy_ready": policy_ok,
                     "upstream_up": up_ok, "identity_synced": ident_ok}
@@ -334,8 +309,8 @@ class EdgeService:
     async def stop(self) -> None:
         """Stop listening first, then flush (or spool) every event, then the rest; one part
         failing to stop does not keep the others running."""
-        if self._map_task is not None:
-            self._map_task.cancel()
+        if self.feeds.map_task is not None:
+            self.feeds.map_task.cancel()
         workers = (asyncio.ensure_future(self.supervisor.stop())
                    if self.supervisor is not None else None)
         parts: list[tuple[str, Any]] = [("listener", lst.stop) for lst in self.listeners]
@@ -343,17 +318,11 @@ class EdgeService:
                   ("ops", self.ops.stop if self.ops else None),
                   ("publisher", self.publisher.stop if self.publisher else None),
                   ("policy subscription", self.subscription.stop if self.subscription else None),
-                  ("kubernetes identity", self.k8s.stop if self.k8s else None),
+                  ("kubernetes identity", self.feeds.k8s.stop if self.feeds.k8s else None),
                   ("upstreams", self.pool.close if self.pool else None)]
         if self.resolver is not None:
             parts += [("upstreams", p.close) for p in self.resolver._pools.values()]
-        for what, fn in parts:
-            if fn is None:
-                continue
-            try:
-                await fn()
-            except Exception:
-                log.exception("edge %s: stopping the %s failed", self.cfg.name, what)
+        await stop_each(parts, log, f"edge {self.cfg.name}")
         if workers is not None:
             with contextlib.suppress(Exception):
                 await workers
@@ -376,10 +345,7 @@ class EdgeService:
             "upstreams": self.pool.status() if self.pool else {},
             "policy": (self.subscription.status() if self.subscription else
                        {"injected": self._injected_policy}),
-            "identity": {**self.identity.size(),
-                         **({"tenant_map": self.map_watcher.status()} if self.map_watcher
-                            else {}),
-                         **({"kubernetes": self.k8s.status()} if self.k8s else {})},
+            "identity": self.feeds.status(),
             "queries": ({**self.resolver.counters, "queries": self.resolver.counters["queries"]
                          + self.resolver.fast.answered} if self.resolver else {}),
             **(self.supervisor.status() if self.supervisor is not None else {
@@ -422,8 +388,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def make_publisher(bus: Bus, spool: Spool, cfg: EdgeConfig) -> EventPublisher:
-    """librdkafka for a Kafka bus (one event per record at ~2 µs), the bus API otherwise."""
+def make_publisher(bus: Bus, spool_dir: Path, cfg: EdgeConfig) -> EventPublisher:
+    """librdkafka for a Kafka bus (one event per record at ~2 µs), the bus API otherwise;
+    events wait in the spool at ``spool_dir``, which has one writer (else a ConfigError)."""
+    try:
+        spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
+    except SpoolBusy as exc:
+        raise ConfigError(str(exc)) from None
     bootstrap = getattr(bus, "bootstrap", None)
     if bootstrap and cfg.producer == "librdkafka":
         try:

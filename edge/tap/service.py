@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dnsflow.bus import Bus, BusError
 from dnsflow.dlq import dlq_record
 from dnsflow.edge.config import EdgeConfig
-from dnsflow.edge.identity import IdentityTable, StaticMapError, load_static_map
-from dnsflow.edge.identity.static import StaticMapWatcher
+from dnsflow.edge.identity import IdentityTable
+from dnsflow.edge.identity.feeds import IdentityFeeds
+from dnsflow.edge.lifecycle import stop_each
 from dnsflow.edge.listeners.sockets import split_hostport
 from dnsflow.edge.service import config_from, make_publisher
 from dnsflow.edge.tap.decode import DecodeError, decode
@@ -30,9 +31,9 @@ from dnsflow.edge.tap.events import EventBuilder
 from dnsflow.edge.tap.metrics import TapMetrics
 from dnsflow.edge.tap.pairing import Pairer
 from dnsflow.edge.tap.server import Connection, Endpoint, TapListener
-from dnsflow.edge.telemetry import EventPublisher, Spool
-from dnsflow.edge.telemetry.spool import SpoolBusy
+from dnsflow.edge.telemetry import EventPublisher
 from dnsflow.settings import ConfigError, Settings
+from dnsflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,7 @@ class TapService:
         self._last_error_log = 0.0
         self._errors_since_log = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._map_task: asyncio.Task[None] | None = None
-        self.map_watcher: StaticMapWatcher | None = None
-        self.k8s: Any = None
+        self.feeds = IdentityFeeds(self.identity, edge)
         self.ops: Any = None
         self.started = False
 
@@ -146,14 +145,10 @@ class TapService:
 
     async def _start(self) -> None:
         cfg = self.cfg
-        await self._start_identity()
+        await self.feeds.start(2.0, "tap-tenant-map")
         spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else (
             Path(self.settings.home) / "spool" / f"tap-{cfg.name}")
-        try:
-            spool = Spool(spool_dir, int(cfg.spool_limit_mb * (1 << 20)))
-        except SpoolBusy as exc:
-            raise ConfigError(str(exc)) from None
-        self.publisher = make_publisher(self.bus, spool, cfg)
+        self.publisher = make_publisher(self.bus, spool_dir, cfg)
         await self.publisher.start()
         self.builder = EventBuilder(self.identity, self.publisher)
         self.pairer = Pairer(self.builder, timeout=self.tap.pair_timeout,
@@ -175,31 +170,6 @@ class TapService:
             await self.ops.start()
         self.started = True
         log.info("tap %s listening on %s", cfg.name, ", ".join(map(str, self.endpoints)))
-
-    async def _start_identity(self) -> None:
-        """The edge's identity layer: the static map (re-read on change) and/or the watch."""
-        cfg = self.cfg
-        if cfg.tenant_map:
-            loaded = StaticMapWatcher.stamp(cfg.tenant_map)
-            try:
-                self.identity.set_static(load_static_map(cfg.tenant_map))
-            except StaticMapError as exc:
-                raise ConfigError(str(exc)) from None
-            self.map_watcher = StaticMapWatcher(cfg.tenant_map, self.identity.set_static,
-                                                loaded, 2.0)
-            self._map_task = asyncio.get_running_loop().create_task(
-                self.map_watcher.run(), name="tap-tenant-map")
-        if cfg.kubernetes:
-            from dnsflow.edge.identity.k8s import KubernetesIdentity
-
-            self.k8s = KubernetesIdentity(self.identity, kubeconfig=cfg.kubeconfig,
-                                          host=cfg.kube_api, node_name=cfg.node_name)
-            await self.k8s.start()
-            try:
-                await asyncio.wait_for(self.k8s.ready.wait(), cfg.kube_sync_timeout)
-            except TimeoutError:
-                log.warning("kubernetes identity not synced after %.0fs; unknown clients get "
-                            "the default tenant until it is", cfg.kube_sync_timeout)
 
     async def _expire(self) -> None:
         while True:
@@ -224,7 +194,7 @@ class TapService:
                                 self.bus.topics.dlq, exc)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        ident_ok = self.k8s is None or self.k8s.ready.is_set()
+        ident_ok = self.feeds.synced
         return self.started and ident_ok, {"listening": self.started,
                                            "identity_synced": ident_ok}
 
@@ -235,20 +205,13 @@ class TapService:
                 await lst.stop()
         if self.pairer is not None:
             self.pairer.flush()
-        for t in [*self._tasks, *([self._map_task] if self._map_task else [])]:
-            t.cancel()
-            with contextlib.suppress(BaseException):
-                await t
+        for t in [*self._tasks, self.feeds.map_task]:
+            await cancel_and_wait(t, quiet=True)
         self._tasks = []
-        for what, fn in (("ops", self.ops.stop if self.ops else None),
+        await stop_each([("ops", self.ops.stop if self.ops else None),
                          ("publisher", self.publisher.stop if self.publisher else None),
-                         ("kubernetes identity", self.k8s.stop if self.k8s else None)):
-            if fn is None:
-                continue
-            try:
-                await fn()
-            except Exception:
-                log.exception("tap %s: stopping the %s failed", self.cfg.name, what)
+                         ("kubernetes identity", self.feeds.k8s.stop if self.feeds.k8s else None)],
+                        log, f"tap {self.cfg.name}")
         self.started = False
 
     def status(self) -> dict[str, Any]:
@@ -268,10 +231,7 @@ class TapService:
             "events_built": self.builder.built if self.builder is not None else 0,
             "events": events,
             "metrics_port": self.ops.port if self.ops is not None else None,
-            "identity": {**self.identity.size(),
-                         **({"tenant_map": self.map_watcher.status()} if self.map_watcher
-                            else {}),
-                         **({"kubernetes": self.k8s.status()} if self.k8s else {})},
+            "identity": self.feeds.status(),
         }
 
 

@@ -42,7 +42,7 @@ async def _until(cond: Any, timeout: float = 5.0) -> None:
 
 
 def _rejected(svc: EdgeService) -> int:
-    w = getattr(svc, "map_watcher", None)
+    w = svc.feeds.map_watcher
     return w.rejected if w is not None else 0
 
 
@@ -80,10 +80,10 @@ async def test_non_utf8_edit_keeps_the_watcher_and_the_next_good_edit_applies(ed
     await _until(lambda: _rejected(svc) >= 1, timeout=3.0)
     errors = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert len(errors) == 1 and str(m) in errors[0] and "not UTF-8" in errors[0]
-    assert not svc._map_task.done()
+    assert not svc.feeds.map_task.done()
     assert (await _ask(svc, OTHERS)).rcode() == dns.rcode.NXDOMAIN
     m.write_text(MAP.replace("payments: payments", "payments: shop"))  # a good edit
-    await _until(lambda: svc.map_watcher.reloads >= 1, timeout=3.0)
+    await _until(lambda: svc.feeds.map_watcher.reloads >= 1, timeout=3.0)
     r = await _ask(svc, OTHERS)  # payments now belongs to shop: visible
     assert r.rcode() == dns.rcode.NOERROR and [str(x) for x in r.answer[0]] == ["10.96.2.10"]
     assert svc.status()["identity"]["tenant_map"] == {
