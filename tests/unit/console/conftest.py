@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from dnsflow.bus.memory import MemoryBus
@@ -28,28 +29,19 @@ from dnsflow.sinks.migrate import migrate
 TOKENS = {"acme-token-1": "acme", "globex-token-1": "globex", "admin-token-1": "*"}
 TENANTS = ("acme", "globex")
 
-POLICIES = """\
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: base, namespace: acme}
-spec:
-  tenant: acme
-  rules:
-    - id: no-ads
-      match: {suffixes: [ads.example]}
-      action: deny
----
-apiVersion: dnsflow.io/v1
-kind: DNSPolicy
-metadata: {name: base, namespace: globex}
-spec:
-  tenant: globex
-  rules:
-    - id: no-paste
-      match: {suffixes: [paste.example]}
-      action: deny
-      denyMode: REFUSED
-"""
+
+def _policy(tenant: str, rule: dict[str, Any]) -> dict[str, Any]:
+    """The tenant's DNSPolicy ``base`` with one rule (both tenants' look alike)."""
+    return {"apiVersion": "dnsflow.io/v1", "kind": "DNSPolicy",
+            "metadata": {"name": "base", "namespace": tenant},
+            "spec": {"tenant": tenant, "rules": [rule]}}
+
+
+POLICIES = yaml.safe_dump_all([
+    _policy("acme", {"id": "no-ads", "match": {"suffixes": ["ads.example"]}, "action": "deny"}),
+    _policy("globex", {"id": "no-paste", "match": {"suffixes": ["paste.example"]},
+                       "action": "deny", "denyMode": "REFUSED"}),
+], sort_keys=False)
 
 TENANT_MAP = """\
 clients:
