@@ -131,7 +131,6 @@ _QTYPE = {"maxLength": 16, "x-kubernetes-validations": [
 _CIDR = {"maxLength": 64, "x-kubernetes-validations": [
     _rule("isCIDR(self) ? cidr(self) == cidr(self).masked() : isIP(self)",
           "bad CIDR: an address or a network with its host bits zero, e.g. 10.0.0.0/8")]}
-_RECORDS = {"maxItems": MAX_RECORDS}
 _RULE_RULES = [
     _rule("(self.action == 'rewrite') == has(self.rewrite)",
           "'rewrite' is required with action rewrite and only allowed with it"),
@@ -145,72 +144,70 @@ _RULE_RULES = [
           "a response rule (match.response) cannot redirect: the query was already answered"),
 ]
 
+_K8S_NAME_OR_ALL = {"maxLength": 253, "pattern": r"^(\*|" + K8S_NAME_PATTERN[1:-1] + r")$"}
+_RULE_ID = {"pattern": RULE_ID_PATTERN, "maxLength": 128}
+
+
+def _list(path: str, max_items: int, item: dict[str, Any] | None = None
+          ) -> dict[str, dict[str, Any]]:
+    """A list of at most ``max_items`` (what the CEL cost estimate multiplies by), each item
+    constrained by ``item``."""
+    out: dict[str, dict[str, Any]] = {path: {"maxItems": max_items}}
+    if item is not None:
+        out[f"{path}[]"] = item
+    return out
+
+
+def _clients(path: str) -> dict[str, dict[str, Any]]:
+    """A client selector: a policy's ``clients`` and an egress rule's."""
+    return {**_list(f"{path}.namespaces", 256, _K8S_NAME_OR_ALL),
+            **_list(f"{path}.serviceAccounts", 256, {"maxLength": 253}),
+            **_list(f"{path}.tenants", 256, _K8S_NAME)}
+
+
 # path inside spec ("[]" = the items of a list) -> what to add to that schema node
 CONSTRAINTS: dict[str, dict[str, Any]] = {
     "tenant": _K8S_NAME,
-    "clients.namespaces": {"maxItems": 256},
-    "clients.namespaces[]": {"maxLength": 253, "pattern": r"^(\*|" + K8S_NAME_PATTERN[1:-1]
-                             + r")$"},
-    "clients.serviceAccounts": {"maxItems": 256},
-    "clients.serviceAccounts[]": {"maxLength": 253},
-    "clients.tenants": {"maxItems": 256},
-    "clients.tenants[]": _K8S_NAME,
-    "rules": {"maxItems": MAX_RULES},
-    "rules[]": {"x-kubernetes-validations": _RULE_RULES},
-    "rules[].id": {"pattern": RULE_ID_PATTERN, "maxLength": 128},
-    "rules[].match.names": {"maxItems": MAX_PATTERNS},
-    "rules[].match.names[]": _WILD_NAME,
-    "rules[].match.suffixes": {"maxItems": MAX_PATTERNS},
-    "rules[].match.suffixes[]": _NAME,
-    "rules[].match.regex": {"maxItems": MAX_REGEXES},
-    "rules[].match.regex[]": {"maxLength": MAX_REGEX_LEN, "minLength": 1},
-    "rules[].match.types": {"maxItems": MAX_TYPES},
-    "rules[].match.types[]": _QTYPE,
+    **_clients("clients"),
+    **_list("rules", MAX_RULES, {"x-kubernetes-validations": _RULE_RULES}),
+    "rules[].id": _RULE_ID,
+    **_list("rules[].match.names", MAX_PATTERNS, _WILD_NAME),
+    **_list("rules[].match.suffixes", MAX_PATTERNS, _NAME),
+    **_list("rules[].match.regex", MAX_REGEXES, {"maxLength": MAX_REGEX_LEN, "minLength": 1}),
+    **_list("rules[].match.types", MAX_TYPES, _QTYPE),
     "rules[].match.response": {"x-kubernetes-validations": [
         _rule("(has(self.answerCIDRs) && size(self.answerCIDRs) > 0) || "
               "(has(self.rcodes) && size(self.rcodes) > 0)",
               "response match needs answerCIDRs or rcodes")]},
-    "rules[].match.response.answerCIDRs": {"maxItems": MAX_CIDRS},
-    "rules[].match.response.answerCIDRs[]": _CIDR,
-    "rules[].match.response.rcodes": {"maxItems": 8},
+    **_list("rules[].match.response.answerCIDRs", MAX_CIDRS, _CIDR),
+    **_list("rules[].match.response.rcodes", 8),
     "rules[].rewrite": {"x-kubernetes-validations": [
         _rule("(has(self.records) && size(self.records) > 0) != has(self.cname)",
               "rewrite needs exactly one of 'records' or 'cname'")]},
-    "rules[].rewrite.records": {"maxItems": 64},
+    **_list("rules[].rewrite.records", 64),
     "rules[].rewrite.records[].type": _QTYPE,
     "rules[].rewrite.records[].value": {"maxLength": 4096},
     "rules[].rewrite.cname": _NAME,
-    "rules[].redirect.upstreams": {"maxItems": MAX_UPSTREAMS},
-    "rules[].redirect.upstreams[]": _UPSTREAM,
-    "view.records": _RECORDS,
+    **_list("rules[].redirect.upstreams", MAX_UPSTREAMS, _UPSTREAM),
+    **_list("view.records", MAX_RECORDS),
     "view.records[].name": _WILD_NAME,
     "view.records[].type": _QTYPE,
     "view.records[].value": {"maxLength": 4096},
-    "view.searchDomains": {"maxItems": 64},
-    "view.searchDomains[]": _NAME,
-    "view.upstreams": {"maxItems": MAX_UPSTREAMS},
-    "view.upstreams[]": _UPSTREAM,
-    "egress": {"maxItems": MAX_RULES},
-    "egress[].id": {"pattern": RULE_ID_PATTERN, "maxLength": 128},
-    "egress[].toFQDNs": {"maxItems": MAX_PATTERNS},
-    "egress[].toFQDNs[]": {"x-kubernetes-validations": [
+    **_list("view.searchDomains", 64, _NAME),
+    **_list("view.upstreams", MAX_UPSTREAMS, _UPSTREAM),
+    **_list("egress", MAX_RULES),
+    "egress[].id": _RULE_ID,
+    **_list("egress[].toFQDNs", MAX_PATTERNS, {"x-kubernetes-validations": [
         _rule("has(self.matchName) != has(self.matchPattern)",
-              "needs exactly one of 'matchName' or 'matchPattern'")]},
+              "needs exactly one of 'matchName' or 'matchPattern'")]}),
     "egress[].toFQDNs[].matchName": _NAME,
     "egress[].toFQDNs[].matchPattern": {"maxLength": MAX_NAME,
                                         "pattern": FQDN_PATTERN_PATTERN},
-    "egress[].ports": {"maxItems": 64},
-    "egress[].clients.namespaces": {"maxItems": 256},
-    "egress[].clients.namespaces[]": {"maxLength": 253, "pattern": r"^(\*|"
-                                      + K8S_NAME_PATTERN[1:-1] + r")$"},
-    "egress[].clients.serviceAccounts": {"maxItems": 256},
-    "egress[].clients.serviceAccounts[]": {"maxLength": 253},
-    "egress[].clients.tenants": {"maxItems": 256},
-    "egress[].clients.tenants[]": _K8S_NAME,
-    "exports": {"maxItems": 1024},
+    **_list("egress[].ports", 64),
+    **_clients("egress[].clients"),
+    **_list("exports", 1024),
     "exports[].service": {"maxLength": 63, "pattern": K8S_NAME_PATTERN},
-    "exports[].to": {"maxItems": 256},
-    "exports[].to[]": {"maxLength": 253, "pattern": r"^(\*|" + K8S_NAME_PATTERN[1:-1] + r")$"},
+    **_list("exports[].to", 256, _K8S_NAME_OR_ALL),
 }
 
 
