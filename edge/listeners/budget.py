@@ -19,9 +19,13 @@ buffer: past ``WRITE_HIGH`` the connection stops reading (``pause_writing``), pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from asyncio import sslproto
 from typing import Any
+
+from dnsflow.edge.listeners.sockets import Bind, bind_socket
 
 log = logging.getLogger(__name__)
 
@@ -290,3 +294,36 @@ def protocol_factory(limits: Limits, ssl_context: Any, make_app: Any,
     if ssl_context is None:
         return make_app
     return lambda: _TlsGate(limits, ssl_context, make_app, handshakes)
+
+
+class GuardedListener:
+    """What the TCP/DoT and DoH listeners share beside their protocol: bind, accept under the
+    budget (TLS through the gate), and stop accepting with a grace period for answers."""
+
+    def __init__(self, bind: Bind, ssl_context: Any, limits: Limits) -> None:
+        self.host, self.port, self.reuse_port = bind
+        self.ssl = ssl_context
+        self.limits = limits
+        self.server: asyncio.base_events.Server | None = None
+        self.conns: set[Any] = set()
+        self.handshakes: set[Any] = set()
+
+    def connection(self) -> GuardedProtocol:
+        """The protocol of one accepted connection (the listener's own)."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
+        self.port = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            protocol_factory(self.limits, self.ssl, self.connection, self.handshakes),
+            sock=sock)
+
+    async def stop_accepting(self, pending: list[Any], grace: float) -> None:
+        """Close the listening socket, then give the ``pending`` answers ``grace`` seconds."""
+        if self.server is not None:
+            self.server.close()
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), grace)

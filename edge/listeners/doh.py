@@ -11,7 +11,6 @@ import binascii
 import contextlib
 import inspect
 import logging
-import socket
 import ssl
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,11 +26,11 @@ import h11
 from dnsflow.edge import wire
 from dnsflow.edge.listeners.budget import (
     ConnectionBudget,
+    GuardedListener,
     GuardedProtocol,
     Limits,
-    protocol_factory,
 )
-from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.listeners.sockets import Bind
 from dnsflow.edge.metrics import answer_sizes
 from dnsflow.edge.resolver import Resolver
 
@@ -47,23 +46,19 @@ def _plain(status: int, text: str) -> Reply:
     return status, [("content-type", "text/plain")], (text + "\n").encode()
 
 
-class DohListener:
+class DohListener(GuardedListener):
     def __init__(self, resolver: Resolver, bind: Bind, *, ssl_context: ssl.SSLContext | None,
                  limits: Limits | None = None, path: str = "/dns-query") -> None:
         """``limits`` (budget and timeouts, counters: one per listener) default to a budget
         of 2048 connections and a 30 s idle timeout."""
+        super().__init__(bind, ssl_context,
+                         limits or Limits(ConnectionBudget(2048), idle_timeout=30.0))
         self.resolver = resolver
         self.sizes = answer_sizes(resolver, "doh")
-        self.host, self.port, self.reuse_port = bind
-        self.ssl = ssl_context
         self.path = path
         if ssl_context is not None:
             ssl_context.set_alpn_protocols(["h2", "http/1.1"])
-        self.server: asyncio.base_events.Server | None = None
-        self.conns: set[Any] = set()
-        self.handshakes: set[Any] = set()
         self.requests = {"h2": 0, "http/1.1": 0}
-        self.limits = limits or Limits(ConnectionBudget(2048), idle_timeout=30.0)
         # hostile HTTP, counted (and logged once per kind)
         self.counters = {"h2_rapid_reset_goaway": 0, "h2_resets": 0, "bad_headers": 0,
                          "protocol_errors": 0}
@@ -77,13 +72,8 @@ class DohListener:
             log.warning(msg + " (further ones are only counted: doh_%s in status())",
                         *args, kind)
 
-    async def start(self) -> None:
-        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
-        self.port = sock.getsockname()[1]
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            protocol_factory(self.limits, self.ssl, lambda: _Conn(self), self.handshakes),
-            sock=sock)
+    def connection(self) -> _Conn:
+        return _Conn(self)
 
     def status(self) -> dict[str, Any]:
         return {"transport": "doh", "port": self.port, "open": len(self.conns),
@@ -92,12 +82,7 @@ class DohListener:
                 "requests_http1": self.requests["http/1.1"]}
 
     async def stop(self, grace: float = 3.0) -> None:
-        if self.server is not None:
-            self.server.close()
-        pending = [t for c in self.conns for t in c.tasks]
-        if pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), grace)
+        await self.stop_accepting([t for c in self.conns for t in c.tasks], grace)
         for c in list(self.conns):
             c.close()
         for c in list(self.handshakes):

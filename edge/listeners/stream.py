@@ -9,20 +9,18 @@ reading its answers is paused (then aborted) instead of growing our buffers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import ssl
 import struct
 from typing import Any
 
 from dnsflow.edge.listeners.budget import (
     ConnectionBudget,
+    GuardedListener,
     GuardedProtocol,
     Limits,
-    protocol_factory,
 )
-from dnsflow.edge.listeners.sockets import Bind, bind_socket
+from dnsflow.edge.listeners.sockets import Bind
 from dnsflow.edge.metrics import answer_sizes
 from dnsflow.edge.resolver import Resolver
 
@@ -139,45 +137,30 @@ class _StreamProtocol(GuardedProtocol):
         self.transport.close()
 
 
-class StreamListener:
+class StreamListener(GuardedListener):
     def __init__(self, resolver: Resolver, bind: Bind, *,
                  ssl_context: ssl.SSLContext | None = None, limits: Limits | None = None
                  ) -> None:
         """TCP, or DoT with ``ssl_context``; ``limits`` (budget and timeouts, counters: one
         per listener) default to a budget of MAX_CONNECTIONS and a 10 s idle timeout."""
+        super().__init__(bind, ssl_context, limits or Limits(ConnectionBudget(MAX_CONNECTIONS)))
         self.resolver = resolver
-        self.host, self.port, self.reuse_port = bind
-        self.ssl = ssl_context
         self.transport_name = "dot" if ssl_context is not None else "tcp"
         self.sizes = answer_sizes(resolver, self.transport_name)
-        self.server: asyncio.base_events.Server | None = None
-        self.conns: set[_StreamProtocol] = set()
-        self.handshakes: set[Any] = set()
-        self.limits = limits or Limits(ConnectionBudget(MAX_CONNECTIONS))
 
     @property
     def refused(self) -> int:
         return self.limits.counters["refused"]
 
-    async def start(self) -> None:
-        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
-        self.port = sock.getsockname()[1]
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            protocol_factory(self.limits, self.ssl, lambda: _StreamProtocol(self),
-                             self.handshakes), sock=sock)
+    def connection(self) -> _StreamProtocol:
+        return _StreamProtocol(self)
 
     def status(self) -> dict[str, Any]:
         return {"transport": self.transport_name, "port": self.port, "open": len(self.conns),
                 "handshaking": len(self.handshakes), **self.limits.counters}
 
     async def stop(self, grace: float = 3.0) -> None:
-        if self.server is not None:
-            self.server.close()
-        pending = [t for c in self.conns for t in c.pending]
-        if pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), grace)
+        await self.stop_accepting([t for c in self.conns for t in c.pending], grace)
         for c in list(self.conns) + list(self.handshakes):
             if c.transport is not None:
                 c.transport.close()
