@@ -66,23 +66,31 @@ def tenant_map_path(settings: Any, given: str | None) -> str | None:
     return str(demo) if demo.is_file() else None
 
 
-def run(args: argparse.Namespace) -> int:
-    from dnsflow.cli import UsageError, settings_from_args
+def _tokens(args: argparse.Namespace, host: str) -> dict[str, str] | None:
+    """The ``--tokens`` file's tokens; None (no token needed) only on a loopback address,
+    since the console then shows every tenant to whoever connects."""
+    from dnsflow.cli import UsageError
     from dnsflow.console.auth import TokenFileError, is_loopback, load_tokens
 
-    settings = settings_from_args(args)
-    host, port = parse_listen(args.listen)
-    tokens = None
     if args.tokens:
         try:
-            tokens = load_tokens(args.tokens)
+            return load_tokens(args.tokens)
         except TokenFileError as exc:
             raise UsageError(f"dnsflow console: {exc}") from None
-    elif not is_loopback(host):
+    if not is_loopback(host):
         raise UsageError(
             f"dnsflow console: --listen {args.listen}: without --tokens FILE the console "
             "shows every tenant to whoever connects, so it listens on loopback only "
             "(127.0.0.1, ::1); give --tokens to serve other addresses")
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from dnsflow.cli import UsageError, settings_from_args
+
+    settings = settings_from_args(args)
+    host, port = parse_listen(args.listen)
+    tokens = _tokens(args, host)
     for path in args.policies:
         if not Path(path).exists():
             raise UsageError(f"dnsflow console: --policies {path}: no such file or directory")
