@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.edge_qps import cpus, publish_policy
+from bench.edge_qps import cpus, dnsperf, publish_policy
 from harness.peers import KafkaLocal, Unbound, count_events, free_port, stop_process, wait_dns
 from harness.report import print_summary
 from harness.workdir import add_keep_option, finish_work_dir, make_work_dir
@@ -80,18 +80,6 @@ def metric(port: int, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def dnsperf(port: int, datafile: Path, seconds: float, qps: int, cpu: str) -> dict[str, float]:
-    cmd = ["taskset", "-c", cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
-           str(datafile), "-l", str(seconds), "-Q", str(qps), "-c", "4", "-t", "3"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    def grab(p: str) -> float:
-        m = re.search(p, out)
-        return float(m.group(1)) if m else 0.0
-    return {"sent": grab(r"Queries sent:\s+(\d+)"),
-            "completed": grab(r"Queries completed:\s+(\d+)"),
-            "lost": grab(r"Queries lost:\s+(\d+)")}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.edge_outage", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         res: dict[str, float] = {}
         load = threading.Thread(target=lambda: res.update(
-            dnsperf(port, datafile, total, args.qps, load_cpu)))
+            dnsperf(port, datafile, total, load_cpu, ("-Q", str(args.qps), "-c", "4", "-t", "3"))))
         load.start()
         time.sleep(args.before)
         log(f"stopping Kafka for {args.outage:.0f}s")

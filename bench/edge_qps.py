@@ -26,16 +26,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.dnswire import a_query
 from harness.peers import (
     FstrmCapture,
-    KafkaLocal,
     Unbound,
     count_events,
     cpu_seconds,
     free_port,
+    kafka_or_private,
     stop_process,
     wait_dns,
 )
@@ -85,11 +86,19 @@ def cpus() -> tuple[str, str]:
     return ("1", "0") if n >= 2 else ("0", "0")
 
 
-def dnsperf(port: int, datafile: Path, seconds: float, load_cpu: str) -> dict[str, float]:
+# 4 clients on one thread, 256 queries in flight, 2 s timeout: as fast as the server answers
+DNSPERF_FLAGS = ("-c", "4", "-T", "1", "-q", "256", "-t", "2")
+
+
+def dnsperf(port: int, datafile: Path, seconds: float, load_cpu: str,
+            flags: Sequence[str] = DNSPERF_FLAGS) -> dict[str, float]:
+    """dnsperf from ``load_cpu`` against 127.0.0.1:``port`` for ``seconds``; every bench
+    reads the same figures from its report (``flags``: e.g. ``-Q`` for a capped rate)."""
     cmd = ["taskset", "-c", load_cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
-           str(datafile), "-l", str(seconds), "-c", "4", "-T", "1", "-q", "256", "-t", "2"]
+           str(datafile), "-l", str(seconds), *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     text = out.stdout
+
     def grab(pattern: str) -> float:
         m = re.search(pattern, text)
         return float(m.group(1)) if m else 0.0
@@ -254,11 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     result: dict[str, float] = {}
     try:
-        bootstrap = args.kafka
-        if not bootstrap:
-            log("starting a private Kafka (scripts/kafka-local)")
-            kafka = KafkaLocal(work / "kafka", cpu=int(load_cpu))
-            bootstrap = kafka.start()
+        bootstrap, kafka = kafka_or_private(args.kafka, work, load_cpu, log)
         prefix = f"bench{uuid.uuid4().hex[:8]}."
         asyncio.run(publish_policy(bootstrap, prefix))
 

@@ -24,49 +24,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench.edge_qps import cpus, dnsperf
+from bench.edge_qps import DNSPERF_FLAGS, cpus, dnsperf
 from harness.peers import (
     FstrmCapture,
-    KafkaLocal,
     Unbound,
     count_events,
     cpu_seconds,
+    kafka_or_private,
     stop_process,
 )
+from harness.workdir import add_keep_option, finish_work_dir, make_work_dir
 
 TENANT_MAP = "clients:\n  - {cidr: 127.0.0.0/8, tenant: bench, namespace: bench-ns}\n"
 
 
 def log(msg: str) -> None:
     print(f"[tap] {msg}", file=sys.stderr, flush=True)
-
-
-def dnsperf_at(port: int, datafile: Path, seconds: float, load_cpu: str,
-               qps: float = 0) -> dict[str, float]:
-    """dnsperf as bench.edge_qps runs it, optionally capped at ``qps``."""
-    if not qps:
-        return dnsperf(port, datafile, seconds, load_cpu)
-    cmd = ["taskset", "-c", load_cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
-           str(datafile), "-l", str(seconds), "-c", "4", "-T", "1", "-q", "256", "-t", "2",
-           "-Q", str(int(qps))]
-    text = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-
-    def grab(pattern: str) -> float:
-        m = re.search(pattern, text)
-        return float(m.group(1)) if m else 0.0
-    return {"qps": grab(r"Queries per second:\s+([\d.]+)"),
-            "runtime": grab(r"Run time \(s\):\s+([\d.]+)"),
-            "completed": grab(r"Queries completed:\s+(\d+)")}
 
 
 def start_tap(work: Path, bootstrap: str, prefix: str, cpu: str) -> tuple[subprocess.Popen,
@@ -116,7 +96,7 @@ def stop_tap(tap: subprocess.Popen, tap_log: Path) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     server_cpu, load_cpu = cpus()
-    work = Path(tempfile.mkdtemp(prefix="bench-tap-"))
+    work = make_work_dir("bench-tap-")
     names = [f"host{i}.bench.test" for i in range(args.names)]
     local = [f"{n}. 3600 IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
              for i, n in enumerate(names)]
@@ -125,11 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     kafka = None
     res: dict[str, float] = {}
     try:
-        bootstrap = args.kafka
-        if not bootstrap:
-            log("starting a private Kafka (scripts/kafka-local)")
-            kafka = KafkaLocal(work / "kafka", cpu=int(load_cpu))
-            bootstrap = kafka.start()
+        bootstrap, kafka = kafka_or_private(args.kafka, work, load_cpu, log)
         run_id = uuid.uuid4().hex[:8]
 
         # 1: unbound+dnstap -> fstrm_capture
@@ -179,8 +155,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                      dnstap_socket=str(sock))
         try:
             ub.start()
-            live = 1.0 + dnsperf_at(ub.port, datafile, args.seconds, load_cpu,
-                                    args.live_qps)["completed"]
+            capped = ((*DNSPERF_FLAGS, "-Q", str(int(args.live_qps))) if args.live_qps
+                      else DNSPERF_FLAGS)
+            live = 1.0 + dnsperf(ub.port, datafile, args.seconds, load_cpu,
+                                 capped)["completed"]
             time.sleep(args.pair_wait)
         finally:
             ub.stop()
@@ -194,10 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     finally:
         if kafka is not None:
             kafka.stop()
-        if args.keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish_work_dir(work, args.keep, log)
     return res
 
 
@@ -325,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds after dnsperf for the last frames (default 3)")
     ap.add_argument("--decode-only", action="store_true",
                     help="only the decoding micro-benchmarks")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    add_keep_option(ap)
     args = ap.parse_args(argv)
     if args.decode_only:
         decode_only()

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Self
 
@@ -394,6 +394,21 @@ class KafkaLocal:
             return int((self.state / "pid").read_text())
         except (OSError, ValueError):
             return None
+
+
+def kafka_or_private(bootstrap: str | None, work: Path, cpu: str,
+                     log: Callable[[str], None]) -> tuple[str, KafkaLocal | None]:
+    """A benchmark's broker: ``--kafka`` when given, else a private one from
+    scripts/kafka-local under ``work`` pinned to ``cpu`` (returned: the caller stops it)."""
+    if bootstrap:
+        return bootstrap, None
+    log("starting a private Kafka (scripts/kafka-local)")
+    kafka = KafkaLocal(work / "kafka", cpu=int(cpu))
+    try:
+        return kafka.start(), kafka
+    except BaseException:
+        kafka.stop()
+        raise
 
 
 def cpu_seconds(pid: int) -> float:
