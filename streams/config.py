@@ -47,10 +47,15 @@ class TelemetryConfig(BaseModel):
 
 def _detectors_config() -> type[BaseModel]:
     """``streams.detectors``: one section per registered detector (its ``config`` model,
-    named by its kind), plus the look-alike allowlists every detector respects."""
+    named by its kind), plus the look-alike allowlists every detector respects and the
+    cluster domain."""
     fields: dict[str, Any] = {c.kind: (c.config, c.config()) for c in registered()}
     fields["allowlist"] = (list[str], Field(default_factory=lambda: list(DEFAULT_ALLOWLIST)))
     fields["extra_allowlist"] = (list[str], Field(default_factory=list))
+    fields["cluster_domain"] = (str, Field(
+        "cluster.local", min_length=1, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="names under it are the cluster's (services, pods): cross-tenant "
+        "discovery and NXDOMAIN bursts on internal names look at them"))
     return create_model("DetectorsConfig", __config__=ConfigDict(extra="forbid"), **fields)
 
 

@@ -23,6 +23,16 @@ import tldextract
 
 NORMAL, ALLOWLISTED, INTERNAL = 0, 1, 2
 
+# what a name under the cluster domain is (:meth:`DomainIndex.cluster`): a service
+# ``<svc>.<ns>.svc.<cd>``, an endpoint ``<ep>.<svc>.<ns>.svc.<cd>``, an SRV name
+# ``_<port>._<proto>.<svc>.<ns>.svc.<cd>``, a pod ``<a-b-c-d>.<ns>.pod.<cd>``; ``public`` a
+# service name whose ``<svc>.<ns>`` is also a public name (``stripe.com.svc.<cd>``: a service
+# only if the namespace exists); ``search`` a search-path expansion (``api.stripe.com.<ns>.svc.
+# <cd>``, ``x.svc.<cd>``, ``x.<cd>``); ``ptr`` a reverse name (``*.in-addr.arpa``)
+SVC, ENDPOINT, SRV, POD, PUBLIC, SEARCH, PTR = (
+    "svc", "endpoint", "srv", "pod", "public", "search", "ptr")
+REVERSE = (".in-addr.arpa", ".ip6.arpa")
+
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=False)
 # what tldextract's URL parsing leaves unchanged, and labels needing no punycode decoding
 _PLAIN = re.compile(r"[a-z0-9_-](?:[a-z0-9_.-]*[a-z0-9_-])?").fullmatch
@@ -174,6 +184,36 @@ class DomainIndex:
             if tail in allow:
                 return True
         return False
+
+    def _public(self, name: str) -> bool:
+        return self.split(name)[3] != INTERNAL
+
+    def cluster(self, qname: str, domain: str) -> tuple[str, str, str]:
+        """``(namespace, service or pod label, form)`` of ``qname``, a name ending in
+        ``"." + domain`` (the cluster domain), uncached; form: ``SVC``, ``ENDPOINT``,
+        ``SRV``, ``POD``, ``PUBLIC`` or ``SEARCH`` (then namespace and label are "")."""
+        head = qname[:-len(domain) - 1]
+        i = head.rfind(".")
+        zone = head[i + 1:]
+        if i <= 0 or zone not in ("svc", "pod"):
+            return "", "", SEARCH  # <x>.<cd>, svc.<cd>: the search list's last entries
+        prefix = head[:i]
+        labels = prefix.split(".")
+        n = len(labels)
+        if not all(labels):
+            return "", "", SEARCH
+        ns = labels[-1]
+        if zone == "pod":
+            return (ns, labels[0], POD) if n == 2 else ("", "", SEARCH)
+        if n == 2:
+            return ns, labels[0], PUBLIC if self._public(prefix) else SVC
+        if n == 3:
+            if self._public(f"{labels[0]}.{labels[1]}"):  # stripe.com.<ns>.svc.<cd>
+                return "", "", SEARCH
+            return ns, labels[1], PUBLIC if self._public(prefix) else ENDPOINT
+        if n == 4 and labels[0][:1] == "_" and labels[1][:1] == "_":
+            return ns, labels[2], SRV
+        return "", "", SEARCH  # api.stripe.com.<ns>.svc.<cd> and longer
 
     def registered(self, qname: str) -> str:
         """The registered domain of ``qname`` ("" for internal names)."""

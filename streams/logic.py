@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ from dnsflow.streams.config import StreamsConfig
 from dnsflow.streams.detectors import registered
 from dnsflow.streams.detectors.base import Detector, DetectorContext, NameEntry, overrides
 from dnsflow.streams.detectors.ngram import NgramModel, default_model
-from dnsflow.streams.domains import INTERNAL, NORMAL, DomainIndex
+from dnsflow.streams.domains import INTERNAL, NORMAL, PTR, REVERSE, DomainIndex
 from dnsflow.streams.incidents import Incidents
 from dnsflow.streams.response import AutoResponder
 from dnsflow.streams.telemetry import Telemetry
@@ -59,6 +60,9 @@ class StreamLogic:
         self.pane = pane_size([*windows, *(to_us(s) for c in classes
                                            for s in c.pane_seconds(getattr(det, c.kind)))])
         self._index = DomainIndex([*det.allowlist, *det.extra_allowlist])
+        self._cluster_domain = det.cluster_domain.lower().strip(".")
+        self._cluster_suffix = "." + self._cluster_domain
+        self._cluster_name = lru_cache(maxsize=4096)(self._parse_cluster)
         self._names: dict[str, NameEntry] = {}
         self._names_cap = NAMES_CACHE
         self.model = model or default_model()
@@ -91,7 +95,8 @@ class StreamLogic:
 
     def _build_detectors(self, classes: list[type[Detector]]) -> dict[str, Detector]:
         """The enabled detectors, by kind in call order, and who is called when."""
-        ctx = DetectorContext(self.incidents.report, self.model, self.pane)
+        ctx = DetectorContext(self.incidents.report, self.model, self.pane,
+                              self._cluster_domain, self._cluster_name)
         dets: dict[str, Detector] = {}
         for c in classes:
             dcfg = getattr(self.cfg.detectors, c.kind)
@@ -112,7 +117,16 @@ class StreamLogic:
         self._by_sub: list[tuple[int, NameObservers]] = [
             (n, tuple(o for m, o in named if m <= n))
             for n in sorted({m for m, _ in named}, reverse=True)]
+        # names under the cluster domain and reverse names (Detector.cluster)
+        self._cluster_obs: NameObservers = tuple(
+            (d.observe_cluster, None, d.rcode) for d in dets.values() if d.cluster)
         return dets
+
+    def _parse_cluster(self, name: str) -> tuple[str, str, str]:
+        """(namespace, label, form) of a name under the cluster domain (else SEARCH)."""
+        if name.endswith(self._cluster_suffix):
+            return self._index.cluster(name, self._cluster_domain)
+        return "", "", "search"
 
     # ------------------------------------------------------------------ input
 
@@ -193,9 +207,17 @@ class StreamLogic:
         """Cache miss: the name's registered domain, kind, DGA label score and the detectors
         that look at it, kept in a bounded dict (a plain dict get per event; the oldest half
         goes when full)."""
-        reg, label, sub, kind = self._index.split(qname)
         observers: NameObservers = ()
         score = 0.0
+        if self._cluster_obs and (qname.endswith(self._cluster_suffix)
+                                  or qname.endswith(REVERSE)):
+            # the detectors of cluster names (Detector.cluster): namespace, label, form
+            reg, label, sub = (("", "", PTR) if qname.endswith(REVERSE)
+                               else self._cluster_name(qname))
+            kind = INTERNAL
+            observers = self._cluster_obs
+        else:
+            reg, label, sub, kind = self._index.split(qname)
         if kind == NORMAL:
             score = self._label_score(label)
             n = len(sub)

@@ -17,6 +17,10 @@ Modelled on bytewax's ``StatefulBatchLogic`` (state in, state out, no framework 
 * :meth:`Detector.observe` -- one event, in event-time order: ``(ts, key, ev, name)`` with
   ``key = (tenant, client_ip)``, ``ev`` the decoded event and ``name`` the cached
   :data:`NameEntry` of its ``qname``.
+* ``cluster = True``: :meth:`Detector.observe_cluster` sees every event whose name is under
+  the cluster domain (``streams.detectors.cluster_domain``) or a reverse (PTR) name, with
+  the name parsed once and cached (REG: the namespace it points into, LABEL: the service or
+  pod, SUB: the form, ``streams.domains.SVC`` ... ``PTR``); ``rcode`` filters these too.
 * :meth:`Detector.on_pane` -- a closed pane's ``{(tenant, client): [queries, nxdomain]}``
   (the logic counts them for every event; pane detectors cost nothing per event).
 * :meth:`Detector.on_watermark` -- event time moved: drop what can no longer matter.
@@ -44,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 NameEntry = tuple[str, str, str, int, float,
                   tuple[tuple[Callable[..., None], dict[str, Any] | None, str | None], ...]]
 REG, LABEL, SUB, KIND, SCORE = 0, 1, 2, 3, 4
+NS, FORM = REG, SUB  # a cluster name's entry (Detector.cluster): namespace and form
 
 Key = tuple[str, str]  # (tenant, client_ip)
 PaneCounts = dict[Key, list[int]]  # [queries, nxdomain] per (tenant, client) in one pane
@@ -72,19 +77,37 @@ def _never_known(tenant: str, reg: str) -> bool:
     return False
 
 
+def _no_owner(namespace: str) -> str | None:
+    return None
+
+
+def _no_cluster_name(name: str) -> tuple[str, str, str]:
+    return "", "", "search"
+
+
 class DetectorContext:
     """What a detector gets from the logic: where findings go, the shared trigram model, the
     pane size, and two services one detector may provide to the others (set in
     ``__init__``, read in :meth:`Detector.bind`): ``label_score(label)`` (the DGA
     detector's per-label score, also cached with every name) and ``known(tenant, reg)``
-    (whether the tenant resolved ``reg`` before: the new-domain detector's memory)."""
+    (whether the tenant resolved ``reg`` before: the new-domain detector's memory) and
+    ``namespace_owner(ns)`` (the tenant a namespace belongs to, "" when several claim it,
+    None when unknown: the cross-tenant detector's map). ``cluster_domain`` and
+    ``cluster_name(name)`` (a cached ``(namespace, label, form)`` of a name under it) are the
+    logic's."""
 
-    def __init__(self, report: Callable[[Detection], None], model: Any, pane_us: int) -> None:
+    def __init__(self, report: Callable[[Detection], None], model: Any, pane_us: int,
+                 cluster_domain: str = "cluster.local",
+                 cluster_name: Callable[[str], tuple[str, str, str]] = _no_cluster_name
+                 ) -> None:
         self.report = report
         self.model = model
         self.pane = pane_us
+        self.cluster_domain = cluster_domain
+        self.cluster_name = cluster_name
         self.label_score: Callable[[str], float] = _no_score
         self.known: Callable[[str, str], bool] = _never_known
+        self.namespace_owner: Callable[[str], str | None] = _no_owner
 
 
 class DetectorConfig(BaseModel):
@@ -115,6 +138,7 @@ class Detector:
     seen: dict[str, Any] | None = None
     parts: ClassVar[tuple[Part, ...]] = ()  # the per-tenant maps snapshot/restore/forget keep
     rcode: ClassVar[str | None] = None  # observe() only names answered with this rcode
+    cluster: ClassVar[bool] = False  # observe_cluster() names under the cluster domain, PTRs
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -137,6 +161,10 @@ class Detector:
         """All detectors are built: take services other detectors provide."""
 
     def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        return None
+
+    def observe_cluster(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        """One event for a name under the cluster domain or a reverse name (``cluster``)."""
         return None
 
     def on_pane(self, ps: int, counts: PaneCounts) -> None:

@@ -1,11 +1,29 @@
 """Cross-tenant discovery and newly observed domains.
 
-*Cross-tenant* looks at queries the edge denied for tenant isolation. The marker is the
-event's ``rule``: the edge sets a rule id starting with ``isolation`` (e.g.
-``isolation`` or ``isolation:payments``) when a client asks for another tenant's namespace
-name. Why: a workload enumerating other tenants' services is reconnaissance even when every
-answer was denied. Incidents per (tenant, client); the score grows with the number of
-distinct names probed.
+*Cross-tenant* looks for clients asking for other tenants' names, two ways:
+
+* queries the edge denied for tenant isolation. The marker is the event's ``rule``: the edge
+  sets a rule id starting with ``isolation`` (e.g. ``isolation`` or ``isolation:payments``)
+  when a client asks for another tenant's namespace name;
+* the names themselves, for resolvers that give no verdicts (``dnsflow tap`` events carry
+  decision ``allow`` and no rule) and audit-mode edges (``would_deny``): a query under the
+  cluster domain for a service ``<svc>.<ns>.svc.<cd>``, an endpoint ``<ep>.<svc>.<ns>.svc``,
+  an SRV name ``_<port>._<proto>.<svc>.<ns>.svc``, a pod ``<a-b-c-d>.<ns>.pod``, or a PTR
+  answered with such a name, whose namespace belongs to another tenant -- whether the
+  resolver answered it or said NXDOMAIN. Namespace -> tenant comes from the settings
+  (``namespaces``, a ``tenant_map`` file) and, with ``learn``, from the events: every event
+  of a cluster name tells the namespace and tenant of its asking client (pods' search paths
+  go through their own namespace). A namespace two tenants were seen in is nobody's;
+  ``shared`` namespaces and services (``kube-system``, ``default``, ``<svc>.<ns>``) are
+  everybody's; an ``allow`` of an edge that applied policies (``policy_version`` > 0) is an
+  export, not a probe (``trust_edge_allow``). Search-path expansions never count.
+
+Why: a workload enumerating other tenants' services is reconnaissance even when every answer
+was denied, and worse when it was answered. Incidents per (tenant, client); the score grows
+with the number of distinct names probed. An event the edge denied for isolation is counted
+once (by its rule), whatever its name. The learned map is per worker: with several workers
+(tenants spread over partitions) a worker learns only its own tenants' namespaces, so give
+the map in the settings there.
 
 *New domain* looks at registered domains a tenant resolves successfully (NOERROR) for the
 first time, after a ``warmup_s`` learning period per tenant. Why: first contact with a
@@ -20,16 +38,41 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from dnsflow.streams.detectors.base import LABEL, REG, Detection, Detector, Part, WindowConfig
+from dnsflow.policies.api import TenantMapError, load_tenant_map
+from dnsflow.streams.detectors.base import (
+    FORM,
+    LABEL,
+    NS,
+    REG,
+    Detection,
+    Detector,
+    Part,
+    WindowConfig,
+)
+from dnsflow.streams.domains import PTR, SEARCH
 from dnsflow.streams.windows import to_us
 
 if TYPE_CHECKING:
     from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry
 
+SHARED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+NAMES_KEPT = 200  # distinct names remembered per client and window
+NAMESPACES_PER_TENANT = 10_000  # learned namespaces kept per tenant
+
 
 class CrossTenantConfig(WindowConfig):
     min_count: int = Field(3, ge=1)
     rule_prefix: str = "isolation"
+    namespaces: dict[str, str] = Field(
+        default_factory=dict, description="namespace -> tenant (wins over what is learned)")
+    tenant_map: str | None = Field(
+        None, description="the edge's tenant map file: its namespace -> tenant too")
+    learn: bool = Field(True, description="learn namespace -> tenant from the events")
+    shared: list[str] = Field(
+        default_factory=lambda: list(SHARED_NAMESPACES),
+        description="namespaces (or <svc>.<ns>) every tenant may ask for")
+    trust_edge_allow: bool = Field(
+        True, description="an allow by an edge that applied policies is an export")
 
 
 class NewDomainConfig(WindowConfig):
@@ -38,16 +81,46 @@ class NewDomainConfig(WindowConfig):
     max_known: int = Field(200_000, ge=100)
 
 
-def _denied(v: Any) -> tuple[int, int, dict[str, str]]:
-    """A cross-tenant entry: (window, denied count, {name: rule})."""
-    w, count, names = v
+def _denied(v: Any) -> tuple[int, int, dict[str, str], int]:
+    """A cross-tenant entry: (window, probes, {name: how}, of them denied by the edge); a
+    3-tuple (before names counted) is all denied."""
+    if len(v) == 3:
+        w, count, names = v
+        denied = count
+    else:
+        w, count, names, denied = v
     if type(names) is not dict:
         raise ValueError("cross_tenant names is not a map")
-    return w, count, names
+    return w, count, names, denied
 
 
-def _budget(v: Any) -> tuple[int, int]:
-    return tuple(v)  # type: ignore[return-value]
+def _namespaces(v: Any) -> dict[str, None]:
+    if type(v) not in (list, tuple) or not all(type(x) is str for x in v):
+        raise ValueError("cross_tenant namespaces is not a list of names")
+    return dict.fromkeys(v)
+
+
+class _Owners:
+    """namespace -> tenant ("" when several tenants claim it): the settings, then what was
+    learned. Derived from the detector's ``learned`` part (not state of its own)."""
+
+    __slots__ = ("by_ns", "fixed")
+
+    def __init__(self, fixed: dict[str, str]) -> None:
+        self.fixed = fixed
+        self.by_ns = dict(fixed)
+
+    def add(self, tenant: str, ns: str) -> None:
+        if ns in self.fixed:
+            return
+        cur = self.by_ns.get(ns)
+        self.by_ns[ns] = tenant if cur is None or cur == tenant else ""
+
+    def rebuild(self, learned: dict[str, dict[str, None]]) -> None:
+        self.by_ns = dict(self.fixed)
+        for tenant, nss in learned.items():
+            for ns in nss:
+                self.add(tenant, ns)
 
 
 class CrossTenantDetector(Detector):
@@ -55,45 +128,132 @@ class CrossTenantDetector(Detector):
     order = 50
     config = CrossTenantConfig
     on_deny = True
-    parts = (Part("state", load=_denied),)
+    cluster = True
+    parts = (Part("state", load=_denied),
+             Part("learned", per_tenant=True, dump=list, load=_namespaces))
 
     def __init__(self, cfg: CrossTenantConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
         self.win = to_us(cfg.window_s)
         self.prefix = cfg.rule_prefix
-        self.state: dict[tuple[str, str], tuple[int, int, dict[str, str]]] = {}
+        self.state: dict[tuple[str, str], tuple[int, int, dict[str, str], int]] = {}
+        fixed: dict[str, str] = {}
+        if cfg.tenant_map:
+            try:
+                fixed.update(load_tenant_map(cfg.tenant_map).namespace_tenants())
+            except (TenantMapError, OSError) as exc:
+                raise ValueError(f"streams.detectors.cross_tenant.tenant_map: {exc}") from None
+        fixed.update(cfg.namespaces)
+        self.owners = _Owners(fixed)
+        self.learned: dict[str, dict[str, None]] = {}  # tenant -> its clients' namespaces
+        self.learn = cfg.learn
+        self.shared = frozenset(cfg.shared)
+        self.trust = cfg.trust_edge_allow
+        self.cluster_name = ctx.cluster_name
+        ctx.namespace_owner = self.owner_of
+
+    def owner_of(self, ns: str) -> str | None:
+        return self.owners.by_ns.get(ns)
 
     def observe(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
         """A denied query: counted when the edge's rule is an isolation rule."""
         rule = ev.get("rule") or ""
         if not rule.startswith(self.prefix):
             return
+        self._count(ts, key, ev["qname"], rule, True)
+
+    def observe_cluster(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        """A name under the cluster domain (or a PTR): counted when its namespace belongs to
+        another tenant, or an audit-mode edge would have denied it for isolation."""
+        tenant = key[0]
+        mine = ev["namespace"]
+        if mine and self.learn:
+            nss = self.learned.get(tenant)
+            if nss is None or mine not in nss:
+                self._learn(tenant, mine)
+        ns, form = name[NS], name[FORM]
+        if form == PTR:
+            if ev["rcode"] != "NOERROR":
+                return
+            for answer in ev["answers"]:  # the PTR target: a service's or pod's name
+                ns, label, form = self.cluster_name(answer.lower().rstrip("."))
+                if form != SEARCH:
+                    break
+            else:
+                return
+        else:
+            label = name[LABEL]
+        if form == SEARCH or ns == mine:
+            return
+        decision = ev["decision"]
+        rule = ev["rule"]
+        if rule.startswith(self.prefix):
+            if decision == "deny":
+                return  # the edge's isolation deny: counted once, by observe()
+            if decision == "would_deny":  # audit mode: the edge says so, map or not
+                self._count(ts, key, ev["qname"], f"audit:{ns}", False)
+                return
+        owner = self.owners.by_ns.get(ns)
+        if not owner or owner == tenant or ns in self.shared or f"{label}.{ns}" in self.shared:
+            return
+        if decision == "allow" and self.trust and ev["policy_version"]:
+            return  # an edge enforcing isolation let it through: an export
+        how = "denied" if decision == "deny" else ev["rcode"].lower()
+        self._count(ts, key, ev["qname"], f"{how}:{ns}", False)
+
+    def _learn(self, tenant: str, ns: str) -> None:
+        nss = self.learned.get(tenant)
+        if nss is None:
+            nss = self.learned[tenant] = {}
+        if len(nss) >= NAMESPACES_PER_TENANT:
+            return
+        nss[ns] = None
+        self.owners.add(tenant, ns)
+
+    def _count(self, ts: int, key: Key, qname: str, how: str, denied: bool) -> None:
         tenant, client = key
-        qname = ev["qname"]
         w = ts // self.win
         st = self.state.get(key)
         if st is None or w > st[0]:
-            st = (w, 0, {})
-        count, names = st[1] + 1, st[2]
-        if len(names) < 200:
-            names.setdefault(qname, rule)
-        self.state[key] = (st[0], count, names)
+            st = (w, 0, {}, 0)
+        count, names, n_denied = st[1] + 1, st[2], st[3] + denied
+        if len(names) < NAMES_KEPT:
+            names.setdefault(qname, how)
+        self.state[key] = (st[0], count, names, n_denied)
         if count >= self.cfg.min_count and (count == self.cfg.min_count or
                                             count & (count - 1) == 0):
             targets = sorted({r.partition(":")[2] for r in names.values()} - {""})
             score = min(1.0, 0.55 + 0.05 * len(names))
+            evidence: dict[str, Any] = {
+                "window_s": self.cfg.window_s, "denied": n_denied,
+                "distinct_names": len(names), "names": sorted(names)[:10],
+                "targets": targets[:10]}
+            if count > n_denied:  # found from the names (tap, audit mode, not enforced)
+                hows = [r.partition(":")[0] for r in names.values()]
+                evidence["probes"] = count
+                evidence["answered_names"] = hows.count("noerror")
+                evidence["audit_names"] = hows.count("audit")
             self.report(Detection(
                 ts=ts, kind=self.kind, tenant=tenant, client_ip=client, score=score,
-                key=(self.kind, tenant, client),
-                evidence={"window_s": self.cfg.window_s, "denied": count,
-                          "distinct_names": len(names), "names": sorted(names)[:10],
-                          "targets": targets[:10]},
+                key=(self.kind, tenant, client), evidence=evidence,
             ))
 
     def on_watermark(self, watermark: int) -> None:
         w = watermark // self.win
         for key in [k for k, st in self.state.items() if st[0] < w - 1]:
             del self.state[key]
+
+    def restore(self, data: dict[str, Any]) -> None:
+        super().restore(data)
+        self.owners.rebuild(self.learned)
+
+    def forget(self, tenants: Any) -> None:
+        super().forget(tenants)
+        self.owners.rebuild(self.learned)
+
+
+def _budget(v: Any) -> tuple[int, int]:
+    return tuple(v)  # type: ignore[return-value]
 
 
 class NewDomainDetector(Detector):
