@@ -6,8 +6,17 @@ event.
 
 *NXDOMAIN burst* looks at NXDOMAIN answers for names with a public suffix over the last
 ``window_s`` per client and per tenant (count and ratio). Why: misconfiguration, random
-subdomain (water-torture) attacks and malware all show as a wall of NXDOMAIN. Internal names
-(``*.svc.cluster.local`` search-path expansions) are NXDOMAIN by design and are not counted.
+subdomain (water-torture) attacks and malware all show as a wall of NXDOMAIN. Names under the
+cluster domain count apart, per name: the same service, endpoint, SRV or pod name
+(``<svc>.<ns>.svc.<cd>``) NXDOMAIN ``internal_client_min`` times in a window from one client,
+or ``internal_tenant_min`` times from a tenant's clients together, is a burst (a deleted
+service hammered by a job). Search-path expansions (``api.stripe.com.<ns>.svc.<cd>``,
+``x.svc.<cd>``, ``x.<cd>``) are NXDOMAIN by design and never count; ``<a>.<b>.svc.<cd>``
+whose ``<a>.<b>`` is also a public name (``stripe.com.svc.<cd>``) counts only when namespace
+``<b>`` is known (``ctx.namespace_owner``, the cross-tenant detector's map). A short name's
+first expansion (``db.<ns>.svc.<cd>`` for ``db``) looks like a service name, which is why the
+minimum is high (10/s from one client by default): a pod's ordinary short-name lookups stay
+far below it, a job retrying a deleted service in a loop does not.
 
 *Rate spike* keeps an EWMA mean and variance of queries per pane for every client and every
 tenant (the learned baseline) and flags a pane above ``mean + k·sigma`` and ``factor x mean``
@@ -18,21 +27,25 @@ shows as a sudden jump against its own history, whatever its normal volume.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from dnsflow.streams.detectors.base import (
+    FORM,
+    LABEL,
+    NS,
     Detection,
     Detector,
     DetectorConfig,
     Part,
     WindowConfig,
 )
+from dnsflow.streams.domains import PTR, PUBLIC, SEARCH
 from dnsflow.streams.windows import to_us
 
 if TYPE_CHECKING:
-    from dnsflow.streams.detectors.base import DetectorContext, PaneCounts
+    from dnsflow.streams.detectors.base import DetectorContext, Key, NameEntry, PaneCounts
 
 
 class NxBurstConfig(WindowConfig):
@@ -40,6 +53,10 @@ class NxBurstConfig(WindowConfig):
     client_ratio: float = Field(0.5, ge=0, le=1)
     tenant_min: int = Field(300, ge=1)
     tenant_ratio: float = Field(0.3, ge=0, le=1)
+    internal_client_min: int = Field(
+        600, ge=1, description="NXDOMAIN of one cluster name from one client per window")
+    internal_tenant_min: int = Field(
+        1000, ge=1, description="NXDOMAIN of one cluster name from a tenant per window")
 
 
 class RateConfig(DetectorConfig):
@@ -56,16 +73,69 @@ def _panes(h: list[list[int]]) -> list[tuple[int, ...]]:
     return [tuple(x) for x in h]
 
 
+def _window_count(v: Any) -> tuple[int, int]:
+    w, n = v
+    if type(w) is not int or type(n) is not int:
+        raise ValueError("nxdomain_burst internal count is not [window, count]")
+    return w, n
+
+
 class NxBurstDetector(Detector):
     kind = "nxdomain_burst"
     order = 30
     config = NxBurstConfig
-    parts = (Part("hist", load=_panes),)  # (tenant, client or "") -> [(pane, n, nx)]
+    cluster = True
+    rcode = "NXDOMAIN"  # of the cluster names (observe_cluster)
+    # (tenant, client or "") -> [(pane, n, nx)]; (tenant, client or "", name) -> (window, nx)
+    parts = (Part("hist", load=_panes), Part("internal", load=_window_count))
 
     def __init__(self, cfg: NxBurstConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
         self.span = max(1, round(to_us(cfg.window_s) / self.pane))  # panes in a window
         self.hist: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+        self.win = to_us(cfg.window_s)
+        self.internal: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self.namespace_owner = ctx.namespace_owner
+
+    def bind(self, ctx: DetectorContext) -> None:
+        self.namespace_owner = ctx.namespace_owner
+
+    def observe_cluster(self, ts: int, key: Key, ev: dict[str, Any], name: NameEntry) -> None:
+        """An NXDOMAIN of a name under the cluster domain (``rcode``), per name."""
+        form = name[FORM]
+        if form in (SEARCH, PTR):
+            return
+        if form == PUBLIC and self.namespace_owner(name[NS]) is None:
+            return  # stripe.com.svc.<cd>: a search expansion unless namespace "com" exists
+        w = ts // self.win
+        tenant, client = key
+        qname = ev["qname"]
+        self._bump(ts, w, (tenant, client, qname), self.cfg.internal_client_min, name)
+        self._bump(ts, w, (tenant, "", qname), self.cfg.internal_tenant_min, name)
+
+    def _bump(self, ts: int, w: int, k: tuple[str, str, str], minimum: int,
+              name: NameEntry) -> None:
+        st = self.internal.get(k)
+        n = 1 if st is None or w > st[0] else st[1] + 1
+        self.internal[k] = (w if st is None else max(w, st[0]), n)
+        if n >= minimum and (n == minimum or n & (n - 1) == 0):
+            tenant, client, qname = k
+            self.report(Detection(
+                ts=ts, kind=self.kind, tenant=tenant, client_ip=client,
+                score=min(0.9, 0.5 + 0.1 * math.log2(n / minimum)),
+                key=(self.kind, tenant, client, qname),
+                evidence={"window_s": self.cfg.window_s, "nxdomain": n, "name": qname,
+                          "namespace": name[NS], "service": name[LABEL],
+                          "form": name[FORM], "internal": True,
+                          "scope": "client" if client else "tenant"},
+            ))
+
+    def on_watermark(self, watermark: int) -> None:
+        w = watermark // self.win
+        internal = self.internal
+        if internal:
+            for k in [k for k, st in internal.items() if st[0] < w - 1]:
+                del internal[k]
 
     def on_pane(self, ps: int, counts: PaneCounts) -> None:
         tenants: dict[str, list[int]] = {}

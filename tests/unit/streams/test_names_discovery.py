@@ -161,3 +161,46 @@ def test_replay_of_tap_events_finds_the_probe(ev):
     assert stats.bad == 0
     assert {(a["tenant"], a["client_ip"]) for a in anomalies(out, "cross_tenant")} == {
         ("payments", "10.0.2.99")}
+
+
+# ---------------------------------------------------------------- NXDOMAIN on cluster names
+
+def test_a_deleted_service_hammered_by_a_job_is_an_nxdomain_burst(ev):
+    gone = f"orders.billing.{CD}"
+    events = [tap(ev, T0 + i * 20_000, "shop", "billing", "10.0.1.77", gone, rcode="NXDOMAIN")
+              for i in range(3000)]  # 50/s for a minute
+    events += [tap(ev, T0 + i * S, "shop", "billing", "10.0.1.78", f"api.billing.{CD}")
+               for i in range(60)]
+    nx = anomalies(run(make_logic(), events), "nxdomain_burst")
+    client = [a for a in nx if a["evidence"]["scope"] == "client"]
+    assert client and {a["client_ip"] for a in client} == {"10.0.1.77"}
+    ev0 = client[0]["evidence"]
+    assert ev0["name"] == gone and ev0["namespace"] == "billing" and ev0["service"] == "orders"
+    assert ev0["internal"] is True and ev0["nxdomain"] == 600
+    assert max(a["evidence"]["nxdomain"] for a in client) >= 1024
+    assert max(a["score"] for a in client) > client[0]["score"]  # updates as it grows
+    assert any(a["evidence"]["scope"] == "tenant" for a in nx)  # 3000 from the tenant too
+
+
+def test_many_pods_of_a_job_together_are_a_tenant_burst(ev):
+    gone = f"_grpc._tcp.ledger.payments.{CD}"
+    events = [tap(ev, T0 + i * 50_000, "payments", "payments", f"10.0.2.{100 + i % 25}", gone,
+                  qtype="SRV", rcode="NXDOMAIN") for i in range(1200)]  # 48 per pod
+    nx = anomalies(run(make_logic(), events), "nxdomain_burst")
+    assert nx and {(a["client_ip"], a["evidence"]["scope"]) for a in nx} == {("", "tenant")}
+    assert nx[0]["evidence"]["form"] == "srv"
+
+
+def test_public_looking_service_names_count_once_the_namespace_is_known(ev):
+    # catalog.shop is also a public name (.shop): a search expansion of "catalog.shop" unless
+    # namespace shop exists
+    hammer = [tap(ev, T0 + 5 * S + i * 20_000, "shop", "jobs", "10.0.1.77",
+                  f"catalog.shop.{CD}", rcode="NXDOMAIN") for i in range(800)]
+    assert anomalies(run(make_logic(), hammer), "nxdomain_burst") == []  # shop never seen...
+    events = hammer + [tap(ev, T0 + i * 100_000, "shop", "shop", "10.0.1.10", f"web.shop.{CD}")
+                       for i in range(10)]
+    nx = anomalies(run(make_logic(), events), "nxdomain_burst")
+    assert nx and nx[0]["evidence"]["name"] == f"catalog.shop.{CD}"
+    google = [tap(ev, T0 + 5 * S + i * 20_000, "shop", "jobs", "10.0.1.77",
+                  f"google.com.{CD}", rcode="NXDOMAIN") for i in range(800)]
+    assert anomalies(run(make_logic(), google + events[800:]), "nxdomain_burst") == []
