@@ -28,8 +28,9 @@ the map in the settings there.
 *New domain* looks at registered domains a tenant resolves successfully (NOERROR) for the
 first time, after a ``warmup_s`` learning period per tenant. Why: first contact with a
 domain (fresh C2, typosquat, newly registered phishing) is a useful low-severity signal;
-names that do not resolve are left to the DGA and NXDOMAIN detectors. At most
-``max_per_window`` per tenant per window are published; the rest are counted.
+names that do not resolve are left to the DGA and NXDOMAIN detectors. The domains of one
+tenant and window make one record (when the window closes) listing the first
+``max_per_window`` of them, with their total, so they do not drown the anomaly stream.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class CrossTenantConfig(WindowConfig):
 
 class NewDomainConfig(WindowConfig):
     warmup_s: float = Field(300, ge=0, description="learn a tenant's domains this long first")
-    max_per_window: int = Field(20, ge=0)
+    max_per_window: int = Field(20, ge=0, description="domains listed per record")
     max_known: int = Field(200_000, ge=100)
 
 
@@ -252,8 +253,15 @@ class CrossTenantDetector(Detector):
         self.owners.rebuild(self.learned)
 
 
-def _budget(v: Any) -> tuple[int, int]:
-    return tuple(v)  # type: ignore[return-value]
+def _pending(v: Any) -> list[Any]:
+    """A new-domain window: [window, count, [[domain, first name, client, score], ...]]."""
+    w, count, listed = v
+    if type(w) is not int or type(count) is not int or type(listed) is not list:
+        raise ValueError("new_domain pending is not [window, count, [domains]]")
+    for row in listed:
+        if len(row) != 4:
+            raise ValueError("new_domain pending domain is not [domain, name, client, score]")
+    return [w, count, [list(r) for r in listed]]
 
 
 class NewDomainDetector(Detector):
@@ -262,7 +270,7 @@ class NewDomainDetector(Detector):
     config = NewDomainConfig
     rcode = "NOERROR"  # names that do not resolve are left to the DGA and NXDOMAIN detectors
     parts = (Part("known", per_tenant=True, dump=list, load=dict.fromkeys),
-             Part("first", per_tenant=True), Part("budget", per_tenant=True, load=_budget))
+             Part("first", per_tenant=True), Part("pending", per_tenant=True, load=_pending))
 
     def __init__(self, cfg: NewDomainConfig, ctx: DetectorContext) -> None:
         super().__init__(cfg, ctx)
@@ -274,8 +282,9 @@ class NewDomainDetector(Detector):
         self.known: dict[str, dict[str, None]] = {}
         self.seen = self.known  # no call at all for domains the tenant resolved before
         self.first: dict[str, int] = {}
-        self.budget: dict[str, tuple[int, int]] = {}
-        self.unreported = 0
+        # tenant -> [window, new domains, [[domain, first name, client, score], ...]]
+        self.pending: dict[str, list[Any]] = {}
+        self.unreported = 0  # new domains counted but not listed
 
     def bind(self, ctx: DetectorContext) -> None:
         self.label_score = ctx.label_score
@@ -295,26 +304,43 @@ class NewDomainDetector(Detector):
             self.first[tenant] = ts
         elif reg in known:
             return
-        client = key[1]
-        qname = ev["qname"]
-        label = name[LABEL]
         known[reg] = None
         if len(known) > self.cfg.max_known:
             del known[next(iter(known))]
         if ts - self.first[tenant] < self.warmup:
             return
         w = ts // self.win
-        bw, used = self.budget.get(tenant, (w, 0))
-        if bw != w:
-            used = 0
-        if used >= self.cfg.max_per_window:
+        p = self.pending.get(tenant)
+        if p is not None and w > p[0]:  # a late event joins the open record
+            self._publish(tenant, p)
+            p = None
+        if p is None:
+            p = self.pending[tenant] = [w, 0, []]
+        p[1] += 1
+        if len(p[2]) < self.cfg.max_per_window:
+            p[2].append([reg, ev["qname"], key[1], round(self.label_score(name[LABEL]), 3)])
+        else:
             self.unreported += 1
-            return
-        self.budget[tenant] = (w, used + 1)
-        dga_score = self.label_score(label)
+
+    def on_watermark(self, watermark: int) -> None:
+        """Windows the watermark passed: one record per tenant."""
+        last = watermark // self.win  # windows before this one are complete
+        done = [t for t, p in self.pending.items() if p[0] < last]
+        for tenant in done:
+            self._publish(tenant, self.pending.pop(tenant))
+
+    def _publish(self, tenant: str, p: list[Any]) -> None:
+        w, count, listed = p
+        clients = sorted({r[2] for r in listed})
+        score = max((r[3] for r in listed), default=0.0)
         self.report(Detection(
-            ts=ts, kind=self.kind, tenant=tenant, client_ip=client, domain=reg,
-            score=max(0.3, min(0.75, dga_score)), key=(self.kind, tenant, reg),
-            evidence={"first_name": qname, "learning_s": self.cfg.warmup_s,
-                      "char_score": round(dga_score, 3)},
+            ts=(w + 1) * self.win, kind=self.kind, tenant=tenant,
+            client_ip=clients[0] if len(clients) == 1 else "",
+            domain=listed[0][0] if count == 1 and listed else "",
+            score=max(0.3, min(0.75, score)), key=(self.kind, tenant, str(w)),
+            evidence={"window_s": self.cfg.window_s, "learning_s": self.cfg.warmup_s,
+                      "new_domains": count, "listed": len(listed),
+                      "domains": [{"domain": r[0], "first_name": r[1], "client_ip": r[2],
+                                   "char_score": r[3]} for r in listed],
+                      "clients": clients[:20]},
         ))

@@ -204,3 +204,30 @@ def test_public_looking_service_names_count_once_the_namespace_is_known(ev):
     google = [tap(ev, T0 + 5 * S + i * 20_000, "shop", "jobs", "10.0.1.77",
                   f"google.com.{CD}", rcode="NXDOMAIN") for i in range(800)]
     assert anomalies(run(make_logic(), google + events[800:]), "nxdomain_burst") == []
+
+
+# ---------------------------------------------------------------- new domains
+
+FRESH = ("gardenweekly", "bluecoffee", "northbridge", "sunnyfarm", "citytimes", "greenvalley",
+         "riverstone", "happykitchen", "brightpath", "oldharbor", "silverleaf", "quietforest")
+
+
+def test_new_domains_make_one_record_per_tenant_and_window(ev):
+    logic = make_logic(detectors={"new_domain": {"warmup_s": 60, "max_per_window": 5}})
+    events = [ev(T0 + i * S, "shop", "10.0.0.1", "warm-example.com") for i in range(120)]
+    events += [ev(T0 + 70 * S + i * 100_000, "shop", f"10.0.0.{2 + i % 2}",
+                  f"www.{w}.com") for i, w in enumerate(FRESH)]  # window [60 s, 120 s)
+    events += [ev(T0 + 130 * S, "shop", "10.0.0.9", "later-example.org")]
+    events += [ev(T0 + 75 * S + i * S, "lab", "10.0.3.1", f"n{i % 3}.lab-example.net")
+               for i in range(10)]  # lab is still learning
+    new = anomalies(run(logic, events), "new_domain")
+    assert [(a["tenant"], a["evidence"]["new_domains"]) for a in new] == [("shop", 12),
+                                                                          ("shop", 1)]
+    first, second = new
+    assert first["evidence"]["listed"] == 5 and first["domain"] == "" and first["client_ip"] == ""
+    assert [d["domain"] for d in first["evidence"]["domains"]] == [f"{w}.com" for w in FRESH[:5]]
+    assert first["evidence"]["domains"][0]["first_name"] == "www.gardenweekly.com"
+    assert first["evidence"]["clients"] == ["10.0.0.2", "10.0.0.3"]
+    assert first["severity"] == "low" and first["ts"] == T0 + 120 * S
+    assert second["domain"] == "later-example.org" and second["client_ip"] == "10.0.0.9"
+    assert first["evidence"]["incident"] != second["evidence"]["incident"]
