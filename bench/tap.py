@@ -39,6 +39,7 @@ from harness.peers import (
     cpu_seconds,
     kafka_or_private,
     stop_process,
+    wait_for_path,
 )
 from harness.workdir import add_keep_option, finish_work_dir, make_work_dir
 
@@ -61,11 +62,7 @@ def start_tap(work: Path, bootstrap: str, prefix: str, cpu: str) -> tuple[subpro
            "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, stdout=open(out, "wb"),  # noqa: SIM115
                             stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"dnsflow tap did not start: {out.read_text()[-1000:]}")
-        time.sleep(0.1)
+    wait_for_path(sock, proc, out, 30, "dnsflow tap")
     return proc, sock, out
 
 

@@ -73,6 +73,19 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait(10)
 
 
+def wait_for_path(path: Path, proc: subprocess.Popen, log: Path, timeout: float,
+                  what: str) -> None:
+    """Until ``proc`` (``what``, e.g. "dnsflow tap") has created ``path``, its socket: a
+    RuntimeError with the tail of its ``log`` when it exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            state = "did not start" if proc.poll() is None else f"exited ({proc.returncode})"
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise RuntimeError(f"{what} {state}: no {path} after {timeout:g}s\n{tail}")
+        time.sleep(0.1)
+
+
 def make_cert(directory: Path) -> tuple[Path, Path]:
     from dnsflow.edge.tls import self_signed
 

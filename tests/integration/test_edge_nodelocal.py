@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.peers import stop_process
 from tests.helpers.dockerfile import image_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,13 +107,7 @@ def netns():
         yield {"node": node, "pod": pod, "node_ip": f"{net}.1", "procs": procs}
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            stop_process(p, 15)
         for ns in (pod, node):
             sh("ip", "netns", "del", ns, check=False)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from dnsflow.policies.api import PolicyStore, policy_records
+from harness.peers import stop_process
 from tests.integration.test_edge_nodelocal import sh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,13 +161,7 @@ def lab(tmp_path: Path):
                "upstream": f"udp://10.200.3.2:{dns_port}"}
     finally:
         for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            stop_process(p, 10)
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 

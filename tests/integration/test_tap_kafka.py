@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import dns.asyncquery
@@ -22,7 +21,7 @@ import pytest
 
 from dnsflow.bus import open_bus
 from dnsflow.schema import Event
-from harness.peers import Unbound, stop_process
+from harness.peers import Unbound, stop_process, wait_for_path
 
 pytestmark = [pytest.mark.kafka,
               pytest.mark.skipif(not shutil.which("unbound"), reason="unbound not installed")]
@@ -63,11 +62,7 @@ async def test_tap_command_publishes_unbound_queries_to_kafka(kafka_bootstrap: s
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     ub = None
     try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            assert proc.poll() is None, (work / "tap.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "dnsflow tap did not create its socket"
-            time.sleep(0.1)
+        wait_for_path(sock, proc, work / "tap.log", 30, "dnsflow tap")
         ub = Unbound([f"k{i}.bench.test. 300 IN A 10.1.0.{i}" for i in range(50)],
                      workdir=work / "unbound", dnstap_socket=str(sock)).start()
         names = [f"k{i}.bench.test" for i in range(50)]

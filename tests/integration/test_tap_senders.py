@@ -13,7 +13,7 @@ import asyncio
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import dns.asyncquery
@@ -121,6 +121,24 @@ def check(events: list[Event], sent: list[tuple[str, str, str, str, str]], edge:
             assert e.answers and e.answers[0].startswith(e.qtype + " ")
 
 
+async def via_dnsdist(tap: tuple[TapService, MemoryBus, str], workdir: Path, n: int,
+                      make: Callable[[int, Path], Dnsdist]
+                      ) -> tuple[list[Event], list[tuple[str, str, str, str, str]]]:
+    """``n`` queries through a dnsdist (``make(backend port, its workdir)``) in front of
+    unbound: the tap's events of them, and what was asked."""
+    svc, bus, _ = tap
+    ub = Unbound(LOCAL, workdir=workdir / "unbound").start()
+    dd = None
+    try:
+        dd = make(ub.port, workdir / "dnsdist").start()
+        sent = await ask(dd.port, n)
+        return await events_of(svc, bus, set(CLIENTS), len(sent)), sent
+    finally:
+        if dd is not None:
+            dd.stop()
+        ub.stop()
+
+
 @pytest.mark.skipif(not shutil.which("unbound"), reason="unbound not installed")
 async def test_unbound_dnstap_every_query_is_one_event(tap, workdir: Path) -> None:
     svc, bus, sock = tap
@@ -139,18 +157,9 @@ async def test_unbound_dnstap_every_query_is_one_event(tap, workdir: Path) -> No
 @pytest.mark.skipif(not shutil.which("unbound") or not shutil.which("dnsdist"),
                     reason="unbound or dnsdist not installed")
 async def test_dnsdist_dnstap_every_query_is_one_event(tap, workdir: Path) -> None:
-    svc, bus, sock = tap
-    ub = Unbound(LOCAL, workdir=workdir / "unbound").start()
-    dd = None
-    try:
-        dd = Dnsdist(ub.port, workdir / "dnsdist", dnstap_socket=sock,
-                     dnstap_identity="dnsdist-it").start()
-        sent = await ask(dd.port, 120)
-        events = await events_of(svc, bus, set(CLIENTS), len(sent))
-    finally:
-        if dd is not None:
-            dd.stop()
-        ub.stop()
+    svc, _, sock = tap
+    events, sent = await via_dnsdist(tap, workdir, 120, lambda port, wd: Dnsdist(
+        port, wd, dnstap_socket=sock, dnstap_identity="dnsdist-it"))
     check(events, sent, "dnsdist-it")
     assert svc.status()["decode_errors"] == 0
 
@@ -173,17 +182,9 @@ class TcpDnsdist(Dnsdist):
 @pytest.mark.skipif(not shutil.which("unbound") or not shutil.which("dnsdist"),
                     reason="unbound or dnsdist not installed")
 async def test_dnsdist_over_tcp_frame_streams(tap, workdir: Path) -> None:
-    svc, bus, _ = tap
+    svc = tap[0]
     tcp = svc.status()["listen"][1].removeprefix("tcp:")
-    ub = Unbound(LOCAL, workdir=workdir / "unbound").start()
-    dd = None
-    try:
-        dd = TcpDnsdist(ub.port, workdir / "dnsdist", tcp).start()
-        sent = await ask(dd.port, 40)
-        events = await events_of(svc, bus, set(CLIENTS), len(sent))
-    finally:
-        if dd is not None:
-            dd.stop()
-        ub.stop()
+    events, sent = await via_dnsdist(tap, workdir, 40,
+                                     lambda port, wd: TcpDnsdist(port, wd, tcp))
     check(events, sent, "dnsdist-tcp")
     assert svc.status()["listeners"][1]["accepted"] >= 1

@@ -20,7 +20,7 @@ import dns.query
 import orjson
 import pytest
 
-from harness.peers import Unbound
+from harness.peers import Unbound, wait_for_path
 
 pytestmark = pytest.mark.skipif(not shutil.which("unbound"), reason="unbound not installed")
 
@@ -62,11 +62,7 @@ def test_up_with_a_tap_stores_dnstap_queries(workdir: Path) -> None:
                           stdout=log, stderr=subprocess.STDOUT, env=env)
     ub = None
     try:
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert up.poll() is None, (workdir / "up.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dnsflow up did not open the tap socket"
-            time.sleep(0.1)
+        wait_for_path(sock, up, workdir / "up.log", 60, "dnsflow up")
         ub = Unbound(LOCAL, workdir=workdir / "unbound", dnstap_socket=str(sock)).start()
         sent = []
         for i in range(40):
