@@ -176,7 +176,9 @@ class CrossTenantDetector(Detector):
         if form == PTR:
             if ev["rcode"] != "NOERROR":
                 return
-            for answer in ev["answers"]:  # the PTR target: a service's or pod's name
+            # the PTR target: a service's or pod's name (the live drivers' fast decoder skips
+            # answers: there only tap/edge events decoded on the slow path carry them)
+            for answer in ev.get("answers") or ():
                 ns, label, form = self.cluster_name(answer.lower().rstrip("."))
                 if form != SEARCH:
                     break
@@ -187,7 +189,7 @@ class CrossTenantDetector(Detector):
         if form == SEARCH or ns == mine:
             return
         decision = ev["decision"]
-        rule = ev["rule"]
+        rule = ev.get("rule") or ""
         if rule.startswith(self.prefix):
             if decision == "deny":
                 return  # the edge's isolation deny: counted once, by observe()
@@ -197,7 +199,7 @@ class CrossTenantDetector(Detector):
         owner = self.owners.by_ns.get(ns)
         if not owner or owner == tenant or ns in self.shared or f"{label}.{ns}" in self.shared:
             return
-        if decision == "allow" and self.trust and ev["policy_version"]:
+        if decision == "allow" and self.trust and ev.get("policy_version"):
             return  # an edge enforcing isolation let it through: an export
         how = "denied" if decision == "deny" else ev["rcode"].lower()
         self._count(ts, key, ev["qname"], f"{how}:{ns}", False)
