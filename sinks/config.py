@@ -16,7 +16,8 @@ class SinkConfig(BaseModel):
 
     group: str = Field(default="dnsflow-sink", min_length=1, description="Kafka consumer group")
     topics: list[str] = Field(
-        default_factory=lambda: ["events", "telemetry", "anomalies", "alerts", "policy_log"],
+        default_factory=lambda: ["events", "telemetry", "anomalies", "alerts", "policy_log",
+                                 "egress"],
         description="short topic names to store (each maps to its table)",
     )
     batch_rows: int = Field(default=50_000, ge=1, le=1_000_000,

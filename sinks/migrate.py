@@ -29,14 +29,15 @@ _NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
 
 # Every stored table and the time column its TTL counts from; ``RETENTION_DAYS`` the defaults
 # (raw events a month; the rollups that outlive them, anomalies and alerts a year; the policy
-# audit trail ten years).
+# audit trail ten years; egress allowances and drops as long as the DNS events they follow).
 TIME_COLUMNS: dict[str, str] = {
     "dns_events": "ts", "telemetry": "ts", "anomalies": "ts", "alerts": "ts",
     "policy_log": "ts", "dns_minute": "minute", "dns_names_hour": "hour",
+    "egress_events": "ts",
 }
 RETENTION_DAYS: dict[str, int] = {
     "dns_events": 30, "telemetry": 90, "anomalies": 365, "alerts": 365, "policy_log": 3650,
-    "dns_minute": 400, "dns_names_hour": 90,
+    "dns_minute": 400, "dns_names_hour": 90, "egress_events": 30,
 }
 _TTL_DAYS = re.compile(r"\bTTL\s.*?toIntervalDay\((\d+)\)")
 

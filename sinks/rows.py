@@ -27,6 +27,7 @@ from dnsflow.schema import (
     decode_json,
     event_struct,
     parse_anomaly,
+    parse_egress,
     parse_event,
 )
 
@@ -273,6 +274,31 @@ def policy_log_row(raw: bytes | None, where: str, ts_ms: int) -> tuple[Any, ...]
     )
 
 
+EGRESS_COLUMNS = (
+    "ts", "tenant", "namespace", "pod", "edge", "kind", "client_ip", "dst_ip", "protocol",
+    "port", "qname", "rule", "mode", "ttl", "policy_version", "extra",
+)
+_EGRESS_KEYS = frozenset(("v", *EGRESS_COLUMNS[:-1]))
+
+
+def egress_row(raw: bytes | None, where: str, ts_ms: int) -> tuple[Any, ...]:
+    """One ``dnsflow.egress`` record (the core's :class:`EgressEvent` decides, with its
+    reasons); fields it does not name (an allow's ``ports`` ...) are kept in ``extra``."""
+    obj = _obj(raw, where)
+    e = parse_egress(obj, where)
+    if e.ttl > UINT32_MAX:
+        raise RecordError(f"{where}: ttl: {e.ttl} is too large to store (max {UINT32_MAX})")
+    if e.policy_version > UINT64_MAX or e.policy_version < 0:
+        raise RecordError(f"{where}: policy_version: {e.policy_version} is out of range")
+    extra = {k: v for k, v in obj.items() if k not in _EGRESS_KEYS}
+    return (
+        ts_to_us(e.ts, f"{where}: ts"), e.tenant, e.namespace, e.pod, e.edge, e.kind,
+        e.client_ip, e.dst_ip, e.protocol.lower(), e.port, e.qname.lower().rstrip("."),
+        e.rule, e.mode, e.ttl, e.policy_version,
+        orjson.dumps(extra).decode() if extra else "",
+    )
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """Where one topic's records go and how each becomes a row."""
@@ -294,4 +320,5 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("anomalies", "anomalies", ANOMALY_COLUMNS, anomaly_row),
     TableSpec("alerts", "alerts", ALERT_COLUMNS, alert_row),
     TableSpec("policy_log", "policy_log", POLICY_LOG_COLUMNS, policy_log_row),
+    TableSpec("egress", "egress_events", EGRESS_COLUMNS, egress_row),
 )
