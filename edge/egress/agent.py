@@ -244,14 +244,23 @@ class EgressAgent:
                 self._clients.pop(ip, None)
 
     def _remove(self, client_ip: str, keys: list[tuple[str, Ports]]) -> None:
+        """Revoke ``keys`` (dst, ports) of one client in one transaction per port list."""
         mine = self._allowed.get(client_ip, {})
         assert self.nft is not None
-        for dst, ports in keys:  # one by one: an element may have expired already
-            for cmd in ruleset.delete_elements(self.cfg.table, client_ip, [dst], ports):
-                with contextlib.suppress(NftError):
-                    self.nft.run([cmd])
+        by_ports: dict[Ports, list[str]] = {}
+        for dst, ports in keys:
+            by_ports.setdefault(ports, []).append(dst)
             mine.pop((dst, ports), None)
+        for ports, dsts in by_ports.items():
+            try:
+                self.nft.run(ruleset.revoke_elements(self.cfg.table, client_ip, dsts, ports))
+            except NftError as exc:  # the set itself is gone (table deleted by hand)
+                self.counters["failures"] += 1
+                log.error("egress: cannot revoke %s -> %s: %s", client_ip, ",".join(dsts),
+                          exc)
         self.counters["removed"] += len(keys)
+        log.info("egress: revoked %d allowance(s) of %s (policy or identity changed)",
+                 len(keys), client_ip)
 
     def sync(self) -> None:
         """Client sets from the identity table and the policy in force (one transaction,

@@ -160,3 +160,12 @@ def delete_elements(table: str, client: str, dsts: list[str],
         for proto, port in ports:
             by_set.setdefault(f"allow{fam}", []).append({"concat": [client, dst, proto, port]})
     return [{"delete": {"element": _set(table, name, elems)}} for name, elems in by_set.items()]
+
+
+def revoke_elements(table: str, client: str, dsts: list[str],
+                    ports: tuple[tuple[str, int], ...]) -> list[dict[str, Any]]:
+    """One transaction removing allowances that may have expired in the kernel meanwhile:
+    ``add`` first (a no-op when present), so the ``delete`` that follows cannot fail on a
+    missing element and abort the batch."""
+    return (allow_elements(table, client, dsts, ports, 1)
+            + delete_elements(table, client, dsts, ports))

@@ -9,7 +9,10 @@ Shop's policy lets its clients reach api.allowed.test and cdn.allowed.test (a CN
 edge.cdn.test) on TCP 443; other's policy only only.other.test. A resolves and connects at
 once (succeeds), connects to an address it never resolved (dropped), to a resolved address on
 another port (dropped), again after the TTL and the grace (dropped); B connects to what A may
-reach (dropped). In audit mode nothing is dropped and every attempt is recorded. Only
+reach (dropped). In audit mode nothing is dropped and every attempt is recorded. Removal:
+with the edge following a policy directory, a connection that succeeded is dropped as soon as
+the policy loses its rule, and again as soon as the tenant map gives the client's address to
+another namespace; an address leaving the map leaves the client sets. Only
 addresses inside these namespaces are used; every namespace and process is removed by name
 and PID at the end.
 """
@@ -48,6 +51,8 @@ ZONE = [
     "cdn.allowed.test. %(ttl)d IN CNAME edge.cdn.test.",
     "edge.cdn.test. %(ttl)d IN A 10.200.3.11",
     "only.other.test. %(ttl)d IN A 10.200.3.13",
+    "long.allowed.test. 300 IN A 10.200.3.14",
+    "stay.allowed.test. 300 IN A 10.200.3.15",
 ]
 async def accept(reader, writer):
     writer.close()
@@ -93,7 +98,12 @@ spec:
   tenant: acme
   egress:
     - id: allowed
-      toFQDNs: [{matchName: api.allowed.test}, {matchPattern: "cdn.*.test"}]
+      toFQDNs: [{matchName: api.allowed.test}, {matchPattern: "cdn.*.test"},
+                {matchName: stay.allowed.test}]
+      ports: [{port: 443}]
+      mode: MODE
+    - id: long
+      toFQDNs: [{matchName: long.allowed.test}]
       ports: [{port: 443}]
       mode: MODE
 ---
@@ -135,7 +145,7 @@ def lab(tmp_path: Path):
             made.append(names[k])
         node = names["node"]
         for k, net, extra in (("a", "10.200.1", []), ("b", "10.200.2", []),
-                              ("srv", "10.200.3", ["10", "11", "12", "13"])):
+                              ("srv", "10.200.3", ["10", "11", "12", "13", "14", "15"])):
             ns = names[k]
             sh("ip", "-n", node, "link", "add", f"v-{k}", "type", "veth", "peer", "name",
                "eth0", "netns", ns)
@@ -273,3 +283,106 @@ def test_audit_drops_nothing_and_records_everything(lab):
     assert all(e["mode"] == "audit" for e in got)
     assert not any(e["kind"] == "drop" for e in got)
     stop(edge)
+
+
+# The policy service (a YAML directory, polled) and the edge in one process around the
+# in-process bus, as `dnsflow up` composes them: a policy edit reaches the edge through the
+# same subscription a Kafka record would.
+NODE = """
+import asyncio, signal, sys
+from dnsflow.runner import Pipeline
+from dnsflow.settings import load_settings
+async def main():
+    settings = load_settings(sys.argv[1], {"home": sys.argv[2]})
+    async with Pipeline(settings, components=("policies", "edge")):
+        print("serving", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+asyncio.run(main())
+"""
+
+
+def start_node(lab: dict) -> subprocess.Popen:
+    """The edge (enforce) following a policy directory the test edits."""
+    tmp: Path = lab["tmp"]
+    (tmp / "policies").mkdir()
+    (tmp / "policies" / "egress.yaml").write_text(POLICIES.replace("MODE", "enforce"))
+    (tmp / "node.yaml").write_text(json.dumps({
+        "policies": {"dir": str(tmp / "policies"), "poll_interval_s": 0.2},
+        "edge": {"listen": "10.200.1.1:53", "extra_addresses": ["10.200.2.1"],
+                 "upstreams": [lab["upstream"]], "tenant_map": str(tmp / "tenants.yaml"),
+                 "name": "node-1", "events": False,
+                 "egress": {"enabled": True, "grace": GRACE, "min_ttl": 0,
+                            "sync_interval": 60}}}))
+    log = (tmp / "node.log").open("w")
+    p = subprocess.Popen(["ip", "netns", "exec", lab["names"]["node"], PY, "-c", NODE,
+                          str(tmp / "node.yaml"), str(tmp / "home-node")],
+                         stdout=subprocess.PIPE, stderr=log, text=True, env=lab["env"],
+                         cwd=ROOT)
+    lab["procs"].append(p)
+    assert p.stdout is not None
+    assert "serving" in p.stdout.readline(), (tmp / "node.log").read_text()[-2000:]
+    return p
+
+
+def kernel_set(lab: dict, name: str) -> list:
+    """The elements of set ``name`` of table inet dnsflow as the kernel holds them."""
+    out = sh("ip", "netns", "exec", lab["names"]["node"], "nft", "-j", "list", "set",
+             "inet", "dnsflow", name)
+    items = next(i["set"] for i in json.loads(out.stdout)["nftables"] if "set" in i)
+    elems = []
+    for e in items.get("elem", []):
+        inner = e.get("elem", e) if isinstance(e, dict) else e
+        val = inner.get("val", inner) if isinstance(inner, dict) else inner
+        elems.append(val["concat"] if isinstance(val, dict) and "concat" in val else val)
+    return elems
+
+
+def wait_gone(lab: dict, element: list, timeout: float = 10.0) -> float:
+    """Seconds until ``element`` left allow4 (AssertionError after ``timeout``)."""
+    t0 = time.monotonic()
+    while element in kernel_set(lab, "allow4"):
+        assert time.monotonic() - t0 < timeout, f"{element} still allowed"
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def test_policy_and_identity_changes_revoke_at_once(lab):
+    """Allowances of 300 s: each one dropped within seconds was revoked, not expired."""
+    start_node(lab)
+    t0 = time.monotonic()
+    for name, ip in (("long.allowed.test", "10.200.3.14"), ("stay.allowed.test", "10.200.3.15")):
+        got = probe(lab, "a", name)
+        assert got["connect"] == {ip: "ok"}, got
+    long_el = ["10.200.1.2", "10.200.3.14", "tcp", 443]
+    stay_el = ["10.200.1.2", "10.200.3.15", "tcp", 443]
+    assert long_el in kernel_set(lab, "allow4") and stay_el in kernel_set(lab, "allow4")
+    # the policy loses the rule `long` (the client stays enforced by `allowed`)
+    pol = lab["tmp"] / "policies" / "egress.yaml"
+    text = pol.read_text()
+    cut = text.index("    - id: long")
+    pol.write_text(text[:cut] + text[text.index("---", cut):])
+    wait_gone(lab, long_el)
+    dropped = probe(lab, "a", "-", to="10.200.3.14")
+    assert dropped["connect"] == {"10.200.3.14": "TimeoutError"}, dropped
+    kept = probe(lab, "a", "-", to="10.200.3.15")  # what the change did not touch stays
+    assert kept["connect"] == {"10.200.3.15": "ok"}, kept
+    # the address leaves shop: the map gives it to namespace `other` (a new workload took
+    # it), whose rule does not allow stay.allowed.test
+    tmap = lab["tmp"] / "tenants.yaml"
+    tmap.write_text(tmap.read_text().replace("10.200.1.0/24, tenant: acme, namespace: shop",
+                                             "10.200.1.0/24, tenant: acme, namespace: other"))
+    wait_gone(lab, stay_el)
+    dropped = probe(lab, "a", "-", to="10.200.3.15")
+    assert dropped["connect"] == {"10.200.3.15": "TimeoutError"}, dropped
+    assert time.monotonic() - t0 < 300 - 30
+    assert {"prefix": {"addr": "10.200.1.0", "len": 24}} in kernel_set(lab, "enforce4")
+    # the address leaves the map: no allowance and no client-set membership remain
+    tmap.write_text("clients:\n  - {cidr: 10.200.2.0/24, tenant: acme, namespace: other}\n")
+    deadline = time.monotonic() + 10
+    while {"prefix": {"addr": "10.200.1.0", "len": 24}} in kernel_set(lab, "enforce4"):
+        assert time.monotonic() < deadline, kernel_set(lab, "enforce4")
+        time.sleep(0.1)
+    assert not [e for e in kernel_set(lab, "allow4") if e[0] == "10.200.1.2"]

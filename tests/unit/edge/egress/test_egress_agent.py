@@ -1,7 +1,7 @@
-"""The egress agent against a recording nft (no kernel): what a selected client's answer
-programs before it is released, what repeats cost, what a policy change removes, fail
-closed/open, and the edge's hook (no egress rule: no egress work; selected clients are never
-memoised by the fast path)."""
+"""The egress agent against a recording nft (conftest.py, no kernel): what a selected
+client's answer programs before it is released, what repeats cost, fail closed/open, and the
+edge's hook (no egress rule: no egress work; selected clients are never memoised by the fast
+path). Removal on policy and identity changes: test_egress_removal.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import dns.message
 import pytest
 
 from dnsflow.edge.egress import ruleset
-from dnsflow.edge.egress.agent import EgressAgent
 from dnsflow.edge.egress.nflog import parse_messages
-from dnsflow.edge.egress.nft import NftError
 from tests.helpers.dns_client import udp_exchange
 from tests.helpers.policy_yaml import dns_policy, store_from_yaml
 
@@ -25,52 +23,6 @@ egress:
     toFQDNs: [{matchName: example.com}, {matchPattern: "*.example.com"}]
     ports: [{port: 443}]
 """)
-
-
-class RecordingNft:
-    backend = "recording"
-
-    def __init__(self) -> None:
-        self.batches: list[list[dict[str, Any]]] = []
-        self.scripts: list[str] = []
-        self.fail = False
-
-    def run(self, commands: list[dict[str, Any]]) -> Any:
-        if self.fail:
-            raise NftError("Error: Could not process rule: No such file or directory")
-        self.batches.append(commands)
-        return None
-
-    def run_text(self, script: str) -> None:
-        if self.fail:
-            raise NftError("Error: table refused")
-        self.scripts.append(script)
-
-    def list_json(self, what: dict[str, Any]) -> Any:
-        return {"nftables": []}
-
-    def close(self) -> None:
-        pass
-
-    def elements(self, op: str = "add") -> list[tuple[str, list[Any], int | None]]:
-        out = []
-        for batch in self.batches:
-            for cmd in batch:
-                el = cmd.get(op, {}).get("element")
-                if el is None or not el["name"].startswith("allow"):
-                    continue
-                for e in el["elem"]:
-                    inner = e.get("elem", e)
-                    val = inner.get("val", inner)
-                    out.append((el["name"], val["concat"], inner.get("timeout")))
-        return out
-
-
-@pytest.fixture
-def nft(monkeypatch: pytest.MonkeyPatch) -> RecordingNft:
-    rec = RecordingNft()
-    monkeypatch.setattr(EgressAgent, "nft_factory", lambda: rec)
-    return rec
 
 
 async def _ask(edge: Any, name: str) -> dns.message.Message:
