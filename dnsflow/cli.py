@@ -61,6 +61,11 @@ def common_options() -> argparse.ArgumentParser:
                    "default ./.dnsflow)")
     g.add_argument("--topic-prefix", metavar="PREFIX", help="Kafka topic prefix "
                    "(default 'dnsflow.')")
+    g.add_argument("--kafka-replication", type=int, metavar="N", help="replication factor of "
+                   "the Kafka topics dnsflow creates (env DNSFLOW_KAFKA_REPLICATION, default 1)")
+    g.add_argument("--kafka-min-insync", type=int, metavar="N", help="their "
+                   "min.insync.replicas, at most N above (env DNSFLOW_KAFKA_MIN_INSYNC, "
+                   "default 1)")
     g.add_argument("--log-level", default=None, metavar="LEVEL",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log level (default WARNING; the demo shows only errors)")
@@ -75,6 +80,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "clickhouse": getattr(args, "clickhouse", None),
             "home": getattr(args, "home", None),
             "topic_prefix": getattr(args, "topic_prefix", None),
+            "kafka_replication": getattr(args, "kafka_replication", None),
+            "kafka_min_insync": getattr(args, "kafka_min_insync", None),
         },
     )
 

@@ -15,7 +15,7 @@ import logging
 import signal
 from typing import Any
 
-from dnsflow.bus import Bus, open_bus
+from dnsflow.bus import Bus, bus_for
 from dnsflow.service import COMPONENTS, ComponentMissing, Service, build_component
 from dnsflow.settings import Settings
 
@@ -36,7 +36,7 @@ class Pipeline:
         self.settings = settings
         self.components = components
         self.overrides = overrides or {}
-        self.bus = bus or open_bus(settings.kafka, settings.topic_prefix)
+        self.bus = bus or bus_for(settings)
         self.services: dict[str, list[Service]] = {}
         self.missing: list[str] = []
 

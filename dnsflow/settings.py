@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dnsflow.yaml_file import load_yaml
 
@@ -31,6 +31,12 @@ class Settings(BaseModel):
     kafka: str | None = Field(default=None, description="Kafka bootstrap; none = in-process")
     clickhouse: str | None = Field(default=None, description="ClickHouse DSN; none = chDB")
     topic_prefix: str = "dnsflow."
+    # topics dnsflow creates: copies of each partition, and how many of them must have a
+    # record before the (idempotent, acks=all) producers count it as written
+    kafka_replication: int = Field(default=1, ge=1, le=32, description="replication factor "
+                                   "of the topics dnsflow creates")
+    kafka_min_insync: int = Field(default=1, ge=1, le=32, description="min.insync.replicas "
+                                  "of the topics dnsflow creates (<= kafka_replication)")
     edge: dict[str, Any] = Field(default_factory=dict)
     streams: dict[str, Any] = Field(default_factory=dict)
     sink: dict[str, Any] = Field(default_factory=dict)
@@ -39,6 +45,15 @@ class Settings(BaseModel):
     # name); the client identity comes from the edge: section
     tap: dict[str, Any] = Field(default_factory=dict)
     source: str = Field(default="defaults", exclude=True)
+
+    @field_validator("kafka_min_insync")
+    @classmethod
+    def _insync_within_replication(cls, value: int, info: ValidationInfo) -> int:
+        replication = info.data.get("kafka_replication")
+        if replication is not None and value > replication:
+            raise ValueError(f"{value} exceeds kafka_replication ({replication}): with fewer "
+                             "copies than required in sync no write could be acknowledged")
+        return value
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -61,7 +76,8 @@ def _load_file(path: Path) -> dict[str, Any]:
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("home", "kafka", "clickhouse", "topic_prefix"):
+    for key in ("home", "kafka", "clickhouse", "topic_prefix", "kafka_replication",
+                "kafka_min_insync"):
         value = environ.get(ENV_PREFIX + key.upper())
         if value:
             out[key] = value

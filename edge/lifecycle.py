@@ -9,7 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from dnsflow.bus import Bus, BusError, open_bus
+from dnsflow.bus import Bus, BusError, bus_for
 
 if TYPE_CHECKING:
     from dnsflow.settings import Settings
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def start_bus(settings: Settings, log: logging.Logger, who: str = "") -> Bus:
     """The bus, started. Kafka being away is a warning, not an exit: the edge answers anyway
     and its events wait in the spool (``who`` prefixes the warning, e.g. ``"worker 2: "``)."""
-    bus = open_bus(settings.kafka, settings.topic_prefix)
+    bus = bus_for(settings)
     try:
         await bus.start()
     except BusError as exc:

@@ -138,14 +138,14 @@ def _run_sink(settings: Any, dsn: Any, config: Any, idle_exit: float | None,
     import json
     import signal
 
-    from dnsflow.bus import BusError, open_bus
+    from dnsflow.bus import BusError, bus_for
     from dnsflow.gctune import tune_for_batches
     from dnsflow.sinks.service import SinkService
 
     tune_for_batches()  # this process only moves batches
 
     async def main() -> int:
-        bus = open_bus(settings.kafka, settings.topic_prefix)
+        bus = bus_for(settings)
         try:
             await bus.start()
         except BusError as exc:

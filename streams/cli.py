@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dnsflow.settings import Settings
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     # the contract's topics before faust subscribes (a broker would auto-create the events
     # topic with its default partitions, and faust the policies topic uncompacted)
-    partitions = asyncio.run(events_partitions(settings.kafka, settings.topic_prefix))
+    partitions = asyncio.run(events_partitions(settings))
     kw: dict[str, object] = {"metrics_listen": listen}
     if getattr(args, "ready_max_lag", None) is not None:
         kw["ready_max_lag"] = args.ready_max_lag
@@ -71,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def events_partitions(bootstrap: str, prefix: str) -> int:
-    """Create the contract's topics that are missing, then the events topic's partition
-    count: the state table must be co-partitioned with it."""
+async def events_partitions(settings: Settings) -> int:
+    """Create the contract's topics that are missing (with the settings' replication), then
+    the events topic's partition count: the state table must be co-partitioned with it."""
     from dnsflow.bus.kafka import KafkaBus
     from dnsflow.topics import Topics
 
-    bus = KafkaBus(bootstrap, Topics(prefix))
+    assert settings.kafka, "the faust worker needs a Kafka bootstrap"
+    bus = KafkaBus(settings.kafka, Topics(settings.topic_prefix),
+                   replication=settings.kafka_replication, min_insync=settings.kafka_min_insync)
     await bus.ensure_topics()
     return await bus.partition_count(bus.topics.events) or 1
 

@@ -1,8 +1,12 @@
 """Apache Kafka bus through aiokafka.
 
 The producer batches (``linger_ms``) and compresses; :meth:`KafkaBus.send_many` waits for
-acknowledgements so callers know what to spool. Topics are created on start with the
-contract's configs (the policy topic compacted). The admin calls every component needs
+acknowledgements so callers know what to spool. It is idempotent with ``acks=all``: a record
+counts as written once every in-sync replica has it (at least ``min.insync.replicas``), and a
+retry after a lost acknowledgement or a leader change is not written twice. Topics are
+created on start with the contract's configs (the policy topic compacted), the replication
+factor ``replication`` and ``min.insync.replicas`` = ``min_insync``; :meth:`create_topics` is
+the one place dnsflow creates topics. The admin calls every component needs
 (:meth:`KafkaBus.create_topics`, :meth:`~KafkaBus.partition_count`,
 :meth:`~KafkaBus.end_offsets`) live here, so no component opens an admin client of its own.
 """
@@ -16,7 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from dnsflow.bus.base import Bus, BusError, Consumer, Message, Positions
 from dnsflow.topics import Topics, TopicSpec
@@ -35,7 +39,11 @@ class KafkaBus(Bus):
         request_timeout_ms: int = 10_000,
         create_topics: bool = True,
         replication: int = 1,
+        min_insync: int = 1,
     ) -> None:
+        if not 1 <= min_insync <= replication:
+            raise ValueError(f"kafka topics: min.insync.replicas {min_insync} must be between 1 "
+                             f"and the replication factor {replication}")
         super().__init__(topics)
         self.bootstrap = bootstrap
         self._events_partitions = events_partitions
@@ -43,6 +51,7 @@ class KafkaBus(Bus):
         self._request_timeout_ms = request_timeout_ms
         self._create_topics = create_topics
         self.replication = replication
+        self.min_insync = min_insync
         self._producer: AIOKafkaProducer | None = None
         self.source_id = f"kafka:{bootstrap}"
 
@@ -54,9 +63,11 @@ class KafkaBus(Bus):
             linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
             compression_type="lz4",
-            acks=1,
+            # every in-sync replica has it (>= min.insync.replicas), and a retry after a lost
+            # acknowledgement or a leader change is deduplicated by the broker
+            acks="all",
             request_timeout_ms=self._request_timeout_ms,
-            enable_idempotence=False,
+            enable_idempotence=True,
         )
         try:
             await self._producer.start()
@@ -82,23 +93,45 @@ class KafkaBus(Bus):
 
     async def create_topics(self, specs: Iterable[TopicSpec], *, cluster_id: bool = False
                             ) -> None:
-        """Create the missing ones of ``specs`` (replication factor ``replication``);
-        ``cluster_id``: also learn the cluster's id for :attr:`source_id`."""
+        """Create the missing ones of ``specs`` with replication factor ``replication`` and
+        ``min.insync.replicas`` = ``min_insync`` (unless a spec sets its own); topics that
+        exist are left as they are. ``cluster_id``: also learn the cluster's id for
+        :attr:`source_id`. A cluster with fewer brokers than ``replication`` is a
+        :class:`BusError` saying so."""
         specs = list(specs)
         admin = await self._admin()
         try:
-            if cluster_id:
+            existing = set(await admin.list_topics())
+            new = [NewTopic(s.name, s.partitions, self.replication,
+                            topic_configs={"min.insync.replicas": str(self.min_insync),
+                                           **s.configs})
+                   for s in specs if s.name not in existing]
+            if cluster_id or (new and self.replication > 1):
                 cluster = await admin.describe_cluster()
                 if cluster.get("cluster_id"):
                     self.source_id = f"kafka:{cluster['cluster_id']}"
-            existing = set(await admin.list_topics())
-            new = [NewTopic(s.name, s.partitions, self.replication, topic_configs=s.configs)
-                   for s in specs if s.name not in existing]
+                brokers = len(cluster.get("brokers") or ())
+                if new and brokers < self.replication:
+                    raise BusError(
+                        f"kafka {self.bootstrap}: topics need replication factor "
+                        f"{self.replication} (kafka_replication, DNSFLOW_KAFKA_REPLICATION, "
+                        f"--kafka-replication) but the cluster has {brokers} broker(s) up: "
+                        f"cannot create {', '.join(t.name for t in new)}")
             if new:
                 try:
-                    await admin.create_topics(new)
+                    response = await admin.create_topics(new)
                 except TopicAlreadyExistsError:
-                    pass
+                    response = None
+                # aiokafka returns per-topic errors instead of raising them
+                refused = [(t[0], t[1], t[2] if len(t) > 2 else None)
+                           for t in getattr(response, "topic_errors", ())
+                           if t[1] not in (0, TopicAlreadyExistsError.errno)]
+                if refused:
+                    name, code, message = refused[0]
+                    raise BusError(f"kafka {self.bootstrap}: creating topic {name} "
+                                   f"(replication {self.replication}, min.insync.replicas "
+                                   f"{self.min_insync}): {for_code(code).__name__}"
+                                   f"{': ' + message if message else ''}")
                 # created is not yet visible: wait until the metadata has them (bounded)
                 deadline = time.monotonic() + self._request_timeout_ms / 1000
                 for t in new:

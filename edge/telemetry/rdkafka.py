@@ -8,8 +8,13 @@ threads; the edge only calls ``produce`` (~1 µs). Success is not reported per r
 Failure model: when the broker is away, librdkafka keeps records for ``message.timeout.ms``
 and then reports each one as failed; those go to the spool (in the order reported) and from
 then on new events are spooled too, behind them. A drainer re-produces spooled chunks and
-commits a chunk only after a flush reported no failure for it, so nothing is lost; an event
-is duplicated only if a broker wrote it but its acknowledgement was lost.
+commits a chunk only after a flush reported no failure for it, so nothing is lost.
+
+The producer is idempotent with ``acks=all``: librdkafka's own retries (a leader killed, an
+acknowledgement lost) are deduplicated by the broker, and a record counts as delivered only
+once every in-sync replica has it, so a leader failover within ``message.timeout.ms`` loses
+and repeats nothing. An event can still be duplicated when a record times out here after a
+broker wrote it and the spool produces it again (an outage longer than the timeout).
 """
 
 from __future__ import annotations
@@ -49,8 +54,11 @@ class RdKafkaPublisher(EventPublisher):
             "compression.type": "lz4",
             # the Java/aiokafka choice, so one tenant maps to one partition whoever produces
             "partitioner": "murmur2_random",
-            "acks": 1,
-            "enable.idempotence": False,
+            # written = on every in-sync replica (>= the topic's min.insync.replicas); the
+            # broker drops a retried batch it already has (producer id + sequence numbers),
+            # so a leader change or a lost acknowledgement neither loses nor repeats events
+            "acks": "all",
+            "enable.idempotence": True,
             "message.timeout.ms": message_timeout_ms,
             "queue.buffering.max.messages": 2_000_000,
             "queue.buffering.max.kbytes": 1 << 20,
