@@ -1,4 +1,4 @@
-"""``dnsflow policy validate|apply|diff|show|explain``.
+"""``dnsflow policy validate|apply|diff|show|explain|egress-export``.
 
 Heavy imports stay inside the handlers: ``dnsflow --help`` imports this module.
 """
@@ -10,8 +10,9 @@ import asyncio
 import sys
 from typing import Any
 
-EPILOG = """exit codes: 0 ok; 1 invalid policy (validate/apply/diff/explain) or, for diff,
-differences found; 2 bad usage or configuration; 3 Kafka unreachable."""
+EPILOG = """exit codes: 0 ok; 1 invalid policy (validate/apply/diff/explain/egress-export) or,
+for diff, differences found; 2 bad usage or configuration; 3 Kafka (or, for explain
+--connect and egress-export, ClickHouse) unreachable."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kafka", metavar="BOOTSTRAP", default=s, help="Kafka bootstrap servers")
     g.add_argument("--home", metavar="DIR", default=s, help="data directory")
     g.add_argument("--topic-prefix", metavar="PREFIX", default=s, help="topic prefix")
+    g.add_argument("--clickhouse", metavar="DSN", default=s,
+                   help="ClickHouse DSN (explain --connect, egress-export)")
     g.add_argument("--log-level", metavar="LEVEL", default=s,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -71,18 +74,41 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", help="the client's namespace (default: the tenant)")
     p.add_argument("--service-account", default="")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--name", required=True, help="query name")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--name", help="query name")
+    what.add_argument("--connect", metavar="ADDR:PORT[/PROTO]",
+                      help="egress: may --client connect there (tcp unless /udp or /sctp)")
     p.add_argument("--type", default="A", help="query type (default A)")
+    p.add_argument("--since", default="24h", metavar="SPAN",
+                   help="--connect: how far back to look for allowances (default 24h)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="explain against these files instead of what is published")
+    _common(p)
+    p = sub.add_parser("egress-export", help="egress rules as Kubernetes NetworkPolicy "
+                                             "(observed addresses) or CiliumNetworkPolicy "
+                                             "(toFQDNs) documents")
+    p.add_argument("--format", choices=["networkpolicy", "cilium"], default="networkpolicy")
+    p.add_argument("--since", default="24h", metavar="SPAN",
+                   help="networkpolicy: addresses observed over this window (default 24h)")
+    p.add_argument("--tenant", action="append", default=[], metavar="T",
+                   help="only these tenants (repeatable; default all)")
+    p.add_argument("--tenant-map", metavar="FILE",
+                   help="static tenant map: more namespaces of each tenant")
+    p.add_argument("--dns-namespace", default="kube-system", metavar="NS",
+                   help="where the cluster DNS runs (default kube-system)")
+    p.add_argument("--dns-label", action="append", default=[], metavar="KEY=VALUE",
+                   help="the cluster DNS pods' labels (default k8s-app=kube-dns)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="export these files instead of what is published")
     _common(p)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     handler = {"validate": _validate, "apply": _apply, "diff": _diff, "show": _show,
-               "explain": _explain}[args.action]
+               "explain": _explain, "egress-export": _egress_export}[args.action]
     return handler(args)
 
 
@@ -373,13 +399,20 @@ def _explain(args: argparse.Namespace) -> int:
 
     from dnsflow.bus.base import BusError
     from dnsflow.cli import UsageError
-    from dnsflow.policies import records
+    from dnsflow.policies.egress_target import TargetError, parse_since, parse_target
     from dnsflow.policies.explain import explain
-    from dnsflow.policies.store import PolicyStore
     from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
     from dnsflow.policies.types import ClientInfo
 
     ns_map: dict[str, str] = {}
+    try:
+        target = parse_target(args.connect) if args.connect else None
+        since_s = parse_since(args.since)
+    except TargetError as exc:
+        raise UsageError(f"dnsflow policy explain: {exc}") from None
+    if target is not None and not args.client:
+        raise UsageError("dnsflow policy explain: --connect needs --client IP (the node "
+                         "allows addresses per client address) and --tenant-map FILE")
     try:
         tmap = load_tenant_map(args.tenant_map) if args.tenant_map else None
         if args.client:
@@ -399,24 +432,17 @@ def _explain(args: argparse.Namespace) -> int:
         raise UsageError(f"dnsflow policy explain: {exc}") from None
     if tmap is not None:
         ns_map = tmap.namespace_tenants()
-    store = PolicyStore()
-    if args.paths:
-        built, _ = _load(args.paths)
-        if built is None:
-            return 1
-        for key in sorted(built, key=lambda k: (k != records.GLOBAL, k)):
-            store.apply_record(*records.encode(built[key], 0, 0, "files", "explain"))
-        source = f"files {', '.join(args.paths)}"
-    else:
-        try:
-            current = _published(args)
-        except BusError as exc:
-            return _kafka_down(args, exc)
-        for key in sorted(current, key=lambda k: (k != records.GLOBAL, k)):
-            store.apply_record(key.encode(), orjson.dumps(current[key]))
-        source = "the published policies topic"
+    try:
+        loaded = _policy_store(args)
+    except BusError as exc:
+        return _kafka_down(args, exc)
+    if loaded is None:
+        return 1
+    store, source, _ = loaded
     if ns_map:
         store.set_namespace_tenants(ns_map)
+    if target is not None:
+        return _explain_connect(args, store, source, client, target, since_s)
     result = explain(store, client, args.name, args.type)
     if args.json:
         print(orjson.dumps({"policy": source, **result.as_dict()}).decode())
@@ -424,4 +450,140 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"policy:   {source}")
     for line in result.lines():
         print(line)
+    return 0
+
+
+def _policy_store(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]] | None:
+    """The policies of PATHs (None if invalid) or of the topic (BusError), compiled, with
+    where they came from and the records themselves."""
+    import orjson
+
+    from dnsflow.policies import records
+    from dnsflow.policies.store import PolicyStore
+
+    store = PolicyStore()
+    if args.paths:
+        built, _ = _load(args.paths)
+        if built is None:
+            return None
+        current = {k: orjson.loads(records.encode(built[k], 0, 0, "files", "cli")[1])
+                   for k in built}
+        source = f"files {', '.join(args.paths)}"
+    else:
+        current = _published(args)
+        source = "the published policies topic"
+    for key in sorted(current, key=lambda k: (k != records.GLOBAL, k)):
+        store.apply_record(key.encode(), orjson.dumps(current[key]))
+    return store, source, current
+
+
+def _reader(args: argparse.Namespace) -> Any:
+    """SQL -> rows from the configured ClickHouse, the way ``dnsflow query`` reaches it."""
+    from dnsflow.cli import settings_from_args
+    from dnsflow.sinks.api import read_rows
+
+    settings = settings_from_args(args)
+    return lambda sql: read_rows(settings.clickhouse_dsn, settings.home, sql)
+
+
+def _clickhouse_down(args: argparse.Namespace, exc: Exception) -> int:
+    print(f"dnsflow policy {args.action}: {exc}", file=sys.stderr)
+    return 3
+
+
+def _explain_connect(args: argparse.Namespace, store: Any, source: str, client: Any,
+                     target: Any, since_s: int) -> int:
+    import orjson
+
+    from dnsflow.policies.egress_explain import explain_connect
+    from dnsflow.schema import now_us
+    from dnsflow.sinks.api import ReadError
+
+    try:
+        result = explain_connect(store, client, target, _reader(args), since_s, now_us())
+    except ReadError as exc:
+        return _clickhouse_down(args, exc)
+    if args.json:
+        print(orjson.dumps({"policy": source, **result.as_dict()}).decode())
+        return 0
+    print(f"policy:   {source}")
+    for line in result.lines():
+        print(line)
+    return 0
+
+
+def _egress_export(args: argparse.Namespace) -> int:
+    import yaml
+
+    from dnsflow.bus.base import BusError
+    from dnsflow.cli import UsageError
+    from dnsflow.policies import egress_export as ex
+    from dnsflow.policies.egress_observed import allowed_addresses
+    from dnsflow.policies.egress_target import TargetError, parse_since
+    from dnsflow.policies.records import GLOBAL
+    from dnsflow.policies.tenant_map import TenantMapError, load_tenant_map
+    from dnsflow.sinks.api import ReadError
+
+    try:
+        since_s = parse_since(args.since)
+    except TargetError as exc:
+        raise UsageError(f"dnsflow policy egress-export: {exc}") from None
+    labels = {}
+    for item in args.dns_label:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UsageError(f"dnsflow policy egress-export: --dns-label {item!r}: use "
+                             "KEY=VALUE")
+        labels[k] = v
+    dns = ex.DnsTarget(args.dns_namespace, labels or {"k8s-app": "kube-dns"})
+    try:
+        extra_ns = load_tenant_map(args.tenant_map).namespace_tenants() if args.tenant_map \
+            else {}
+    except TenantMapError as exc:
+        raise UsageError(f"dnsflow policy egress-export: {exc}") from None
+    try:
+        loaded = _policy_store(args)
+    except BusError as exc:
+        return _kafka_down(args, exc)
+    if loaded is None:
+        return 1
+    store, _, current = loaded
+    namespaces: dict[str, set[str]] = {}
+    for key, rec in current.items():
+        if key == GLOBAL or rec.get("kind") == "AutoDeny":
+            continue
+        namespaces[key] = {p["metadata"]["namespace"] for p in rec.get("policies", [])}
+    for ns, tenant in extra_ns.items():
+        namespaces.setdefault(tenant, set()).add(ns)
+    if args.tenant:
+        unknown = sorted(set(args.tenant) - set(namespaces))
+        if unknown:
+            raise UsageError(f"dnsflow policy egress-export: --tenant {', '.join(unknown)}: "
+                             f"no policy for it (tenants: {', '.join(sorted(namespaces))})")
+        namespaces = {t: namespaces[t] for t in args.tenant}
+    node: list[Any] = []
+    answers: list[Any] = []
+    if args.format == "networkpolicy" and any(store.egress_rules(t) for t in namespaces):
+        try:
+            node, answers = allowed_addresses(_reader(args), namespaces, since_s)
+        except ReadError as exc:
+            return _clickhouse_down(args, exc)
+        for s in node:  # namespaces seen allowed in the window belong to the tenant too
+            if s.namespace and s.tenant in namespaces:
+                namespaces[s.tenant].add(s.namespace)
+    warn: list[str] = []
+    docs = ex.export(ex.place(store, namespaces, warn), args.format, node, answers, dns, warn)
+    for w in warn:
+        print(f"dnsflow policy egress-export: {w}", file=sys.stderr)
+    text = yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True) if docs else ""
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise UsageError(f"dnsflow policy egress-export: -o {args.output}: "
+                             f"{exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    print(f"# {len(docs)} document(s)", file=sys.stderr)
     return 0

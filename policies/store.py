@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from dnsflow.gctune import gc_paused
 from dnsflow.policies.autodeny import parse_denies
 from dnsflow.policies.compiler import compile_policies, merge_view, rewrite_records
-from dnsflow.policies.egress import EgressGrant, EgressIndex, compile_egress
+from dnsflow.policies.egress import CompiledEgress, EgressGrant, EgressIndex, compile_egress
 from dnsflow.policies.loader import problems_from
 from dnsflow.policies.matcher import CompiledRule, Matcher
 from dnsflow.policies.model import ClusterDNSPolicy, DNSPolicy
@@ -237,6 +237,12 @@ class PolicyStore:
         :meth:`egress_mode`, when the caller has it)."""
         idx = self._state(client.tenant).egress
         return None if idx is None else idx.match(client, name, mode)
+
+    def egress_rules(self, tenant: str) -> tuple[CompiledEgress, ...]:
+        """The tenant's compiled egress rules (cluster ones included) in precedence order:
+        what ``explain --connect`` and ``egress-export`` walk."""
+        idx = self._state(tenant).egress
+        return () if idx is None else idx.rules
 
     def egress_mode(self, client: ClientInfo) -> str | None:
         """``enforce`` / ``audit`` when an egress rule selects the client, else None."""
