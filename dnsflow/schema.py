@@ -30,7 +30,8 @@ Transport = Literal["udp", "tcp", "dot", "doh"]
 CacheState = Literal["hit", "miss", "stale", "none"]
 Decision = Literal["allow", "deny", "rewrite", "redirect", "would_deny"]  # last: audit mode
 AnomalyKind = Literal[
-    "dga", "tunneling", "nxdomain_burst", "rate_spike", "cross_tenant", "new_domain"
+    "dga", "tunneling", "nxdomain_burst", "rate_spike", "cross_tenant", "new_domain",
+    "unresolved_egress",
 ]
 Severity = Literal["low", "medium", "high", "critical"]
 

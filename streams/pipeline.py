@@ -36,6 +36,7 @@ from dnsflow.dlq import dlq_record
 from dnsflow.schema import RecordError, now_us
 from dnsflow.settings import ConfigError, Settings
 from dnsflow.streams import config as streams_config
+from dnsflow.streams import egress_input
 from dnsflow.streams.alerts import AlertEngine, RuleFileError, load_rules
 from dnsflow.streams.clock import PartitionClock
 from dnsflow.streams.event_decode import decode, decode_fast
@@ -174,6 +175,20 @@ class StreamsPipeline:
         good.sort(key=_ts)
         self.logic.process_many(good)
         self.advance(lagging() if lagging is not None else ())
+        if dead:
+            self.dlq += len(dead)
+            await self.send(self.topics.dlq, dead)
+        await self.publish()
+
+    async def handle_egress(self, topic: str, rows: Iterable[Row]) -> None:
+        """One fetched batch of the egress topic (``streams.egress_input``): dropped
+        attempts to ``unresolved_egress``, malformed records to the DLQ, outputs published.
+        Egress records do not move the clock: DNS events do."""
+        good, dead = egress_input.attempts(topic, rows)
+        det = egress_input.detector(self.logic)
+        if det is not None:
+            for ev in good:
+                det.observe_egress(ev)
         if dead:
             self.dlq += len(dead)
             await self.send(self.topics.dlq, dead)

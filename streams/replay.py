@@ -1,7 +1,8 @@
 """Offline replay: JSON-lines events through the stream logic, in event time.
 
 Used by ``dnsflow replay`` and the benchmarks. Bad lines are reported with their line number
-and skipped (counted); the logic is the same object the live drivers run.
+and skipped (counted); the logic is the same object the live drivers run. Records of the
+egress topic may be mixed in (``unresolved_egress``; streams.egress_input).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from dnsflow.schema import RecordError
+from dnsflow.streams.egress_input import attempt_of, detector
 from dnsflow.streams.event_decode import decode, decode_fast
 from dnsflow.streams.logic import Output, StreamLogic
 
@@ -24,6 +26,7 @@ class ReplayStats:
     lines: int = 0
     events: int = 0
     bad: int = 0
+    egress: int = 0  # dnsflow.egress records (to unresolved_egress)
     outputs: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -55,6 +58,9 @@ def replay_lines(logic: StreamLogic, lines: Iterable[bytes],
             try:  # the slow path: normalise, or say what is wrong and where
                 ev = decode(line, f"line {n}")
             except RecordError as exc:
+                if _egress(logic, line, n):  # a dnsflow.egress record mixed in
+                    stats.egress += 1
+                    continue
                 stats.bad += 1
                 on_error(n, str(exc))
                 continue
@@ -70,6 +76,21 @@ def replay_lines(logic: StreamLogic, lines: Iterable[bytes],
         on_output(o)
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _egress(logic: StreamLogic, line: bytes, n: int) -> bool:
+    """True when ``line`` is an egress record (an allowance, or a dropped attempt handed
+    to ``unresolved_egress``); False leaves the line bad, with the event decoder's reason."""
+    if b'"dst_ip"' not in line:
+        return False
+    try:
+        ev = attempt_of(line, f"line {n}")
+    except RecordError:
+        return False
+    det = detector(logic)
+    if ev is not None and det is not None:
+        det.observe_egress(ev)
+    return True
 
 
 def _iso(us: int) -> str:

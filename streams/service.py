@@ -4,7 +4,9 @@ Consumes ``<prefix>events`` with consumer group ``<prefix><streams.group>``; eac
 through the shared ``streams.pipeline.StreamsPipeline`` (decoded, malformed records to
 ``<prefix>dlq`` with the reason, processed, outputs published — telemetry and anomalies keyed
 by tenant, alerts by rule id, auto-denies on the policies topic — webhooks posted) before the
-offsets are committed (at-least-once). When input idles the watermark follows the wall clock
+offsets are committed (at-least-once). The edge's dropped egress attempts
+(``<prefix>egress``, group ``<group>-egress``) feed ``unresolved_egress``
+(``streams.egress_input``). When input idles the watermark follows the wall clock
 so windows still close and denies still expire.
 """
 
@@ -21,6 +23,8 @@ from dnsflow.bus.base import BusError, Message
 from dnsflow.lag import LagProbe
 from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
+from dnsflow.streams import egress_input
+from dnsflow.streams.egress_input import EgressInput
 from dnsflow.streams.metrics import READY_MAX_LAG, StreamsCollector, StreamsProbe
 from dnsflow.streams.pipeline import Record, StreamsPipeline
 
@@ -62,10 +66,14 @@ class StreamsService:
         self.probe = StreamsProbe(self.pipeline.metrics_status, self._assigned,
                                   lambda: self.polled_at, self.lag, ready_max_lag=ready_max_lag)
         self.ops: OpsServer | None = None
+        self.egress = EgressInput(bus, self.pipeline, self.group) if egress_input.detector(
+            self.logic) is not None else None
 
     async def start(self) -> None:
         await self._consumer.start()
         await self.pipeline.start()
+        if self.egress is not None:
+            await self.egress.start()
         self._task = asyncio.create_task(self._run(), name="streams")
         if self.metrics_listen is not None:
             registry = component_registry("streams")
@@ -93,6 +101,8 @@ class StreamsService:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.egress is not None:
+            await self.egress.stop()
         self.logic.flush()
         await self.pipeline.publish()
         with contextlib.suppress(BusError):
@@ -145,6 +155,8 @@ class StreamsService:
     def status(self) -> dict[str, Any]:
         st = self.pipeline.status()
         st.update({"group": self.group, "send_errors": self.send_errors})
+        if self.egress is not None:
+            st["egress_records"] = self.egress.records
         return st
 
 

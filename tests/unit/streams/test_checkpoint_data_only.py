@@ -38,6 +38,10 @@ def _populated_logic(ev, lt):
                for i in range(200)]
     for e in sorted(events, key=lambda e: e["ts"]):  # state left open at the end
         logic.process(e)
+    for i in range(3):  # the edge's dropped egress attempts (unresolved_egress)
+        logic.detectors["unresolved_egress"].observe_egress({  # type: ignore[attr-defined]
+            "ts": logic.max_ts, "kind": "drop", "tenant": "payments", "client_ip": "10.0.2.5",
+            "dst_ip": f"203.0.113.{i}", "port": 443, "protocol": "tcp"})
     logic.drain()
     return logic
 
