@@ -409,6 +409,67 @@ class KafkaLocal:
             return None
 
 
+class KafkaCluster(KafkaLocal):
+    """``KAFKA_BROKERS=N scripts/kafka-local``: N combined broker+controller nodes (ids 1..N)
+    in a private state directory; one can be SIGKILLed and restarted by node id."""
+
+    def __init__(self, state: Path, brokers: int = 3) -> None:
+        super().__init__(state)
+        self.brokers = brokers
+        self.ports: dict[int, int] = {}
+
+    def _run(self, verb: str, timeout: float, *args: str) -> str:
+        env = {**os.environ, "KAFKA_LOCAL_DIR": str(self.state),
+               "KAFKA_BROKERS": str(self.brokers)}
+        out = subprocess.run(["bash", str(self.script), verb, *args], env=env,
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0 and verb in ("start", "kill", "restart"):
+            raise RuntimeError(f"kafka-local {verb} {' '.join(args)} failed: "
+                               f"{out.stderr.strip()[-500:]}")
+        return out.stdout.strip()
+
+    def start(self) -> str:
+        out = self._run("start", 400)
+        hosts = out.split(",")
+        if len(hosts) != self.brokers or not all(_BOOTSTRAP.fullmatch(h) for h in hosts):
+            self.stop()
+            raise RuntimeError(f"kafka-local start printed {out!r}, expected "
+                               f"{self.brokers} host:port separated by commas")
+        self.bootstrap = out
+        self.ports = {i + 1: int(h.rsplit(":", 1)[1]) for i, h in enumerate(hosts)}
+        return out
+
+    def kill(self, node: int) -> None:
+        """SIGKILL node ``node`` (its data stays)."""
+        self._run("kill", 30, str(node))
+
+    def restart(self, node: int) -> None:
+        """Start node ``node`` again on its data; returns once it answers metadata."""
+        self._run("restart", 150, str(node))
+
+    def node_pid(self, node: int) -> int | None:
+        out = self._run("pid", 10, str(node))
+        return int(out) if out.isdigit() else None
+
+    def pid(self) -> int | None:  # the single broker's PID file does not exist here
+        return None
+
+
+async def partition_leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int]]]:
+    """``{partition: (leader node id, in-sync replica ids)}`` of ``topic`` from the
+    cluster's metadata (a leader of -1: none elected yet)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([topic])
+        return {p["partition"]: (p["leader"], sorted(p["isr"]))
+                for p in meta.get("partitions") or ()}
+    finally:
+        await admin.close()
+
+
 def kafka_or_private(bootstrap: str | None, work: Path, cpu: str,
                      log: Callable[[str], None]) -> tuple[str, KafkaLocal | None]:
     """A benchmark's broker: ``--kafka`` when given, else a private one from
