@@ -31,6 +31,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", metavar="PATH", action="append", default=[],
                         help="explain against these policy files (repeatable; default: the "
                              "published topic with --kafka, else the embedded policy folder)")
+    parser.add_argument("--access-sql", action="store_true",
+                        help="print the statements that give each tenant of --tokens its own "
+                             "read-only ClickHouse user with row policies, and exit")
+    parser.add_argument("--server-users", action="store_true",
+                        help="on a ClickHouse server, read each tenant's rows as its own user "
+                             "(made by --access-sql), so the server enforces the tenant too")
     parser.add_argument("--seconds", type=float, default=None,
                         help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     parser.set_defaults(func=run)
@@ -85,18 +91,37 @@ def _tokens(args: argparse.Namespace, host: str) -> dict[str, str] | None:
     return None
 
 
+def _server_users(tokens: dict[str, str] | None) -> dict[str, tuple[str, str]]:
+    """{tenant or "*": (user, password)} of the users ``--access-sql`` creates."""
+    from dnsflow.console.access import password_for, user_for
+
+    tenants = set((tokens or {}).values())
+    return {t: (user_for(t), password_for(t, tokens or {})) for t in tenants}
+
+
 def run(args: argparse.Namespace) -> int:
     from dnsflow.cli import UsageError, settings_from_args
 
     settings = settings_from_args(args)
     host, port = parse_listen(args.listen)
+    if (args.access_sql or args.server_users) and not args.tokens:
+        flag = "--access-sql" if args.access_sql else "--server-users"
+        raise UsageError(f"dnsflow console: {flag} needs --tokens FILE (one user per tenant "
+                         "of the token file)")
     tokens = _tokens(args, host)
+    if args.access_sql:
+        from dnsflow.console.access import access_statements
+
+        assert tokens is not None
+        print("".join(f"{statement};\n" for statement in access_statements(tokens)), end="")
+        return 0
     for path in args.policies:
         if not Path(path).exists():
             raise UsageError(f"dnsflow console: --policies {path}: no such file or directory")
     from dnsflow.console.runtime import open_clickhouse
 
-    client_factory = open_clickhouse(settings)
+    client_factory = open_clickhouse(settings, users=_server_users(tokens)
+                                     if args.server_users else None)
     return asyncio.run(_serve(args, settings, client_factory, tokens, (host, port)))
 
 

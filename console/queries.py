@@ -46,15 +46,29 @@ def _epoch(value: Any) -> float:
 
 
 class Queries:
-    def __init__(self, client_factory: Callable[[], Any]) -> None:
+    """Statements run on ``client_factory(route(tenant))``, where ``tenant`` is the one the
+    statement is bound to ('' = every tenant). By default one client serves every tenant; with
+    ``--server-users`` ``route`` names the tenant's own read-only server user (``access.py``),
+    so the server filters the rows as well."""
+
+    @staticmethod
+    def one(tenant: str) -> str:
+        """The default route: one client for every tenant."""
+        return ""
+
+    def __init__(self, client_factory: Callable[[str], Any],
+                 route: Callable[[str], str] = one) -> None:
         self._factory = client_factory
-        self._client: Any = None
+        self._route = route
+        self._clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
 
     def _run(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        if self._client is None:
-            self._client = self._factory()
-        r = self._client.query(sql, parameters=params)
+        key = self._route(params.get("tenant", ""))
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = self._factory(key)
+        r = client.query(sql, parameters=params)
         names = list(r.column_names)
         return [dict(zip(names, row, strict=True)) for row in r.result_rows]
 
@@ -66,8 +80,8 @@ class Queries:
                 raise ConsoleQueryError(_one_line(exc)) from None
 
     def close(self) -> None:
-        client, self._client = self._client, None  # forgotten even if closing fails
-        if client is not None:
+        clients, self._clients = self._clients, {}  # forgotten even if closing fails
+        for client in clients.values():
             client.close()
 
     # -- pages -------------------------------------------------------------------------

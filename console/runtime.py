@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from dnsflow.bus import Bus
-from dnsflow.console.auth import Auth
+from dnsflow.console.auth import ALL, Auth
 from dnsflow.console.explain import Explainer, FilePolicies, TopicPolicies
 from dnsflow.console.queries import Queries
 from dnsflow.console.server import Console
@@ -44,15 +44,43 @@ def _holder(path: Path) -> int | None:
     return None
 
 
-def open_clickhouse(settings: Any, *, shared: bool = False) -> Any:
-    """A factory of read-only clients for the configured ClickHouse, checked now so a
-    problem is one clear line at start (``shared``: inside the process owning chDB)."""
+class Clients:
+    """Read-only clients of the configured ClickHouse: one for every tenant, or with
+    ``users`` ({tenant or "*": (user, password)}, ``access.py``) the tenant's own server user,
+    which the server's row policies confine to that tenant's rows."""
+
+    def __init__(self, dsn: Any, users: dict[str, tuple[str, str]] | None = None) -> None:
+        self.dsn = dsn
+        self.users = users
+
+    def route(self, tenant: str) -> str:
+        """The key of the client a statement bound to ``tenant`` runs on ('' = every one)."""
+        if not self.users:
+            return ""
+        return tenant if tenant and tenant in self.users else ALL
+
+    def __call__(self, key: str = "") -> Any:
+        if not self.users:
+            return connect(self.dsn, **READONLY)
+        if key not in self.users:
+            raise PermissionError("no ClickHouse user for every tenant: the token file has "
+                                  "no \"*\" token")
+        return connect(self.dsn, credentials=self.users[key], **READONLY)
+
+
+def open_clickhouse(settings: Any, *, shared: bool = False,
+                    users: dict[str, tuple[str, str]] | None = None) -> Clients:
+    """Clients for the configured ClickHouse, checked now so a problem is one clear line at
+    start (``shared``: inside the process owning chDB; ``users``: ``--server-users``)."""
     from dnsflow.cli import CommandError, UsageError
 
     try:
         dsn = parse(settings.clickhouse_dsn)
     except DsnError as exc:
         raise UsageError(f"dnsflow console: {exc}") from None
+    if users and dsn.embedded:
+        raise UsageError("dnsflow console: --server-users needs a ClickHouse server "
+                         "(http(s):// DSN): chDB has no users or row policies")
     if dsn.embedded and not shared:
         path = Path(dsn.path or "")
         pid = _holder(path)
@@ -65,22 +93,23 @@ def open_clickhouse(settings: Any, *, shared: bool = False) -> Any:
             raise CommandError(f"no data at {path}: nothing stored there yet (run `dnsflow "
                                "demo` or `dnsflow up`, or pass --home/--clickhouse)")
 
-    def factory() -> Any:
-        return connect(dsn, **READONLY)
-
+    clients = Clients(dsn, users)
     if not shared:
-        try:
-            factory().close()
-        except ConnectError as exc:
-            raise CommandError(str(exc)) from None
-    return factory
+        for key in users or {"": None}:
+            try:
+                clients(key).close()
+            except ConnectError as exc:
+                hint = (f" (as {users[key][0]}: have the statements of `dnsflow console "
+                        "--tokens FILE --access-sql` been run on the server?)" if users else "")
+                raise CommandError(f"{exc}{hint}") from None
+    return clients
 
 
 class ConsoleRuntime:
     def __init__(self, client_factory: Any, *, bus: Bus | None,
                  tokens: dict[str, str] | None, listen: tuple[str, int],
                  policies: list[str], tenant_map: str | None, tail_note: str = "") -> None:
-        self.queries = Queries(client_factory)
+        self.queries = Queries(client_factory, getattr(client_factory, "route", Queries.one))
         self.feed = EventFeed(bus) if bus is not None else None
         source: TopicPolicies | FilePolicies = (
             FilePolicies(policies) if policies or bus is None else TopicPolicies(bus))

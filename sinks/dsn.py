@@ -65,8 +65,10 @@ def parse(dsn: str) -> Dsn:
     return Dsn(dsn, parts.scheme, None)
 
 
-def connect(dsn: str | Dsn, **settings: Any) -> Any:
-    """A clickhouse-connect client for ``dsn``; errors name the redacted DSN, not the password."""
+def connect(dsn: str | Dsn, *, credentials: tuple[str, str] | None = None,
+            **settings: Any) -> Any:
+    """A clickhouse-connect client for ``dsn``; errors name the redacted DSN, not the password.
+    ``credentials`` (user, password) replace the DSN's own (a server DSN only)."""
     import clickhouse_connect
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -75,8 +77,9 @@ def connect(dsn: str | Dsn, **settings: Any) -> Any:
         if d.embedded:
             assert d.path is not None
             return clickhouse_connect.get_client(dsn=f"chdb://{d.path}", settings=settings)
+        login = {"username": credentials[0], "password": credentials[1]} if credentials else {}
         return clickhouse_connect.get_client(
-            dsn=d.raw, settings=settings, connect_timeout=5, send_receive_timeout=60
+            dsn=d.raw, settings=settings, connect_timeout=5, send_receive_timeout=60, **login
         )
     except ClickHouseError as exc:
         raise ConnectError(f"clickhouse {d}: {one_line(exc, d.raw)}") from None

@@ -150,7 +150,7 @@ async def app(chdb_filled: Any, policy_files: dict[str, Path]) -> AsyncIterator[
     bus = MemoryBus()
     await bus.start()
     feed = EventFeed(bus)
-    queries = Queries(lambda: connect(chdb_filled, readonly=2))
+    queries = Queries(lambda _: connect(chdb_filled, readonly=2))
     explainer = Explainer(FilePolicies([policy_files["policies"]]), policy_files["tenant_map"])
     console = Console(queries, explainer, Auth(dict(TOKENS)), feed)
     client = TestClient(TestServer(console.app()))

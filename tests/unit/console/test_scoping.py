@@ -244,7 +244,7 @@ async def test_a_clickhouse_error_is_one_line_not_a_crash(chdb_dsn: str):
     from dnsflow.console.server import Console
     from dnsflow.sinks.dsn import connect, parse
 
-    queries = Queries(lambda: connect(parse(chdb_dsn)))  # nothing migrated: no tables
+    queries = Queries(lambda _: connect(parse(chdb_dsn)))  # nothing migrated: no tables
     client = TestClient(TestServer(Console(queries, Explainer(FilePolicies([])),
                                            Auth(None)).app()))
     await client.start_server()

@@ -25,7 +25,7 @@ from tests.unit.console.conftest import event
 async def test_tail_follows_the_embedded_bus_through_the_console(tmp_path: Path):
     bus = MemoryBus()
     await bus.start()
-    console = Console(Queries(lambda: None), Explainer(FilePolicies([])), Auth(None),
+    console = Console(Queries(lambda _: None), Explainer(FilePolicies([])), Auth(None),
                       EventFeed(bus))
     runner = web.AppRunner(console.app())
     await runner.setup()
