@@ -99,6 +99,22 @@ class KafkaBus(Bus):
         :attr:`source_id`. A cluster with fewer brokers than ``replication`` is a
         :class:`BusError` saying so."""
         specs = list(specs)
+        # a broker that just died stays in the metadata until the controller fences it
+        # (broker.session.timeout.ms): requests routed to it fail as retriable, so retry
+        deadline = time.monotonic() + 3 * self._request_timeout_ms / 1000
+        while True:
+            try:
+                return await self._create_topics_once(specs, cluster_id)
+            except KafkaError as exc:
+                if exc.retriable and time.monotonic() < deadline:
+                    log.info("kafka %s: creating topics: %r; retrying", self.bootstrap, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                names = ", ".join(s.name for s in specs)
+                raise BusError(f"kafka {self.bootstrap}: creating topics {names}: {exc}"
+                               ) from exc
+
+    async def _create_topics_once(self, specs: list[TopicSpec], cluster_id: bool) -> None:
         admin = await self._admin()
         try:
             existing = set(await admin.list_topics())
@@ -138,9 +154,6 @@ class KafkaBus(Bus):
                     while (await self._partitions(admin, t.name) is None
                            and time.monotonic() < deadline):
                         await asyncio.sleep(0.05)
-        except KafkaError as exc:
-            names = ", ".join(s.name for s in specs)
-            raise BusError(f"kafka {self.bootstrap}: creating topics {names}: {exc}") from exc
         finally:
             await admin.close()
 
