@@ -1,6 +1,6 @@
 """dnsflow edge vs unbound (plain and with dnstap) under dnsperf, same query set, same core.
 
-    python -m bench.edge_qps [--kafka BOOTSTRAP] [--seconds 10] [--names 2000]
+    python -m bench.edge_qps [--kafka BOOTSTRAP] [--seconds 10] [--names 2000] [--egress]
 
 The edge runs with identity (static map), policy (a tenant DNSPolicy from the policies topic)
 and telemetry on: every event is published to Kafka (a private local broker started with
@@ -13,6 +13,10 @@ The event sinks of both peers (the private Kafka broker for the edge, fstrm_capt
 unbound+dnstap) run on the load CPU, so the server's CPU serves only the server.
 Server CPU per answered query comes from /proc/<pid>/stat. Cache-miss added latency = edge
 (forwarding to unbound) minus asking that unbound directly, for fresh names.
+With --egress (root, nftables; bench/edge_egress.py) a fourth server, an edge whose policy
+has an egress rule selecting the load's clients, runs in the same rounds (its own topic
+prefix); the last line adds its qps, ratio_dnstap_egress, and egress_us_per_query: its CPU
+per answered query minus the plain edge's (the cost of programming the allow-sets).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench import edge_egress
 from harness.dnswire import a_query
 from harness.peers import (
     FstrmCapture,
@@ -73,7 +78,11 @@ SUMMARY = ("dnsflow_qps", "unbound_qps", "unbound_dnstap_qps", "ratio", "ratio_d
            "edge_answered", "miss_p50_added_us", "miss_p99_added_us",
            "isolation_miss_p50_diff_us", "isolation_hit_p50_diff_us", "isolation_not_nxdomain")
 SUMMARY_DECIMALS = {"ratio": 2, "ratio_dnstap": 2, "cpu_us_per_query_dnsflow": 1,
-                    "cpu_us_per_query_unbound": 1}
+                    "cpu_us_per_query_unbound": 1, "ratio_dnstap_egress": 2,
+                    "cpu_us_per_query_egress": 1, "egress_us_per_query": 1}
+# with --egress, after SUMMARY
+SUMMARY_EGRESS = ("dnsflow_egress_qps", "ratio_dnstap_egress", "cpu_us_per_query_egress",
+                  "egress_us_per_query", "egress_allowances")
 
 
 def log(msg: str) -> None:
@@ -204,7 +213,7 @@ def isolation_timing(edge_port: int, n: int) -> dict[str, float]:
             "isolation_not_nxdomain": wrong, "isolation_queries": 4 * n}
 
 
-async def publish_policy(bootstrap: str, prefix: str) -> None:
+async def publish_policy(bootstrap: str, prefix: str, text: str = POLICY) -> None:
     from dnsflow.bus import open_bus
     from dnsflow.policies import policyset, records
 
@@ -212,22 +221,23 @@ async def publish_policy(bootstrap: str, prefix: str) -> None:
     await bus.start()
     try:
         recs = [records.encode(doc, 1, time.time_ns() // 1000, "bench", "bench")
-                for doc in policyset.from_text(POLICY, "bench.yaml").values()]
+                for doc in policyset.from_text(text, "bench.yaml").values()]
         await bus.send_many(bus.topics.policies, recs)
     finally:
         await bus.stop()
 
 
 def start_edge(work: Path, bootstrap: str, prefix: str, up_port: int, cpu: str,
-               extra: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+               extra: list[str] | None = None, name: str = "edge"
+               ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     tmap = work / "tenants.yaml"
     tmap.write_text(TENANT_MAP)
     cmd = ["taskset", "-c", cpu, sys.executable, "-m", "dnsflow", "edge", "--kafka", bootstrap,
-           "--topic-prefix", prefix, "--home", str(work / "edge-home"), "--listen",
+           "--topic-prefix", prefix, "--home", str(work / f"{name}-home"), "--listen",
            f"127.0.0.1:{port}", "--upstream", f"udp://127.0.0.1:{up_port}", "--tenant-map",
-           str(tmap), "--name", "bench-edge", "--log-level", "WARNING", *(extra or [])]
-    logf = open(work / "edge.log", "wb")  # noqa: SIM115
+           str(tmap), "--name", f"bench-{name}", "--log-level", "WARNING", *(extra or [])]
+    logf = open(work / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
     wait_dns(port, 30, proc)
     return proc, port
@@ -243,8 +253,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved dnsperf runs per server (default 5)")
     ap.add_argument("--names", type=int, default=2000, help="distinct names in the query set")
     ap.add_argument("--miss-samples", type=int, default=300)
+    ap.add_argument("--egress", action="store_true",
+                    help="also an edge with egress rules selecting the load's clients "
+                    "(root, nftables): the cost per query of programming the allow-sets")
     add_keep_option(ap)
     args = ap.parse_args(argv)
+    if args.egress and edge_egress.usable():
+        ap.error(edge_egress.usable())
     server_cpu, load_cpu = cpus()
     work = make_work_dir("bench-edge-qps-")
     names = [f"host{i}.bench.test" for i in range(args.names)]
@@ -262,10 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     kafka = None
     procs: list[subprocess.Popen] = []
     result: dict[str, float] = {}
+    table = ""  # the egress edge's nft table (removed at the end)
     try:
         bootstrap, kafka = kafka_or_private(args.kafka, work, load_cpu, log)
         prefix = f"bench{uuid.uuid4().hex[:8]}."
         asyncio.run(publish_policy(bootstrap, prefix))
+        eprefix = f"bench{uuid.uuid4().hex[:8]}e."  # its own events: events_in_kafka stays
+        if args.egress:
+            asyncio.run(publish_policy(bootstrap, eprefix, edge_egress.policy(POLICY)))
 
         # upstream for the edge's misses (not on the measured core's critical path once warm)
         upstream = Unbound(local + iso, zones=("bench.test", "cluster.local"),
@@ -283,14 +302,33 @@ def main(argv: list[str] | None = None) -> int:
                      Peer("unbound", ub.pid, ub.port),
                      Peer("unbound+dnstap", ubt.pid, ubt.port,
                           cap.proc.pid if cap.proc else None)]
+            if args.egress:
+                ecfg, table = edge_egress.config(work)
+                eedge, eport = start_edge(work, bootstrap, eprefix, upstream.port, server_cpu,
+                                          ["--config", str(ecfg)], name="edge-egress")
+                procs.append(eedge)
+                time.sleep(1.0)
+                peers.append(Peer("dnsflow+egress", eedge.pid, eport,
+                                  kafka.pid() if kafka else None))
             for peer in peers:
                 peer.warm(datafile, load_cpu)
             for rnd in range(args.rounds):  # rotate the order so no peer is always first
-                for peer in peers[rnd % 3:] + peers[:rnd % 3]:
+                n = len(peers)
+                for peer in peers[rnd % n:] + peers[:rnd % n]:
                     peer.run(datafile, args.seconds / args.rounds, load_cpu)
             for peer in peers:
                 peer.report()
-            dnsflow, plain, tapped = peers
+            dnsflow, plain, tapped = peers[:3]
+            if args.egress:
+                egress = peers[3]
+                result["dnsflow_egress_qps"] = egress.qps
+                result["cpu_us_per_query_egress"] = egress.cpu_us_per_query
+                result["egress_us_per_query"] = (egress.cpu_us_per_query
+                                                 - dnsflow.cpu_us_per_query)
+                result["ratio_dnstap_egress"] = egress.qps / tapped.qps if tapped.qps else 0.0
+                result["egress_allowances"] = edge_egress.allowances(table)
+                log(f"egress: {result['egress_allowances']} allowances in table inet {table}")
+                stop_process(eedge, 60)
             result["dnsflow_qps"] = dnsflow.qps
             result["cpu_us_per_query_dnsflow"] = dnsflow.cpu_us_per_query
             result["unbound_qps"] = plain.qps
@@ -321,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in procs:
             stop_process(p)
+        if table:
+            edge_egress.drop_table(table)
         if kafka is not None:
             kafka.stop()
         finish_work_dir(work, args.keep, log)
@@ -328,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                        if result.get("unbound_qps") else 0.0)
     result["ratio_dnstap"] = (result["dnsflow_qps"] / result["unbound_dnstap_qps"]
                               if result.get("unbound_dnstap_qps") else 0.0)
-    print_summary("edge_qps", {key: result[key] for key in SUMMARY}, SUMMARY_DECIMALS)
+    keys = SUMMARY + (SUMMARY_EGRESS if args.egress else ())
+    print_summary("edge_qps", {key: result[key] for key in keys}, SUMMARY_DECIMALS)
     return 0
 
 
