@@ -254,6 +254,145 @@ def decode_only() -> None:
               f"{per(lib, 4 * n):.2f} us/frame")
 
 
+def unbound_like_stream(pairs: int, names: int = 2000) -> bytes:
+    """A Frame Streams data stream (no control frames) laid out as unbound 1.17 logs a
+    dnsperf run: CLIENT_QUERY then CLIENT_RESPONSE per query, one A record per answer,
+    ``names`` distinct names, 4 client ports, IDs counting up. Deterministic."""
+    import struct
+
+    from dnstap_pb import dnstap_pb2
+
+    out = []
+    t0 = 1_764_800_000_000_000
+    for i in range(pairs):
+        n = i % names
+        qname = b"".join(bytes([len(p)]) + p for p in f"host{n}.bench.test".encode().split(b"."))
+        question = qname + b"\x00\x00\x01\x00\x01"
+        qid = i & 0xFFFF
+        query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question
+        resp = (struct.pack("!HHHHHH", qid, 0x8580, 1, 1, 0, 0) + question
+                + struct.pack("!HHHIH", 0xC00C, 1, 1, 3600, 4)
+                + bytes([10, n // 65536 % 256, n // 256 % 256, n % 256]))
+        for kind in (5, 6):
+            d = dnstap_pb2.Dnstap(identity=b"vm", version=b"unbound 1.17.1", type=1)
+            m = d.message
+            m.type, m.socket_family, m.socket_protocol = kind, 1, 1
+            m.query_address = m.response_address = bytes([127, 0, 0, 1])
+            m.query_port, m.response_port = 40000 + i % 4, 53
+            t = t0 + i * 8 + (kind - 5) * 150
+            if kind == 5:
+                m.query_time_sec, m.query_time_nsec = divmod(t, 1_000_000)
+                m.query_time_nsec *= 1000
+                m.query_message = query
+            else:
+                m.response_time_sec, m.response_time_nsec = divmod(t, 1_000_000)
+                m.response_time_nsec *= 1000
+                m.response_message = resp
+            raw = d.SerializeToString()
+            out.append(struct.pack("!I", len(raw)) + raw)
+    return b"".join(out)
+
+
+def inproc(args: argparse.Namespace) -> dict[str, float | int]:
+    """The tap's whole path in this process, without sockets or Kafka: a Frame Streams
+    stream (``--capture FILE`` from fstrm_capture, else :func:`unbound_like_stream`) fed
+    ``--read-size`` bytes at a time to one ``Connection.data_received`` (what asyncio does
+    per read), decoded, paired, built, queued in the publisher, and turned into librdkafka's
+    ``produce_batch`` messages after every read (the publisher's pump) by the librdkafka
+    publisher's own code; only ``produce_batch`` itself is left out. ``--repeat`` feeds the
+    stream that many times (a second pass finds the memos warm, as a long run does)."""
+    import tempfile
+
+    from dnsflow.bus.memory import MemoryBus
+    from dnsflow.edge.identity import load_static_map
+    from dnsflow.edge.tap import frames as tapframes
+    from dnsflow.edge.tap.service import build
+    from dnsflow.edge.telemetry.publisher import EventPublisher
+    from dnsflow.edge.telemetry.rdkafka import RdKafkaPublisher
+    from dnsflow.edge.telemetry.spool import Spool
+    from dnsflow.settings import Settings
+
+    if args.capture:
+        data = Path(args.capture).read_bytes()
+    else:
+        data = unbound_like_stream(args.pairs, args.names)
+    # an fstrm_capture file starts with its own START frame
+    start = b"" if args.capture else tapframes.encode_control(
+        tapframes.START, (tapframes.CONTENT_TYPE,))
+    with tempfile.TemporaryDirectory(prefix="tap-inproc-") as tmp:
+        tmap = Path(tmp) / "tenants.yaml"
+        tmap.write_text(TENANT_MAP)
+        bus = MemoryBus()
+        svc = build(Settings(home=tmp), bus, listen=[f"unix:{tmp}/tap.sock"],
+                    tenant_map=str(tmap), name="bench-tap")
+        svc.identity.set_static(load_static_map(tmap))
+        pub = EventPublisher(bus, Spool(Path(tmp) / "spool"), edge="bench-tap",
+                             max_queue=1 << 30)
+        svc.wire(pub)
+        messages = RdKafkaPublisher._messages
+        produced = 0
+
+        class Transport:  # what Connection asks of asyncio's transport
+            def get_extra_info(self, name: str) -> None:
+                return None
+
+            def is_closing(self) -> bool:
+                return False
+
+            def write(self, data: bytes) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        t0 = time.process_time()
+        for _ in range(args.repeat):
+            conn = svc.listeners[0]._connection()
+            conn.connection_made(Transport())
+            conn.data_received(start)
+            step = args.read_size
+            for i in range(0, len(data), step):
+                conn.data_received(data[i:i + step])
+                if pub.queue:  # the pump: what it hands to produce_batch
+                    produced += len(messages(pub, pub._take(1 << 30)))
+        svc.pairer.flush()
+        produced += len(messages(pub, pub._take(1 << 30)))
+        cpu = time.process_time() - t0
+        st = svc.status()
+        bus_st = {"frames": st["frames"], "events": produced,
+                  "paired": st["pairing"]["paired"], "unpaired": st["pairing"]["unpaired"],
+                  "decode_errors": st["decode_errors"],
+                  "cpu_us_per_event": round(cpu * 1e6 / max(1, produced), 2)}
+        pub.spool.close()
+    return bus_st
+
+
+def callgrind(args: argparse.Namespace) -> None:
+    """Instructions per event of :func:`inproc` under ``valgrind --tool=callgrind``: the
+    difference between ``--repeat`` 3 and 1 over the events of the two extra passes, so
+    start-up and imports cancel out (instruction counts, unlike time, do not depend on what
+    else the shared cores run)."""
+    import tempfile
+
+    base = [sys.executable, "-m", "bench.tap", "--inproc", "--read-size", str(args.read_size)]
+    base += ["--capture", args.capture] if args.capture else [
+        "--pairs", str(args.pairs), "--names", str(args.names)]
+    totals, events = {}, {}
+    with tempfile.TemporaryDirectory(prefix="tap-callgrind-") as tmp:
+        for rep in (1, 3):
+            out = Path(tmp) / f"cg.{rep}"
+            r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                *base, "--repeat", str(rep)], capture_output=True, text=True,
+                               check=True)
+            events[rep] = int(r.stdout.split("events=")[1].split()[0])
+            totals[rep] = next(int(line.split()[1]) for line in out.read_text().splitlines()
+                               if line.startswith(("summary:", "totals:")))
+            log(f"repeat {rep}: {r.stdout.strip()} instructions={totals[rep]}")
+    per = (totals[3] - totals[1]) / (events[3] - events[1])
+    print(f"bench tap inproc: instructions_per_event={per:.0f} "
+          f"events={events[3] - events[1]}", flush=True)
+
+
 def _fields(b: bytes) -> dict[int, object]:
     out: dict[int, object] = {}
     i, n = 0, len(b)
@@ -297,10 +436,28 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds after dnsperf for the last frames (default 3)")
     ap.add_argument("--decode-only", action="store_true",
                     help="only the decoding micro-benchmarks")
+    ap.add_argument("--inproc", action="store_true",
+                    help="the tap's path in this process, no sockets or Kafka (see inproc())")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instructions per event of --inproc under valgrind's callgrind")
+    ap.add_argument("--capture", help="--inproc: an fstrm_capture file instead of synthetic "
+                    "unbound-like frames")
+    ap.add_argument("--pairs", type=int, default=20000,
+                    help="--inproc: synthetic query/response pairs (default 20000)")
+    ap.add_argument("--repeat", type=int, default=1, help="--inproc: passes over the stream")
+    ap.add_argument("--read-size", type=int, default=262144,
+                    help="--inproc: bytes per data_received (asyncio reads up to 256 KiB)")
     add_keep_option(ap)
     args = ap.parse_args(argv)
     if args.decode_only:
         decode_only()
+        return 0
+    if args.callgrind:
+        callgrind(args)
+        return 0
+    if args.inproc:
+        res = inproc(args)
+        print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
         return 0
     res = run(args)
     ratio = res["events_per_s"] / res["unbound_dnstap_qps"] if res["unbound_dnstap_qps"] else 0

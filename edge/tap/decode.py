@@ -9,7 +9,9 @@ and reading only the question and the answer section here ~1.5 µs; the ``answer
 the edge's own (``"A 10.0.0.1"``), so tap and edge events look alike.
 
 Work is done once and late: a query needs only its key (DNS ID, client, question bytes); the
-name's text, the transport and the responder are computed when the event is built.
+name's text, the transport and the responder are computed when the event is built. The
+reader's usual case, a client query and its response, takes :mod:`dnsflow.edge.tap.fast`
+instead, which memoises what repeats and builds no :class:`TapMessage`.
 """
 
 from __future__ import annotations
@@ -46,18 +48,21 @@ class DecodeError(ValueError):
 
 
 class TapMessage:
-    """One dnstap query or response, decoded once (plain slots: built per frame)."""
+    """One dnstap query or response, decoded once (plain slots). The reader's fast path
+    (:mod:`dnsflow.edge.tap.fast`) builds none for the usual client query/response pair;
+    this is the general form (resolver-side messages, orphans, timeouts, tests)."""
 
-    __slots__ = ("answers", "client_ip", "client_port", "identity", "kind", "protocol",
+    __slots__ = ("answers", "client_addr", "client_port", "identity", "kind", "protocol",
                  "qid", "query_us", "question", "rcode", "response", "response_us",
                  "server_addr", "server_port", "wire_errors")
 
-    def __init__(self, kind: int, identity: str, client: tuple[str, int], qid: int,
+    def __init__(self, kind: int, identity: str, client: tuple[bytes, int], qid: int,
                  question: bytes) -> None:
         self.kind = kind
         self.response = kind in _RESPONSES
         self.identity = identity          # the sender's dnstap identity ("" when not sent)
-        self.client_ip, self.client_port = client  # query_address/port: who asked
+        # query_address (4 or 16 bytes, or b"") and query_port: who asked
+        self.client_addr, self.client_port = client
         self.qid = qid
         self.question = question          # lower-case name, type, class: part of the key
         self.protocol = 1
@@ -72,6 +77,10 @@ class TapMessage:
     @property
     def client_side(self) -> bool:
         return self.kind in CLIENT_SIDE
+
+    @property
+    def client_ip(self) -> str:
+        return ip_text(self.client_addr)
 
     @property
     def qname(self) -> str:
@@ -90,10 +99,10 @@ class TapMessage:
         ip = ip_text(self.server_addr)
         return f"{ip}:{self.server_port}" if ip else ""
 
-    def key(self, edge: str) -> tuple[str, int, str, int, bytes]:
-        """What a query and its response share: sender, DNS ID, client address and port,
-        question."""
-        return (edge, self.qid, self.client_ip, self.client_port, self.question)
+    def key(self, edge: str) -> tuple[str, int, bytes, int, bytes]:
+        """What a query and its response share: sender, DNS ID, client address (raw) and
+        port, question. The fast path builds the same tuple from the same fields."""
+        return (edge, self.qid, self.client_addr, self.client_port, self.question)
 
 
 _IP_MEMO: dict[bytes, str] = {}
@@ -165,6 +174,16 @@ def _answers(msg: bytes, off: int) -> list[str]:
     return out
 
 
+def response_info(msg: bytes) -> tuple[bytes, str, list[str], int]:
+    """(lower-case question, rcode, answers, wire_errors) of a DNS response message."""
+    _qid, question, end = _question(msg)
+    rcode = wire.rcode_name(msg[3] & 0x0F)
+    try:
+        return question, rcode, _answers(msg, end), 0
+    except (wire.WireError, ValueError, IndexError):  # struct.error is a ValueError
+        return question, rcode, [], 1  # the header's rcode stands; the answers are unknown
+
+
 def decode(raw: bytes) -> TapMessage | None:
     """Decode one dnstap frame; None for records that are not DNS queries or responses
     (TOOL/UPDATE types, non-MESSAGE records). Raises :class:`DecodeError` otherwise."""
@@ -185,9 +204,15 @@ def decode(raw: bytes) -> TapMessage | None:
     if not msg:
         raise DecodeError(f"dnstap {dnstap_pb2.Message.Type.Name(kind)} without its "
                           f"DNS message")
-    qid, question, end = _question(msg)
-    out = TapMessage(kind, d.identity.decode("utf-8", "replace"),
-                     (ip_text(m.query_address), m.query_port), qid, question)
+    addr = m.query_address
+    ip_text(addr)  # 4, 16 or 0 bytes, else a DecodeError
+    if kind in _RESPONSES:
+        question, rcode, answers, werr = response_info(msg)
+        qid = _U16.unpack_from(msg)[0]
+    else:
+        qid, question, _end = _question(msg)
+    out = TapMessage(kind, d.identity.decode("utf-8", "replace"), (addr, m.query_port), qid,
+                     question)
     out.protocol = m.socket_protocol
     out.server_addr = m.response_address
     out.server_port = m.response_port
@@ -198,9 +223,5 @@ def decode(raw: bytes) -> TapMessage | None:
         sec = m.response_time_sec
         if sec:
             out.response_us = sec * 1_000_000 + m.response_time_nsec // 1000
-        out.rcode = wire.rcode_name(msg[3] & 0x0F)
-        try:
-            out.answers = _answers(msg, end)
-        except (wire.WireError, ValueError, IndexError):  # struct.error is a ValueError
-            out.wire_errors = 1  # the header's rcode stands; the answers are unknown
+        out.rcode, out.answers, out.wire_errors = rcode, answers, werr
     return out

@@ -24,6 +24,25 @@ from dnsflow.schema import SCHEMA_VERSION, now_us
 NO_RESPONSE = "TIMEOUT"  # rcode of a query whose response never came (within the timeout)
 
 
+def client_part(edge: str, info: Any, client_ip: str, transport: str) -> tuple[bytes, bytes]:
+    """(Kafka key, the event's JSON from ``,"v"`` to ``"transport":"..",``): what one
+    sender's client on one transport shares across its events."""
+    d = {"v": SCHEMA_VERSION, "edge": edge, "tenant": info.tenant,
+         "namespace": info.namespace, "pod": info.pod,
+         "service_account": info.service_account, "client_ip": client_ip,
+         "transport": transport}
+    return info.tenant.encode(), b"," + orjson.dumps(d)[1:-1] + b","
+
+
+def answer_part(qname: str, qtype: str, rcode: str, answers: list[str],
+                upstream: str = "") -> bytes:
+    """The event's JSON from ``"qname"`` to the closing brace: what one response (its bytes
+    after the DNS ID) gives every event it answers."""
+    return orjson.dumps({"qname": qname, "qtype": qtype, "rcode": rcode, "answers": answers,
+                         "cache": "none", "decision": "allow", "rule": "",
+                         "policy_version": 0, "upstream": upstream})[1:]
+
+
 class EventBuilder:
     """``__call__(edge, query, response)``: the pairing's output, one event each."""
 
@@ -46,19 +65,18 @@ class EventBuilder:
             start = q.query_us if q is not None and q.query_us else r.query_us
             if start and r.response_us:
                 latency = max(0, r.response_us - start)
-        info = self.identity.lookup(m.client_ip)
+        client_ip = m.client_ip
+        key, head = client_part(edge, self.identity.lookup(client_ip), client_ip,
+                                m.transport)
         qname, qtype = names(r.question if r is not None and r.question else m.question)
-        d = {"v": SCHEMA_VERSION, "edge": edge, "tenant": info.tenant,
-             "namespace": info.namespace, "pod": info.pod,
-             "service_account": info.service_account, "client_ip": m.client_ip,
-             "transport": m.transport, "qname": qname, "qtype": qtype,
-             "rcode": r.rcode if r is not None else NO_RESPONSE,
-             "answers": r.answers if r is not None else [], "cache": "none",
-             "decision": "allow", "rule": "", "policy_version": 0,
-             "upstream": "" if m.client_side else m.server}
-        return ts or now_us(), latency, info.tenant.encode(), b"," + orjson.dumps(d)[1:]
+        tail = answer_part(qname, qtype, r.rcode if r is not None else NO_RESPONSE,
+                           r.answers if r is not None else [],
+                           "" if m.client_side else m.server)
+        return ts or now_us(), latency, key, head + tail
 
     def __call__(self, edge: str, q: TapMessage | None, r: TapMessage | None) -> None:
+        if q is None and r is None:  # a waiting frame that no longer decodes: nothing to say
+            return
         ts, latency, key, tail = self.record(edge, q, r)
         self.built += 1
         self.publisher.emit_many(ts, latency, [(key, tail)])

@@ -15,10 +15,17 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from dnsflow.edge.tap.decode import TapMessage
+from dnsflow.edge.tap.decode import TapMessage, decode
 
-Key = tuple[str, int, str, int, bytes]
+Key = tuple[str, int, bytes, int, bytes]
 Out = Callable[[str, TapMessage | None, TapMessage | None], None]
+# a waiting query: (arrival on ``clock``, its query time in µs, the message or, from the
+# fast path, its raw dnstap frame, decoded only if it has to be an event on its own)
+Entry = tuple[float, int, "TapMessage | bytes"]
+
+
+def _message(q: TapMessage | bytes) -> TapMessage | None:
+    return decode(q) if type(q) is bytes else q  # type: ignore[arg-type]
 
 
 class Pairer:
@@ -30,7 +37,7 @@ class Pairer:
         self.timeout = timeout
         self.max_pending = max_pending
         self.clock = clock
-        self.pending: dict[Key, tuple[float, TapMessage]] = {}
+        self.pending: dict[Key, Entry] = {}
         self._order: deque[tuple[float, Key]] = deque()  # arrival order; stale after a pair
         self._orphans: OrderedDict[Key, float] = OrderedDict()
         self.paired = 0
@@ -47,7 +54,7 @@ class Pairer:
             entry = self.pending.pop(key, None)
             if entry is not None:
                 self.paired += 1
-                self.out(edge, entry[1], m)
+                self.out(edge, _message(entry[2]), m)
                 return
             self.orphan_responses += 1
             orphans = self._orphans
@@ -63,10 +70,10 @@ class Pairer:
         if old is not None:  # the client asked again with the same ID and port
             self.retransmits += 1
             self.unpaired += 1
-            self.out(edge, old[1], None)
+            self.out(edge, _message(old[2]), None)
         elif len(self.pending) >= self.max_pending:
             self._evict_oldest()
-        self.pending[key] = (now, m)
+        self.pending[key] = (now, m.query_us, m)
         self._order.append((now, key))
 
     def _evict_oldest(self) -> None:
@@ -78,7 +85,7 @@ class Pairer:
                 del pending[key]
                 self.unpaired += 1
                 self.evicted += 1
-                self.out(key[0], entry[1], None)
+                self.out(key[0], _message(entry[2]), None)
                 return
 
     def expire(self, now: float | None = None) -> int:
@@ -93,7 +100,7 @@ class Pairer:
             if entry is not None and entry[0] == t:
                 del pending[key]
                 n += 1
-                self.out(key[0], entry[1], None)
+                self.out(key[0], _message(entry[2]), None)
         self.unpaired += n
         orphans = self._orphans
         while orphans:
@@ -110,8 +117,8 @@ class Pairer:
         self._order.clear()
         n = len(items)
         self.unpaired += n
-        for key, (_t, m) in items:
-            self.out(key[0], m, None)
+        for key, (_t, _us, m) in items:
+            self.out(key[0], _message(m), None)
         return n
 
     def status(self) -> dict[str, int]:

@@ -36,6 +36,7 @@ from dnsflow.edge.tap.frames import (
 log = logging.getLogger(__name__)
 
 OnFrame = Callable[[bytes, "Connection"], None]
+OnFrames = Callable[[list[bytes], "Connection"], None]
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Endpoint:
 
 
 class Connection(asyncio.Protocol):
-    """One sender: the handshake, then data frames to ``on_frame`` until STOP."""
+    """One sender: the handshake, then data frames to ``on_frames`` until STOP."""
 
     def __init__(self, listener: TapListener, number: int) -> None:
         self.listener = listener
@@ -92,18 +93,25 @@ class Connection(asyncio.Protocol):
         self.listener.closed(self)
 
     def data_received(self, data: bytes) -> None:
-        on_frame = self.listener.on_frame
+        """Every complete frame of this read: the data frames between control frames go to
+        ``on_frames`` as one list (one call per read, not per frame)."""
+        reader = self.reader
         try:
-            for frame in self.reader.feed(data):
-                if type(frame) is bytes:
+            frames, ctl = reader.take(data)
+            while True:
+                if frames:
                     if self.state != "data":
                         raise FrameError(f"data frame before START (state {self.state})")
-                    self.frames += 1
-                    on_frame(frame, self)
-                else:
-                    self._control(frame)
-                    if self.state == "stopped":
-                        return
+                    self.frames += len(frames)
+                    self.listener.on_frames(frames, self)
+                if ctl is None:
+                    return
+                if type(ctl) is FrameError:
+                    raise ctl
+                self._control(ctl)  # type: ignore[arg-type]
+                if self.state == "stopped":
+                    return
+                frames, ctl = reader.take(b"")
         except FrameError as exc:
             self.listener.protocol_errors += 1
             log.error("dnstap %s (%s): %s; closing the connection", self.label,
@@ -140,9 +148,19 @@ class Connection(asyncio.Protocol):
 class TapListener:
     """One ``--listen`` endpoint and its connections."""
 
-    def __init__(self, endpoint: Endpoint, on_frame: OnFrame) -> None:
+    def __init__(self, endpoint: Endpoint, on_frame: OnFrame | None = None, *,
+                 on_frames: OnFrames | None = None) -> None:
+        """``on_frames(frames, conn)`` gets each read's data frames as one list (the tap's
+        reader); ``on_frame(frame, conn)`` one at a time."""
         self.endpoint = endpoint
-        self.on_frame = on_frame
+        if on_frames is None:
+            assert on_frame is not None
+
+            def on_frames(frames: list[bytes], conn: Connection, one: OnFrame = on_frame
+                          ) -> None:
+                for f in frames:
+                    one(f, conn)
+        self.on_frames = on_frames
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[Connection] = set()
         self.accepted = 0

@@ -28,6 +28,7 @@ from dnsflow.edge.listeners.sockets import split_hostport
 from dnsflow.edge.service import config_from, make_publisher
 from dnsflow.edge.tap.decode import DecodeError, decode
 from dnsflow.edge.tap.events import EventBuilder
+from dnsflow.edge.tap.fast import FastPath
 from dnsflow.edge.tap.metrics import TapMetrics
 from dnsflow.edge.tap.pairing import Pairer
 from dnsflow.edge.tap.server import Connection, Endpoint, TapListener
@@ -66,10 +67,11 @@ class TapService:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.identity = IdentityTable(edge.default_tenant, edge.default_namespace)
-        self.listeners = [TapListener(ep, self.on_frame) for ep in self.endpoints]
+        self.listeners = [TapListener(ep, on_frames=self.on_frames) for ep in self.endpoints]
         self.publisher: EventPublisher | None = None
         self.builder: EventBuilder | None = None
         self.pairer: Pairer | None = None
+        self.fast: FastPath | None = None
         self.metrics = TapMetrics(self.status)
         self.frames = 0
         self.decode_errors = 0
@@ -90,7 +92,16 @@ class TapService:
         self.started = False
 
     # -- hot path -------------------------------------------------------------------------
+    def on_frames(self, frames: list[bytes], conn: Connection) -> None:
+        """One read's data frames, in order (the listener's callback)."""
+        if self.fast is not None:
+            self.fast(frames, conn)
+        else:  # not started: nothing to pair with
+            for frame in frames:
+                self.on_frame(frame, conn)
+
     def on_frame(self, frame: bytes, conn: Connection) -> None:
+        """The general path for one frame (what the fast path does not take)."""
         self.frames += 1
         try:
             m = decode(frame)
@@ -150,9 +161,7 @@ class TapService:
             Path(self.settings.home) / "spool" / f"tap-{cfg.name}")
         self.publisher = make_publisher(self.bus, spool_dir, cfg)
         await self.publisher.start()
-        self.builder = EventBuilder(self.identity, self.publisher)
-        self.pairer = Pairer(self.builder, timeout=self.tap.pair_timeout,
-                             max_pending=self.tap.max_pending)
+        self.wire(self.publisher)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._expire(), name="tap-expire"),
                        loop.create_task(self._send_dlq(), name="tap-dlq")]
@@ -170,6 +179,15 @@ class TapService:
             await self.ops.start()
         self.started = True
         log.info("tap %s listening on %s", cfg.name, ", ".join(map(str, self.endpoints)))
+
+    def wire(self, publisher: EventPublisher) -> None:
+        """Decoding, pairing and event building in front of ``publisher`` (``start`` does
+        this; ``python -m bench.tap --inproc`` does it with a publisher that only counts)."""
+        self.publisher = publisher
+        self.builder = EventBuilder(self.identity, publisher)
+        self.pairer = Pairer(self.builder, timeout=self.tap.pair_timeout,
+                             max_pending=self.tap.max_pending)
+        self.fast = FastPath(self)
 
     async def _expire(self) -> None:
         while True:
