@@ -13,7 +13,15 @@ wired to Kafka by a faust app.
   holds one checkpoint per events partition (``streams.checkpoint``: open windows, detector
   state, incidents and auto-denies of that partition's tenants), written when the watermark
   moves and at most ``streams.checkpoint_s`` after any input, so a restarted or rebalanced worker
-  resumes the windows of exactly the partitions it owns (a crash loses at most that much).
+  resumes the windows of exactly the partitions it owns (a crash loses at most that much);
+* ``<prefix>egress`` (the edge's dropped connection attempts, #17) is delivered the same way
+  to ``unresolved_egress`` (``StreamsPipeline.handle_egress``) when that detector is enabled.
+  Its offsets are committed only after the outputs are published. When the topic is
+  co-partitioned with the events (same partition count: both are keyed by tenant, so faust
+  assigns egress partition *i* with events partition *i*), the detector's state of those
+  tenants is in partition *i*'s checkpoint and the egress offsets are committed with it, like
+  the events; otherwise they are committed once the batch's outputs are published and the
+  state of an open egress window is not carried over a restart (see :meth:`process_egress`).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from faust.types import TP
 from dnsflow.lag import LagProbe
 from dnsflow.ops import OpsServer, component_registry, registry_render, serve_ops
 from dnsflow.settings import Settings
+from dnsflow.streams import egress_input
 from dnsflow.streams.checkpoint import forget, read_meta, restore, snapshot
 from dnsflow.streams.checkpoint_records import assemble, checkpoint_key, to_records
 from dnsflow.streams.faust_batch import BatchApp, Row
@@ -92,6 +101,13 @@ class FaustWorker:
         # create them
         events = app.topic(topics.events, key_type=bytes, value_type=bytes)
         app.batch_topic(events, self.process)
+        # the edge's dropped egress attempts, when unresolved_egress is enabled
+        self.egress: str | None = None
+        self.egress_copart: bool | None = None  # known once both partition counts are
+        if egress_input.detector(self.logic) is not None:
+            self.egress = topics.egress
+            app.batch_topic(app.topic(topics.egress, key_type=bytes, value_type=bytes),
+                            self.process_egress)
         app.on_rebalance_complete.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.on_shutdown)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -146,6 +162,64 @@ class FaustWorker:
         if time.monotonic() - self.ckpt_at >= self.cfg.checkpoint_s:
             self.checkpoint()
 
+    async def process_egress(self, topic: str, rows: list[Row]) -> None:
+        """One fetched batch of the egress topic: dropped attempts to ``unresolved_egress``.
+
+        Co-partitioned with the events (:meth:`egress_copartitioned`): the tenants' detector
+        state goes into the checkpoint of its partition and the offsets are committed with
+        it (:meth:`checkpoint`), so a restart repeats nothing and loses nothing, like the
+        events. Otherwise a tenant's egress partition may belong to another worker than its
+        events partition, whose checkpoint cannot hold this worker's egress state: the
+        offsets are committed as soon as the outputs are published (faust flushes the
+        producer before it commits). A crash then loses no reported attempt (at least once:
+        records published but not yet committed are read again and may be reported again),
+        but the counts of an open window (attempts below ``min_attempts``, the distinct
+        addresses behind the next report) start again after a restart or rebalance.
+        """
+        self.ticked_at = time.monotonic()
+        if self.egress_copartitioned():
+            parts = {row[0] for row in rows}
+            if not parts <= self.restored:
+                self.resume(parts - self.restored)
+            await self.pipeline.handle_egress(topic, rows, track=True)
+            return
+        await self.pipeline.handle_egress(topic, rows)
+        if self.pipeline.pending:
+            return  # not published: read again after a restart
+        last: dict[int, int] = {}
+        for part, offset, _key, _value in rows:
+            last[part] = max(offset, last.get(part, -1))
+        mark = self.app.consumer.mark_committable
+        for part, offset in last.items():
+            mark(TP(topic, part), offset)
+
+    def egress_copartitioned(self) -> bool:
+        """Whether the egress topic has as many partitions as the events topic (then faust
+        assigns them together: the same copartitioned group as the state table). Unknown
+        partition counts (no metadata yet) count as not co-partitioned."""
+        if self.egress is None:
+            return False
+        if self.egress_copart is None:
+            try:
+                consumer = self.app.consumer
+                n_events = consumer.topic_partitions(self.topics.events)
+                n_egress = consumer.topic_partitions(self.egress)
+            except Exception:  # not started yet, or the consumer is restarting
+                return False
+            if not n_events or not n_egress:
+                return False
+            self.egress_copart = n_events == n_egress
+            if self.egress_copart:
+                log.info("streams: %s is co-partitioned with %s (%d partitions): egress "
+                         "state in the checkpoints, offsets committed with them",
+                         self.egress, self.topics.events, n_events)
+            else:
+                log.warning("streams: %s has %d partitions, %s %d: not co-partitioned, egress "
+                            "offsets committed once the outputs are published; open egress "
+                            "windows are not carried over restarts", self.egress, n_egress,
+                            self.topics.events, n_events)
+        return self.egress_copart
+
     async def _send(self, topic: str, records: list[Record]) -> bool:
         """Straight to the producer: faust's Topic.send machinery costs ~50 µs a record, and
         closing a window emits one record per tenant and window."""
@@ -186,8 +260,12 @@ class FaustWorker:
         found = owned_checkpoints(self.state, parts)
         # a logic that has run keeps its own clock (an eager rebalance revokes everything)
         restore(logic, found.values(), running=bool(self.restored) or logic.events > 0)
+        copart = self.egress_copartitioned()
         for part, data in found.items():  # offsets the restored state already includes
-            done[part] = read_meta(data).get("offset", -1)
+            meta = read_meta(data)
+            done[part] = meta.get("offset", -1)
+            if copart:
+                self.pipeline.egress_done[part] = meta.get("egress_offset", -1)
         if found:
             log.warning("streams: resumed windows from %d partition checkpoint(s) "
                         "(partitions %s, watermark %s)", len(found), sorted(found),
@@ -226,6 +304,7 @@ class FaustWorker:
             del p.owner[t]
         for part in parts:
             p.done.pop(part, None)
+            p.egress_done.pop(part, None)
             self.restored.discard(part)
             p.clock.newest.pop(part, None)
             p.clock.seen.pop(part, None)
@@ -268,10 +347,14 @@ class FaustWorker:
         self.ckpt_at = time.monotonic()
         p, state = self.pipeline, self.state
         owned = self.assigned() if allowed is None else allowed
+        egress = self.egress if self.egress_copartitioned() else None
         for part in sorted(p.touched & owned):
             tenants = {t for t, o in p.owner.items() if o == part}
             offset = p.done.get(part, -1)
-            value = snapshot(self.logic, tenants, {"partition": part, "offset": offset})
+            meta = {"partition": part, "offset": offset}
+            if egress is not None:
+                meta["egress_offset"] = p.egress_done.get(part, -1)
+            value = snapshot(self.logic, tenants, meta)
             self.stats["checkpoints"] += 1
             # a generation unique across restarts: a crash between pieces and manifest must
             # not leave the old manifest naming half-overwritten pieces
@@ -285,6 +368,8 @@ class FaustWorker:
                 state.send_changelog(part, key, piece)
             if offset >= 0:
                 self.app.consumer.mark_committable(TP(self.topics.events, part), offset)
+            if egress is not None and meta["egress_offset"] >= 0:
+                self.app.consumer.mark_committable(TP(egress, part), meta["egress_offset"])
             log.debug("streams: checkpoint partition %d (%d bytes in %d records, %d events "
                       "so far)", part, len(value), len(records), self.logic.events)
         if allowed is None:

@@ -150,6 +150,8 @@ class StreamsPipeline:
         self.done: dict[int, int] = {}    # last offset per partition in the logic's state
         self.touched: set[int] = set()    # partitions with input since the last checkpoint
         self.owner: dict[str, int] = {}   # tenant -> partition (events are keyed by tenant)
+        self.egress_done: dict[int, int] = {}  # the same for the egress topic (tracked only
+        # when it is co-partitioned with the events: handle_egress(track=True))
         self.pending: list[Output] = []   # outputs not sent yet (retried by publish)
         self.dlq = 0
         self.duplicates = 0
@@ -180,11 +182,22 @@ class StreamsPipeline:
             await self.send(self.topics.dlq, dead)
         await self.publish()
 
-    async def handle_egress(self, topic: str, rows: Iterable[Row]) -> None:
+    async def handle_egress(self, topic: str, rows: Iterable[Row], *,
+                            track: bool = False) -> None:
         """One fetched batch of the egress topic (``streams.egress_input``): dropped
         attempts to ``unresolved_egress``, malformed records to the DLQ, outputs published.
-        Egress records do not move the clock: DNS events do."""
-        good, dead = egress_input.attempts(topic, rows)
+        Egress records do not move the clock: DNS events do.
+
+        ``track`` (the faust worker when the egress topic is co-partitioned with the events:
+        same key, same partition count, so egress partition *i* carries the tenants of
+        events partition *i*): the last egress offset per partition goes to ``egress_done``
+        (records at or below it are already in the state and skipped), the partition and
+        each attempt's tenant's partition to ``touched``, and a tenant seen only here to
+        ``owner``, so the next checkpoint of that partition holds the detector's state."""
+        if track:
+            good, dead = self._egress_tracked(topic, rows)
+        else:
+            good, dead = egress_input.attempts(topic, rows)
         det = egress_input.detector(self.logic)
         if det is not None:
             for ev in good:
@@ -193,6 +206,29 @@ class StreamsPipeline:
             self.dlq += len(dead)
             await self.send(self.topics.dlq, dead)
         await self.publish()
+
+    def _egress_tracked(self, topic: str, rows: Iterable[Row]) -> tuple[list[dict[str, Any]],
+                                                                      list[Record]]:
+        done, touched, owner = self.egress_done, self.touched, self.owner
+        by_part: dict[int, list[Row]] = {}
+        for row in rows:
+            part, offset = row[0], row[1]
+            if offset <= done.get(part, -1):
+                self.duplicates += 1  # already in the state (re-read after a restart)
+                continue
+            done[part] = offset
+            touched.add(part)
+            by_part.setdefault(part, []).append(row)
+        good: list[dict[str, Any]] = []
+        dead: list[Record] = []
+        for part, part_rows in by_part.items():
+            g, d = egress_input.attempts(topic, part_rows)
+            for ev in g:
+                touched.add(owner.setdefault(str(ev.get("tenant", "")), part))
+            good += g
+            dead += d
+        good.sort(key=_ts)
+        return good, dead
 
     def decode(self, topic: str, rows: Iterable[Row]) -> tuple[list[dict[str, Any]],
                                                               list[Record]]:

@@ -133,3 +133,40 @@ def test_replay_takes_egress_records_mixed_in(tmp_path, ev):
     found = [o for o in objs if o["type"] == "anomaly" and o["kind"] == "unresolved_egress"]
     assert len(found) == 1 and found[0]["client_ip"] == "10.0.0.7"
     assert "0 bad lines skipped" in p.stderr
+
+
+async def test_tracked_egress_goes_into_the_partition_checkpoint_and_skips_repeats():
+    """The faust worker with the egress topic co-partitioned with the events: a tenant seen
+    only on the egress topic is owned by that partition, whose checkpoint carries the
+    detector's open window and the last egress offset; a resumed logic goes on counting and
+    records the checkpoint includes are skipped when read again."""
+    from dnsflow.streams.checkpoint import read_meta, restore, snapshot
+    from dnsflow.streams.pipeline import StreamsPipeline
+    from dnsflow.topics import Topics
+
+    sent: dict[str, list] = {}
+
+    async def send(topic, records):
+        sent.setdefault(topic, []).extend(records)
+        return True
+
+    settings = Settings(streams={"detectors": {"unresolved_egress": {"min_attempts": 3}}})
+    p = StreamsPipeline(settings, Topics("x."), send, track_offsets=True)
+    rows = [(2, i, b"shop", orjson.dumps(e)) for i, e in enumerate(scan(2))]
+    rows.append((2, 2, b"shop", b"{broken"))
+    await p.handle_egress("x.egress", rows, track=True)
+    assert p.egress_done == {2: 2} and p.owner == {"shop": 2} and p.touched == {2}
+    assert "x.anomalies" not in sent and p.dlq == 1  # two attempts: below min_attempts
+    data = snapshot(p.logic, {"shop"}, {"partition": 2, "offset": -1,
+                                        "egress_offset": p.egress_done[2]})
+
+    q = StreamsPipeline(settings, Topics("x."), send, track_offsets=True)
+    restore(q.logic, [data])
+    q.egress_done[2] = read_meta(data)["egress_offset"]
+    again = [(2, 1, b"shop", orjson.dumps(scan(2)[1])),           # in the checkpoint
+             (2, 3, b"shop", orjson.dumps(scan(1, start=2)[0]))]  # new: the third attempt
+    await q.handle_egress("x.egress", again, track=True)
+    assert q.duplicates == 1 and q.egress_done == {2: 3}
+    [a] = [orjson.loads(v) for _, v in sent["x.anomalies"]]
+    assert a["kind"] == "unresolved_egress" and a["evidence"]["attempts"] == 3
+    assert a["evidence"]["distinct_addresses"] == 3
