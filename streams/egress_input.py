@@ -5,8 +5,9 @@ one detector wants them (the dropped attempts; allowances are skipped before val
 They do not move the DNS partition clock. :func:`attempts` decodes a batch (malformed
 records become DLQ records, as on the events path); :class:`EgressInput` is the in-process
 driver's consumer (its own group ``<group>-egress``, committed after publishing); replay
-takes egress records mixed into its input (:func:`attempt_of`). The faust driver does not
-consume the topic (yet).
+takes egress records mixed into its input (:func:`attempt_of`); the faust worker has the
+topic delivered in batches next to the events (``FaustWorker.process_egress``: committed
+with the checkpoints when co-partitioned with the events, else once published).
 """
 
 from __future__ import annotations
