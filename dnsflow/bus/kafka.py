@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -26,6 +27,7 @@ from dnsflow.bus.base import Bus, BusError, Consumer, Message, Positions
 from dnsflow.topics import Topics, TopicSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class KafkaBus(Bus):
@@ -91,6 +93,22 @@ class KafkaBus(Bus):
             raise BusError(f"kafka {self.bootstrap}: {exc}") from exc
         return admin
 
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """``op()``, again while it fails with a retriable Kafka error (bounded: three request
+        timeouts). A broker that just died stays in the metadata until the controller fences
+        it (``broker.session.timeout.ms``), so admin requests routed to it fail for a while
+        during a failover. What still fails is a :class:`BusError` naming ``what``."""
+        deadline = time.monotonic() + 3 * self._request_timeout_ms / 1000
+        while True:
+            try:
+                return await op()
+            except KafkaError as exc:
+                if exc.retriable and time.monotonic() < deadline:
+                    log.info("kafka %s: %s: %r; retrying", self.bootstrap, what, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                raise BusError(f"kafka {self.bootstrap}: {what}: {exc}") from exc
+
     async def create_topics(self, specs: Iterable[TopicSpec], *, cluster_id: bool = False
                             ) -> None:
         """Create the missing ones of ``specs`` with replication factor ``replication`` and
@@ -99,20 +117,9 @@ class KafkaBus(Bus):
         :attr:`source_id`. A cluster with fewer brokers than ``replication`` is a
         :class:`BusError` saying so."""
         specs = list(specs)
-        # a broker that just died stays in the metadata until the controller fences it
-        # (broker.session.timeout.ms): requests routed to it fail as retriable, so retry
-        deadline = time.monotonic() + 3 * self._request_timeout_ms / 1000
-        while True:
-            try:
-                return await self._create_topics_once(specs, cluster_id)
-            except KafkaError as exc:
-                if exc.retriable and time.monotonic() < deadline:
-                    log.info("kafka %s: creating topics: %r; retrying", self.bootstrap, exc)
-                    await asyncio.sleep(0.5)
-                    continue
-                names = ", ".join(s.name for s in specs)
-                raise BusError(f"kafka {self.bootstrap}: creating topics {names}: {exc}"
-                               ) from exc
+        names = ", ".join(s.name for s in specs)
+        await self._retrying(f"creating topics {names}",
+                             lambda: self._create_topics_once(specs, cluster_id))
 
     async def _create_topics_once(self, specs: list[TopicSpec], cluster_id: bool) -> None:
         admin = await self._admin()
@@ -165,13 +172,14 @@ class KafkaBus(Bus):
 
     async def _partition_ids(self, topic: str) -> list[int] | None:
         """The topic's partition ids through a short-lived admin client (None: no topic)."""
-        admin = await self._admin()
-        try:
-            return await self._partitions(admin, topic)
-        except KafkaError as exc:
-            raise BusError(f"kafka {self.bootstrap}: describing {topic}: {exc}") from exc
-        finally:
-            await admin.close()
+        async def once() -> list[int] | None:
+            admin = await self._admin()
+            try:
+                return await self._partitions(admin, topic)
+            finally:
+                await admin.close()
+
+        return await self._retrying(f"describing {topic}", once)
 
     async def partition_count(self, topic: str) -> int | None:
         ids = await self._partition_ids(topic)
@@ -181,16 +189,18 @@ class KafkaBus(Bus):
         ids = await self._partition_ids(topic)
         if not ids:
             return {}
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                  request_timeout_ms=self._request_timeout_ms)
-        try:
-            await reader.start()
-            tps = [TopicPartition(topic, p) for p in ids]
-            ends = await reader.end_offsets(tps)
-        except KafkaError as exc:
-            raise BusError(f"kafka {self.bootstrap}: end offsets of {topic}: {exc}") from exc
-        finally:
-            await reader.stop()
+
+        async def once() -> dict[TopicPartition, int]:
+            reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
+                                      enable_auto_commit=False,
+                                      request_timeout_ms=self._request_timeout_ms)
+            try:
+                await reader.start()
+                return await reader.end_offsets([TopicPartition(topic, p) for p in ids])
+            finally:
+                await reader.stop()
+
+        ends = await self._retrying(f"end offsets of {topic}", once)
         return {tp.partition: off for tp, off in ends.items()}
 
     async def stop(self) -> None:
