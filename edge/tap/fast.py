@@ -12,7 +12,9 @@ the event needs, and memoises what repeats:
   its ID (identical answers to different clients: one parse), already as the event's JSON
   from ``"qname"`` to the end. The client's part (identity, address, transport) is a memo
   keyed by sender, address and transport, dropped when the identity table changes.
-* the event is the two parts joined, handed to the publisher as a pre-encoded template.
+* the event is the two parts joined, handed to the publisher as one pre-encoded template
+  (``emit((ts, latency_us, (key, json_tail)))``, which its encoder and librdkafka's
+  ``_messages`` turn into the record without a list per event).
 
 Everything else (resolver-side messages, orphan responses, late or repeated queries, a full
 table, frames that do not decode, the first sight of an unusual message) goes to the
@@ -81,7 +83,7 @@ class FastPath:
         if self.identity.generation != self._generation:
             clients.clear()
             self._generation = self.identity.generation
-        emit = svc.publisher.emit_many  # type: ignore[union-attr]
+        emit = svc.publisher.emit  # type: ignore[union-attr]
         from_string = _Dnstap.FromString
         fast_kinds = _FAST_KINDS
         fast = paired = werrs = 0
@@ -151,7 +153,8 @@ class FastPath:
             client = clients.get((edge, addr, proto))
             if client is None:
                 client = self._client(edge, addr, proto)
-            emit(q_us, latency, [(client[0], client[1] + ans[1])])
+            # one template, not a list of them: the publisher's cheapest item for one event
+            emit((q_us, latency, (client[0], client[1] + ans[1])))
             werrs += ans[2]
             paired += 1
             fast += 1

@@ -24,6 +24,9 @@ class Recorder:
     def emit_many(self, ts: int, latency_us: int, templates: list[tuple[bytes, bytes]]) -> None:
         self.events.extend((k, encode(ts, latency_us, v)) for k, v in templates)
 
+    def emit(self, ev: tuple[int, int, tuple[bytes, bytes]]) -> None:
+        self.emit_many(ev[0], ev[1], [ev[2]])
+
     def status(self) -> dict[str, int]:
         return {}
 
@@ -32,7 +35,7 @@ class Conn:
     label = "unix:/x#1"
     frames = 0
 
-    class listener:  # noqa: N801
+    class listener:
         endpoint = "unix:/x"
 
 
