@@ -6,7 +6,11 @@ and one append of its pre-encoded event: the verdict, the identity, the patched 
 (client's flags and letter case, TTLs as of the current second) and the event are reused.
 It is re-validated against the identity and policy generations on every use, re-decided
 by the policy store every second (auto-deny entries change without a generation bump; a
-different verdict drops it) and dropped when the cached answer expires.
+different verdict drops it) and dropped when the cached answer expires. A client an egress
+rule selects is memoised with the time its allowance was programmed for (``Memo.allowed``,
+from ``EgressAgent.allow_until``): past it the packet takes the full path, which asks the
+agent (re-programming when due) and memoises it again; the agent empties the memo when it
+revokes. Unselected clients carry ``inf`` there: their hits pay nothing more.
 The clock, the event timestamp, the latency and the counters are taken once per batch of
 datagrams (``begin``/``settle``), not per query: at tens of thousands of queries a second,
 each avoided Python call is a visible share of the answer.
@@ -33,8 +37,8 @@ _time_ns = time.time_ns
 
 
 class Memo:
-    __slots__ = ("asked", "cell", "check_at", "entry", "event", "expires_perf", "gen", "limit",
-                 "q", "rate", "sec", "stored_perf", "tail", "until", "verdict")
+    __slots__ = ("allowed", "asked", "cell", "check_at", "entry", "event", "expires_perf", "gen",
+                 "limit", "q", "rate", "sec", "stored_perf", "tail", "until", "verdict")
 
     def __init__(self, req: Request, entry: Entry, gen: tuple[int, int],
                  telemetry: tuple[tuple[bytes, bytes] | None, list[int] | None]) -> None:
@@ -57,10 +61,17 @@ class Memo:
         self.until = now_perf + TTL
         self.stored_perf = entry.stored - now_mono + now_perf
         self.expires_perf = entry.expires - now_mono + now_perf
+        self.allowed = float("inf")  # egress allowance deadline (perf clock); see allow()
         self.sec = -1
         self.tail = b""
-        # the one clock comparison a hit makes: expiry, re-decision or the next TTL second
+        # the one clock comparison a hit makes: expiry, re-decision, the next TTL second or
+        # the egress allowance's deadline
         self.check_at = float("-inf")
+
+    def allow(self, until: float) -> None:
+        """Released without the egress agent only until ``until`` (monotonic, from
+        ``EgressAgent.allow_until``): then the full path re-checks the allowance."""
+        self.allowed = until - time.monotonic() + _perf()
 
 
 class FastPath:
@@ -87,9 +98,10 @@ class FastPath:
     def clear(self) -> None:
         self.memo.clear()
 
-    def remember(self, req: Request, e: Entry, answers: list[str], decision: str) -> None:
+    def remember(self, req: Request, e: Entry, answers: list[str], decision: str) -> Memo:
         """Called by the full path after answering UDP request ``req`` (decided: its
-        ``verdict`` is set) from cache entry ``e`` with these event ``answers``/``decision``."""
+        ``verdict`` is set) from cache entry ``e`` with these event ``answers``/``decision``.
+        Returns the memo (egress: :meth:`Memo.allow` bounds it)."""
         memo = self.memo
         if len(memo) >= MAX_ENTRIES:
             memo.clear()
@@ -105,8 +117,9 @@ class FastPath:
         if self._metrics is not None:
             cell = self._metrics.cell((c.tenant, e.rcode, decision, "hit", "udp",
                                        family(req.ip), qtype_label(req.qtype)))
-        memo[(req.ip, req.raw[2:])] = Memo(
+        m = memo[(req.ip, req.raw[2:])] = Memo(
             req, e, (self._identity.generation, self._policy.generation), (event, cell))
+        return m
 
     # -- batched answer path ------------------------------------------------------------
     def begin(self) -> float:
@@ -124,7 +137,8 @@ class FastPath:
             del self.memo[(ip, qtail)]
             return None
         if now >= f.check_at:
-            if now >= f.expires_perf or (now >= f.until and not self._redecide(f, now)):
+            if (now >= f.expires_perf or now >= f.allowed
+                    or (now >= f.until and not self._redecide(f, now))):
                 del self.memo[(ip, qtail)]
                 return None
             sec = int(now - f.stored_perf)
@@ -135,7 +149,7 @@ class FastPath:
                     return None
                 f.tail = full[2:]
                 f.sec = sec
-            f.check_at = min(f.until, f.expires_perf, f.stored_perf + sec + 1)
+            f.check_at = min(f.until, f.expires_perf, f.stored_perf + sec + 1, f.allowed)
         if f.rate is not None and not self._ratelimit.allow(ip, *f.rate):
             return None  # the full path answers (and counts) the refusal
         self._hits += 1

@@ -170,25 +170,30 @@ class Resolver:
         return self._miss(req, pool)
 
     def _hit(self, req: Request, e: Entry, isolated: bool) -> bytes:
-        """A cache hit: the stored answer patched for this client; a UDP one is memoised."""
+        """A cache hit: the stored answer patched for this client; a UDP one is memoised
+        (a client an egress rule selects: until its allowance is due, ``allow_until``)."""
         q, v = req.q, req.verdict
         assert v is not None
-        out = patch(e.at(time.monotonic()), q, e.qlen)
+        now = time.monotonic()
+        out = patch(e.at(now), q, e.qlen)
         if len(out) > req.max_size:
             self.counters["truncated"] += 1
             out = wire.truncate(out, q)
         dec = "deny" if isolated or e.decision else None
         answers = [] if isolated else e.answers
         eg = self.egress
-        selected = False
+        allowed = None  # not selected: the memo needs no egress deadline
         if eg is not None and not isolated and eg.mode(req.client) is not None:
-            selected = True  # never memoised: every answer must (re)program its allowance
-            if not eg.allow(req.client, req.qname, _answer_ips(e),
-                            max(0, int(e.expires - time.monotonic()))):
+            allowed = eg.allow_until(req.client, req.qname, _answer_ips(e),
+                                     max(0.0, e.expires - now))
+            if allowed is None:
                 return self._egress_failed(req)
         req.emit(e.rcode, answers, "hit", e.upstream, dec)
-        if req.transport == "udp" and len(out) <= req.max_size and not v.log and not selected:
-            self.fast.remember(req, e, answers, dec or v.action)
+        if (req.transport == "udp" and len(out) <= req.max_size and not v.log
+                and (allowed is None or allowed > now)):
+            m = self.fast.remember(req, e, answers, dec or v.action)
+            if allowed is not None:
+                m.allow(allowed)
         return out
 
     def _chaos(self, req: Request) -> bytes:

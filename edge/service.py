@@ -174,6 +174,8 @@ class EdgeService:
             ecfg = ecfg.model_copy(update={"dns_addresses": [
                 a for a in own if a not in ("0.0.0.0", "::", "")]})
         self.egress = EgressAgent(ecfg, self.holder, self.identity, cfg.name, self.bus)
+        if self.resolver is not None:  # a revocation empties the fast path (memoised answers)
+            self.egress.on_revoke = self.resolver.fast.clear
         await self.egress.start()
         self._egress_hook()
 

@@ -6,8 +6,10 @@ protocol, port) to the allow-set with timeout = TTL + grace in one libnftables t
 and returns only then, so a client connecting right after its answer finds the element.
 What was programmed is remembered (address, ports, name, expiry) so repeats of an answer
 within its lifetime cost one dict probe, and so a policy or identity change can remove
-exactly what is no longer allowed. The client sets (who is enforced, who audited) follow the
-identity table and the policy store.
+exactly what is no longer allowed. :meth:`EgressAgent.allow_until` also says until when a
+repeat needs no call at all, so the UDP fast path can release memoised answers of selected
+clients without the agent; a revocation empties the fast path (``on_revoke``). The client
+sets (who is enforced, who audited) follow the identity table and the policy store.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -72,6 +75,9 @@ class EgressAgent:
         self.counters = {"programmed": 0, "refreshed": 0, "repeats": 0, "failures": 0,
                          "removed": 0, "syncs": 0}
         self.cost_us = 0.0  # total time spent in nft for allowances (µs)
+        # called after allowances were revoked: whatever remembered "allowed until" (the
+        # resolver's fast path) forgets it, so no memoised answer outlives a revocation
+        self.on_revoke: Callable[[], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,63 +162,80 @@ class EgressAgent:
             m = self._modes[ip] = self.holder.store.egress_mode(client)
             return m
 
-    def allow(self, client: ClientInfo, qname: str, ips: Iterable[str], ttl: int) -> bool:
+    def allow(self, client: ClientInfo, qname: str, ips: Iterable[str], ttl: float) -> bool:
         """Program what answering ``qname`` with ``ips`` (TTL ``ttl``) allows ``client``;
         False when it must not be released (programming failed and ``fail: closed``)."""
+        return self.allow_until(client, qname, ips, ttl) is not None
+
+    def allow_until(self, client: ClientInfo, qname: str, ips: Iterable[str], ttl: float
+                    ) -> float | None:
+        """As :meth:`allow` (None: must not be released), else until when (monotonic) the
+        same answer may be released again without asking, so the fast path can skip the
+        agent safely. ``ttl``: seconds until the answer expires (a cached one: its expiry
+        less now, fractional), so a copy released in any later second of it expires before
+        now + ttl + 1 s, which every address's allowance must outlive (else ``-inf``); the
+        time returned is when each allowance keeps only min_ttl + grace - 1 s, the agent's
+        own repeat tolerance: past it this call re-programs. ``inf``: nothing to program;
+        ``-inf``: ask every time (also: released unprogrammed under ``fail: open``)."""
         if not self.active:
-            return True
+            return math.inf
         mode = self.mode(client)
         if mode is None:
-            return True
+            return math.inf
         grant = self.holder.store.egress(client, qname, mode)
         if grant is None:
-            return True
+            return math.inf
         timeout = int(max(ttl, self.cfg.min_ttl) + self.cfg.grace + 0.999)
         now = time.monotonic()
         expires = now + timeout
         mine = self._allowed.setdefault(client.ip, {})
         new: list[str] = []
         live: list[str] = []
+        held = math.inf  # the earliest expiry among the repeats
         for ip in ips:
             old = mine.get((ip, grant.ports))
             if old is not None and old.expires >= expires - 1.0:
                 self.counters["repeats"] += 1
+                held = min(held, old.expires)
                 continue
             (live if old is not None and old.expires > now else new).append(ip)
-        if not new and not live:
-            return True
-        cmds = ruleset.allow_elements(self.cfg.table, client.ip, new + live, grant.ports,
-                                      timeout)
-        if live:  # re-added elements keep their old timeout on older kernels: add (so it
-            # exists whatever expired meanwhile), delete, add again, in one transaction
-            cmds = (ruleset.allow_elements(self.cfg.table, client.ip, live, grant.ports,
-                                           timeout)
-                    + ruleset.delete_elements(self.cfg.table, client.ip, live, grant.ports)
-                    + cmds)
-        t0 = time.perf_counter()
-        try:
-            assert self.nft is not None
-            self.nft.run(cmds)
-        except NftError as exc:
-            self.counters["failures"] += 1
-            log.error("egress: cannot allow %s -> %s for %s: %s", client.ip,
-                      ",".join(new + live), qname, exc)
-            return self.cfg.fail == "open"
-        finally:
-            self.cost_us += (time.perf_counter() - t0) * 1e6
-        self._clients[client.ip] = client
-        proto, port = (grant.ports[0] if len(grant.ports) == 1 else ("", 0))
-        for ip in new + live:
-            mine[(ip, grant.ports)] = _Allowance(expires, qname, grant.rule)
-            self.events.add("allow", tenant=client.tenant, namespace=client.namespace,
-                            pod=client.pod, client_ip=client.ip, dst_ip=ip, protocol=proto,
-                            port=port, qname=qname, rule=grant.rule, mode=grant.mode,
-                            ttl=timeout, policy_version=grant.version,
-                            **({"ports": [f"{p}/{n}" for p, n in grant.ports]}
-                               if len(grant.ports) > 1 else {}))
-        self.counters["programmed"] += len(new)
-        self.counters["refreshed"] += len(live)
-        return True
+        if new or live:
+            cmds = ruleset.allow_elements(self.cfg.table, client.ip, new + live, grant.ports,
+                                          timeout)
+            if live:  # re-added elements keep their old timeout on older kernels: add (so
+                # it exists whatever expired meanwhile), delete, add again, in one transaction
+                cmds = (ruleset.allow_elements(self.cfg.table, client.ip, live, grant.ports,
+                                               timeout)
+                        + ruleset.delete_elements(self.cfg.table, client.ip, live,
+                                                  grant.ports)
+                        + cmds)
+            t0 = time.perf_counter()
+            try:
+                assert self.nft is not None
+                self.nft.run(cmds)
+            except NftError as exc:
+                self.counters["failures"] += 1
+                log.error("egress: cannot allow %s -> %s for %s: %s", client.ip,
+                          ",".join(new + live), qname, exc)
+                return None if self.cfg.fail == "closed" else -math.inf
+            finally:
+                self.cost_us += (time.perf_counter() - t0) * 1e6
+            self._clients[client.ip] = client
+            proto, port = (grant.ports[0] if len(grant.ports) == 1 else ("", 0))
+            for ip in new + live:
+                mine[(ip, grant.ports)] = _Allowance(expires, qname, grant.rule)
+                self.events.add("allow", tenant=client.tenant, namespace=client.namespace,
+                                pod=client.pod, client_ip=client.ip, dst_ip=ip,
+                                protocol=proto, port=port, qname=qname, rule=grant.rule,
+                                mode=grant.mode, ttl=timeout, policy_version=grant.version,
+                                **({"ports": [f"{p}/{n}" for p, n in grant.ports]}
+                                   if len(grant.ports) > 1 else {}))
+            self.counters["programmed"] += len(new)
+            self.counters["refreshed"] += len(live)
+            held = min(held, expires)
+        if held < now + ttl + 1.0:  # the answer's TTL would outlive an address's allowance
+            return -math.inf
+        return held - self.cfg.min_ttl - self.cfg.grace + 1.0
 
     # -- changes ------------------------------------------------------------------------
     def policy_changed(self, keys: list[bytes]) -> None:
@@ -259,6 +282,8 @@ class EgressAgent:
                 log.error("egress: cannot revoke %s -> %s: %s", client_ip, ",".join(dsts),
                           exc)
         self.counters["removed"] += len(keys)
+        if self.on_revoke is not None:
+            self.on_revoke()
         log.info("egress: revoked %d allowance(s) of %s (policy or identity changed)",
                  len(keys), client_ip)
 

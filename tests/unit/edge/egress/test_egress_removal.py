@@ -158,3 +158,28 @@ async def test_revocation_is_one_transaction_that_survives_kernel_expiry(start_e
     assert len(revoking) == 1
     ops = [next(iter(c)) for c in revoking[0]]
     assert ops == ["add", "delete"]
+
+
+async def test_a_revocation_empties_the_fast_path_of_selected_clients(start_edge, nft,
+                                                                      bus) -> None:
+    """A selected client's hits are memoised while its allowance lasts; a revocation must
+    not leave one behind: the policy change drops it (generation) and the agent's revocation
+    empties the memo even when no generation moved."""
+    edge = await _allowed_edge(start_edge, bus)
+    fast = edge.resolver.fast
+    await _ask(edge, "example.com")  # a hit: memoised
+    n = fast.answered
+    await _ask(edge, "example.com")
+    assert fast.answered == n + 1 and len(fast) == 1  # answered without the agent
+    edge.egress._remove("127.0.0.1", [(ELEMENT[1][1], (("tcp", 443),))])
+    assert len(fast) == 0
+    await _ask(edge, "example.com")  # the full path: the agent programs it again
+    assert fast.answered == n + 1 and nft.elements()[-1] == (*ELEMENT, 125)
+    await _ask(edge, "example.com")
+    await _ask(edge, "example.com")
+    assert fast.answered == n + 3  # memoised again with the new allowance
+    await _publish(bus, edge, dns_policy("egress", "shop", "shop", "rules: []"), 2)
+    assert _revoked(nft)[-1] == ELEMENT and len(fast) == 0
+    await _ask(edge, "example.com")
+    await _ask(edge, "example.com")  # memoised again, as an unselected client's hit
+    assert edge.status()["egress"]["allowances"] == 0
