@@ -52,5 +52,7 @@ class Topics:
             ),
             TopicSpec(self.name(DLQ), 1),
             TopicSpec(self.name(POLICY_LOG), 1),  # who/what changed which policy version
-            TopicSpec(self.name(EGRESS), 3),  # keyed by tenant, like the events
+            # keyed by tenant like the events and as many partitions: co-partitioned, so
+            # the streams checkpoint a tenant's egress state with its events (streams/)
+            TopicSpec(self.name(EGRESS), events_partitions),
         ]

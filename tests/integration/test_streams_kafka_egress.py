@@ -3,11 +3,11 @@ real Kafka: dropped connection attempts on ``<prefix>egress`` become an ``unreso
 anomaly, malformed egress records go to the DLQ, and the egress offsets are committed only
 after the outputs are published. Two layouts of the egress topic:
 
-* the contract's (3 partitions, events 6): not co-partitioned, offsets committed once the
-  batch's outputs are published;
-* as many partitions as the events: co-partitioned, the detector's open window is in the
-  partition checkpoint with the egress offset, so a worker killed mid-window is replaced by
-  one that goes on counting the same window.
+* the contract's (as many partitions as the events): co-partitioned, the detector's open
+  window is in the partition checkpoint with the egress offset, so a worker killed mid-window
+  is replaced by one that goes on counting the same window;
+* one created by hand with another count (3, events 6): not co-partitioned, offsets
+  committed once the batch's outputs are published.
 """
 
 from __future__ import annotations
@@ -94,11 +94,18 @@ async def wait_committed(bootstrap: str, group: str, topic: str, want: int,
 
 
 async def test_faust_worker_raises_unresolved_egress(kafka_bootstrap, topic_prefix, tmp_path):
+    topics = Topics(topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:  # made by hand with another partition count than the events' 6
+        await admin.create_topics([NewTopic(topics.egress, 3, 1)])
+    finally:
+        await admin.close()
     cfg = tmp_path / "dnsflow.yaml"
     cfg.write_text("streams:\n  idle_advance_s: 3600\n")
     log = tmp_path / "worker.log"
-    bus = KafkaBus(kafka_bootstrap, Topics(topic_prefix))
-    await bus.start()  # the contract's topics: egress 3 partitions, events 6
+    bus = KafkaBus(kafka_bootstrap, topics)
+    await bus.start()  # the other contract topics; the existing egress topic stays as it is
     proc = start_worker(kafka_bootstrap, topic_prefix, cfg, log)
     try:
         records = [drop(0, "allow"), *(drop(i) for i in range(1, 5))]
@@ -125,22 +132,16 @@ async def test_faust_worker_raises_unresolved_egress(kafka_bootstrap, topic_pref
 
 async def test_copartitioned_egress_window_survives_a_killed_worker(kafka_bootstrap,
                                                                     topic_prefix, tmp_path):
-    """Egress topic with the events' partition count: the two attempts before the kill are
-    in the partition checkpoint (their offsets committed with it), so the third attempt
-    after the restart reaches ``min_attempts: 3`` in the same window."""
+    """The contract's egress topic has the events' partition count: the two attempts before
+    the kill are in the partition checkpoint (their offsets committed with it), so the third
+    attempt after the restart reaches ``min_attempts: 3`` in the same window."""
     topics = Topics(topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topics.egress, 6, 1)])
-    finally:
-        await admin.close()
     cfg = tmp_path / "dnsflow.yaml"
     cfg.write_text("streams:\n  idle_advance_s: 3600\n  checkpoint_s: 0.5\n"
                    "  detectors:\n    unresolved_egress: {min_attempts: 3}\n")
     log = tmp_path / "worker.log"
     bus = KafkaBus(kafka_bootstrap, topics)
-    await bus.start()  # the other topics; events with 6 partitions
+    await bus.start()  # the contract's topics: events and egress with 6 partitions
     group = f"{topic_prefix}dnsflow-streams"
     proc = start_worker(kafka_bootstrap, topic_prefix, cfg, log)
     try:
