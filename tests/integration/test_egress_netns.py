@@ -9,7 +9,9 @@ Shop's policy lets its clients reach api.allowed.test and cdn.allowed.test (a CN
 edge.cdn.test) on TCP 443; other's policy only only.other.test. A resolves and connects at
 once (succeeds), connects to an address it never resolved (dropped), to a resolved address on
 another port (dropped), again after the TTL and the grace (dropped); B connects to what A may
-reach (dropped). In audit mode nothing is dropped and every attempt is recorded. Removal:
+reach (dropped). Asking the same name again and again (answers from the edge's fast path)
+and connecting at once after each answer never fails, across TTLs and allowance expiries.
+In audit mode nothing is dropped and every attempt is recorded. Removal:
 with the edge following a policy directory, a connection that succeeded is dropped as soon as
 the policy loses its rule, and again as soon as the tenant map gives the client's address to
 another namespace; an address leaving the map leaves the client sets. Only
@@ -87,6 +89,29 @@ for ip in targets:
     except OSError as exc:
         out["connect"][ip] = type(exc).__name__
     out.setdefault("ms", {})[ip] = round((time.perf_counter() - t0) * 1000, 1)
+print(json.dumps(out))
+"""
+
+# resolve NAME and connect to its addresses at once, again and again for SECONDS (one
+# process: the same query each time, so the edge answers repeats from its UDP fast path)
+PROBE_LOOP = """
+import json, socket, sys, time
+import dns.message, dns.query, dns.rdatatype
+server, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+q = dns.message.make_query(name, "A")
+out = {"rounds": 0, "failed": []}
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    r = dns.query.udp(q, server, timeout=3)
+    ips = [rd.address for rrset in r.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset]
+    ttl = min((rrset.ttl for rrset in r.answer), default=-1)
+    for ip in ips or ["none"]:
+        try:
+            socket.create_connection((ip, 443), timeout=1.0).close()
+        except OSError as exc:
+            out["failed"].append([round(end - time.monotonic(), 2), ip, ttl, type(exc).__name__])
+    out["rounds"] += 1
+    time.sleep(0.02)
 print(json.dumps(out))
 """
 
@@ -264,6 +289,22 @@ def test_enforce_allows_only_what_was_resolved(lab):
     drops = {(e["client_ip"], e["dst_ip"], e["port"]) for e in got if e["kind"] == "drop"}
     assert {("10.200.1.2", "10.200.3.12", 443), ("10.200.1.2", "10.200.3.10", 8080),
             ("10.200.2.2", "10.200.3.10", 443)} <= drops, got
+    stop(edge)
+
+
+def test_repeated_answers_connect_at_once_across_expiry(lab):
+    """A selected client asking the same name again and again gets most answers from the
+    edge's UDP fast path, which releases them without the egress agent while the allowance
+    is not due: every connection right after an answer succeeds, through several TTLs
+    (2 s) and allowance expiries (TTL + grace 1 s), never dropped."""
+    edge = start_edge(lab, "enforce")
+    out = subprocess.run(["ip", "netns", "exec", lab["names"]["a"], PY, "-c", PROBE_LOOP,
+                          "10.200.1.1", "api.allowed.test", str(3 * (TTL + GRACE))],
+                         capture_output=True, text=True, timeout=60, env=lab["env"], cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["rounds"] >= 20 and got["failed"] == [], got
+    assert counter(lab, "dropped") == 0
     stop(edge)
 
 
