@@ -4,15 +4,17 @@ allow-sets programmed (before each answer is released) is measured against the s
 
 Needs root and nftables: the agent installs its own table (a unique name, removed at the
 end) in this network namespace. Its hook is forward, so the benchmark's loopback traffic is
-not filtered; what is measured is the answer path's work (the allowance check on every
-answer -- selected clients are never memoised by the fast path -- and one libnftables
-transaction per new allowance).
+not filtered; what is measured is the answer path's work (the allowance check on answers
+the full path gives -- the fast path releases repeats while their allowance is not due --
+and one libnftables transaction per new or refreshed allowance). The edge runs at log level
+INFO so its agent's stop line gives the time spent in nft (``nft_cost``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -64,3 +66,14 @@ def drop_table(table: str) -> None:
     """``fail: closed`` keeps the table after the edge stops: the benchmark removes it."""
     subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True,
                    timeout=30)
+
+
+def nft_cost(log: Path) -> tuple[int, float]:
+    """(allowances programmed or refreshed, µs spent in nft) from the agent's stop line in
+    the edge's log; (0, 0.0) when it is missing."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    m = re.search(r"egress: stopped: programmed=(\d+) refreshed=(\d+) .*nft_us_total=(\d+)",
+                  text)
+    if m is None:
+        return 0, 0.0
+    return int(m.group(1)) + int(m.group(2)), float(m.group(3))

@@ -79,10 +79,12 @@ SUMMARY = ("dnsflow_qps", "unbound_qps", "unbound_dnstap_qps", "ratio", "ratio_d
            "isolation_miss_p50_diff_us", "isolation_hit_p50_diff_us", "isolation_not_nxdomain")
 SUMMARY_DECIMALS = {"ratio": 2, "ratio_dnstap": 2, "cpu_us_per_query_dnsflow": 1,
                     "cpu_us_per_query_unbound": 1, "ratio_dnstap_egress": 2,
-                    "cpu_us_per_query_egress": 1, "egress_us_per_query": 1}
+                    "cpu_us_per_query_egress": 1, "egress_us_per_query": 1,
+                    "egress_nft_us_per_query": 2}
 # with --egress, after SUMMARY
 SUMMARY_EGRESS = ("dnsflow_egress_qps", "ratio_dnstap_egress", "cpu_us_per_query_egress",
-                  "egress_us_per_query", "egress_allowances")
+                  "egress_us_per_query", "egress_allowances", "egress_programmings",
+                  "egress_nft_us_per_query")
 
 
 def log(msg: str) -> None:
@@ -305,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.egress:
                 ecfg, table = edge_egress.config(work)
                 eedge, eport = start_edge(work, bootstrap, eprefix, upstream.port, server_cpu,
-                                          ["--config", str(ecfg)], name="edge-egress")
+                                          ["--config", str(ecfg), "--log-level", "INFO"],
+                                          name="edge-egress")
                 procs.append(eedge)
                 time.sleep(1.0)
                 peers.append(Peer("dnsflow+egress", eedge.pid, eport,
@@ -329,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
                 result["egress_allowances"] = edge_egress.allowances(table)
                 log(f"egress: {result['egress_allowances']} allowances in table inet {table}")
                 stop_process(eedge, 60)
+                # the time nft took (allow-sets programmed before answers), per answered query
+                n_prog, nft_us = edge_egress.nft_cost(work / "edge-egress.log")
+                result["egress_programmings"] = n_prog
+                answered_e = egress.completed + egress.warm_completed
+                result["egress_nft_us_per_query"] = nft_us / answered_e if answered_e else 0.0
+                log(f"egress: {n_prog} allowances programmed or refreshed, {nft_us:.0f} us in nft")
             result["dnsflow_qps"] = dnsflow.qps
             result["cpu_us_per_query_dnsflow"] = dnsflow.cpu_us_per_query
             result["unbound_qps"] = plain.qps

@@ -136,6 +136,11 @@ class EgressAgent:
         if self.active and self.cfg.fail == "open" and self.nft is not None:
             with contextlib.suppress(NftError):  # nobody programs it any more: stop enforcing
                 self.nft.run_text(ruleset.delete_table(self.cfg.table))
+        if self.active:  # what the allow-sets cost this run (bench.edge_qps --egress reads it)
+            c = self.counters
+            log.info("egress: stopped: programmed=%d refreshed=%d repeats=%d failures=%d "
+                     "removed=%d nft_us_total=%.0f", c["programmed"], c["refreshed"],
+                     c["repeats"], c["failures"], c["removed"], self.cost_us)
         self.active = False
 
     async def _run(self) -> None:
