@@ -2,7 +2,10 @@
 
 Run: ``python -m bench.tap [--kafka BOOTSTRAP] [--seconds 10] [--live-qps 20000]`` (default:
 a private Kafka from ``scripts/kafka-local``, stopped at the end), or ``python -m bench.tap
---decode-only`` for the decoding micro-benchmarks behind the library choice (no servers).
+--decode-only`` for the decoding micro-benchmarks behind the library choice (no servers),
+``--inproc`` for the tap's whole path in this process (CPU µs per event, see :func:`inproc`)
+and ``--callgrind`` for its instructions per event under valgrind (shared cores make time
+noisy; instruction counts are not).
 
 On 2 cores (server core, load core):
 
