@@ -1,7 +1,7 @@
 """A 3-broker Kafka cluster loses the leader of the events partitions, twice, under load:
 every query answered, every event in ClickHouse exactly once, no policy update lost.
 
-    python -m bench.kafka_failover [--qps 2000] [--seconds 40] [--kills 2] [--keep]
+    python -m bench.kafka_failover [--qps 2000] [--seconds 60] [--kills 2] [--no-streams]
 
 Starts its own cluster (``KAFKA_BROKERS=3 scripts/kafka-local``: three combined
 broker+controller nodes on loopback), unbound as the edge's upstream (every name under
@@ -17,7 +17,10 @@ restarted; once its replicas are back in sync, the same again. Then it checks:
   record: ``duplicates`` = rows - distinct (edge, ts, client_ip, qname, qtype) plus records
   beyond the answered count, ``lost`` = queries dnsperf lost + answered queries with no row,
 * the edge enforces the last policy version published (a rewrite whose address names the
-  version) and its last events carry that version.
+  version) and its last events carry that version,
+* the faust worker (``dnsflow streams``, running throughout; ``--no-streams`` leaves it out)
+  published one 10 s telemetry window per window of events, each counting exactly the events
+  stored for it (compared in ClickHouse; logged, and the exit code is 1 if any differs).
 
 The edge runs with ``kafka_timeout: 30`` (``--kafka-timeout``): a leader's death is noticed by
 the controller after ``broker.session.timeout.ms`` (9 s), and a record librdkafka gives up on
@@ -185,12 +188,36 @@ def query_chdb(dsn: str, sql: str) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
+WINDOW_S = 10
+
+
+def check_windows(dsn: str) -> int:
+    """Compare the streams' 10 s telemetry windows with the events stored, window by window;
+    returns the number of windows that differ (or are published more than once)."""
+    us = WINDOW_S * 1_000_000
+    got = query_chdb(dsn, f"""
+        SELECT w, tel, ev, copies FROM (
+            SELECT toInt64(JSONExtractUInt(data, 'window_start')) AS w,
+                   sum(JSONExtractUInt(data, 'queries')) AS tel, count() AS copies,
+                   sum(JSONExtractUInt(data, 'late_events')) AS late
+            FROM dnsflow.telemetry WHERE window_s = {WINDOW_S} GROUP BY w) AS t
+        FULL OUTER JOIN (
+            SELECT toInt64(intDiv(toUnixTimestamp64Micro(ts), {us}) * {us}) AS w,
+                   count() AS ev
+            FROM dnsflow.dns_events GROUP BY w) AS e USING (w)
+        ORDER BY w""")
+    bad = [r for r in got if int(r["tel"]) != int(r["ev"]) or int(r["copies"]) > 1]
+    log(f"streams: {len(got)} windows of {WINDOW_S}s, {len(bad)} differ from the stored "
+        f"events: {bad[:5]}")
+    return len(bad)
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
     n = int(args.qps * args.seconds)
     datafile = work / "queries.txt"
     datafile.write_text("".join(f"q{i}.fo.test A\n" for i in range(n)))
     cluster = KafkaCluster(work / "kafka", brokers=3)
-    edge = sink = None
+    edge = sink = streams = None
     upstream = None
     try:
         log("starting a 3-node KRaft cluster (scripts/kafka-local, KAFKA_BROKERS=3)")
@@ -228,6 +255,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
              "--home", str(work / "sink-home"), "--metrics-listen", f"127.0.0.1:{sport}",
              "--log-level", "WARNING"],
             stdout=open(work / "sink.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        if args.streams:
+            (work / "streams.yaml").write_text(
+                f"streams:\n  windows: [{WINDOW_S}]\n  idle_advance_s: {args.idle_advance}\n")
+            streams = subprocess.Popen(
+                [sys.executable, "-m", "dnsflow", "streams", *common,
+                 "--config", str(work / "streams.yaml"), "--home", str(work / "streams-home"),
+                 "--metrics-listen", "off", "--log-level", "WARNING"],
+                stdout=open(work / "streams.log", "wb"),  # noqa: SIM115
+                stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while checks.pinned() != "192.0.2.1":
             if time.monotonic() > deadline:
@@ -244,7 +280,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
         for k in range(args.kills):
             # the first kill early in the load, the next once the node is back in sync (a
             # restart takes 10-20 s on two busy cores), not before
-            time.sleep(max(0.0, t0 + args.seconds * (0.15 + 0.35 * k) - time.monotonic()))
+            time.sleep(max(0.0, t0 + args.seconds * (0.1 + 0.4 * k) - time.monotonic()))
             node, leaders = leader_to_kill(bootstrap, events)
             led = sorted(p for p, (lead, _) in leaders.items() if lead == node)
             log(f"t={time.monotonic() - t0:.1f}s kill -9 node {node} (leader of {events} "
@@ -301,6 +337,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
             if stored >= in_kafka:
                 break
             time.sleep(1)
+        if args.streams:
+            # the last windows close by wall clock (idle_advance_s) once the events stop
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                windows = metric(sport, "dnsflow_sink_rows_stored_total", 'table="telemetry"')
+                if windows and time.monotonic() > deadline - 90 + 3 * WINDOW_S:
+                    break
+                time.sleep(1)
+            stop_process(streams, 60)
+            streams = None
+            time.sleep(3)  # the sink reads what the worker published while stopping
         log(f"sink stored {stored:.0f} dns_events rows; stopping it")
         stop_process(sink, 120)
         sink = None
@@ -311,6 +358,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
                                  "argMax(policy_version, ts) AS last_version "
                                  "FROM dnsflow.dns_events")
         log(f"dns_events: {row}")
+        windows_bad = check_windows(dsn) if args.streams else 0
         rows = int(row["n"])
         distinct = int(row["distinct_events"])
         sent = int(res.get("sent", 0))
@@ -322,9 +370,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
                 f"{res.get('completed')}")
         return {"brokers": 3, "answered": answered, "events_in_kafka": in_kafka,
                 "rows_in_clickhouse": rows, "lost": lost, "duplicates": duplicates,
-                "leader_kills": kills - late}  # only kills under load count
+                "leader_kills": kills - late,  # only kills under load count
+                "windows_bad": windows_bad}
     finally:
         stop_process(edge)
+        stop_process(streams, 60)
         stop_process(sink, 60)
         if upstream is not None:
             upstream.stop()
@@ -335,13 +385,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.kafka_failover", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qps", type=int, default=2000, help="dnsperf rate (default 2000)")
-    ap.add_argument("--seconds", type=float, default=40.0, help="load duration (default 40)")
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="load duration (default 60: a restarted node takes 7-28 s to "
+                    "answer on two busy cores, and both kills must come under load)")
     ap.add_argument("--kills", type=int, default=2, help="leader kills (default 2)")
     ap.add_argument("--down", type=float, default=8.0,
                     help="seconds a killed node stays down (default 8)")
     ap.add_argument("--kafka-timeout", type=float, default=30.0,
                     help="the edge's kafka_timeout, seconds (default 30: longer than a "
                     "failover; 0 = the edge's default, 10)")
+    ap.add_argument("--no-streams", dest="streams", action="store_false",
+                    help="without the faust worker (by default it runs, and its 10 s "
+                    "telemetry windows are compared with the stored events)")
+    ap.add_argument("--idle-advance", type=float, default=2.0,
+                    help="the worker's streams.idle_advance_s (default 2, its own default)")
     add_keep_option(ap)
     args = ap.parse_args(argv)
     work = make_work_dir("bench-kafka-failover-")
@@ -350,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         finish_work_dir(work, args.keep, log)
     print_summary("kafka_failover", {k: result[k] for k in SUMMARY})
-    ok = result["lost"] == 0 and result["duplicates"] == 0 and result["leader_kills"] == args.kills
+    ok = (result["lost"] == 0 and result["duplicates"] == 0 and result["windows_bad"] == 0
+          and result["leader_kills"] == args.kills)
     return 0 if ok else 1
 
 

@@ -30,7 +30,8 @@ def test_leader_killed_under_load_loses_and_repeats_nothing(tmp_path: Path) -> N
         if os.environ.get("DNSFLOW_REQUIRE_KAFKA") == "1":
             pytest.fail(f"needed for the Kafka cluster test: {', '.join(missing)}")
         pytest.skip(f"not installed: {', '.join(missing)}")
-    args = argparse.Namespace(qps=800, seconds=15.0, kills=1, down=6.0, kafka_timeout=30.0)
+    args = argparse.Namespace(qps=800, seconds=15.0, kills=1, down=6.0, kafka_timeout=30.0,
+                              streams=False, idle_advance=2.0)
     got = run(args, tmp_path)
     assert got["leader_kills"] == 1
     assert got["lost"] == 0, got
