@@ -26,6 +26,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--topic-prefix", metavar="PREFIX", default=s, help="topic prefix")
     g.add_argument("--clickhouse", metavar="DSN", default=s,
                    help="ClickHouse DSN (explain --connect, egress-export)")
+    g.add_argument("--kafka-replication", type=int, metavar="N", default=s,
+                   help="replication factor of the topics it creates")
+    g.add_argument("--kafka-min-insync", type=int, metavar="N", default=s,
+                   help="their min.insync.replicas")
     g.add_argument("--log-level", metavar="LEVEL", default=s,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -136,14 +140,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _bus(args: argparse.Namespace, need_kafka: str | None = None) -> Any:
-    from dnsflow.bus import open_bus
+    from dnsflow.bus import bus_for
     from dnsflow.cli import UsageError, settings_from_args
 
     settings = settings_from_args(args)
     if need_kafka and not settings.kafka:
         raise UsageError(f"dnsflow policy {args.action}: {need_kafka} needs --kafka BOOTSTRAP "
                          "(or DNSFLOW_KAFKA): the in-process bus only lives inside `dnsflow up`")
-    return open_bus(settings.kafka, settings.topic_prefix)
+    return bus_for(settings)  # topics it creates get the configured replication
 
 
 def _kafka_down(args: argparse.Namespace, exc: Exception) -> int:
@@ -397,7 +401,6 @@ def _explain(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from dnsflow.bus.base import BusError
     from dnsflow.cli import UsageError
     from dnsflow.policies.egress_target import TargetError, parse_since, parse_target
     from dnsflow.policies.explain import explain
@@ -432,12 +435,9 @@ def _explain(args: argparse.Namespace) -> int:
         raise UsageError(f"dnsflow policy explain: {exc}") from None
     if tmap is not None:
         ns_map = tmap.namespace_tenants()
-    try:
-        loaded = _policy_store(args)
-    except BusError as exc:
-        return _kafka_down(args, exc)
-    if loaded is None:
-        return 1
+    loaded = _policy_store(args)
+    if isinstance(loaded, int):
+        return loaded
     store, source, _ = loaded
     if ns_map:
         store.set_namespace_tenants(ns_map)
@@ -453,11 +453,13 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy_store(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]] | None:
-    """The policies of PATHs (None if invalid) or of the topic (BusError), compiled, with
-    where they came from and the records themselves."""
+def _policy_store(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]] | int:
+    """The policies of PATHs or of the topic, compiled, with where they came from and the
+    records themselves; or the exit code when they cannot be had (1: invalid files, said
+    already; 3: Kafka unreachable)."""
     import orjson
 
+    from dnsflow.bus.base import BusError
     from dnsflow.policies import records
     from dnsflow.policies.store import PolicyStore
 
@@ -465,12 +467,15 @@ def _policy_store(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]] |
     if args.paths:
         built, _ = _load(args.paths)
         if built is None:
-            return None
+            return 1
         current = {k: orjson.loads(records.encode(built[k], 0, 0, "files", "cli")[1])
                    for k in built}
         source = f"files {', '.join(args.paths)}"
     else:
-        current = _published(args)
+        try:
+            current = _published(args)
+        except BusError as exc:
+            return _kafka_down(args, exc)
         source = "the published policies topic"
     for key in sorted(current, key=lambda k: (k != records.GLOBAL, k)):
         store.apply_record(key.encode(), orjson.dumps(current[key]))
@@ -515,7 +520,6 @@ def _explain_connect(args: argparse.Namespace, store: Any, source: str, client: 
 def _egress_export(args: argparse.Namespace) -> int:
     import yaml
 
-    from dnsflow.bus.base import BusError
     from dnsflow.cli import UsageError
     from dnsflow.policies import egress_export as ex
     from dnsflow.policies.egress_observed import allowed_addresses
@@ -541,12 +545,9 @@ def _egress_export(args: argparse.Namespace) -> int:
             else {}
     except TenantMapError as exc:
         raise UsageError(f"dnsflow policy egress-export: {exc}") from None
-    try:
-        loaded = _policy_store(args)
-    except BusError as exc:
-        return _kafka_down(args, exc)
-    if loaded is None:
-        return 1
+    loaded = _policy_store(args)
+    if isinstance(loaded, int):
+        return loaded
     store, _, current = loaded
     namespaces: dict[str, set[str]] = {}
     for key, rec in current.items():

@@ -28,7 +28,7 @@ Measured with ``python -m bench.tap --callgrind`` (instructions per event, in be
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dnsflow.edge.tap.decode import (
     TRANSPORTS,
@@ -43,8 +43,27 @@ from dnsflow.edge.tap.events import answer_part, client_part
 from dnsflow.schema import now_us
 
 if TYPE_CHECKING:
+    from dnsflow.edge.identity import IdentityTable
+    from dnsflow.edge.tap.events import EventBuilder
+    from dnsflow.edge.tap.pairing import Pairer
     from dnsflow.edge.tap.server import Connection
-    from dnsflow.edge.tap.service import TapService
+    from dnsflow.edge.telemetry import EventPublisher
+
+
+class TapHost(Protocol):
+    """What the fast path uses of the tap service (``service.TapService``): its parts, the
+    general path for frames it does not take, and the counters it adds to. A protocol, so
+    the service and its fast path do not import each other."""
+
+    pairer: Pairer | None
+    builder: EventBuilder | None
+    identity: IdentityTable
+    publisher: EventPublisher | None
+    frames: int
+    wire_errors: int
+    _client_side: set[str]
+
+    def on_frame(self, frame: bytes, conn: Connection) -> None: ...
 
 _MEMO_MAX = 65_536
 # dnstap Message.Type of the client side: AUTH_QUERY 1, AUTH_RESPONSE 2, CLIENT_QUERY 5,
@@ -55,7 +74,7 @@ _FAST_KINDS = frozenset((1, 2, 5, 6))
 class FastPath:
     """``__call__(frames, conn)``: every frame of one read, in order."""
 
-    def __init__(self, svc: TapService) -> None:
+    def __init__(self, svc: TapHost) -> None:
         assert svc.pairer is not None and svc.builder is not None
         self.svc = svc
         self.pairer = svc.pairer

@@ -59,3 +59,21 @@ def test_insync_above_replication_says_why() -> None:
 def test_in_process_bus_ignores_them() -> None:
     s = load_settings(environ={"DNSFLOW_KAFKA_REPLICATION": "3"})
     assert not isinstance(bus_for(s), KafkaBus)
+
+
+def test_policy_commands_create_topics_with_the_replication_settings(monkeypatch) -> None:
+    """`dnsflow policy` builds its bus from the settings too (flags after the action work)."""
+    import argparse
+
+    from dnsflow.cli import build_parser
+    from dnsflow.policies import cli as policy_cli
+
+    monkeypatch.delenv("DNSFLOW_KAFKA_REPLICATION", raising=False)
+    monkeypatch.delenv("DNSFLOW_KAFKA_MIN_INSYNC", raising=False)
+    args = build_parser().parse_args(
+        ["policy", "apply", "p.yaml", "--kafka", "h:1", "--kafka-replication", "3",
+         "--kafka-min-insync", "2"])
+    assert isinstance(args, argparse.Namespace)
+    bus = policy_cli._bus(args)
+    assert isinstance(bus, KafkaBus)
+    assert (bus.replication, bus.min_insync) == (3, 2)
