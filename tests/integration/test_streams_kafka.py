@@ -12,13 +12,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaError
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.schema import now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.peers import stop_process
+from tests.helpers.kafka_offsets import committed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import labeled_traffic as lt
@@ -152,7 +152,7 @@ async def test_restarted_faust_worker_resumes_its_windows(kafka_bootstrap, topic
         group = f"{topic_prefix}dnsflow-streams"
         for _ in range(120):  # until the first half is processed and checkpointed
             await asyncio.sleep(0.5)
-            if await committed_events(kafka_bootstrap, group, bus.topics.events) >= len(first):
+            if await committed(kafka_bootstrap, group, bus.topics.events) >= len(first):
                 break
         # 20 more (30 s .. 34 s): processed, not yet in a checkpoint when the worker is killed
         await bus.send_many(bus.topics.events, [(b"shop", orjson.dumps(e))
@@ -177,20 +177,6 @@ async def test_restarted_faust_worker_resumes_its_windows(kafka_bootstrap, topic
     # at most 150; offsets follow checkpoints, so the killed worker's last events are re-read
     assert [w["queries"] for w in first_minute] == [300], log.read_text()[-2000:]
     assert "resumed windows from 1 partition checkpoint" in log.read_text()
-
-
-async def committed_events(kafka_bootstrap: str, group: str, topic: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except KafkaError:  # the group is not there yet
-        return 0
-    finally:
-        await admin.close()
-    return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0)
 
 
 async def test_second_faust_worker_takes_over_partitions_without_double_counting(
@@ -219,7 +205,7 @@ async def test_second_faust_worker_takes_over_partitions_without_double_counting
         group = f"{topic_prefix}dnsflow-streams"
         for _ in range(120):  # until the first half is processed and checkpointed
             await asyncio.sleep(0.5)
-            if await committed_events(kafka_bootstrap, group, bus.topics.events) >= len(first):
+            if await committed(kafka_bootstrap, group, bus.topics.events) >= len(first):
                 break
         procs.append(start_worker(kafka_bootstrap, topic_prefix, cfg, logs[1]))
         for _ in range(120):  # until the second worker owns partitions

@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
 from harness.peers import stop_process
+from tests.helpers.kafka_offsets import committed
 
 pytestmark = pytest.mark.kafka
 
@@ -68,18 +68,6 @@ async def read(bus: KafkaBus, short: str, want: int = 1, seconds: float = 30.0) 
     finally:
         await c.stop()
     return out
-
-
-async def committed(bootstrap: str, group: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except KafkaError:  # the group is not there yet
-        return 0
-    finally:
-        await admin.close()
-    return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0)
 
 
 async def wait_committed(bootstrap: str, group: str, topic: str, want: int,

@@ -1,4 +1,4 @@
-"""Realistic events for the sink tests (fixture `events`)."""
+"""Realistic events for the sink tests (fixture `events`) and a migrated chDB store (`store`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import orjson
 import pytest
 
 from dnsflow.schema import now_us
+from dnsflow.sinks.dsn import parse
+from dnsflow.sinks.migrate import migrate
+from dnsflow.sinks.store import Store
 
 
 def event(i: int, **over: Any) -> dict[str, Any]:
@@ -36,3 +39,11 @@ class Events:
 @pytest.fixture
 def events() -> Events:
     return Events()
+
+
+@pytest.fixture
+def store(chdb_dsn):
+    s = Store(parse(chdb_dsn))
+    migrate(s.client)
+    yield s
+    s.close()

@@ -11,21 +11,10 @@ import pytest
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import EgressEvent, RecordError
 from dnsflow.sinks.config import SinkConfig
-from dnsflow.sinks.dsn import parse
-from dnsflow.sinks.migrate import migrate
 from dnsflow.sinks.rows import egress_row
 from dnsflow.sinks.sink import Sink
-from dnsflow.sinks.store import Store
 
 CONFIG = SinkConfig(batch_rows=200, batch_ms=50, topics=["egress"])
-
-
-@pytest.fixture
-def store(chdb_dsn):
-    s = Store(parse(chdb_dsn))
-    migrate(s.client)
-    yield s
-    s.close()
 
 
 def allow(ts: int, **over: object) -> dict:

@@ -12,20 +12,12 @@ import pytest
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import parse_event
 from dnsflow.sinks.config import SinkConfig
-from dnsflow.sinks.dsn import connect, parse
+from dnsflow.sinks.dsn import connect
 from dnsflow.sinks.migrate import RETENTION_DAYS, TIME_COLUMNS, migrate
 from dnsflow.sinks.sink import Sink
 from dnsflow.sinks.store import Store, StoreError
 
 CONFIG = SinkConfig(batch_rows=200, batch_ms=50, retry_initial_s=0.01, retry_max_s=0.02)
-
-
-@pytest.fixture
-def store(chdb_dsn):
-    s = Store(parse(chdb_dsn))
-    migrate(s.client)
-    yield s
-    s.close()
 
 
 def count(store: Store, sql: str = "SELECT count() FROM dnsflow.dns_events") -> int:
