@@ -399,8 +399,6 @@ def _show(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from types import MappingProxyType
 
-    import orjson
-
     from dnsflow.cli import UsageError
     from dnsflow.policies.egress_target import TargetError, parse_since, parse_target
     from dnsflow.policies.explain import explain
@@ -443,14 +441,7 @@ def _explain(args: argparse.Namespace) -> int:
         store.set_namespace_tenants(ns_map)
     if target is not None:
         return _explain_connect(args, store, source, client, target, since_s)
-    result = explain(store, client, args.name, args.type)
-    if args.json:
-        print(orjson.dumps({"policy": source, **result.as_dict()}).decode())
-        return 0
-    print(f"policy:   {source}")
-    for line in result.lines():
-        print(line)
-    return 0
+    return _print_verdict(args, source, explain(store, client, args.name, args.type))
 
 
 def _policy_store(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]] | int:
@@ -498,7 +489,6 @@ def _clickhouse_down(args: argparse.Namespace, exc: Exception) -> int:
 
 def _explain_connect(args: argparse.Namespace, store: Any, source: str, client: Any,
                      target: Any, since_s: int) -> int:
-    import orjson
 
     from dnsflow.policies.egress_explain import explain_connect
     from dnsflow.schema import now_us
@@ -508,6 +498,13 @@ def _explain_connect(args: argparse.Namespace, store: Any, source: str, client: 
         result = explain_connect(store, client, target, _reader(args), since_s, now_us())
     except ReadError as exc:
         return _clickhouse_down(args, exc)
+    return _print_verdict(args, source, result)
+
+
+def _print_verdict(args: argparse.Namespace, source: str, result: Any) -> int:
+    """An explain answer as JSON (``--json``) or as lines, after where the policy came from."""
+    import orjson
+
     if args.json:
         print(orjson.dumps({"policy": source, **result.as_dict()}).decode())
         return 0

@@ -18,7 +18,7 @@ from dnsflow.schema import now_us
 from dnsflow.settings import Settings
 from dnsflow.topics import Topics
 from harness.peers import stop_process
-from tests.helpers.kafka_offsets import committed
+from tests.helpers.kafka_topics import committed, read
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import labeled_traffic as lt
@@ -36,25 +36,6 @@ def traffic() -> list[tuple[bytes, bytes]]:
     recs = [(e["tenant"].encode(), orjson.dumps(e)) for e in evs]
     recs.insert(3, (b"shop", b"{broken"))
     return recs
-
-
-async def read(bus: KafkaBus, short: str, want: int = 1, seconds: float = 30.0):
-    c = bus.consumer([bus.topics.name(short)], None)
-    await c.start()
-    out = []
-    deadline = asyncio.get_running_loop().time() + seconds
-    try:
-        while asyncio.get_running_loop().time() < deadline:
-            out.extend(await c.getmany(timeout_ms=300, max_records=1000))
-            if len(out) >= want:
-                # keep reading briefly for stragglers
-                more = await c.getmany(timeout_ms=300, max_records=1000)
-                out.extend(more)
-                if not more:
-                    break
-    finally:
-        await c.stop()
-    return out
 
 
 async def check_outputs(bus: KafkaBus) -> None:

@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from dnsflow.bus.kafka import KafkaBus
 from dnsflow.topics import Topics
 from harness.peers import stop_process
-from tests.helpers.kafka_offsets import committed
+from tests.helpers.kafka_topics import committed, read
 
 pytestmark = pytest.mark.kafka
 
@@ -49,25 +49,6 @@ def start_worker(bootstrap: str, prefix: str, cfg: Path, log: Path) -> subproces
          "--metrics-listen", "off", "--log-level", "INFO"],
         stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
     )
-
-
-async def read(bus: KafkaBus, short: str, want: int = 1, seconds: float = 30.0) -> list[Any]:
-    c = bus.consumer([bus.topics.name(short)], None)
-    await c.start()
-    out: list[Any] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    try:
-        while loop.time() < deadline:
-            out.extend(await c.getmany(timeout_ms=300, max_records=1000))
-            if len(out) >= want:
-                more = await c.getmany(timeout_ms=300, max_records=1000)
-                out.extend(more)
-                if not more:
-                    break
-    finally:
-        await c.stop()
-    return out
 
 
 async def wait_committed(bootstrap: str, group: str, topic: str, want: int,
