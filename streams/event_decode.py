@@ -29,8 +29,9 @@ _CACHE = frozenset(get_args(CacheState))
 _DECISIONS = frozenset(get_args(Decision))
 
 # Event fields the logic does not read: the fast decoder skips them instead of copying them
-# (``answers`` is a list per event). Every other field of ``dnsflow.schema.Event`` is decoded
-# with the core's type; ``v`` is required here (its absence takes the slow path).
+# (``answers`` is a list per event; only a PTR event's are read, by the cross-tenant detector,
+# and decoded for those alone). Every other field of ``dnsflow.schema.Event`` is decoded with
+# the core's type; ``v`` is required here (its absence takes the slow path).
 _SKIPPED = frozenset(("pod", "service_account", "answers", "upstream"))
 _REQUIRED = EVENT_REQUIRED | {"v"}
 
@@ -79,6 +80,13 @@ FastEvent = _fast_shape()
 _decode_event = msgspec.json.Decoder(FastEvent).decode
 
 
+class _Answers(msgspec.Struct):
+    answers: list[str] = []
+
+
+_decode_answers = msgspec.json.Decoder(_Answers).decode
+
+
 def decode_fast(raw: bytes | str) -> dict[str, Any] | None:
     """The hot path: a well-formed event, or None (then call :func:`decode` for the reason)."""
     try:
@@ -90,6 +98,11 @@ def decode_fast(raw: bytes | str) -> dict[str, Any] | None:
             or not (obj["qtype"].isupper() and obj["rcode"].isupper())):
         return None  # not normalised: the slow path normalises it
     obj.setdefault("rule", "")
+    if obj["qtype"] == "PTR":  # whose name an address is: read by the cross-tenant detector
+        try:
+            obj["answers"] = _decode_answers(raw).answers
+        except msgspec.MsgspecError:
+            return None  # malformed answers: the slow path names the field
     return obj
 
 

@@ -176,10 +176,14 @@ class CrossTenantDetector(Detector):
         if form == PTR:
             if ev["rcode"] != "NOERROR":
                 return
-            # the PTR target: a service's or pod's name (the live drivers' fast decoder skips
-            # answers: there only tap/edge events decoded on the slow path carry them)
+            # the PTR target: a service's or pod's name, in the edge's answer text
+            # ("PTR 10-0-1-10.shop.pod.cluster.local."; a bare name is taken too); the fast
+            # decoder keeps answers for PTR events only (streams/event_decode.py)
             for answer in ev.get("answers") or ():
-                ns, label, form = self.cluster_name(answer.lower().rstrip("."))
+                kind, _, target = answer.rpartition(" ")
+                if kind and kind.upper() != "PTR":
+                    continue
+                ns, label, form = self.cluster_name(target.lower().rstrip("."))
                 if form != SEARCH:
                     break
             else:

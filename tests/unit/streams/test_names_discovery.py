@@ -135,12 +135,33 @@ def test_ptr_answers_naming_another_tenants_pod_or_service(ev):
     events = own_traffic(ev)
     events += [tap(ev, T0 + 20 * S + i * S, "payments", "payments", "10.0.2.99",
                    f"{10 + i}.1.0.10.in-addr.arpa", qtype="PTR",
-                   answers=[f"10-0-1-{10 + i}.shop.pod.cluster.local."]) for i in range(4)]
+                   answers=[f"PTR 10-0-1-{10 + i}.shop.pod.cluster.local."]) for i in range(4)]
     events += [tap(ev, T0 + 20 * S + i * S, "payments", "payments", "10.0.2.98",
                    f"{i}.2.0.10.in-addr.arpa", qtype="PTR", rcode="NXDOMAIN")
                for i in range(20)]  # a sweep of unknown addresses: nothing to attribute
     cross = anomalies(run(make_logic(), events), "cross_tenant")
     assert {a["client_ip"] for a in cross} == {"10.0.2.99"}
+    assert cross[-1]["evidence"]["targets"] == ["shop"]
+
+
+def test_ptr_answers_count_through_the_drivers_decoder(ev):
+    """The live drivers' fast decoder keeps a PTR event's answers (and only a PTR's): a
+    reverse sweep answered with another tenant's pod names is found from JSON lines too."""
+    from dnsflow.streams.event_decode import decode_fast
+
+    events = own_traffic(ev)
+    events += [tap(ev, T0 + 20 * S + i * S, "payments", "payments", "10.0.2.99",
+                   f"{10 + i}.1.0.10.in-addr.arpa", qtype="PTR",
+                   answers=[f"PTR 10-0-1-{10 + i}.shop.pod.cluster.local."]) for i in range(4)]
+    lines = [orjson.dumps(e) for e in sorted(events, key=lambda e: e["ts"])]
+    decoded = [decode_fast(line) for line in lines]
+    assert all(d is not None for d in decoded)
+    assert all(("answers" in d) == (d["qtype"] == "PTR") for d in decoded)
+    out = []
+    stats = replay_lines(make_logic(), lines, out.append, lambda n, msg: None)
+    assert stats.bad == 0
+    cross = anomalies(out, "cross_tenant")
+    assert {(a["tenant"], a["client_ip"]) for a in cross} == {("payments", "10.0.2.99")}
     assert cross[-1]["evidence"]["targets"] == ["shop"]
 
 
