@@ -84,3 +84,14 @@ async def _store(dsn: str, ns: str) -> None:
 def seed(dsn: str, ns: str = "shop") -> None:
     """Store the egress allows (one live, one expired), a drop and two DNS answers."""
     asyncio.run(_store(dsn, ns))
+
+
+def seeded_dir(tmp_path_factory: Any, name: str) -> tuple[Any, str]:
+    """A directory with the policy (``p.yaml``) and tenant map (``map.yaml``) of namespace
+    ``shop``, and a chDB store seeded by :func:`seed`: (directory, its DSN)."""
+    d = tmp_path_factory.mktemp(name)
+    (d / "p.yaml").write_text(POLICY.format(ns="shop"))
+    (d / "map.yaml").write_text(MAP.format(ns="shop"))
+    dsn = f"chdb://{d / 'chdb'}"
+    seed(dsn)
+    return d, dsn

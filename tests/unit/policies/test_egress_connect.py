@@ -8,17 +8,12 @@ import json
 import pytest
 
 from dnsflow.cli import main
-from tests.helpers.egress_seed import MAP, POLICY, seed
+from tests.helpers.egress_seed import seeded_dir
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("egress")
-    (d / "p.yaml").write_text(POLICY.format(ns="shop"))
-    (d / "map.yaml").write_text(MAP.format(ns="shop"))
-    dsn = f"chdb://{d / 'chdb'}"
-    seed(dsn)
-    return d, dsn
+    return seeded_dir(tmp_path_factory, "egress")
 
 
 def explain(setup, capsys, *argv: str) -> tuple[int, str, str]:

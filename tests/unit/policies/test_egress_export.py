@@ -11,19 +11,14 @@ import yaml
 from kubernetes.client import ApiClient
 
 from dnsflow.cli import main
-from tests.helpers.egress_seed import MAP, POLICY, seed
+from tests.helpers.egress_seed import seeded_dir
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export")
-    (d / "p.yaml").write_text(POLICY.format(ns="shop"))
-    (d / "map.yaml").write_text(MAP.format(ns="shop"))
-    dsn = f"chdb://{d / 'chdb'}"
-    seed(dsn)
-    return d, dsn
+    return seeded_dir(tmp_path_factory, "export")
 
 
 def export(setup, capsys, *argv: str) -> tuple[int, list[dict], str]:

@@ -26,3 +26,15 @@ def anomalies(outputs: list[Output], kind: str | None = None) -> list[dict[str, 
     return [o.value for o in outputs if o.type == "anomaly" and (kind is None or
                                                                  o.value["kind"] == kind)]
 
+
+async def read_all(bus: Any, topic: str) -> list[Any]:
+    """Every record on ``topic`` of an in-process bus, from the start."""
+    c = bus.consumer([topic], None)
+    await c.start()
+    out: list[Any] = []
+    for _ in range(50):
+        got = await c.getmany(timeout_ms=50, max_records=10_000)
+        if not got:
+            break
+        out.extend(got)
+    return out

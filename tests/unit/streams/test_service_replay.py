@@ -3,23 +3,11 @@ import subprocess
 import sys
 
 import orjson
-from streams_helpers import T0
+from streams_helpers import T0, read_all
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.settings import Settings
 from dnsflow.streams.service import build
-
-
-async def read_all(bus, topic):
-    c = bus.consumer([topic], None)
-    await c.start()
-    out = []
-    for _ in range(50):
-        got = await c.getmany(timeout_ms=50, max_records=10_000)
-        if not got:
-            break
-        out.extend(got)
-    return out
 
 
 def traffic(ev, lt):

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 import orjson
-from streams_helpers import T0, anomalies, make_logic
+from streams_helpers import T0, anomalies, make_logic, read_all
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.schema import parse_anomaly
@@ -83,17 +83,6 @@ def test_min_attempts_and_clients_apart():
     assert a["client_ip"] == "10.0.0.7" and a["evidence"]["attempts"] == 3
     assert a["evidence"]["tried"] == ["203.0.113.1:443/tcp", "203.0.113.1:22/tcp"]
 
-
-async def read_all(bus: MemoryBus, topic: str) -> list[Any]:
-    c = bus.consumer([topic], None)
-    await c.start()
-    out: list[Any] = []
-    for _ in range(20):
-        got = await c.getmany(timeout_ms=50, max_records=10_000)
-        if not got:
-            break
-        out.extend(got)
-    return out
 
 
 async def test_the_in_process_driver_consumes_the_egress_topic():
