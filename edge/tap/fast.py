@@ -12,9 +12,10 @@ the event needs, and memoises what repeats:
   its ID (identical answers to different clients: one parse), already as the event's JSON
   from ``"qname"`` to the end. The client's part (identity, address, transport) is a memo
   keyed by sender, address and transport, dropped when the identity table changes.
-* the event is the two parts joined, handed to the publisher as one pre-encoded template
-  (``emit((ts, latency_us, (key, json_tail)))``, which its encoder and librdkafka's
-  ``_messages`` turn into the record without a list per event).
+* the event is the two parts joined into its record (``(key, json)``, what
+  :func:`events.encode` gives); one read's records go to the publisher as one queue item
+  (``emit_records``), which librdkafka's ``_messages`` turns into ``produce_batch``
+  messages in one comprehension.
 
 Everything else (resolver-side messages, orphan responses, late or repeated queries, a full
 table, frames that do not decode, the first sight of an unusual message) goes to the
@@ -88,7 +89,20 @@ class FastPath:
 
     def __call__(self, frames: list[bytes], conn: Connection) -> None:
         svc = self.svc
-        slow = svc.on_frame
+        on_frame = svc.on_frame
+        # this read's events, handed to the publisher as one item (emit_records); before a
+        # frame goes to the general path, which emits on its own, what is ready goes first,
+        # so events keep the order of their frames
+        recs: list[tuple[bytes, bytes]] = []
+        recs_append = recs.append
+        emit_records = svc.publisher.emit_records  # type: ignore[union-attr]
+
+        def slow(raw: bytes, conn: Connection) -> None:
+            if recs:
+                emit_records(recs.copy())
+                recs.clear()
+            on_frame(raw, conn)
+
         pairer = self.pairer
         pending = pairer.pending
         order_append = pairer._order.append
@@ -102,7 +116,6 @@ class FastPath:
         if self.identity.generation != self._generation:
             clients.clear()
             self._generation = self.identity.generation
-        emit = svc.publisher.emit  # type: ignore[union-attr]
         from_string = _Dnstap.FromString
         fast_kinds = _FAST_KINDS
         fast = paired = werrs = 0
@@ -172,11 +185,14 @@ class FastPath:
             client = clients.get((edge, addr, proto))
             if client is None:
                 client = self._client(edge, addr, proto)
-            # one template, not a list of them: the publisher's cheapest item for one event
-            emit((q_us, latency, (client[0], client[1] + ans[1])))
+            # the record as the publisher writes it (events.encode)
+            recs_append((client[0], b'{"ts":%d,"latency_us":%d%b%b'
+                         % (q_us, latency, client[1], ans[1])))
             werrs += ans[2]
             paired += 1
             fast += 1
+        if recs:
+            emit_records(recs)
         svc.frames += fast
         svc.wire_errors += werrs
         pairer.paired += paired

@@ -38,7 +38,10 @@ if EVENT_KEYS[:2] != ("ts", "tenant"):  # encode() takes the key from ev[1]
 
 
 def _count(ev: tuple[Any, ...]) -> int:
-    """Events in one queue item: a batch of memoised hits holds a list of templates."""
+    """Events in one queue item: a batch of memoised hits holds a list of templates, a
+    batch of ready records (:meth:`EventPublisher.emit_records`) a list of records."""
+    if len(ev) == 1:
+        return len(ev[0])
     return len(ev[2]) if len(ev) == 3 and type(ev[2]) is list else 1
 
 
@@ -90,6 +93,18 @@ class EventPublisher:
         self.queued += n
         self.queue.append((ts, latency_us, templates))
 
+    def emit_records(self, records: list[Record]) -> None:
+        """Queue ready records (``(key, value)``, the value the event's whole JSON) as one
+        queue item: the tap hands over one read's events in one call. ``records`` is the
+        publisher's from now on (not copied). The edge's per-event :meth:`emit` and
+        :meth:`emit_many` are unchanged."""
+        n = len(records)
+        self.emitted += n
+        if self.queued >= self.max_queue:
+            self._spill(self._take(len(self.queue) // 2 or 1))
+        self.queued += n
+        self.queue.append((records,))
+
     # -- encoding -----------------------------------------------------------------------
     def _take(self, n: int) -> list[tuple[Any, ...]]:
         q = self.queue
@@ -122,6 +137,9 @@ class EventPublisher:
                     out.extend([(k, head + v) for k, v in tpl])
                     continue
                 append((tpl[0], b'{"ts":%d,"latency_us":%d%b' % (ev[0], ev[1], tpl[1])))
+                continue
+            if len(ev) == 1:  # ready records (emit_records)
+                out.extend(ev[0])
                 continue
             d = {"v": SCHEMA_VERSION, "edge": edge}
             d.update(zip(keys, ev, strict=True))

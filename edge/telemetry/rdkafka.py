@@ -103,6 +103,8 @@ class RdKafkaPublisher(EventPublisher):
                     continue
                 append({"key": tpl[0],
                         "value": b'{"ts":%d,"latency_us":%d%b' % (ev[0], ev[1], tpl[1])})
+            elif len(ev) == 1:  # ready records (emit_records): the tap, one read's events
+                out.extend([{"key": k, "value": v} for k, v in ev[0]])
             else:
                 k, v = self.encode([ev])[0]
                 append({"key": k, "value": v})

@@ -155,3 +155,34 @@ async def test_batched_hits_count_against_the_queue_bound_and_are_never_lost(
     got = bus.values()
     assert len(got) == 400 and pub.dropped == 0
     assert [e["ts"] for e in got] == sorted(b for b in range(10) for _ in range(40))
+
+
+async def test_ready_records_are_one_queue_item_counted_and_never_lost(tmp_path: Path) -> None:
+    """``emit_records`` (the tap: one read's events as one item): the records go out as
+    they are, in order, count against the queue bound, and spool like any other event."""
+    from dnsflow.edge.telemetry.rdkafka import RdKafkaPublisher
+
+    bus = FlakyBus()
+    bus.down = True
+    pub = EventPublisher(bus, Spool(tmp_path / "spool"), edge="e1", max_queue=100,
+                         drain_interval=0.05)
+    tpl = hit_template(pub, 1)
+
+    def recs(b: int) -> list[tuple[bytes, bytes]]:
+        return [(tpl[0], b'{"ts":%d,"latency_us":%d%b' % (b, i, tpl[1])) for i in range(40)]
+
+    assert pub.encode([(recs(7),)]) == recs(7)  # byte for byte
+    assert RdKafkaPublisher._messages(pub, [(recs(7),)]) == [  # type: ignore[arg-type]
+        {"key": k, "value": v} for k, v in recs(7)]
+    pub.emit(ev(0))
+    for b in range(1, 11):  # 400 events in 10 queue items: the bound (100 events) spills
+        pub.emit_records(recs(b))
+    assert pub.emitted == 401 and pub.status()["queue"] <= 100 + 40 and pub.spooled > 0
+    bus.down = False
+    await pub.start()
+    await until(lambda: pub.published == 401)
+    await pub.stop()
+    got = bus.values()
+    assert len(got) == 401 and pub.dropped == 0
+    assert [(e["ts"], e["latency_us"]) for e in got[1:]] == [
+        (b, i) for b in range(1, 11) for i in range(40)]

@@ -24,8 +24,8 @@ class Recorder:
     def emit_many(self, ts: int, latency_us: int, templates: list[tuple[bytes, bytes]]) -> None:
         self.events.extend((k, encode(ts, latency_us, v)) for k, v in templates)
 
-    def emit(self, ev: tuple[int, int, tuple[bytes, bytes]]) -> None:
-        self.emit_many(ev[0], ev[1], [ev[2]])
+    def emit_records(self, records: list[tuple[bytes, bytes]]) -> None:
+        self.events.extend(records)
 
     def status(self) -> dict[str, int]:
         return {}
