@@ -11,8 +11,11 @@ rotated), so the neighbours' changing load on this shared machine falls on all o
 each figure is the total over its rounds.
 The event sinks of both peers (the private Kafka broker for the edge, fstrm_capture for
 unbound+dnstap) run on the load CPU, so the server's CPU serves only the server.
-Server CPU per answered query comes from /proc/<pid>/stat. Cache-miss added latency = edge
-(forwarding to unbound) minus asking that unbound directly, for fresh names.
+Server CPU per answered query comes from /proc/<pid>/stat, also split into user and system
+time (``user_us_per_query_*``, ``sys_us_per_query_*``): on loopback a server's sends also pay
+the receiver's delivery, so the system share is what no server code can remove.
+Cache-miss added latency = edge (forwarding to unbound) minus asking that unbound directly,
+for fresh names.
 With --egress (root, nftables; bench/edge_egress.py) a fourth server, an edge whose policy
 has an egress rule selecting the load's clients, runs in the same rounds (its own topic
 prefix); the last line adds its qps, ratio_dnstap_egress, and egress_us_per_query: its CPU
@@ -40,6 +43,7 @@ from harness.peers import (
     Unbound,
     count_events,
     cpu_seconds,
+    cpu_split,
     free_port,
     kafka_or_private,
     stop_process,
@@ -76,9 +80,13 @@ clients:
 SUMMARY = ("dnsflow_qps", "unbound_qps", "unbound_dnstap_qps", "ratio", "ratio_dnstap",
            "cpu_us_per_query_dnsflow", "cpu_us_per_query_unbound", "events_in_kafka",
            "edge_answered", "miss_p50_added_us", "miss_p99_added_us",
-           "isolation_miss_p50_diff_us", "isolation_hit_p50_diff_us", "isolation_not_nxdomain")
+           "isolation_miss_p50_diff_us", "isolation_hit_p50_diff_us", "isolation_not_nxdomain",
+           "user_us_per_query_dnsflow", "sys_us_per_query_dnsflow",
+           "user_us_per_query_unbound", "sys_us_per_query_unbound")
 SUMMARY_DECIMALS = {"ratio": 2, "ratio_dnstap": 2, "cpu_us_per_query_dnsflow": 1,
                     "cpu_us_per_query_unbound": 1, "ratio_dnstap_egress": 2,
+                    "user_us_per_query_dnsflow": 2, "sys_us_per_query_dnsflow": 2,
+                    "user_us_per_query_unbound": 2, "sys_us_per_query_unbound": 2,
                     "cpu_us_per_query_egress": 1, "egress_us_per_query": 1,
                     "egress_nft_us_per_query": 2}
 # with --egress, after SUMMARY
@@ -128,6 +136,7 @@ class Peer:
         self.name, self.pid, self.port = name, pid, port
         self.sink_pid = sink_pid  # the process receiving its telemetry (Kafka, fstrm_capture)
         self.completed = self.runtime = self.cpu = self.lost = self.sink_cpu = 0.0
+        self.user = self.sys = 0.0  # the server's CPU split: its own code, the kernel
         self.warm_completed = 0.0
         self.round_qps: list[float] = []
 
@@ -135,10 +144,13 @@ class Peer:
         self.warm_completed += dnsperf(self.port, datafile, 2, load_cpu)["completed"]
 
     def run(self, datafile: Path, seconds: float, load_cpu: str) -> None:
-        c0 = cpu_seconds(self.pid)
+        u0, k0 = cpu_split(self.pid)
         s0 = cpu_seconds(self.sink_pid) if self.sink_pid else 0.0
         r = dnsperf(self.port, datafile, seconds, load_cpu)
-        self.cpu += cpu_seconds(self.pid) - c0
+        u1, k1 = cpu_split(self.pid)
+        self.user += u1 - u0
+        self.sys += k1 - k0
+        self.cpu += (u1 - u0) + (k1 - k0)
         if self.sink_pid:
             self.sink_cpu += cpu_seconds(self.sink_pid) - s0
         self.completed += r["completed"]
@@ -154,12 +166,19 @@ class Peer:
     def cpu_us_per_query(self) -> float:
         return self.cpu * 1e6 / self.completed if self.completed else 0.0
 
+    def split_us_per_query(self) -> tuple[float, float]:
+        """(user, system) CPU microseconds per answered query."""
+        if not self.completed:
+            return 0.0, 0.0
+        return self.user * 1e6 / self.completed, self.sys * 1e6 / self.completed
+
     def report(self) -> None:
         rounds = " ".join(f"{q:.0f}" for q in self.round_qps)
         sink = (f", its telemetry sink {self.sink_cpu * 1e6 / self.completed:.1f} us/query"
                 if self.sink_pid and self.completed else "")
         log(f"{self.name}: {self.qps:.0f} qps (rounds: {rounds}), {self.completed:.0f} "
-            f"answered, lost {self.lost:.0f}, cpu {self.cpu_us_per_query:.1f} us/query{sink}")
+            f"answered, lost {self.lost:.0f}, cpu {self.cpu_us_per_query:.1f} us/query "
+            "(user %.2f, system %.2f)%s" % (*self.split_us_per_query(), sink))
 
 
 def rcode_of(port: int, name: str, sock: socket.socket) -> tuple[float, int]:
@@ -342,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             result["cpu_us_per_query_dnsflow"] = dnsflow.cpu_us_per_query
             result["unbound_qps"] = plain.qps
             result["cpu_us_per_query_unbound"] = plain.cpu_us_per_query
+            (result["user_us_per_query_dnsflow"],
+             result["sys_us_per_query_dnsflow"]) = dnsflow.split_us_per_query()
+            (result["user_us_per_query_unbound"],
+             result["sys_us_per_query_unbound"]) = plain.split_us_per_query()
             result["unbound_dnstap_qps"] = tapped.qps
             answered = dnsflow.completed + dnsflow.warm_completed
             p50, p99, _ = miss_latency(edge_port, upstream.port, args.miss_samples)

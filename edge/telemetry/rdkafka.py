@@ -33,6 +33,29 @@ from dnsflow.edge.telemetry.spool import Record, Spool
 log = logging.getLogger(__name__)
 
 
+def producer_config(bootstrap: str, client_id: str, message_timeout_ms: int) -> dict[str, Any]:
+    """The event producer's librdkafka settings (without callbacks): one place, so
+    ``bench.kafka_produce`` measures what the edge and the tap pay per record."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "client.id": client_id,
+        "linger.ms": 20,
+        "batch.num.messages": 10_000,
+        "compression.type": "lz4",
+        # the Java/aiokafka choice, so one tenant maps to one partition whoever produces
+        "partitioner": "murmur2_random",
+        # written = on every in-sync replica (>= the topic's min.insync.replicas); the
+        # broker drops a retried batch it already has (producer id + sequence numbers),
+        # so a leader change or a lost acknowledgement neither loses nor repeats events
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.timeout.ms": message_timeout_ms,
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 1 << 20,
+        "delivery.report.only.error": True,
+    }
+
+
 class RdKafkaPublisher(EventPublisher):
     def __init__(self, bus: Bus, spool: Spool, *, bootstrap: str, edge: str,
                  topic: str | None = None, max_queue: int = 200_000,
@@ -47,22 +70,7 @@ class RdKafkaPublisher(EventPublisher):
         self._drain_failed = 0
         self.produced = 0
         self.producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "client.id": f"dnsflow-edge-{edge}",
-            "linger.ms": 20,
-            "batch.num.messages": 10_000,
-            "compression.type": "lz4",
-            # the Java/aiokafka choice, so one tenant maps to one partition whoever produces
-            "partitioner": "murmur2_random",
-            # written = on every in-sync replica (>= the topic's min.insync.replicas); the
-            # broker drops a retried batch it already has (producer id + sequence numbers),
-            # so a leader change or a lost acknowledgement neither loses nor repeats events
-            "acks": "all",
-            "enable.idempotence": True,
-            "message.timeout.ms": message_timeout_ms,
-            "queue.buffering.max.messages": 2_000_000,
-            "queue.buffering.max.kbytes": 1 << 20,
-            "delivery.report.only.error": True,
+            **producer_config(bootstrap, f"dnsflow-edge-{edge}", message_timeout_ms),
             "on_delivery": self._on_failed,
             "error_cb": self._on_error,
             # broker trouble is reported once through error_cb, not by librdkafka every second
