@@ -135,8 +135,8 @@ class Peer:
     def __init__(self, name: str, pid: int, port: int, sink_pid: int | None = None) -> None:
         self.name, self.pid, self.port = name, pid, port
         self.sink_pid = sink_pid  # the process receiving its telemetry (Kafka, fstrm_capture)
-        self.completed = self.runtime = self.cpu = self.lost = self.sink_cpu = 0.0
-        self.user = self.sys = 0.0  # the server's CPU split: its own code, the kernel
+        self.completed = self.runtime = self.lost = self.sink_cpu = 0.0
+        self.user = self.sys = 0.0  # the server's CPU: its own code, the kernel
         self.warm_completed = 0.0
         self.round_qps: list[float] = []
 
@@ -150,7 +150,6 @@ class Peer:
         u1, k1 = cpu_split(self.pid)
         self.user += u1 - u0
         self.sys += k1 - k0
-        self.cpu += (u1 - u0) + (k1 - k0)
         if self.sink_pid:
             self.sink_cpu += cpu_seconds(self.sink_pid) - s0
         self.completed += r["completed"]
@@ -161,6 +160,11 @@ class Peer:
     @property
     def qps(self) -> float:
         return self.completed / self.runtime if self.runtime else 0.0
+
+    @property
+    def cpu(self) -> float:
+        """The server's CPU seconds over its rounds."""
+        return self.user + self.sys
 
     @property
     def cpu_us_per_query(self) -> float:
