@@ -319,6 +319,7 @@ def inproc(args: argparse.Namespace) -> dict[str, float | int]:
     from dnsflow.edge.telemetry.spool import Spool
     from dnsflow.gctune import tune_for_batches
     from dnsflow.settings import Settings
+    from harness.null_transport import NullTransport
 
     if args.capture:
         data = Path(args.capture).read_bytes()
@@ -340,24 +341,11 @@ def inproc(args: argparse.Namespace) -> dict[str, float | int]:
         messages = RdKafkaPublisher._messages
         produced = 0
 
-        class Transport:  # what Connection asks of asyncio's transport
-            def get_extra_info(self, name: str) -> None:
-                return None
-
-            def is_closing(self) -> bool:
-                return False
-
-            def write(self, data: bytes) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
         tune_for_batches(50_000)  # as `dnsflow tap` does once it listens
         t0 = time.process_time()
         for _ in range(args.repeat):
             conn = svc.listeners[0]._connection()
-            conn.connection_made(Transport())
+            conn.connection_made(NullTransport())
             conn.data_received(start)
             step = args.read_size
             for i in range(0, len(data), step):
@@ -371,6 +359,7 @@ def inproc(args: argparse.Namespace) -> dict[str, float | int]:
         bus_st = {"frames": st["frames"], "events": produced,
                   "paired": st["pairing"]["paired"], "unpaired": st["pairing"]["unpaired"],
                   "decode_errors": st["decode_errors"],
+                  "adjacent_pairs": st["adjacent_pairs"],
                   "cpu_us_per_event": round(cpu * 1e6 / max(1, produced), 2)}
         pub.spool.close()
     return bus_st

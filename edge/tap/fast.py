@@ -86,6 +86,7 @@ class FastPath:
         self._answers: dict[bytes, tuple[bytes, bytes, int]] = {}  # response after the ID
         self._clients: dict[tuple[str, bytes, int], tuple[bytes, bytes]] = {}
         self._generation = -1
+        self.adjacent = 0  # pairs taken from the stream by .adjacent.AdjacentPairs
 
     def __call__(self, frames: list[bytes], conn: Connection) -> None:
         svc = self.svc
@@ -105,7 +106,6 @@ class FastPath:
 
         pairer = self.pairer
         pending = pairer.pending
-        order_append = pairer._order.append
         orphans = pairer._orphans
         max_pending = pairer.max_pending
         now = pairer.clock()
@@ -154,7 +154,6 @@ class FastPath:
                 sec = m.query_time_sec
                 pending[key] = (now, sec * 1_000_000 + m.query_time_nsec // 1000 if sec else 0,
                                 raw)
-                order_append((now, key))
                 fast += 1
                 continue
             msg = m.response_message

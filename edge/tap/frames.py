@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 CONTENT_TYPE = b"protobuf:dnstap.Dnstap"
 
@@ -78,6 +79,23 @@ def decode_control(body: bytes) -> Control:
     return ctl
 
 
+# what :meth:`FrameReader.take` returns instead of a control frame when its scanner is due
+# before the frames in the list are handled
+AGAIN = Control(-1)
+
+
+class Scanner(Protocol):
+    """Takes data frames straight from a read's bytes (:class:`.adjacent.AdjacentPairs`).
+
+    ``__call__(buf, off)`` returns the offset after what it took (``off``: nothing, and
+    the frame there is split), and ``misses`` is how many more frames
+    :meth:`FrameReader.take` splits before calling it again."""
+
+    misses: int
+
+    def __call__(self, buf: bytes, off: int) -> int: ...
+
+
 class FrameReader:
     """Incremental frame splitter: :meth:`feed` bytes as they arrive, get complete frames.
 
@@ -86,36 +104,59 @@ class FrameReader:
     no copies beyond each frame's own bytes.
     """
 
-    __slots__ = ("_buf", "_rest", "bytes_in", "max_data")
+    __slots__ = ("_buf", "_rest", "_rest_at", "bytes_in", "max_data")
 
     def __init__(self, max_data: int = MAX_DATA) -> None:
         self._buf = bytearray()
-        self._rest = b""  # :meth:`take`'s incomplete tail
+        self._rest = b""  # :meth:`take`'s buffer from ``_rest_at`` on: what it has not read
+        self._rest_at = 0
         self.max_data = max_data
         self.bytes_in = 0
 
     @property
     def pending(self) -> int:
         """Bytes held that do not form a complete frame yet."""
-        return len(self._buf) + len(self._rest)
+        return len(self._buf) + len(self._rest) - self._rest_at
 
-    def take(self, data: bytes) -> tuple[list[bytes], Control | FrameError | None]:
+    def take(self, data: bytes, scan: Scanner | None = None
+             ) -> tuple[list[bytes], Control | FrameError | None]:
         """Append ``data``; return the complete data frames up to the first control frame
         and that control frame (None: no control frame; a :class:`FrameError`: the stream
         is broken after the frames returned). After a control frame, call again with
         ``b""`` for what follows it. The reader's hot path: one list per read, each frame
         one slice of one ``bytes`` buffer (no per-frame generator step, no double copy).
-        Use either this or :meth:`feed` on one reader, not both."""
+        Use either this or :meth:`feed` on one reader, not both.
+
+        ``scan`` (a :class:`Scanner`) may take data frames itself, straight from the bytes,
+        before they are split: its frames are not in the list. So that frames are handled
+        in the order they came, the list stops before the scanner would run again and the
+        second value is then :data:`AGAIN`: handle the list, then call again with ``b""``."""
         self.bytes_in += len(data)
-        buf = self._rest + data if self._rest else data
-        n = len(buf)
         off = 0
+        if not self._rest:
+            buf = data
+        elif data:  # the tail the last read left (short: part of one frame), then this read
+            buf = self._rest[self._rest_at:] + data
+        else:  # on where the last call stopped (a control frame, AGAIN): no copy
+            buf, off = self._rest, self._rest_at
+        n = len(buf)
         out: list[bytes] = []
         append = out.append
         unpack = _U32.unpack_from
         limit = self.max_data
         ctl: Control | FrameError | None = None
         while off + 4 <= n:
+            if scan is not None:
+                if scan.misses:
+                    scan.misses -= 1
+                elif out:
+                    ctl = AGAIN
+                    break
+                else:
+                    taken = scan(buf, off)
+                    if taken != off:
+                        off = taken
+                        continue
             ln = unpack(buf, off)[0]
             if ln:
                 end = off + 4 + ln
@@ -145,7 +186,10 @@ class FrameReader:
                 break
             off = end
             break
-        self._rest = buf[off:] if off < n else b""
+        if off < n:
+            self._rest, self._rest_at = buf, off
+        else:
+            self._rest, self._rest_at = b"", 0
         return out, ctl
 
     def feed(self, data: bytes) -> Iterator[bytes | Control]:

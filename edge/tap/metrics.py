@@ -18,6 +18,8 @@ _COUNTERS = (  # (metric name, help, path in status())
     ("upstream_ignored", "resolver-side messages of a sender that logs its clients",
      ("upstream_ignored",)),
     ("paired", "queries paired with their response", ("pairing", "paired")),
+    ("adjacent_pairs", "of those, query and response read together from the stream",
+     ("adjacent_pairs",)),
     ("unpaired", "queries emitted without a response (timeout or full table)",
      ("pairing", "unpaired")),
     ("orphan_responses", "responses emitted without their query",

@@ -12,7 +12,7 @@ a second time.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 
 from dnsflow.edge.tap.decode import TapMessage, decode
@@ -37,8 +37,11 @@ class Pairer:
         self.timeout = timeout
         self.max_pending = max_pending
         self.clock = clock
+        # waiting queries in arrival order (a dict keeps insertion order): the oldest is
+        # first, so expiry and eviction read from the front and stop at the first young
+        # one. No second queue of (time, key): it kept every key alive for ``timeout``
+        # after its pair, and cost an append, a pop and a lookup per query.
         self.pending: dict[Key, Entry] = {}
-        self._order: deque[tuple[float, Key]] = deque()  # arrival order; stale after a pair
         self._orphans: OrderedDict[Key, float] = OrderedDict()
         self.paired = 0
         self.unpaired = 0       # queries emitted without a response (timeout or eviction)
@@ -66,7 +69,7 @@ class Pairer:
         if self._orphans and self._orphans.pop(key, None) is not None:
             self.late_queries += 1
             return
-        old = self.pending.get(key)
+        old = self.pending.pop(key, None)  # re-inserted below: it is the newest now
         if old is not None:  # the client asked again with the same ID and port
             self.retransmits += 1
             self.unpaired += 1
@@ -74,34 +77,32 @@ class Pairer:
         elif len(self.pending) >= self.max_pending:
             self._evict_oldest()
         self.pending[key] = (now, m.query_us, m)
-        self._order.append((now, key))
 
     def _evict_oldest(self) -> None:
-        order, pending = self._order, self.pending
-        while order:
-            t, key = order.popleft()
-            entry = pending.get(key)
-            if entry is not None and entry[0] == t:
-                del pending[key]
-                self.unpaired += 1
-                self.evicted += 1
-                self.out(key[0], _message(entry[2]), None)
-                return
+        pending = self.pending
+        if pending:
+            key = next(iter(pending))
+            entry = pending.pop(key)
+            self.unpaired += 1
+            self.evicted += 1
+            self.out(key[0], _message(entry[2]), None)
 
     def expire(self, now: float | None = None) -> int:
         """Emit the queries that waited longer than ``timeout``; returns how many."""
         now = self.clock() if now is None else now
         deadline = now - self.timeout
-        order, pending = self._order, self.pending
-        n = 0
-        while order and order[0][0] <= deadline:
-            t, key = order.popleft()
-            entry = pending.get(key)
-            if entry is not None and entry[0] == t:
-                del pending[key]
-                n += 1
-                self.out(key[0], _message(entry[2]), None)
+        pending = self.pending
+        old: list[tuple[Key, Entry]] = []
+        for item in pending.items():  # oldest first; stop at the first that may wait on
+            if item[1][0] > deadline:
+                break
+            old.append(item)
+        for key, _entry in old:
+            del pending[key]
+        n = len(old)
         self.unpaired += n
+        for key, entry in old:
+            self.out(key[0], _message(entry[2]), None)
         orphans = self._orphans
         while orphans:
             key, t = next(iter(orphans.items()))
@@ -114,7 +115,6 @@ class Pairer:
         """Emit every waiting query (shutdown): nothing received is lost."""
         items = list(self.pending.items())
         self.pending.clear()
-        self._order.clear()
         n = len(items)
         self.unpaired += n
         for key, (_t, _us, m) in items:

@@ -22,6 +22,7 @@ from typing import Any
 from dnsflow.edge.listeners.sockets import split_hostport
 from dnsflow.edge.tap.frames import (
     ACCEPT,
+    AGAIN,
     CONTENT_TYPE,
     FINISH,
     READY,
@@ -30,6 +31,7 @@ from dnsflow.edge.tap.frames import (
     Control,
     FrameError,
     FrameReader,
+    Scanner,
     encode_control,
 )
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 OnFrame = Callable[[bytes, "Connection"], None]
 OnFrames = Callable[[list[bytes], "Connection"], None]
+MakeScanner = Callable[["Connection"], "Scanner | None"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Connection(asyncio.Protocol):
         self.label = f"{listener.endpoint}#{number}"
         self.frames = 0
         self.transport: asyncio.Transport | None = None
+        self.scan: Scanner | None = None  # from START on: the listener's scanner, if any
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -97,7 +101,7 @@ class Connection(asyncio.Protocol):
         ``on_frames`` as one list (one call per read, not per frame)."""
         reader = self.reader
         try:
-            frames, ctl = reader.take(data)
+            frames, ctl = reader.take(data, self.scan)
             while True:
                 if frames:
                     if self.state != "data":
@@ -106,12 +110,15 @@ class Connection(asyncio.Protocol):
                     self.listener.on_frames(frames, self)
                 if ctl is None:
                     return
+                if ctl is AGAIN:  # the scanner's turn, after these frames
+                    frames, ctl = reader.take(b"", self.scan)
+                    continue
                 if type(ctl) is FrameError:
                     raise ctl
                 self._control(ctl)  # type: ignore[arg-type]
                 if self.state == "stopped":
                     return
-                frames, ctl = reader.take(b"")
+                frames, ctl = reader.take(b"", self.scan)
         except FrameError as exc:
             self.listener.protocol_errors += 1
             log.error("dnstap %s (%s): %s; closing the connection", self.label,
@@ -128,6 +135,8 @@ class Connection(asyncio.Protocol):
             if ctl.content_types and CONTENT_TYPE not in ctl.content_types:
                 raise FrameError(f"sender starts {ctl.content_types!r}, not {CONTENT_TYPE!r}")
             self.state = "data"
+            if self.listener.scanner is not None:
+                self.scan = self.listener.scanner(self)
         elif ctl.kind == STOP:
             self._write(encode_control(FINISH))
             self.state = "stopped"
@@ -149,9 +158,12 @@ class TapListener:
     """One ``--listen`` endpoint and its connections."""
 
     def __init__(self, endpoint: Endpoint, on_frame: OnFrame | None = None, *,
-                 on_frames: OnFrames | None = None) -> None:
+                 on_frames: OnFrames | None = None, scanner: MakeScanner | None = None
+                 ) -> None:
         """``on_frames(frames, conn)`` gets each read's data frames as one list (the tap's
-        reader); ``on_frame(frame, conn)`` one at a time."""
+        reader); ``on_frame(frame, conn)`` one at a time. ``scanner(conn)``, called when a
+        sender starts its data, may give a :class:`Scanner` that takes frames before they
+        are split (the tap's adjacent pairs)."""
         self.endpoint = endpoint
         if on_frames is None:
             assert on_frame is not None
@@ -161,6 +173,7 @@ class TapListener:
                 for f in frames:
                     one(f, conn)
         self.on_frames = on_frames
+        self.scanner = scanner
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[Connection] = set()
         self.accepted = 0

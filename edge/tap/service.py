@@ -26,6 +26,7 @@ from dnsflow.edge.identity.feeds import IdentityFeeds
 from dnsflow.edge.lifecycle import stop_each
 from dnsflow.edge.listeners.sockets import split_hostport
 from dnsflow.edge.service import config_from, make_publisher
+from dnsflow.edge.tap.adjacent import AdjacentPairs
 from dnsflow.edge.tap.decode import DecodeError, decode
 from dnsflow.edge.tap.events import EventBuilder
 from dnsflow.edge.tap.fast import FastPath
@@ -67,7 +68,8 @@ class TapService:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.identity = IdentityTable(edge.default_tenant, edge.default_namespace)
-        self.listeners = [TapListener(ep, on_frames=self.on_frames) for ep in self.endpoints]
+        self.listeners = [TapListener(ep, on_frames=self.on_frames, scanner=self._scanner)
+                          for ep in self.endpoints]
         self.publisher: EventPublisher | None = None
         self.builder: EventBuilder | None = None
         self.pairer: Pairer | None = None
@@ -99,6 +101,10 @@ class TapService:
         else:  # not started: nothing to pair with
             for frame in frames:
                 self.on_frame(frame, conn)
+
+    def _scanner(self, conn: Connection) -> AdjacentPairs | None:
+        """A sender's adjacent query/response pairs, read from its stream (once wired)."""
+        return AdjacentPairs(self.fast, conn) if self.fast is not None else None
 
     def on_frame(self, frame: bytes, conn: Connection) -> None:
         """The general path for one frame (what the fast path does not take)."""
@@ -247,6 +253,7 @@ class TapService:
             "dlq_dropped": self.dlq_dropped,
             "pairing": self.pairer.status() if self.pairer is not None else {},
             "events_built": self.builder.built if self.builder is not None else 0,
+            "adjacent_pairs": self.fast.adjacent if self.fast is not None else 0,
             "events": events,
             "metrics_port": self.ops.port if self.ops is not None else None,
             "identity": self.feeds.status(),

@@ -158,3 +158,4 @@ async def test_coredns_kubernetes_and_dnstap_into_tap(cluster, tap, coredns) -> 
         if e.rcode == "NOERROR":
             assert e.answers and e.answers[0].startswith("A 10.96.")
     assert svc.status()["decode_errors"] == 0
+    assert svc.status()["adjacent_pairs"] > 0  # its pairs are read from the stream

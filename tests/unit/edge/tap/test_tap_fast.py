@@ -10,25 +10,9 @@ from dnstap_pb import dnstap_pb2
 
 from dnsflow.bus.memory import MemoryBus
 from dnsflow.edge.identity import load_static_map
-from dnsflow.edge.tap.events import encode
 from dnsflow.edge.tap.service import build
 from dnsflow.settings import Settings
-
-
-class Recorder:
-    """What the publisher is handed, as the JSON it would write."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[bytes, bytes]] = []
-
-    def emit_many(self, ts: int, latency_us: int, templates: list[tuple[bytes, bytes]]) -> None:
-        self.events.extend((k, encode(ts, latency_us, v)) for k, v in templates)
-
-    def emit_records(self, records: list[tuple[bytes, bytes]]) -> None:
-        self.events.extend(records)
-
-    def status(self) -> dict[str, int]:
-        return {}
+from tests.helpers.tap_recorder import Recorder
 
 
 class Conn:

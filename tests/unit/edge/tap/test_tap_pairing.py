@@ -79,3 +79,32 @@ def test_retransmitted_query_does_not_hide_the_first(dnstap) -> None:
     p.add("e", decode(dnstap(5)))
     p.add("e", decode(dnstap(6)))
     assert [(q is None, r is None) for _, q, r in out] == [(False, True), (False, False)]
+
+
+def test_expiry_follows_arrival_across_pairs_and_retransmissions(dnstap) -> None:
+    """Waiting queries expire oldest first; a pair taken from the middle and a
+    retransmission (the newest wait now) do not disturb that order."""
+    p, out, clock = setup(timeout=2.0)
+    for qid in (1, 2, 3):
+        p.add("e", decode(dnstap(5, qid=qid)))
+    clock.t += 1.0
+    p.add("e", decode(dnstap(5, qid=4)))
+    p.add("e", decode(dnstap(5, qid=1)))   # asked again: the first is an event now
+    p.add("e", decode(dnstap(6, qid=2)))   # paired out of the middle
+    assert [(q.qid, r is None) for _, q, r in out] == [(1, True), (2, False)]
+    clock.t += 1.05                        # 2.05 s after 1-3, 1.05 s after 4 and 1 again
+    assert p.expire() == 1 and out[-1][1].qid == 3
+    clock.t += 1.0
+    assert p.expire() == 2
+    assert [q.qid for _, q, _ in out[-2:]] == [4, 1]
+    assert p.status()["pending"] == 0 and p.status()["unpaired"] == 4
+
+
+def test_full_table_evicts_by_arrival_after_a_retransmission(dnstap) -> None:
+    p, out, _ = setup(max_pending=3)
+    for qid in (1, 2, 3):
+        p.add("e", decode(dnstap(5, qid=qid)))
+    p.add("e", decode(dnstap(5, qid=1)))   # 1 is the newest now: 2 is the oldest
+    p.add("e", decode(dnstap(5, qid=5)))
+    assert [q.qid for _, q, _ in out] == [1, 2]
+    assert sorted(k[1] for k in p.pending) == [1, 3, 5]
