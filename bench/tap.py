@@ -17,6 +17,10 @@ On 2 cores (server core, load core):
    ``events_per_s`` = events published per second of the tap's CPU time (one core),
    ``ratio`` = events_per_s / unbound_dnstap_qps (target >= 1.0), ``lost`` = queries unbound
    answered in phase 1 minus events in Kafka.
+
+   1 and 2 run ``--rounds`` times (default 3), each round's ratio from its own pair of
+   figures; the last line gives the median round (``ratio``, its ``events_per_s``, ...),
+   ``ratio_min``/``ratio_max`` over the rounds, and ``lost`` summed over all of them.
 3. live: unbound+dnstap (server core) sends to ``dnsflow tap`` (load core, beside dnsperf and
    the broker) while dnsperf asks at ``--live-qps``: ``live_lost`` = answered - events. A
    dnstap sender drops frames in its own queue when the reader is slow (unbound never blocks
@@ -94,6 +98,48 @@ def stop_tap(tap: subprocess.Popen, tap_log: Path) -> str:
     return lines[-1] if lines else "no tap log"
 
 
+def capture_round(args: argparse.Namespace, work: Path, local: list[str], datafile: Path,
+                  server_cpu: str, load_cpu: str) -> tuple[float, float, Path]:
+    """Phase 1: unbound+dnstap into fstrm_capture under dnsperf; (qps, answered, capture)."""
+    cap = FstrmCapture(work, cpu=int(load_cpu)).start()
+    ub = Unbound(local, workdir=work / "ub-capture", cpu=int(server_cpu),
+                 dnstap_socket=cap.socket).start()
+    answered = 1.0  # the readiness probe
+    try:
+        answered += dnsperf(ub.port, datafile, 2, load_cpu)["completed"]  # warm
+        r = dnsperf(ub.port, datafile, args.seconds, load_cpu)
+        answered += r["completed"]
+        time.sleep(1.5)  # unbound's dnstap thread flushes
+    finally:
+        ub.stop()
+        cap.stop()
+    log(f"1 unbound+dnstap -> fstrm_capture: {r['qps']:.0f} qps, {answered:.0f} answered, "
+        f"{count_frames(cap.out)} frames captured ({cap.size()} bytes)")
+    return r["qps"], answered, cap.out
+
+
+def replay_round(args: argparse.Namespace, work: Path, bootstrap: str, prefix: str,
+                 capture: Path, server_cpu: str, load_cpu: str) -> tuple[int, float, float]:
+    """Phase 2: the capture replayed into ``dnsflow tap`` alone on the server core;
+    (events in Kafka, the tap's CPU seconds, of which in the kernel)."""
+    tap, sock, tap_log = tap_phase(work, bootstrap, prefix, server_cpu)
+    try:
+        (u0, k0), t0 = cpu_split(tap.pid), time.monotonic()
+        subprocess.run(["taskset", "-c", load_cpu, "fstrm_replay", "-t",
+                        "protobuf:dnstap.Dnstap", "-r", str(capture), "-u", str(sock)],
+                       check=True, timeout=600, capture_output=True)
+        time.sleep(args.pair_wait)  # the last queries paired or timed out
+        u1, k1 = cpu_split(tap.pid)
+        busy, kernel, wall = (u1 - u0) + (k1 - k0), k1 - k0, time.monotonic() - t0
+    finally:
+        summary = stop_tap(tap, tap_log)
+    log(f"2 {summary}")
+    events = asyncio.run(count_events(bootstrap, prefix + "events"))
+    log(f"2 replay: {events} events in Kafka, tap cpu {busy:.2f}s in {wall:.1f}s "
+        f"({busy * 1e6 / max(1, events):.1f} us/event)")
+    return events, busy, kernel
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     server_cpu, load_cpu = cpus()
     work = make_work_dir("bench-tap-")
@@ -108,49 +154,34 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         bootstrap, kafka = kafka_or_private(args.kafka, work, load_cpu, log)
         run_id = uuid.uuid4().hex[:8]
 
-        # 1: unbound+dnstap -> fstrm_capture
-        cap = FstrmCapture(work, cpu=int(load_cpu)).start()
-        ub = Unbound(local, workdir=work / "ub-capture", cpu=int(server_cpu),
-                     dnstap_socket=cap.socket).start()
-        answered = 1.0  # the readiness probe
-        try:
-            answered += dnsperf(ub.port, datafile, 2, load_cpu)["completed"]  # warm
-            r = dnsperf(ub.port, datafile, args.seconds, load_cpu)
-            answered += r["completed"]
-            time.sleep(1.5)  # unbound's dnstap thread flushes
-        finally:
-            ub.stop()
-            cap.stop()
-        res["unbound_dnstap_qps"] = r["qps"]
-        frames = count_frames(cap.out)
-        log(f"1 unbound+dnstap -> fstrm_capture: {r['qps']:.0f} qps, {answered:.0f} answered, "
-            f"{frames} frames captured ({cap.size()} bytes)")
-
-        # 2: the capture replayed into dnsflow tap alone on the server core
-        prefix = f"bench{run_id}r."
-        tap, sock, tap_log = tap_phase(work, bootstrap, prefix, server_cpu)
-        try:
-            (u0, k0), t0 = cpu_split(tap.pid), time.monotonic()
-            subprocess.run(["taskset", "-c", load_cpu, "fstrm_replay", "-t",
-                            "protobuf:dnstap.Dnstap", "-r", str(cap.out), "-u", str(sock)],
-                           check=True, timeout=600, capture_output=True)
-            time.sleep(args.pair_wait)  # the last queries paired or timed out
-            u1, k1 = cpu_split(tap.pid)
-            busy, kernel, wall = (u1 - u0) + (k1 - k0), k1 - k0, time.monotonic() - t0
-        finally:
-            summary = stop_tap(tap, tap_log)
-        log(f"2 {summary}")
-        events = asyncio.run(count_events(bootstrap, prefix + "events"))
-        res["events"] = events
-        res["answered"] = answered
-        res["tap_cpu_us_per_event"] = busy * 1e6 / events if events else 0.0
-        # the kernel's share (reading the sender's stream: one socket buffer per frame the
-        # sender wrote), which no reader code removes
-        res["tap_sys_us_per_event"] = kernel * 1e6 / events if events else 0.0
-        res["events_per_s"] = events / busy if busy else 0.0
-        res["lost"] = max(0.0, answered - events)
-        log(f"2 replay: {events} events in Kafka for {answered:.0f} answered, tap cpu "
-            f"{busy:.2f}s in {wall:.1f}s ({res['tap_cpu_us_per_event']:.1f} us/event)")
+        # 1 and 2, --rounds times back to back: each round's ratio compares two figures
+        # taken a minute apart, and the median round is reported (a shared machine's speed
+        # drifts by more than 10 % within minutes)
+        rounds: list[dict[str, float]] = []
+        lost = 0.0
+        for i in range(args.rounds):
+            rw = work / f"round{i}"
+            rw.mkdir()
+            qps, answered, capture = capture_round(args, rw, local, datafile, server_cpu,
+                                                   load_cpu)
+            events, busy, kernel = replay_round(args, rw, bootstrap, f"bench{run_id}r{i}.",
+                                                capture, server_cpu, load_cpu)
+            capture.unlink()  # ~300 MB each
+            lost += max(0.0, answered - events)
+            eps = events / busy if busy else 0.0
+            rounds.append({"unbound_dnstap_qps": qps, "events_per_s": eps,
+                           "ratio": eps / qps if qps else 0.0, "events": events,
+                           "answered": answered,
+                           "tap_cpu_us_per_event": busy * 1e6 / events if events else 0.0,
+                           # the kernel's share (reading the sender's stream: one socket
+                           # buffer per frame the sender wrote), which no reader code removes
+                           "tap_sys_us_per_event": kernel * 1e6 / events if events else 0.0})
+            log(f"round {i + 1}: ratio {rounds[-1]['ratio']:.2f} ({eps:.0f} events per tap "
+                f"core-second, unbound+dnstap {qps:.0f} qps), lost {answered - events:.0f}")
+        ratios = sorted(r["ratio"] for r in rounds)
+        res.update(sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2])
+        res["ratio_min"], res["ratio_max"] = ratios[0], ratios[-1]
+        res["lost"] = lost
 
         # 3: live, unbound+dnstap -> dnsflow tap (load core) at --live-qps
         prefix = f"bench{run_id}l."
@@ -428,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", help="use this Kafka instead of starting a private one")
     ap.add_argument("--seconds", type=float, default=10.0, help="dnsperf time per phase")
     ap.add_argument("--names", type=int, default=2000, help="distinct names asked")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="capture + replay rounds; the median round's ratio is reported")
     ap.add_argument("--live-qps", type=float, default=20000.0,
                     help="dnsperf rate of the live phase (default 20000)")
     ap.add_argument("--pair-wait", type=float, default=3.0,
@@ -458,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
         return 0
     res = run(args)
-    ratio = res["events_per_s"] / res["unbound_dnstap_qps"] if res["unbound_dnstap_qps"] else 0
     print(f"bench tap: events_per_s={res['events_per_s']:.0f} "
-          f"unbound_dnstap_qps={res['unbound_dnstap_qps']:.0f} ratio={ratio:.2f} "
+          f"unbound_dnstap_qps={res['unbound_dnstap_qps']:.0f} ratio={res['ratio']:.2f} "
+          f"ratio_min={res['ratio_min']:.2f} ratio_max={res['ratio_max']:.2f} "
+          f"rounds={args.rounds} "
           f"lost={res['lost']:.0f} live_qps={res['live_qps']:.0f} "
           f"live_lost={res['live_lost']:.0f} "
           f"tap_cpu_us_per_event={res['tap_cpu_us_per_event']:.1f} "
