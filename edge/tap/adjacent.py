@@ -21,6 +21,7 @@ The event is byte-identical to the per-frame path's (same memos, same encoder).
 
 from __future__ import annotations
 
+import logging
 import re
 import struct
 from collections.abc import Callable
@@ -44,7 +45,9 @@ def _varint(n: int) -> bytes:
 _LEN = {_varint(n): n for n in range(1 << 14)}
 # the same, plus the varint's own size: a field's bytes after its tag
 _LEN_AND_SIZE = {raw: n + len(raw) for raw, n in _LEN.items()}
-_LEN_RE = rb"([\x00-\x7f]|[\x80-\xff][\x00-\x7f])"
+# exactly the keys of _LEN: the shortest encodings (``0x85 0x00``, 5 in two bytes, is valid
+# protobuf too, but left to the per-frame path)
+_LEN_RE = rb"([\x00-\x7f]|[\x80-\xff][\x01-\x7f])"
 _PORT_RE = rb"[\x80-\xff]{0,2}[\x00-\x7f]"
 # seconds since 1970 as a five-byte varint (2^28 .. 2^35: 1978 to 3058): never zero
 _SEC_RE = rb"([\x80-\xff]{4}[\x01-\x7f])"
@@ -56,6 +59,9 @@ _BODY_RE = rb"[^\x78]*(?:\x78(?!\x01\x00\x00)[^\x78]*)*"
 _U32 = struct.Struct("!I")
 _MAX_PREFIX = 255  # identity + version + extra fields: longer openings stay per-frame
 _MAX_MISSES = 256  # frames left to the per-frame path after repeated misses, at most
+_NEVER = 1 << 62   # misses after a fault: no further try on that connection
+
+log = logging.getLogger(__name__)
 
 
 def _varint_value(raw: bytes) -> int:
@@ -209,72 +215,78 @@ class AdjacentPairs:
         recs: list[tuple[bytes, bytes]] = []
         recs_append = recs.append
         werrs = 0
-        while True:
-            if off + 8 > n:
-                short = True
-                break
-            qlen = unpack(buf, off)[0]
-            rpos = off + 4 + qlen
-            if rpos + 4 > n:
-                short = True
-                break
-            end = rpos + 4 + unpack(buf, rpos)[0]
-            if end > n:
-                short = True
-                break
-            m = match(buf, off, end)
-            if m is None:
-                m = other(buf, off, end)  # type: ignore[misc]
+        try:
+            while True:
+                if off + 8 > n:
+                    short = True
+                    break
+                qlen = unpack(buf, off)[0]
+                rpos = off + 4 + qlen
+                if rpos + 4 > n:
+                    short = True
+                    break
+                end = rpos + 4 + unpack(buf, rpos)[0]
+                if end > n:
+                    short = True
+                    break
+                m = match(buf, off, end)
                 if m is None:
-                    # another sender's frame (a relay that merges several): learn it now
-                    short = (off != start
-                             and not buf.startswith(self.prefix, off + 4))  # type: ignore[arg-type]
+                    m = other(buf, off, end)  # type: ignore[misc]
+                    if m is None:
+                        # another sender's frame (a relay that merges several): learn it now
+                        short = (off != start
+                                 and not buf.startswith(self.prefix, off + 4))  # type: ignore[arg-type]
+                        break
+                    match, other = other, match  # its clients' family, first from now on
+                    self._match, self._other = match, other
+                (qml, _sock, client, port, qs, qn, qdl, qid, qrest, rml, rs, rn, rdl,
+                 rrest) = m.groups()
+                # every length the frames state must be what was matched (see the module doc):
+                # the query ends where the response's header is, each message and DNS message
+                # is as long as it says
+                if (m.start(10) != rpos + rml_at
+                        or spans[qml] != qlen - fixed
+                        or spans[rml] != end - rpos - 4 - fixed
+                        or lens[qdl] != len(qrest) + 4 or lens[rdl] != len(rrest) + 2):
                     break
-                match, other = other, match  # its clients' family, first from now on
-                self._match, self._other = match, other
-            (qml, _sock, client, port, qs, qn, qdl, qid, qrest, rml, rs, rn, rdl,
-             rrest) = m.groups()
-            # every length the frames state must be what was matched (see the module doc):
-            # the query ends where the response's header is, each message and DNS message
-            # is as long as it says
-            if (m.start(10) != rpos + rml_at
-                    or spans[qml] != qlen - fixed
-                    or spans[rml] != end - rpos - 4 - fixed
-                    or lens[qdl] != len(qrest) + 4 or lens[rdl] != len(rrest) + 2):
-                break
-            question = questions.get(qrest)
-            if question is None:
-                question = fast._question(qid + b"\0\0" + qrest)
+                question = questions.get(qrest)
                 if question is None:
-                    break
-            ans = answers.get(rrest)
-            if ans is None:
-                ans = fast._answer(qid + rrest)
+                    question = fast._question(qid + b"\0\0" + qrest)
+                    if question is None:
+                        break
+                ans = answers.get(rrest)
                 if ans is None:
+                    ans = fast._answer(qid + rrest)
+                    if ans is None:
+                        break
+                if ans[0] != question:
                     break
-            if ans[0] != question:
-                break
-            if pending or orphans:  # a query of the same key waits, or its response came
-                key = (edge, qid[0] << 8 | qid[1], client[3:], _varint_value(port), question)
-                if key in pending or key in orphans:
-                    break  # the per-frame path: a retransmission, or a late query
-            q_us = secs.get(qs)
-            if q_us is None:
-                q_us = self._sec(qs)
-            q_us += from_bytes(qn, "little") // 1000
-            r_us = secs.get(rs)
-            if r_us is None:
-                r_us = self._sec(rs)
-            latency = r_us + from_bytes(rn, "little") // 1000 - q_us
-            if latency < 0:
-                latency = 0
-            cl = clients.get(client)
-            if cl is None:
-                cl = self._client(client)
-            recs_append((cl[0], b'{"ts":%d,"latency_us":%d%b%b'
-                         % (q_us, latency, cl[1], ans[1])))
-            werrs += ans[2]
-            off = end
+                if pending or orphans:  # a query of the same key waits, or its response came
+                    key = (edge, qid[0] << 8 | qid[1], client[3:], _varint_value(port), question)
+                    if key in pending or key in orphans:
+                        break  # the per-frame path: a retransmission, or a late query
+                q_us = secs.get(qs)
+                if q_us is None:
+                    q_us = self._sec(qs)
+                q_us += from_bytes(qn, "little") // 1000
+                r_us = secs.get(rs)
+                if r_us is None:
+                    r_us = self._sec(rs)
+                latency = r_us + from_bytes(rn, "little") // 1000 - q_us
+                if latency < 0:
+                    latency = 0
+                cl = clients.get(client)
+                if cl is None:
+                    cl = self._client(client)
+                recs_append((cl[0], b'{"ts":%d,"latency_us":%d%b%b'
+                             % (q_us, latency, cl[1], ans[1])))
+                werrs += ans[2]
+                off = end
+        except Exception:  # a fault here must not cost the sender's frames or its connection
+            log.exception("dnstap %s: reading adjacent pairs failed; this connection's frames "
+                          "go the per-frame way from now on", self.conn.label)
+            self.misses = _NEVER
+            return start
         if off == start:
             if not short:
                 self._missed(buf, off)

@@ -211,3 +211,38 @@ def test_a_sender_without_adjacent_pairs_is_rarely_tried(tmp_path: Path, tenant_
     assert events == ref_events and st == ref_st
     assert calls < 30  # 4 free tries at responses, then 1, 2, 4 ... 256 frames apart
     assert 0 < adjacent < 300 and st["pairing"]["paired"] == 300
+
+
+def test_an_over_long_length_varint_is_read_as_protobuf_reads_it(tmp_path: Path,
+                                                                  tenant_map: Path,
+                                                                  dnstap) -> None:
+    """A ``message`` length written in two bytes where one would do (``0x85 0x00`` for 5):
+    protobuf accepts it, so the frame is a good one; the scanner leaves it to the per-frame
+    path rather than failing on it, and the events are the same."""
+    good = dnstap(5, qid=9)
+    prefix = opening(good)
+    assert prefix is not None
+    at = len(prefix) + 1
+    assert good[at] < 0x80
+    long = good[:at] + bytes([good[at] | 0x80, 0]) + good[at + 1:]
+    assert dnstap_pb2.Dnstap.FromString(long) == dnstap_pb2.Dnstap.FromString(good)
+    frames = [long, dnstap(6, qid=9), dnstap(5, qid=10), dnstap(6, qid=10)]
+    events, st, adjacent = through_stream(tmp_path / "s", tenant_map, frames, 1 << 20)
+    ref_events, ref_st = frame_by_frame(tmp_path / "r", tenant_map, frames)
+    assert events == ref_events and st == ref_st
+    assert len(events) == 2 and st["decode_errors"] == 0 and adjacent == 1
+
+
+def test_a_fault_in_the_scanner_costs_no_frame(tmp_path: Path, tenant_map: Path, dnstap,
+                                               monkeypatch, caplog) -> None:
+    """Should the scanner ever raise, the frames it was reading go the per-frame way (the
+    same events, the connection stays open) and it is not tried again on that connection."""
+    def broken(self, raw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+    monkeypatch.setattr(AdjacentPairs, "_client", broken)
+    frames, _ = mixed(dnstap)
+    events, st, adjacent = through_stream(tmp_path / "s", tenant_map, frames, 1 << 20)
+    ref_events, ref_st = frame_by_frame(tmp_path / "r", tenant_map, frames)
+    assert events == ref_events and st == ref_st and adjacent == 0
+    assert "reading adjacent pairs failed" in caplog.text
+    assert caplog.text.count("reading adjacent pairs failed") == 1
