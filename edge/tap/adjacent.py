@@ -27,6 +27,8 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dnsflow.edge.tap.fast import sender_name
+
 if TYPE_CHECKING:
     from dnsflow.edge.tap.fast import FastPath
     from dnsflow.edge.tap.server import Connection
@@ -75,13 +77,22 @@ def _varint_value(raw: bytes) -> int:
 def opening(frame: bytes) -> bytes | None:
     """The bytes before a dnstap frame's ``message`` field (tag 14: ``0x72``) when only
     identity, version and extra (short bytes fields 1-3) come first, else None."""
+    got = _opening_and_identity(frame)
+    return got[0] if got is not None else None
+
+
+def _opening_and_identity(frame: bytes) -> tuple[bytes, bytes] | None:
+    """:func:`opening`, and the identity field's value in it (``b""``: none)."""
     i, n = 0, len(frame)
+    ident = b""
     while i + 1 < n:
         tag = frame[i]
         if tag == 0x72:
-            return frame[:i] if i <= _MAX_PREFIX else None
+            return (frame[:i], ident) if i <= _MAX_PREFIX else None
         if tag not in (0x0A, 0x12, 0x1A) or frame[i + 1] > 0x7F:
             return None
+        if tag == 0x0A:
+            ident = frame[i + 2:i + 2 + frame[i + 1]]
         i += 2 + frame[i + 1]
     return None
 
@@ -130,25 +141,19 @@ class AdjacentPairs:
         self.misses = 0       # frames split before the next try (FrameReader.take)
         self._backoff = 1
         self._free = 0        # misses at a response frame since the last pair (see _missed)
-        self.pairs = 0
 
     def _learn(self, buf: bytes, off: int) -> bool:
         """Compile the pattern for the sender of the frame at ``off`` (its opening)."""
         n = int.from_bytes(buf[off:off + 4], "big")
-        prefix = opening(buf[off + 4:off + 4 + n]) if n else None
-        if prefix is None:
+        got = _opening_and_identity(buf[off + 4:off + 4 + n]) if n else None
+        if got is None:
             return False
+        prefix, ident = got
         if prefix != self.prefix:
-            i = 0
-            ident = b""
-            while i < len(prefix):
-                if prefix[i] == 0x0A:
-                    ident = prefix[i + 2:i + 2 + prefix[i + 1]]
-                i += 2 + prefix[i + 1]
             self.prefix = prefix
-            # the sender's name as the per-frame path gives it (fast.FastPath._edge); that
-            # it logs its clients is known once a pair is taken
-            self.edge = ident.decode("utf-8", "replace") if ident else self.conn.label
+            # the sender's name as the per-frame path gives it; that it logs its clients
+            # is known once a pair is taken
+            self.edge = sender_name(ident, self.conn)
             self._client_side = False
             self._match = pair_pattern(prefix, 1).fullmatch
             self._other = pair_pattern(prefix, 2).fullmatch
@@ -296,7 +301,6 @@ class AdjacentPairs:
         # the frame where the run stopped on a mismatch is the per-frame path's
         self.misses = 0 if short else 1
         n = len(recs)
-        self.pairs += n
         fast.adjacent += n
         svc = fast.svc
         if not self._client_side:  # its resolver-side messages are not events now

@@ -72,6 +72,11 @@ _MEMO_MAX = 65_536
 _FAST_KINDS = frozenset((1, 2, 5, 6))
 
 
+def sender_name(ident: bytes, conn: Connection) -> str:
+    """The event's ``edge`` for a sender: its dnstap identity, else the connection."""
+    return ident.decode("utf-8", "replace") if ident else conn.label
+
+
 class FastPath:
     """``__call__(frames, conn)``: every frame of one read, in order."""
 
@@ -199,7 +204,7 @@ class FastPath:
 
     # -- memo misses ------------------------------------------------------------------
     def _edge(self, ident: bytes, conn: Connection) -> str:
-        edge = ident.decode("utf-8", "replace") if ident else conn.label
+        edge = sender_name(ident, conn)
         self.svc._client_side.add(edge)  # its resolver-side messages are not events now
         if ident:
             if len(self._edges) >= _MEMO_MAX:
